@@ -1,0 +1,37 @@
+// Command tp-cluster is tp's cluster-side program (traffic manager and traffic agent), built
+// static and shipped in tp's cluster image.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tpdev/tp/cmd/internal/buildinfo"
+)
+
+func main() {
+	app := &cli.App{
+		Name:            "tp-cluster",
+		Usage:           "tp's cluster side",
+		HideVersion:     true,
+		HideHelpCommand: true,
+		Commands: []*cli.Command{
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					_, err := fmt.Fprintf(c.App.Writer, "tp-cluster %s (%s %s/%s)\n",
+						buildinfo.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+					return err
+				},
+			},
+		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "tp-cluster:", err)
+		os.Exit(1)
+	}
+}

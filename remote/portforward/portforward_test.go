@@ -1,0 +1,181 @@
+package portforward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+)
+
+// fakeStream reads from r and records writes and closes.
+type fakeStream struct {
+	hdr           http.Header
+	r             io.Reader
+	mu            sync.Mutex
+	written       strings.Builder
+	closed, reset bool
+}
+
+func (s *fakeStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (s *fakeStream) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written.Write(p)
+}
+func (s *fakeStream) Close() error         { s.mu.Lock(); s.closed = true; s.mu.Unlock(); return nil }
+func (s *fakeStream) Reset() error         { s.mu.Lock(); s.reset = true; s.mu.Unlock(); return nil }
+func (s *fakeStream) Headers() http.Header { return s.hdr }
+func (s *fakeStream) Identifier() uint32   { return 0 }
+
+// fakeConn answers each stream pair with the given data and error-stream contents.
+type fakeConn struct {
+	data, errMsg string
+	mu           sync.Mutex
+	streams      []*fakeStream
+	removed      []httpstream.Stream
+	closeCh      chan bool
+}
+
+func (c *fakeConn) CreateStream(h http.Header) (httpstream.Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &fakeStream{hdr: h.Clone(), r: strings.NewReader(c.data)}
+	if h.Get(corev1.StreamType) == corev1.StreamTypeError {
+		s.r = strings.NewReader(c.errMsg)
+	}
+	c.streams = append(c.streams, s)
+	return s, nil
+}
+func (c *fakeConn) Close() error                 { return nil }
+func (c *fakeConn) CloseChan() <-chan bool       { return c.closeCh }
+func (c *fakeConn) SetIdleTimeout(time.Duration) {}
+func (c *fakeConn) RemoveStreams(s ...httpstream.Stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removed = append(c.removed, s...)
+}
+func (c *fakeConn) RemoveStreamsCount() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.removed) }
+
+func TestDialPodSharesOneConnectionPerPod(t *testing.T) {
+	var upgrades atomic.Int32
+	conn := &fakeConn{data: "hello", closeCh: make(chan bool)}
+	f := newForwarder(func(ns, pod string) (httpstream.Connection, error) {
+		upgrades.Add(1)
+		time.Sleep(20 * time.Millisecond) // let the callers pile up on one upgrade
+		return conn, nil
+	})
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Go(func() {
+			c, err := f.DialPod(context.Background(), "ns", "pod", 8080)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c.Close()
+		})
+	}
+	wg.Wait()
+	if n := upgrades.Load(); n != 1 {
+		t.Fatalf("%d upgrades for one pod, want 1", n)
+	}
+	if n := conn.RemoveStreamsCount(); n != 20 {
+		t.Fatalf("%d streams removed after 10 closed conns, want 20 (client-go keeps the rest forever)", n)
+	}
+	for _, s := range conn.streams {
+		if s.hdr.Get(corev1.PortHeader) != "8080" || s.hdr.Get(corev1.PortForwardRequestIDHeader) == "" {
+			t.Fatalf("stream headers: %v", s.hdr)
+		}
+	}
+}
+
+func TestReadReportsTheRuntimesError(t *testing.T) {
+	conn := &fakeConn{errMsg: "failed to connect to localhost:9999 inside namespace: connection refused", closeCh: make(chan bool)}
+	f := newForwarder(func(ns, pod string) (httpstream.Connection, error) { return conn, nil })
+	c, err := f.DialPod(context.Background(), "ns", "pod", 9999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Read(make([]byte, 10))
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "pod ns/pod port 9999") {
+		t.Fatalf("read: %v, want the runtime's message and the pod", err)
+	}
+}
+
+func TestReadEndsCleanlyWithoutAnError(t *testing.T) {
+	conn := &fakeConn{data: "abc", closeCh: make(chan bool)}
+	f := newForwarder(func(ns, pod string) (httpstream.Connection, error) { return conn, nil })
+	c, _ := f.DialPod(context.Background(), "ns", "pod", 80)
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "abc" {
+		t.Fatalf("read all: %q, %v", got, err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if !conn.streams[1].closed || conn.streams[1].reset {
+		t.Fatal("CloseWrite must half-close the data stream, not reset it")
+	}
+}
+
+func TestFailedUpgradeIsRetriedAndClosedConnectionsAreEvicted(t *testing.T) {
+	var calls atomic.Int32
+	conn := &fakeConn{closeCh: make(chan bool)}
+	f := newForwarder(func(ns, pod string) (httpstream.Connection, error) {
+		if calls.Add(1) == 1 {
+			return nil, errors.New("pods \"pod\" is forbidden")
+		}
+		return conn, nil
+	})
+	if _, err := f.DialPod(context.Background(), "ns", "pod", 80); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("first dial: %v, want the upgrade's error", err)
+	}
+	if _, err := f.DialPod(context.Background(), "ns", "pod", 80); err != nil {
+		t.Fatalf("second dial: %v (a failed upgrade must not stick)", err)
+	}
+	close(conn.closeCh) // the connection dies
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f.mu.Lock()
+		n := len(f.conns)
+		f.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection stays cached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	c := &streamConn{}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		t.Fatalf("clearing a deadline: %v", err)
+	}
+	if err := c.SetReadDeadline(time.Now()); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("setting a deadline: %v, want ErrUnsupported", err)
+	}
+}
+
+func TestParseTransport(t *testing.T) {
+	for in, want := range map[string]Transport{"": Auto, "auto": Auto, "websocket": WebSocket, "spdy": SPDY} {
+		if got, err := ParseTransport(in); err != nil || got != want {
+			t.Errorf("ParseTransport(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseTransport("quic"); err == nil {
+		t.Error("ParseTransport(quic): want an error")
+	}
+}

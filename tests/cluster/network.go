@@ -1,0 +1,206 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// run runs a command and returns its combined output, with the command in any error.
+func run(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+func linkExists(name string) bool {
+	_, err := os.Stat("/sys/class/net/" + name)
+	return err == nil
+}
+
+// nodeNetworkUp gives the node its address and keeps every cluster address on the machine.
+func (c *Cluster) nodeNetworkUp() error {
+	// The kernel here has no dummy links; a bridge with no ports carries the node address.
+	if !linkExists(NodeLink) {
+		if _, err := run("ip", "link", "add", NodeLink, "type", "bridge"); err != nil {
+			return err
+		}
+	}
+	steps := [][]string{
+		{"ip", "addr", "replace", NodeIP + "/32", "dev", NodeLink},
+		{"ip", "link", "set", NodeLink, "up"},
+		// Unallocated service IPs and pod IPs outside the node's /24 would otherwise follow the
+		// default route off the machine. Live pods' /24 on the CNI bridge is more specific,
+		// and kube-proxy rewrites live service IPs before routing.
+		{"ip", "route", "replace", ServiceCIDR, "dev", NodeLink},
+		{"ip", "route", "replace", PodCIDR, "dev", NodeLink},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	}
+	for _, s := range steps {
+		if _, err := run(s[0], s[1:]...); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+	}
+	// Pods reach services on their own bridge only when bridged traffic passes iptables.
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		if _, err := run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+	}
+	return nil
+}
+
+// laptopUp makes the laptop namespace if it is missing: a veth to the host, a route to the
+// node address and no other. The host drops whatever the laptop would have it forward, so
+// neither the cluster's addresses nor anything off the machine is reachable from it.
+func (c *Cluster) laptopUp() error {
+	if _, err := os.Stat(LaptopNetns); err == nil && linkExists(laptopHost) {
+		return c.laptopDropRule()
+	}
+	c.laptopDown()
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		return fmt.Errorf("laptop namespace: %w", err)
+	}
+	if err := os.WriteFile(LaptopNetns, nil, 0o644); err != nil {
+		return fmt.Errorf("laptop namespace: %w", err)
+	}
+	// Not `ip netns add`: where /run/netns is no mount point yet, it bind-mounts /run/netns
+	// over itself, hiding the pod namespaces CNI made there (pods then hang in Terminating).
+	steps := [][]string{
+		{"unshare", "--net=" + LaptopNetns, "true"},
+		{"ip", "link", "add", laptopHost, "type", "veth", "peer", "name", laptopPeer},
+		{"ip", "link", "set", laptopPeer, "netns", LaptopNetns},
+		{"ip", "addr", "add", laptopGW + "/30", "dev", laptopHost},
+		{"ip", "link", "set", laptopHost, "up"},
+		{"nsenter", "--net=" + LaptopNetns, "ip", "addr", "add", LaptopIP + "/30", "dev", laptopPeer},
+		{"nsenter", "--net=" + LaptopNetns, "ip", "link", "set", laptopPeer, "up"},
+		{"nsenter", "--net=" + LaptopNetns, "ip", "link", "set", "lo", "up"},
+		{"nsenter", "--net=" + LaptopNetns, "ip", "route", "add", NodeIP + "/32", "via", laptopGW},
+	}
+	for _, s := range steps {
+		if _, err := run(s[0], s[1:]...); err != nil {
+			return fmt.Errorf("laptop namespace: %w", err)
+		}
+	}
+	return c.laptopDropRule()
+}
+
+// laptopDropRule makes sure the host forwards nothing from the laptop, ahead of kube-proxy's
+// and anyone's FORWARD rules.
+func (c *Cluster) laptopDropRule() error {
+	if _, err := run("iptables", "-C", "FORWARD", "-i", laptopHost, "-j", "DROP"); err == nil {
+		return nil
+	}
+	if _, err := run("iptables", "-I", "FORWARD", "1", "-i", laptopHost, "-j", "DROP"); err != nil {
+		return fmt.Errorf("laptop namespace: %w", err)
+	}
+	return nil
+}
+
+// laptopDown ends the processes in the laptop namespace and removes it.
+func (c *Cluster) laptopDown() {
+	if ino, err := nsInode(LaptopNetns); err == nil {
+		for pid := range processes() {
+			if pino, err := nsInode(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && pino == ino && pid != os.Getpid() {
+				terminate(pid, 3*time.Second)
+			}
+		}
+	}
+	if linkExists(laptopHost) {
+		_, _ = run("ip", "link", "del", laptopHost)
+	}
+	for {
+		if _, err := run("iptables", "-D", "FORWARD", "-i", laptopHost, "-j", "DROP"); err != nil {
+			break
+		}
+	}
+	_, _ = run("umount", LaptopNetns)
+	_ = os.Remove(LaptopNetns)
+}
+
+// iptablesCleanup removes every KUBE-* chain, the CNI portmap chains and the rules that jump
+// to them, in iptables and ip6tables: kube-proxy --cleanup would leave kubelet's own chains
+// (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) behind.
+func iptablesCleanup() error {
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			out, err := run(tool+"-save", "-t", table)
+			if err != nil {
+				continue // e.g. a table the kernel lacks
+			}
+			script := cleanupScript(table, out)
+			if script == "" {
+				continue
+			}
+			cmd := exec.Command(tool+"-restore", "--noflush")
+			cmd.Stdin = strings.NewReader(script)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s-restore (%s): %w: %s", tool, table, err, strings.TrimSpace(string(out)))
+			}
+		}
+	}
+	return nil
+}
+
+func ourChain(chain string) bool {
+	return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-HOSTPORT-") || strings.HasPrefix(chain, "CNI-DN-")
+}
+
+// cleanupScript turns one table's iptables-save output into an iptables-restore --noflush
+// script that deletes the jumps into our chains from other chains, then flushes and deletes
+// our chains. Rules keep iptables-save's quoting, which iptables-restore reads back.
+func cleanupScript(table, save string) string {
+	var del, flush, drop strings.Builder
+	for _, line := range strings.Split(save, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 1 && strings.HasPrefix(f[0], ":") && ourChain(f[0][1:]):
+			fmt.Fprintf(&flush, "-F %s\n", f[0][1:])
+			fmt.Fprintf(&drop, "-X %s\n", f[0][1:])
+		case len(f) > 1 && f[0] == "-A" && !ourChain(f[1]) && jumpsToOurs(f):
+			fmt.Fprintf(&del, "-D %s\n", strings.TrimPrefix(line, "-A "))
+		}
+	}
+	if del.Len()+flush.Len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("*%s\n%s%s%sCOMMIT\n", table, del.String(), flush.String(), drop.String())
+}
+
+func jumpsToOurs(f []string) bool {
+	for i := 0; i+1 < len(f); i++ {
+		if (f[i] == "-j" || f[i] == "-g") && ourChain(f[i+1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// leftoverChains lists the KUBE-* chains still in iptables, for Down's final check.
+func leftoverChains() []string {
+	var left []string
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			out, _ := run(tool+"-save", "-t", table)
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, ":") && ourChain(strings.Fields(line)[0][1:]) {
+					left = append(left, tool+"/"+table+"/"+strings.Fields(line)[0][1:])
+				}
+			}
+		}
+	}
+	return left
+}
+
+func nsInode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
