@@ -14,7 +14,7 @@ LINUX   := bin/linux_$(ARCH)
 IMAGES  := bin/images
 E2E_TIMEOUT ?= 40m
 
-.PHONY: help build images cluster-up cluster-down cluster-load vet unit cross e2e test clean
+.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle vet unit cross e2e test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -45,6 +45,9 @@ cluster-load: bin/tpcluster ## load an image tarball into the test cluster: make
 	@test -n "$(TAR)" || { echo "usage: make cluster-load TAR=path/to/image.tar"; exit 2; }
 	bin/tpcluster load $(TAR)
 
+cluster-cycle: images bin/tpcluster ## lifecycle test: up, up (quick), down (leaves nothing), up
+	bin/tpcluster cycle --images $(IMAGES)
+
 vet: ## go vet, the e2e suites included
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./tests/...
@@ -64,7 +67,7 @@ e2e: cluster-up ## the e2e suites against the local cluster
 	@echo "e2e: $$(grep -c -- '^\s*--- PASS' bin/e2e.log) passed, $$(grep -c -- '^\s*--- FAIL' bin/e2e.log || true) failed, $$(grep -c -- '^\s*--- SKIP' bin/e2e.log || true) skipped"
 	@if [ -n "$${CI:-}" ] && grep -q -- '--- SKIP' bin/e2e.log; then echo "e2e: a test skipped in CI; e2e tests must run"; exit 1; fi
 
-test: vet unit cross e2e ## everything CI runs: vet, unit tests, cross builds, cluster, e2e
+test: vet unit cross cluster-cycle e2e ## everything CI runs: vet, unit tests, cross builds, cluster lifecycle, e2e
 
 clean: ## remove build outputs (not the cluster, not the build cache)
 	rm -rf bin

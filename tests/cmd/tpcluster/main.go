@@ -4,6 +4,7 @@
 //	tpcluster up [--images DIR]   start, or reuse a healthy cluster; write .cluster/kubeconfig
 //	tpcluster down                stop it and leave nothing behind
 //	tpcluster load TAR...         import image tarballs into the cluster's runtime
+//	tpcluster cycle               up, up (quick), down (nothing left), up: the lifecycle test
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -62,6 +64,33 @@ func app() *cli.App {
 					if err != nil {
 						return err
 					}
+					return cl.Up(c.Context)
+				},
+			},
+			{
+				Name:  "cycle",
+				Usage: "prove the lifecycle: up, up again (must be quick), down (must leave nothing), up",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "images", Usage: "folder of image tarballs (*.tar) to load"}},
+				Action: func(c *cli.Context) error {
+					images, _ := filepath.Glob(filepath.Join(c.String("images"), "*.tar"))
+					cl, err := open(c, images)
+					if err != nil {
+						return err
+					}
+					if err := cl.Up(c.Context); err != nil {
+						return err
+					}
+					start := time.Now()
+					if err := cl.Up(c.Context); err != nil {
+						return err
+					}
+					if again := time.Since(start); again > 10*time.Second {
+						return fmt.Errorf("cycle: up on a healthy cluster took %s; it must reuse it in seconds", again)
+					}
+					if err := cl.Down(c.Context); err != nil {
+						return fmt.Errorf("cycle: down: %w", err)
+					}
+					fmt.Fprintln(os.Stderr, "cycle: down left nothing behind")
 					return cl.Up(c.Context)
 				},
 			},
