@@ -1,4 +1,17 @@
-// Package localproxy will hold tp's front ends on the developer's machine: one loopback port
-// serving SOCKS5 (things-go/go-socks5) and HTTP proxying (elazarl/goproxy), and the DNS shim
-// (miekg/dns). They see only the remote Dialer and name lookup, never Kubernetes or gRPC.
+// Package localproxy holds tp's proxy front end on the developer's machine: one loopback
+// port that serves SOCKS5 (CONNECT and UDP ASSOCIATE, via things-go/go-socks5) and HTTP
+// proxying (absolute-URI requests and CONNECT, via elazarl/goproxy), told apart by the first
+// byte a client sends (0x05 is SOCKS5, a letter is HTTP).
+//
+// Server sends every proxied connection or UDP flow to one remote.Dialer, passing names
+// through unresolved so the cluster side resolves them (socks5h:// semantics). It maps the
+// dialer's typed errors (remote.KindOf) to each protocol's vocabulary: a SOCKS5 reply code,
+// or an HTTP status with a readable "tp: ..." body, so a user can tell "no such service"
+// from "nothing listens" from "the tunnel is down".
+//
+// Router is the production Dialer: it decides per destination whether to go through the
+// tunnel to the cluster or directly from this machine (cluster CIDRs and names the cluster
+// can resolve go through the tunnel; everything else goes direct).
+//
+// The DNS shim lives in the subpackage dnsshim. Nothing here imports Kubernetes or gRPC.
 package localproxy

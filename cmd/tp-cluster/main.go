@@ -3,9 +3,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -19,6 +22,7 @@ func main() {
 		HideVersion:     true,
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
+			managerCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",
@@ -30,7 +34,9 @@ func main() {
 			},
 		},
 	}
-	if err := app.Run(os.Args); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "tp-cluster:", err)
 		os.Exit(1)
 	}

@@ -24,6 +24,9 @@ func newApp() *cli.App {
 			return cli.ShowAppHelp(c)
 		},
 		Commands: []*cli.Command{
+			connectCommand(),
+			statusCommand(),
+			quitCommand(),
 			{
 				Name:  "version",
 				Usage: "print tp's version and the cluster image it installs",

@@ -9,6 +9,6 @@ import (
 func main() {
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "tp:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/cmd/internal/control"
+	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/localproxy/dnsshim"
+	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/session"
+)
+
+// kubeFlags choose the cluster, as kubectl's do.
+func kubeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kubeconfig", Usage: "kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"},
+		&cli.StringFlag{Name: "context", Usage: "kubeconfig context (default: the current one)"},
+		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "namespace for short names (default: the context's)"},
+	}
+}
+
+func connectCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "connect",
+		Usage: "connect this machine to the cluster: a SOCKS5 + HTTP proxy (and a DNS server) on loopback",
+		Description: `Starts a background connection (a daemon of your own user, no root) and prints the
+variables to export. Cluster names (web-app, web-app.other-ns, *.svc.cluster.local), ClusterIPs
+and pod IPs go through the tunnel; everything else is dialed directly from this machine.
+
+   eval "$(tp connect)"; curl web-app
+   ALL_PROXY=socks5h://127.0.0.1:1080 curl http://web-app.default`,
+		Flags: append(kubeFlags(),
+			&cli.StringFlag{Name: "name", Value: "default", Usage: "session name; a second, independent connection needs its own (and its own --listen)"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "address of the SOCKS5 + HTTP proxy (one port serves both)"},
+			&cli.StringFlag{Name: "dns-listen", Usage: "also serve cluster DNS here (UDP and TCP), e.g. 127.0.0.1:1053"},
+			&cli.StringFlag{Name: "manager-namespace", Value: "tp-system", Usage: "where tp install put the traffic manager"},
+			&cli.StringSliceFlag{Name: "also-proxy", Usage: "send this CIDR through the tunnel too (repeatable)"},
+			&cli.StringSliceFlag{Name: "never-proxy", Usage: "never send this CIDR through the tunnel (repeatable)"},
+			&cli.StringFlag{Name: "transport", Value: "auto", Usage: "port-forward transport: auto (WebSocket, falling back to SPDY), websocket or spdy"},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for the connection"},
+			&cli.BoolFlag{Name: "foreground", Usage: "stay attached instead of leaving a background daemon (Ctrl-C ends it)"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every failed dial"},
+		),
+		Action: connect,
+	}
+}
+
+// connectOptions are connect's flags, checked.
+type connectOptions struct {
+	name, listen, dnsListen, managerNS string
+	also, never                        []netip.Prefix
+	transport                          portforward.Transport
+	timeout                            time.Duration
+	debug                              bool
+}
+
+func parseConnectOptions(c *cli.Context) (connectOptions, error) {
+	o := connectOptions{
+		name: c.String("name"), listen: c.String("listen"), dnsListen: c.String("dns-listen"),
+		managerNS: c.String("manager-namespace"), timeout: c.Duration("timeout"), debug: c.Bool("debug"),
+	}
+	if o.name == "" || strings.ContainsAny(o.name, `/\. `) {
+		return o, userErrorf("--name %q: use letters, digits and dashes", o.name)
+	}
+	if _, err := netip.ParseAddrPort(o.listen); err != nil {
+		return o, userErrorf("--listen %q: want IP:PORT, e.g. 127.0.0.1:1080", o.listen)
+	}
+	if o.dnsListen != "" {
+		if _, err := netip.ParseAddrPort(o.dnsListen); err != nil {
+			return o, userErrorf("--dns-listen %q: want IP:PORT, e.g. 127.0.0.1:1053", o.dnsListen)
+		}
+	}
+	var err error
+	if o.transport, err = portforward.ParseTransport(c.String("transport")); err != nil {
+		return o, userErrorf("--transport: %v", err)
+	}
+	for _, f := range []struct {
+		flag string
+		dst  *[]netip.Prefix
+	}{{"also-proxy", &o.also}, {"never-proxy", &o.never}} {
+		for _, s := range c.StringSlice(f.flag) {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return o, userErrorf("--%s %q: want a CIDR, e.g. 10.0.0.0/8", f.flag, s)
+			}
+			*f.dst = append(*f.dst, p.Masked())
+		}
+	}
+	return o, nil
+}
+
+func connect(c *cli.Context) error {
+	o, err := parseConnectOptions(c)
+	if err != nil {
+		return err
+	}
+	k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
+	if err != nil {
+		return userError(err)
+	}
+	// A running session for the same cluster and namespace is reused.
+	if info, err := control.Status(c.Context, o.name); err == nil {
+		if info.Context == k.context && info.Namespace == k.namespace && info.Cluster == k.cluster {
+			fmt.Fprintf(c.App.ErrWriter, "tp: already connected to context %q, namespace %q (session %q)\n", info.Context, info.Namespace, o.name)
+			printExports(c.App.Writer, info.Listen)
+			return nil
+		}
+		return userErrorf("session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
+			o.name, info.Context, info.Namespace)
+	}
+	if c.Bool("foreground") {
+		return runConnection(c, o, k)
+	}
+	return spawnDaemon(c, o)
+}
+
+// spawnDaemon starts `tp connect --foreground` detached, with its output in the session's
+// log, and waits until it serves or fails.
+func spawnDaemon(c *cli.Context, o connectOptions) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding tp's own binary: %w", err)
+	}
+	logPath, err := control.LogPath(o.name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return fmt.Errorf("session folder: %w", err)
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("session log: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(exe, append(os.Args[1:], "--foreground")...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "TP_DAEMON=1")
+	cmd.SysProcAttr = detached()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the connection daemon: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(o.timeout + 10*time.Second)
+	for {
+		select {
+		case <-exited:
+			return daemonFailed(logPath)
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("the connection daemon did not become ready within %s; its log: %s", o.timeout+10*time.Second, logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+		info, err := control.Status(c.Context, o.name)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s", info.Context, info.Namespace, info.Listen)
+		if info.DNSListen != "" {
+			fmt.Fprintf(c.App.ErrWriter, ", DNS on %s", info.DNSListen)
+		}
+		fmt.Fprintf(c.App.ErrWriter, " (session %q, log %s)\n", o.name, logPath)
+		printExports(c.App.Writer, info.Listen)
+		return nil
+	}
+}
+
+// daemonFailed reports why a daemon exited during start: its own last "tp: " line.
+func daemonFailed(logPath string) error {
+	data, _ := os.ReadFile(logPath)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if msg, ok := strings.CutPrefix(lines[i], "tp: "); ok {
+			return errors.New(msg)
+		}
+	}
+	return fmt.Errorf("the connection daemon exited during start; its log (%s) ends:\n%s", logPath, strings.Join(lines[max(0, len(lines)-10):], "\n"))
+}
+
+// runConnection is the connection itself: proxy listener, tunnel session, front ends and
+// control socket, until a signal or tp quit.
+func runConnection(c *cli.Context, o connectOptions, k *kube) error {
+	level := slog.LevelInfo
+	if o.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	if p := os.Getenv("TP_CPUPROFILE"); p != "" {
+		f, _ := os.Create(p)
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	own := []string{o.listen}
+	if o.dnsListen != "" {
+		own = append(own, o.dnsListen)
+	}
+	avoidProxyLoop(k.cfg, own...)
+
+	// Listen before connecting: a taken port is the user's to fix, and fails fast.
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return userErrorf("cannot listen on %s (%v): another tp session or program has it? choose another with --listen", o.listen, err)
+	}
+	defer ln.Close()
+	var dnsUDP net.PacketConn
+	var dnsTCP net.Listener
+	if o.dnsListen != "" {
+		if dnsUDP, err = net.ListenPacket("udp", o.dnsListen); err != nil {
+			return userErrorf("cannot listen on %s/udp for DNS (%v): choose another with --dns-listen", o.dnsListen, err)
+		}
+		defer dnsUDP.Close()
+		if dnsTCP, err = net.Listen("tcp", o.dnsListen); err != nil {
+			return userErrorf("cannot listen on %s/tcp for DNS (%v): choose another with --dns-listen", o.dnsListen, err)
+		}
+		defer dnsTCP.Close()
+	}
+
+	cctx, ccancel := context.WithTimeout(ctx, o.timeout)
+	sess, err := session.Connect(cctx, session.Config{
+		REST: k.cfg, Namespace: k.namespace, ManagerNamespace: o.managerNS,
+		Transport: o.transport, Version: buildinfo.Version, Log: log,
+	})
+	ccancel()
+	if err != nil {
+		return fmt.Errorf("connecting to context %q (%s): %w", k.context, k.cluster, err)
+	}
+	defer sess.Close()
+
+	routes := func() []netip.Prefix { return append(sess.Routes(), o.also...) }
+	router := &localproxy.Router{Tunnel: sess, Direct: &net.Dialer{}, Names: sess, Routes: routes, Never: o.never, Log: log}
+	proxy := localproxy.New(localproxy.Config{Dialer: router, Log: log})
+	var shim *dnsshim.Server
+	errc := make(chan error, 4)
+	go func() { errc <- proxy.Serve(ctx, ln) }()
+	if o.dnsListen != "" {
+		shim = dnsshim.New(dnsshim.Config{Cluster: sess, Routes: routes, Log: log})
+		go func() { errc <- shim.ServeUDP(ctx, dnsUDP) }()
+		go func() { errc <- shim.ServeTCP(ctx, dnsTCP) }()
+	}
+	started := time.Now()
+	info := func() control.Info {
+		i := control.Info{
+			Name: o.name, PID: os.Getpid(), Version: buildinfo.Version, Context: k.context, Cluster: k.cluster,
+			Namespace: k.namespace, ManagerNamespace: o.managerNS, Listen: ln.Addr().String(), DNSListen: o.dnsListen, Started: started,
+		}
+		i.Session, _ = json.Marshal(sess.Status())
+		i.Proxy, _ = json.Marshal(proxy.Stats())
+		if shim != nil {
+			i.DNS, _ = json.Marshal(shim.Stats())
+		}
+		return i
+	}
+	go func() { errc <- control.Serve(ctx, o.name, info, cancel) }()
+
+	st := sess.Status()
+	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", ln.Addr().String(), "dns", o.dnsListen)
+	if os.Getenv("TP_DAEMON") == "" {
+		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.context, k.namespace, ln.Addr())
+		printExports(c.App.Writer, ln.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	log.Info("disconnecting")
+	return err
+}
+
+// printExports prints what a shell needs to use the proxy: eval "$(tp connect)".
+func printExports(w io.Writer, listen string) {
+	vars := [][2]string{
+		{"ALL_PROXY", "socks5h://" + listen}, {"all_proxy", "socks5h://" + listen},
+		{"HTTP_PROXY", "http://" + listen}, {"http_proxy", "http://" + listen},
+		{"HTTPS_PROXY", "http://" + listen}, {"https_proxy", "http://" + listen},
+		{"NO_PROXY", "localhost,127.0.0.1,::1"}, {"no_proxy", "localhost,127.0.0.1,::1"},
+	}
+	for _, v := range vars {
+		if runtime.GOOS == "windows" {
+			fmt.Fprintf(w, "$env:%s = %q\n", v[0], v[1])
+		} else {
+			fmt.Fprintf(w, "export %s=%s\n", v[0], v[1])
+		}
+	}
+}

@@ -1,0 +1,9 @@
+//go:build !windows
+
+package main
+
+import "syscall"
+
+// detached makes the daemon its own session leader, so closing the terminal that ran
+// tp connect does not end the connection.
+func detached() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tpdev/tp/cmd/internal/control"
+	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote/session"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the running connections: cluster, namespace, tunnel state, flows, bytes",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "only this session"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			names := []string{c.String("name")}
+			if names[0] == "" {
+				var err error
+				if names, err = control.Names(); err != nil {
+					return err
+				}
+			}
+			var infos []control.Info
+			for _, n := range names {
+				info, err := control.Status(c.Context, n)
+				if err != nil {
+					if c.String("name") != "" {
+						return userErrorf("no connection named %q is running (tp connect --name %s starts one)", n, n)
+					}
+					continue
+				}
+				infos = append(infos, info)
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if infos == nil {
+					infos = []control.Info{}
+				}
+				return enc.Encode(infos)
+			}
+			if len(infos) == 0 {
+				fmt.Fprintln(c.App.Writer, "tp: not connected (tp connect starts a connection)")
+				return nil
+			}
+			for _, info := range infos {
+				printStatus(c.App.Writer, info)
+			}
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, info control.Info) {
+	var st session.Status
+	_ = json.Unmarshal(info.Session, &st)
+	var px localproxy.Stats
+	_ = json.Unmarshal(info.Proxy, &px)
+	fmt.Fprintf(w, "session %s: %s\n", info.Name, st.State)
+	fmt.Fprintf(w, "  context:     %s (%s)\n", info.Context, info.Cluster)
+	fmt.Fprintf(w, "  namespace:   %s\n", info.Namespace)
+	fmt.Fprintf(w, "  manager:     %s in %s (pod %s)\n", st.ManagerVersion, info.ManagerNamespace, st.ManagerPod)
+	fmt.Fprintf(w, "  proxy:       %s (SOCKS5 and HTTP)\n", info.Listen)
+	if info.DNSListen != "" {
+		fmt.Fprintf(w, "  dns:         %s\n", info.DNSListen)
+	}
+	fmt.Fprintf(w, "  flows:       %d open, %d total, %d failed; %s in, %s out\n", st.OpenFlows, st.TotalFlows, st.FailedFlows, humanBytes(st.BytesIn), humanBytes(st.BytesOut))
+	fmt.Fprintf(w, "  reconnects:  %d", st.Reconnects)
+	if st.LastError != "" {
+		fmt.Fprintf(w, " (last error: %s)", st.LastError)
+	}
+	fmt.Fprintf(w, "\n  up since:    %s (pid %d, tp %s)\n", info.Started.Format(time.RFC3339), info.PID, info.Version)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func quitCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "quit",
+		Usage: "end a connection (all of them with --all)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Value: "default", Usage: "the session to end"},
+			&cli.BoolFlag{Name: "all", Usage: "end every running session"},
+		},
+		Action: func(c *cli.Context) error {
+			names := []string{c.String("name")}
+			if c.Bool("all") {
+				var err error
+				if names, err = control.Names(); err != nil {
+					return err
+				}
+			}
+			ended := 0
+			for _, n := range names {
+				err := control.Quit(c.Context, n, 10*time.Second)
+				if errors.Is(err, control.ErrNotRunning) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				ended++
+				fmt.Fprintf(c.App.ErrWriter, "tp: disconnected session %q\n", n)
+			}
+			if ended == 0 && !c.Bool("all") {
+				return userErrorf("no connection named %q is running", names[0])
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,179 @@
+package localproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/tpdev/tp/remote"
+)
+
+// newHTTPProxy configures goproxy for plain (absolute-URI) requests. CONNECT never reaches
+// goproxy (see serveHTTP). goproxy's defaults are wrong for tp in ways that matter:
+// NewProxyHttpServer takes HTTP(S)_PROXY from the environment for both its transport and
+// its CONNECT dialer, so a user who exported them at tp would make tp proxy to itself; and
+// its transport skips TLS verification. Every dial here goes to the Server's Dialer.
+func (s *Server) newHTTPProxy() (*goproxy.ProxyHttpServer, *http.Transport) {
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           s.dial,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Content encoding is between the client and the destination: pass it through.
+		DisableCompression: true,
+	}
+	p := goproxy.NewProxyHttpServer()
+	p.Tr = tr
+	p.ConnectDial = nil
+	p.ConnectDialWithReq = nil
+	p.KeepAcceptEncoding = true
+	p.Logger = goproxyLogger{s.log}
+	p.NonproxyHandler = http.HandlerFunc(notAProxyRequest)
+	p.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+		if resp != nil || ctx.Error == nil {
+			return resp
+		}
+		status, body, proxyStatus := httpError(ctx.Error)
+		s.log.Info("http: request failed", "client", ctx.Req.RemoteAddr, "url", ctx.Req.URL.String(),
+			"status", status, "err", ctx.Error)
+		r := goproxy.NewResponse(ctx.Req, goproxy.ContentTypeText+"; charset=utf-8", status, body)
+		r.Header.Set("Proxy-Status", proxyStatus)
+		return r
+	})
+	return p, tr
+}
+
+func (s *Server) newHTTPServer(ctx context.Context) *http.Server {
+	return &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: s.hsTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodConnect:
+		s.serveConnect(w, r)
+	case !r.URL.IsAbs():
+		notAProxyRequest(w, r)
+	default:
+		s.httpProxy.ServeHTTP(w, r)
+	}
+}
+
+// notAProxyRequest answers someone browsing the proxy port itself.
+func notAProxyRequest(w http.ResponseWriter, r *http.Request) {
+	writeText(w, http.StatusBadRequest, fmt.Sprintf(
+		"tp: this is tp's proxy port (SOCKS5 and HTTP), not a web server: %s %s is not a proxy request.\n"+
+			"Use it as a proxy, e.g. HTTP_PROXY=http://%s or ALL_PROXY=socks5h://%s\n",
+		r.Method, r.URL.Path, r.Host, r.Host))
+}
+
+// serveConnect dials first and only then hijacks, so a failure is an ordinary HTTP response
+// (status, headers, body) that net/http frames. goproxy's own CONNECT path is not used: it
+// dials through its env-derived ConnectDial, and its hijack hook drops bytes the client
+// sent right behind the CONNECT header (e.g. a TLS ClientHello).
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	target := r.Host
+	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
+		w.Header().Set("Connection", "close")
+		writeText(w, http.StatusBadRequest, fmt.Sprintf("tp: CONNECT needs host:port, not %q\n", target))
+		return
+	}
+	dest, err := s.dial(r.Context(), "tcp", target)
+	if err != nil {
+		status, body, proxyStatus := httpError(err)
+		s.log.Info("http: CONNECT failed", "client", r.RemoteAddr, "target", target, "status", status, "err", err)
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Proxy-Status", proxyStatus)
+		writeText(w, status, body)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		_ = dest.Close()
+		writeText(w, http.StatusInternalServerError, "tp: cannot take over this connection for CONNECT\n")
+		return
+	}
+	client, rw, err := hj.Hijack()
+	if err != nil {
+		_ = dest.Close()
+		s.log.Info("http: CONNECT hijack failed", "client", r.RemoteAddr, "err", err)
+		return
+	}
+	var clientR io.Reader = client
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ := rw.Reader.Peek(n)
+		clientR = io.MultiReader(bytes.NewReader(early), client)
+	}
+	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		_ = client.Close()
+		_ = dest.Close()
+		return
+	}
+	relay(r.Context(), client, clientR, dest)
+}
+
+// httpError maps a dial or request error to what an HTTP client is told: a status, a text
+// body a user can act on, and an RFC 9209 Proxy-Status value for tools.
+func httpError(err error) (status int, body, proxyStatus string) {
+	msg := err.Error()
+	if _, ok := errors.AsType[*loopError](err); ok {
+		return http.StatusLoopDetected, "tp: " + msg + "\n", "tp; error=proxy_loop_detected"
+	}
+	switch remote.KindOf(err) {
+	case remote.NoSuchHost:
+		return http.StatusBadGateway, "tp: " + msg + "\n", "tp; error=dns_error"
+	case remote.Refused:
+		return http.StatusBadGateway, "tp: " + withPrefix("connection refused", msg) + "\n",
+			"tp; error=connection_refused"
+	case remote.Unreachable:
+		return http.StatusBadGateway, "tp: " + withPrefix("unreachable", msg) + "\n",
+			"tp; error=destination_ip_unroutable"
+	case remote.Timeout:
+		return http.StatusGatewayTimeout, "tp: " + withPrefix("timed out", msg) + "\n",
+			"tp; error=connection_timeout"
+	case remote.TunnelDown:
+		return http.StatusServiceUnavailable,
+			"tp: the tunnel to the cluster is down (reconnecting): " + msg + "\n",
+			"tp; error=destination_unavailable"
+	default:
+		return http.StatusBadGateway, "tp: " + msg + "\n", "tp; error=proxy_internal_error"
+	}
+}
+
+// withPrefix leads msg with what happened, unless msg already says it.
+func withPrefix(what, msg string) string {
+	if strings.HasPrefix(msg, what) {
+		return msg
+	}
+	return what + ": " + msg
+}
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+type goproxyLogger struct{ log *slog.Logger }
+
+func (l goproxyLogger) Printf(format string, args ...any) {
+	l.log.Debug("http: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+}

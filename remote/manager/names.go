@@ -1,0 +1,184 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tpdev/tp/remote"
+)
+
+// Names resolves names the way a pod in a given namespace would (its resolv.conf search path
+// "NS.svc.DOMAIN svc.DOMAIN DOMAIN"), but only inside the cluster domain: a name that is not
+// a cluster name is never sent upstream, so the laptop dials it itself.
+type Names struct {
+	Domain string // e.g. cluster.local
+	// Exchange sends one query to the cluster's DNS.
+	Exchange func(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+}
+
+// NewNames asks the DNS server at addr (host:port) over UDP, retrying over TCP when an
+// answer is truncated.
+func NewNames(domain, addr string) *Names {
+	udp := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	tcp := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	return &Names{Domain: domain, Exchange: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		r, _, err := udp.ExchangeContext(ctx, m, addr)
+		if err == nil && r.Truncated {
+			r, _, err = tcp.ExchangeContext(ctx, m, addr)
+		}
+		return r, err
+	}}
+}
+
+// Candidates lists the cluster names that name may stand for, for a client in namespace ns,
+// in the order a pod's resolver tries them. An empty list means: not a cluster name.
+func (n *Names) Candidates(name, ns string) []string {
+	name = strings.ToLower(strings.TrimSpace(name))
+	domain := strings.Trim(strings.ToLower(n.Domain), ".")
+	if name == "" || domain == "" {
+		return nil
+	}
+	if strings.HasSuffix(name, ".") { // absolute: only if inside the cluster domain
+		bare := strings.TrimSuffix(name, ".")
+		if bare == domain || strings.HasSuffix(bare, "."+domain) || isReverse(bare) {
+			return []string{dns.Fqdn(bare)}
+		}
+		return nil
+	}
+	if name == domain || strings.HasSuffix(name, "."+domain) || isReverse(name) {
+		return []string{dns.Fqdn(name)}
+	}
+	var out []string
+	if ns != "" {
+		out = append(out, dns.Fqdn(name+"."+ns+".svc."+domain))
+	}
+	// Only names of the shapes svc.ns[.svc] and host.subdomain.ns[.svc] can live under
+	// svc.DOMAIN; skipping the rest spares a query per public name.
+	if labels := dns.CountLabel(dns.Fqdn(name)); labels >= 2 && labels <= 4 {
+		out = append(out, dns.Fqdn(name+".svc."+domain))
+	}
+	if strings.HasSuffix(name, ".svc") {
+		out = append(out, dns.Fqdn(name+"."+domain))
+	}
+	return out
+}
+
+func isReverse(name string) bool {
+	return strings.HasSuffix(name, ".in-addr.arpa") || strings.HasSuffix(name, ".ip6.arpa")
+}
+
+// Query asks the cluster about name for a client in ns. It returns the candidate that exists
+// (fqdn, "" if none) and the DNS response for the name as asked: its question, a CNAME to
+// fqdn when they differ, the cluster's answers; NXDOMAIN when no candidate exists.
+func (n *Names) Query(ctx context.Context, name, ns string, qtype uint16) (fqdn string, resp *dns.Msg, err error) {
+	asked := dns.Fqdn(name)
+	resp = new(dns.Msg)
+	resp.SetQuestion(asked, qtype)
+	resp.Response, resp.Authoritative, resp.RecursionAvailable = true, true, true
+	for _, cand := range n.Candidates(name, ns) {
+		q := new(dns.Msg)
+		q.SetQuestion(cand, qtype)
+		r, err := n.Exchange(ctx, q)
+		if err != nil {
+			return "", nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("cluster dns: %v", err), Err: err}
+		}
+		switch r.Rcode {
+		case dns.RcodeNameError:
+			continue
+		case dns.RcodeSuccess:
+		default:
+			return "", nil, remote.Errorf(remote.Failed, "cluster dns answered %s for %s", dns.RcodeToString[r.Rcode], cand)
+		}
+		resp.Rcode = dns.RcodeSuccess
+		if !strings.EqualFold(cand, asked) {
+			resp.Answer = append(resp.Answer, &dns.CNAME{
+				Hdr:    dns.RR_Header{Name: asked, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: minTTL(r.Answer)},
+				Target: cand,
+			})
+		}
+		resp.Answer = append(resp.Answer, r.Answer...)
+		resp.Extra = append(resp.Extra, withoutOPT(r.Extra)...)
+		return cand, resp, nil
+	}
+	resp.Rcode = dns.RcodeNameError
+	return "", resp, nil
+}
+
+// LookupHost returns the A and AAAA addresses of a cluster name; NoSuchHost, with a message
+// naming service and namespace, when the cluster has none.
+func (n *Names) LookupHost(ctx context.Context, name, ns string) (fqdn string, addrs []netip.Addr, err error) {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return "", []netip.Addr{a}, nil
+	}
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		found, resp, err := n.Query(ctx, name, ns, qtype)
+		if err != nil {
+			return "", nil, err
+		}
+		if found == "" {
+			break // no candidate exists for any type
+		}
+		fqdn = found
+		for _, rr := range resp.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					addrs = append(addrs, a)
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return fqdn, nil, remote.NoSuchHostError(name, ns)
+	}
+	return fqdn, addrs, nil
+}
+
+func minTTL(rrs []dns.RR) uint32 {
+	ttl := uint32(5)
+	for i, rr := range rrs {
+		if i == 0 || rr.Header().Ttl < ttl {
+			ttl = rr.Header().Ttl
+		}
+	}
+	return ttl
+}
+
+func withoutOPT(rrs []dns.RR) []dns.RR {
+	var out []dns.RR
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// dialError classifies a failed dial for the client, naming what was dialed.
+func dialError(what string, err error) error {
+	var opErr *net.OpError
+	msg := err.Error()
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		msg = opErr.Err.Error()
+	}
+	switch {
+	case errors.Is(err, errConnRefused):
+		return &remote.Error{Kind: remote.Refused, Msg: fmt.Sprintf("connection refused by %s: nothing listens on that port", what), Err: err}
+	case errors.Is(err, errHostUnreach), errors.Is(err, errNetUnreach):
+		return &remote.Error{Kind: remote.Unreachable, Msg: fmt.Sprintf("%s is unreachable from the cluster: %s", what, msg), Err: err}
+	case remote.KindOf(err) == remote.Timeout:
+		return &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("%s did not answer in time", what), Err: err}
+	}
+	return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dial %s: %s", what, msg), Err: err}
+}
