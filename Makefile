@@ -14,7 +14,7 @@ LINUX   := bin/linux_$(ARCH)
 IMAGES  := bin/images
 E2E_TIMEOUT ?= 40m
 
-.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle vet unit cross e2e test clean
+.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit cross e2e test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -51,6 +51,7 @@ cluster-cycle: images bin/tpcluster ## lifecycle test: up, up (quick), down (lea
 vet: ## go vet, the e2e suites included
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./tests/...
+	$(GO) vet -tags bench ./tests/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 
 unit: ## unit tests (no cluster)
@@ -61,11 +62,17 @@ cross: ## tp builds for macOS and Windows too
 	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
 
-e2e: cluster-up ## the e2e suites against the local cluster
-	@mkdir -p bin
-	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
+e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an unprivileged user in the laptop namespace)
+	TP_E2E_TP=$(abspath bin/tp) TP_E2E_MANAGER_IMAGE=$(IMAGE) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
 	@echo "e2e: $$(grep -c -- '^\s*--- PASS' bin/e2e.log) passed, $$(grep -c -- '^\s*--- FAIL' bin/e2e.log || true) failed, $$(grep -c -- '^\s*--- SKIP' bin/e2e.log || true) skipped"
 	@if [ -n "$${CI:-}" ] && grep -q -- '--- SKIP' bin/e2e.log; then echo "e2e: a test skipped in CI; e2e tests must run"; exit 1; fi
+
+demo: build images bin/tpcluster ## the main job: cluster (unless KUBECONFIG is set), tp install, tp connect, curl by name
+	tests/demo/demo.sh
+
+bench: build cluster-up ## measure tp against raw port-forward and the direct path, in one run
+	TP_E2E_TP=$(abspath bin/tp) TP_BENCH_OUT=$(abspath bin/bench.txt) $(GO) test -tags bench -count=1 -timeout 30m -v -run TestBench ./tests/bench/
+	@cat bin/bench.txt
 
 test: vet unit cross cluster-cycle e2e ## everything CI runs: vet, unit tests, cross builds, cluster lifecycle, e2e
 

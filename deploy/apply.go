@@ -45,32 +45,60 @@ func Apply(ctx context.Context, cfg *rest.Config, manifest []byte, fieldManager 
 	if err != nil {
 		return err
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	a, err := NewApplier(cfg, fieldManager)
 	if err != nil {
-		return fmt.Errorf("apply: %w", err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("apply: %w", err)
+		return err
 	}
 	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
+		if err := a.Apply(ctx, obj); err != nil {
+			return err
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == "namespace" {
-			ns := obj.GetNamespace()
-			if ns == "" {
-				ns = "default"
-			}
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+	}
+	return nil
+}
+
+// Applier applies objects one at a time with server-side apply, as Apply does, reusing one
+// discovery cache: for callers that pick objects or explain each failure themselves.
+type Applier struct {
+	mapper       *restmapper.DeferredDiscoveryRESTMapper
+	dyn          dynamic.Interface
+	fieldManager string
+}
+
+// NewApplier makes an Applier for the cluster of cfg. It does not contact the cluster.
+func NewApplier(cfg *rest.Config, fieldManager string) (*Applier, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	return &Applier{
+		mapper:       restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+		dyn:          dyn,
+		fieldManager: fieldManager,
+	}, nil
+}
+
+// Apply applies obj with server-side apply, forcing ownership of conflicting fields.
+func (a *Applier) Apply(ctx context.Context, obj *unstructured.Unstructured) error {
+	gvk := obj.GroupVersionKind()
+	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
+	if mapping.Scope.Name() == "namespace" {
+		ns := obj.GetNamespace()
+		if ns == "" {
+			ns = "default"
 		}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
-			return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
-		}
+		ri = a.dyn.Resource(mapping.Resource).Namespace(ns)
+	}
+	if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: a.fieldManager, Force: true}); err != nil {
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
 }

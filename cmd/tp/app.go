@@ -24,6 +24,8 @@ func newApp() *cli.App {
 			return cli.ShowAppHelp(c)
 		},
 		Commands: []*cli.Command{
+			installCommand(),
+			uninstallCommand(),
 			connectCommand(),
 			statusCommand(),
 			quitCommand(),

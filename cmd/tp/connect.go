@@ -22,7 +22,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
-	"github.com/tpdev/tp/cmd/internal/control"
+	"github.com/tpdev/tp/cmd/tp/control"
+	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/remote/portforward"
@@ -52,7 +53,7 @@ and pod IPs go through the tunnel; everything else is dialed directly from this 
 			&cli.StringFlag{Name: "name", Value: "default", Usage: "session name; a second, independent connection needs its own (and its own --listen)"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "address of the SOCKS5 + HTTP proxy (one port serves both)"},
 			&cli.StringFlag{Name: "dns-listen", Usage: "also serve cluster DNS here (UDP and TCP), e.g. 127.0.0.1:1053"},
-			&cli.StringFlag{Name: "manager-namespace", Value: "tp-system", Usage: "where tp install put the traffic manager"},
+			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
 			&cli.StringSliceFlag{Name: "also-proxy", Usage: "send this CIDR through the tunnel too (repeatable)"},
 			&cli.StringSliceFlag{Name: "never-proxy", Usage: "never send this CIDR through the tunnel (repeatable)"},
 			&cli.StringFlag{Name: "transport", Value: "auto", Usage: "port-forward transport: auto (WebSocket, falling back to SPDY), websocket or spdy"},
@@ -241,6 +242,7 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	cctx, ccancel := context.WithTimeout(ctx, o.timeout)
 	sess, err := session.Connect(cctx, session.Config{
 		REST: k.cfg, Namespace: k.namespace, ManagerNamespace: o.managerNS,
+		ManagerSelector: deploy.ManagerLabelSelector, ManagerPort: deploy.ClientPort,
 		Transport: o.transport, Version: buildinfo.Version, Log: log,
 	})
 	ccancel()

@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/internal/control"
+	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote/session"
 )

@@ -67,7 +67,7 @@ func New(cfg *rest.Config, transport Transport) (*Forwarder, error) {
 	}
 	client := cs.CoreV1().RESTClient()
 	upgrade := func(namespace, pod string) (httpstream.Connection, error) {
-		dialer, err := dialer(cfg, client, transport, namespace, pod)
+		dialer, err := upgradeDialer(cfg, client, transport, namespace, pod)
 		if err != nil {
 			return nil, err
 		}
@@ -167,8 +167,17 @@ func (f *Forwarder) connect(namespace, pod string, pc *podConn) {
 	}()
 }
 
-// dialer makes the upgrade dialer for a pod's portforward subresource.
-func dialer(cfg *rest.Config, client rest.Interface, transport Transport, namespace, pod string) (httpstream.Dialer, error) {
+// Dialer is the upgrade dialer for a pod's portforward subresource, as kubectl uses it
+// (client-go's PortForwarder takes one); tp itself uses DialPod.
+func Dialer(cfg *rest.Config, transport Transport, namespace, pod string) (httpstream.Dialer, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward client: %w", err)
+	}
+	return upgradeDialer(cfg, cs.CoreV1().RESTClient(), transport, namespace, pod)
+}
+
+func upgradeDialer(cfg *rest.Config, client rest.Interface, transport Transport, namespace, pod string) (httpstream.Dialer, error) {
 	u := client.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
 	rt, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {

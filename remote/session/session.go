@@ -37,17 +37,13 @@ import (
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
-// Manager pod discovery: the labels and port the manager's manifest gives it.
-const (
-	ManagerSelector = "app.kubernetes.io/name=tp-manager"
-	ManagerPort     = 8081
-)
-
 // Config says which cluster and namespaces a session serves.
 type Config struct {
 	REST             *rest.Config
 	Namespace        string // the namespace whose search path short names use
 	ManagerNamespace string // where tp install put the manager
+	ManagerSelector  string // label selector of the manager's pods
+	ManagerPort      int    // the manager's client API port, on its pod's loopback
 	Transport        portforward.Transport
 	Version          string // the client's, sent to the manager
 	DialTimeout      time.Duration
@@ -122,7 +118,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		// Pings notice a port-forward that went silent (laptop sleep, dead kubelet stream).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 10 * time.Second,
 		}),
 		grpc.WithIdleTimeout(0), // stay connected: an idle tunnel must still notice it broke
@@ -138,6 +134,10 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		s.Close()
 		return nil, err
 	}
+	// The manager answered, so the channel is up; watchState follows it from here.
+	s.mu.Lock()
+	s.state = Connected
+	s.mu.Unlock()
 	go s.watchState()
 	go s.refreshLoop()
 	return s, nil
@@ -146,7 +146,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 // findManager returns the newest ready manager pod.
 func (s *Session) findManager(ctx context.Context) (string, error) {
 	ns := s.cfg.ManagerNamespace
-	pods, err := s.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: ManagerSelector})
+	pods, err := s.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.cfg.ManagerSelector})
 	if err != nil {
 		return "", fmt.Errorf("finding tp's traffic manager in namespace %q: %w", ns, err)
 	}
@@ -163,6 +163,10 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 	}
 	if len(ready) == 0 {
 		if len(pods.Items) == 0 {
+			deps, err := s.cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: s.cfg.ManagerSelector})
+			if err == nil && len(deps.Items) > 0 {
+				return "", &remote.Error{Kind: remote.TunnelDown, Msg: fmt.Sprintf("tp's traffic manager in namespace %q has no pod (restarting, or scaled to zero)", ns)}
+			}
 			return "", &remote.Error{Kind: remote.TunnelDown, Msg: fmt.Sprintf("tp's traffic manager is not installed in namespace %q: run tp install (or pass --manager-namespace)", ns)}
 		}
 		return "", &remote.Error{Kind: remote.TunnelDown, Msg: fmt.Sprintf("tp's traffic manager in namespace %q is not ready (%d pods, none ready): see tp install's output or kubectl -n %s get pods", ns, len(pods.Items), ns)}
@@ -180,7 +184,7 @@ func (s *Session) dialManager(ctx context.Context, _ string) (net.Conn, error) {
 		s.pod = pod
 		s.mu.Unlock()
 		var conn net.Conn
-		conn, err = s.fw.DialPod(ctx, s.cfg.ManagerNamespace, pod, ManagerPort)
+		conn, err = s.fw.DialPod(ctx, s.cfg.ManagerNamespace, pod, uint16(s.cfg.ManagerPort))
 		if err == nil {
 			return conn, nil
 		}
@@ -241,6 +245,11 @@ func (s *Session) watchState() {
 			}
 		}
 		s.mu.Unlock()
+		// gRPC leaves a broken channel idle until the next RPC; a session reconnects at once,
+		// so that it is up again before the next flow asks (and says so in tp status).
+		if st == connectivity.Idle {
+			s.cc.Connect()
+		}
 		if st == connectivity.Shutdown || !s.cc.WaitForStateChange(s.ctx, st) {
 			return
 		}

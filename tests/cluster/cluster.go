@@ -19,7 +19,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -181,4 +183,19 @@ func fingerprint(specs []daemon) string {
 		fmt.Fprintf(h, "%s %s %q %q %q\n", d.name, d.path, d.args, d.env, d.files)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Kubectl runs the cluster's own kubectl (built with it) with the admin kubeconfig, its
+// output going to this process's.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) error {
+	bins, err := c.build(ctx)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bins.path("kubectl"), append([]string{"--kubeconfig", c.KubeconfigPath()}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
 }

@@ -225,7 +225,7 @@ func echo(t *testing.T, conn net.Conn, n int) {
 	go func() {
 		_, err := conn.Write(sent)
 		if err == nil {
-			err = conn.(interface{ CloseWrite() error }).CloseWrite()
+			err = closeWrite(conn)
 		}
 		errc <- err
 	}()
@@ -252,4 +252,13 @@ func dnsQuery(t *testing.T, name string, qtype uint16) *dns.Msg {
 		t.Fatalf("dns %s: %v", name, err)
 	}
 	return r
+}
+
+// closeWrite half-closes conn.
+func closeWrite(conn net.Conn) error {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok {
+		return fmt.Errorf("%T cannot half-close", conn)
+	}
+	return cw.CloseWrite()
 }

@@ -95,6 +95,18 @@ func app() *cli.App {
 				},
 			},
 			{
+				Name:      "kubectl",
+				Usage:     "run the kubectl built with the cluster, on the cluster",
+				ArgsUsage: "-- ARGS...",
+				Action: func(c *cli.Context) error {
+					cl, err := open(c, nil)
+					if err != nil {
+						return err
+					}
+					return cl.Kubectl(c.Context, c.Args().Slice()...)
+				},
+			},
+			{
 				Name:  "down",
 				Usage: "stop the cluster and remove everything it made",
 				Action: func(c *cli.Context) error {

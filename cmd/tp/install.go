@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/deploy"
+)
+
+func installCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "install",
+		Usage: "install or upgrade tp's traffic manager in the cluster",
+		Description: `Applies the manager (namespace, service account, read-only RBAC, deployment, service)
+with server-side apply and waits until it is ready. Running it again is harmless; with a
+new --image it upgrades. Without --image it installs the image this tp was built with.
+
+   tp install
+   tp install --image registry.example.com/tp/tp:v0.2 --managed-namespaces team-a,team-b`,
+		Flags: append(kubeFlagsNoNamespace(),
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace for the manager"},
+			&cli.StringFlag{Name: "image", Value: buildinfo.Image, Usage: "the manager's image (tp's cluster image)"},
+			&cli.StringSliceFlag{Name: "managed-namespaces", Usage: "limit what the manager sees to these namespaces (default: the whole cluster)"},
+			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for the manager to be ready"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the manifest instead of applying it"},
+		),
+		Action: func(c *cli.Context) error {
+			opts := deploy.Options{
+				Namespace: c.String("namespace"), Image: c.String("image"),
+				ManagedNamespaces: splitList(c.StringSlice("managed-namespaces")),
+				Timeout:           c.Duration("timeout"), Log: c.App.ErrWriter,
+			}
+			if c.Bool("dry-run") {
+				out, err := deploy.Render(opts)
+				if err != nil {
+					return deployError(err)
+				}
+				_, err = c.App.Writer.Write(out)
+				return err
+			}
+			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
+			if err != nil {
+				return userError(err)
+			}
+			start := time.Now()
+			inst, err := deploy.Install(c.Context, k.cfg, opts)
+			if err != nil {
+				return deployError(err)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "tp: traffic manager %s ready in namespace %q of context %q (pod %s, %s)\n",
+				inst.Image, inst.Namespace, k.context, inst.Pod, time.Since(start).Round(100*time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func uninstallCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "uninstall",
+		Usage: "remove everything tp install made",
+		Flags: append(kubeFlagsNoNamespace(),
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace of the manager"},
+			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for it to be gone"},
+		),
+		Action: func(c *cli.Context) error {
+			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
+			if err != nil {
+				return userError(err)
+			}
+			opts := deploy.Options{Namespace: c.String("namespace"), Timeout: c.Duration("timeout"), Log: c.App.ErrWriter}
+			if err := deploy.Uninstall(c.Context, k.cfg, opts); err != nil {
+				return deployError(err)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "tp: uninstalled from namespace %q of context %q\n", opts.Namespace, k.context)
+			return nil
+		},
+	}
+}
+
+// deployError keeps deploy's explanation and marks the user's faults as such.
+func deployError(err error) error {
+	if deploy.CategoryOf(err).UserFault() {
+		return userError(err)
+	}
+	return err
+}
+
+func kubeFlagsNoNamespace() []cli.Flag {
+	var out []cli.Flag
+	for _, f := range kubeFlags() {
+		if f.Names()[0] != "namespace" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// splitList accepts both --flag a,b and --flag a --flag b.
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}

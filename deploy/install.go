@@ -1,0 +1,736 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Installed describes the manager of one install.
+type Installed struct {
+	Namespace string
+	// Image is the manager's image in the current revision.
+	Image string
+	// ManagedNamespaces are the namespaces whose workloads the manager sees; empty: all.
+	ManagedNamespaces []string
+	// Replicas is the desired count; ReadyReplicas counts ready pods of any revision.
+	Replicas, ReadyReplicas int32
+	// Ready: the current revision is rolled out and its pod is Ready.
+	Ready bool
+	// Pod is a Ready manager pod of the current revision (port-forward to it); "" if none.
+	Pod string
+	// Problem says why the manager is not Ready, when Status can tell; nil when Ready.
+	Problem error
+}
+
+const (
+	// reachTimeout bounds the first request: an address that drops packets would otherwise
+	// hold tp for the TCP connect timeout (minutes) before anything is said.
+	reachTimeout = 15 * time.Second
+	pollInterval = 500 * time.Millisecond
+	revisionKey  = "deployment.kubernetes.io/revision"
+	eventLines   = 10
+
+	installNeeds = "the rights to apply namespaces, serviceaccounts, services, deployments, " +
+		"clusterroles, clusterrolebindings, roles and rolebindings"
+	uninstallNeeds = "the rights to delete namespaces, deployments, services, serviceaccounts, " +
+		"clusterroles, clusterrolebindings, roles and rolebindings"
+	statusNeeds = "read access to deployments, replicasets, pods and events in tp's namespace"
+)
+
+// installer holds the clients of one operation. Tests build it on a fake clientset.
+type installer struct {
+	cs    kubernetes.Interface
+	apply func(ctx context.Context, obj *unstructured.Unstructured) error
+	// reach checks that the API server answers at all; nil skips the check.
+	reach func(ctx context.Context) error
+	host  string // the API server's URL, for messages
+	log   io.Writer
+	poll  time.Duration
+}
+
+func newInstaller(cfg *rest.Config, log io.Writer) (*installer, error) {
+	cfg = rest.CopyConfig(cfg)
+	// Waiting polls a few objects twice a second; client-go's default of 5 requests per
+	// second would throttle it and log about it.
+	cfg.QPS, cfg.Burst = 50, 100
+	host := cfg.Host
+	if u, _, err := rest.DefaultServerUrlFor(cfg); err == nil {
+		host = u.String()
+	}
+	kubeconfigErr := func(err error) error {
+		return &Error{Category: Usage, Msg: "the Kubernetes client configuration is not usable", Err: err,
+			Hint: "check your kubeconfig and context (kubectl config view --minify)"}
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, kubeconfigErr(err)
+	}
+	a, err := NewApplier(cfg, FieldManager)
+	if err != nil {
+		return nil, kubeconfigErr(err)
+	}
+	return &installer{
+		cs: cs, apply: a.Apply, host: host, log: log, poll: pollInterval,
+		reach: reachFunc(cs.Discovery().RESTClient(), host, reachTimeout),
+	}, nil
+}
+
+// reachFunc checks that the API server behind rc answers within timeout.
+func reachFunc(rc rest.Interface, host string, timeout time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		// /version answers anyone, even without rights: a failure here is about the path
+		// to the server or the credentials, nothing else.
+		_, err := rc.Get().AbsPath("/version").DoRaw(tctx)
+		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+			return unreachable(host, fmt.Errorf("no answer within %s", timeout))
+		}
+		return err
+	}
+}
+
+func (in *installer) logf(format string, args ...any) {
+	fmt.Fprintf(in.log, format+"\n", args...)
+}
+
+// Install applies the manager's manifest (server-side apply: re-running it is harmless, and
+// with another image or options it upgrades) and waits until the manager is Ready: the
+// Deployment's rollout is complete and the new revision's pod is Ready. It fails fast,
+// explained, when the pod cannot get its image or crashes; errors are *Error.
+func Install(ctx context.Context, cfg *rest.Config, opts Options) (*Installed, error) {
+	opts, err := opts.withDefaults(true)
+	if err != nil {
+		return nil, err
+	}
+	in, err := newInstaller(cfg, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	return in.install(ctx, opts)
+}
+
+func (in *installer) install(ctx context.Context, opts Options) (*Installed, error) {
+	start := time.Now()
+	manifest, err := render(opts)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := Objects(manifest)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	fail := func(what string, err error) error {
+		if isContextErr(ctx, err) {
+			return fmt.Errorf("install tp: %s: %w", what, err)
+		}
+		return apiError(in.host, "install tp", what, installNeeds, err)
+	}
+	if in.reach != nil {
+		if err := in.reach(ctx); err != nil {
+			return nil, fail("GET /version", err)
+		}
+	}
+
+	// A namespace tp did not make (say, default) is installed into but never labelled as
+	// tp's, so uninstall leaves it.
+	ns, err := in.cs.CoreV1().Namespaces().Get(ctx, opts.Namespace, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fail("get namespace "+opts.Namespace, err)
+	case ns.DeletionTimestamp != nil:
+		in.logf("namespace %s is being deleted; waiting for it to be gone first", opts.Namespace)
+		if err := in.waitGone(ctx, opts, true); err != nil {
+			return nil, err
+		}
+	case ns.Labels[ManagedByLabel] != ManagedByValue:
+		in.logf("namespace %s exists and is not tp's: installing into it, and uninstall will leave it", opts.Namespace)
+		objs = slices.DeleteFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == "Namespace" })
+	}
+
+	in.logf("installing tp's manager in namespace %s (image %s)", opts.Namespace, opts.Image)
+	for _, obj := range objs {
+		what := fmt.Sprintf("apply %s %s", obj.GetKind(), objectName(obj))
+		if err := in.apply(ctx, obj); err != nil {
+			if apierrors.IsNotFound(err) && obj.GetNamespace() != "" && obj.GetNamespace() != opts.Namespace {
+				return nil, &Error{Category: Usage, Err: err,
+					Msg:  fmt.Sprintf("managed namespace %q does not exist", obj.GetNamespace()),
+					Hint: "create it first, or leave it out of --managed-namespaces"}
+			}
+			return nil, fail(what, err)
+		}
+	}
+	if err := in.pruneRoles(ctx, opts); err != nil {
+		return nil, fail("remove Roles of namespaces no longer managed", err)
+	}
+	in.logf("applied %d objects; waiting up to %s for the manager to be ready", len(objs), opts.Timeout)
+
+	inst, err := in.waitReady(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	in.logf("manager ready: pod %s in namespace %s (%s)", inst.Pod, opts.Namespace, time.Since(start).Round(100*time.Millisecond))
+	return inst, nil
+}
+
+// pruneRoles removes the Roles and RoleBindings of this install in namespaces that are no
+// longer managed (or all of them, when the manager now sees the whole cluster).
+func (in *installer) pruneRoles(ctx context.Context, opts Options) error {
+	sel := metav1.ListOptions{LabelSelector: instanceSelector(opts.Namespace)}
+	roles, err := in.cs.RbacV1().Roles("").List(ctx, sel)
+	if err != nil {
+		return err
+	}
+	for _, r := range roles.Items {
+		if !slices.Contains(opts.ManagedNamespaces, r.Namespace) {
+			in.logf("removing Role %s/%s: namespace %s is no longer managed", r.Namespace, r.Name, r.Namespace)
+			if err := in.cs.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	bindings, err := in.cs.RbacV1().RoleBindings("").List(ctx, sel)
+	if err != nil {
+		return err
+	}
+	for _, b := range bindings.Items {
+		if !slices.Contains(opts.ManagedNamespaces, b.Namespace) {
+			if err := in.cs.RbacV1().RoleBindings(b.Namespace).Delete(ctx, b.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func objectName(obj *unstructured.Unstructured) string {
+	if ns := obj.GetNamespace(); ns != "" {
+		return ns + "/" + obj.GetName()
+	}
+	return obj.GetName()
+}
+
+// observation is one look at the rollout of the manager.
+type observation struct {
+	dep       *appsv1.Deployment // nil: no Deployment
+	rs        *appsv1.ReplicaSet // the current revision's, once it exists
+	pods      []corev1.Pod       // of rs
+	done      bool
+	state     string // what is missing, one line
+	fail      *Error
+	failPod   *corev1.Pod // the pod that shows fail
+	crashed   bool        // fail is a crash: failPod's logs explain it
+	previous  bool        // ...those of the previous instance of its container
+	installed *Installed
+}
+
+// observe looks at the manager's Deployment, its current ReplicaSet and that one's pods.
+func (in *installer) observe(ctx context.Context, namespace string) (*observation, error) {
+	obs := &observation{}
+	dep, err := in.cs.AppsV1().Deployments(namespace).Get(ctx, ManagerName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		obs.state = fmt.Sprintf("Deployment %s/%s does not exist", namespace, ManagerName)
+		return obs, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	obs.dep = dep
+	inst := &Installed{Namespace: namespace, ReadyReplicas: dep.Status.ReadyReplicas, Replicas: 1}
+	if dep.Spec.Replicas != nil {
+		inst.Replicas = *dep.Spec.Replicas
+	}
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Name != ManagerContainer {
+			continue
+		}
+		inst.Image = c.Image
+		for _, e := range c.Env {
+			if e.Name == ManagedNamespacesEnv && e.Value != "" {
+				inst.ManagedNamespaces = strings.Split(e.Value, ",")
+			}
+		}
+	}
+	obs.installed = inst
+
+	if dep.Status.ObservedGeneration < dep.Generation {
+		obs.state = fmt.Sprintf("the Deployment controller has not picked up generation %d of Deployment %s yet", dep.Generation, ManagerName)
+		return obs, nil
+	}
+	for _, c := range dep.Status.Conditions {
+		if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
+			obs.fail = &Error{Category: Cluster, Err: errors.New(reasonMessage(c.Reason, c.Message)),
+				Msg:  fmt.Sprintf("the cluster does not let Deployment %s/%s create the manager's pod", namespace, ManagerName),
+				Hint: "an admission policy (Pod Security, a webhook) or a quota rejects it: ask a cluster admin"}
+			return obs, nil
+		}
+	}
+
+	revision := dep.Annotations[revisionKey]
+	sets, err := in.cs.AppsV1().ReplicaSets(namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagerLabelSelector})
+	if err != nil {
+		return nil, err
+	}
+	for i, rs := range sets.Items {
+		if rs.Annotations[revisionKey] == revision && ownedBy(rs.OwnerReferences, dep.UID) {
+			obs.rs = &sets.Items[i]
+		}
+	}
+	if obs.rs == nil {
+		obs.state = fmt.Sprintf("the Deployment controller has not yet made the ReplicaSet of revision %s", revision)
+		return obs, nil
+	}
+	pods, err := in.cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagerLabelSelector})
+	if err != nil {
+		return nil, err
+	}
+	var states []string
+	for _, p := range pods.Items {
+		if !ownedBy(p.OwnerReferences, obs.rs.UID) {
+			continue
+		}
+		obs.pods = append(obs.pods, p)
+		v := judgePod(&p)
+		if v.fail != nil && obs.fail == nil {
+			obs.fail, obs.state, obs.failPod = v.fail, v.state, &p
+			obs.crashed, obs.previous = v.crashed, v.previousLogs
+		}
+		if v.ready && p.DeletionTimestamp == nil && inst.Pod == "" {
+			inst.Pod = p.Name
+		}
+		states = append(states, v.state)
+	}
+	if obs.fail != nil {
+		return obs, nil
+	}
+	st := dep.Status
+	switch {
+	case len(obs.pods) == 0:
+		obs.state = fmt.Sprintf("ReplicaSet %s has no pod yet", obs.rs.Name)
+	case inst.Pod == "":
+		obs.state = strings.Join(states, "; ")
+	case st.UpdatedReplicas < inst.Replicas || st.AvailableReplicas < inst.Replicas:
+		obs.state = fmt.Sprintf("the Deployment counts %d of %d pods updated and %d available", st.UpdatedReplicas, inst.Replicas, st.AvailableReplicas)
+	case st.Replicas > st.UpdatedReplicas:
+		obs.state = fmt.Sprintf("%d old manager pods are being replaced", st.Replicas-st.UpdatedReplicas)
+	default:
+		obs.done, inst.Ready = true, true
+	}
+	return obs, nil
+}
+
+func ownedBy(refs []metav1.OwnerReference, uid types.UID) bool {
+	for _, r := range refs {
+		if r.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// waitReady polls the rollout until it is done, fails, or opts.Timeout passes.
+func (in *installer) waitReady(ctx context.Context, opts Options) (*Installed, error) {
+	deadline := time.Now().Add(opts.Timeout)
+	lastState := ""
+	var lastErr error
+	// Pods there before this wait may show a failure that is already fixed: an image loaded
+	// since, under a kubelet back-off of up to five minutes. Each gets one fresh start.
+	var earlier map[types.UID]bool
+	for {
+		obs, err := in.observe(ctx, opts.Namespace)
+		if err == nil && earlier == nil {
+			earlier = map[types.UID]bool{}
+			for _, p := range obs.pods {
+				earlier[p.UID] = true
+			}
+		}
+		if err == nil && obs.fail != nil && obs.failPod != nil && earlier[obs.failPod.UID] {
+			delete(earlier, obs.failPod.UID)
+			in.logf("  %s, from before this install; replacing it to try again", obs.state)
+			err = in.cs.CoreV1().Pods(opts.Namespace).Delete(ctx, obs.failPod.Name, metav1.DeleteOptions{
+				Preconditions: &metav1.Preconditions{UID: &obs.failPod.UID}})
+			if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+				continue
+			}
+			// Not allowed to: the failure stands as it is.
+			err = nil
+		}
+		switch {
+		case isContextErr(ctx, err):
+			return nil, fmt.Errorf("install tp: waiting for the manager: %w", err)
+		case err != nil && !isTransport(err):
+			return nil, apiError(in.host, "install tp", "watch the manager's rollout", statusNeeds, err)
+		case err != nil:
+			// The API server may blip (a restart, a load balancer): keep trying until the
+			// deadline, and say so if it never comes back.
+			lastErr = err
+		case obs.fail != nil:
+			in.addCrashLogs(ctx, obs)
+			return nil, obs.fail
+		case obs.done:
+			return obs.installed, nil
+		default:
+			lastErr = nil
+			if obs.state != lastState {
+				in.logf("  %s", obs.state)
+				lastState = obs.state
+			}
+		}
+		if time.Now().After(deadline) {
+			if lastErr != nil {
+				return nil, unreachable(in.host, lastErr)
+			}
+			return nil, in.timeoutError(ctx, opts, obs)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("install tp: waiting for the manager: %w", ctx.Err())
+		case <-time.After(in.poll):
+		}
+	}
+}
+
+// addCrashLogs replaces a crash's termination message with the crashed instance's log tail.
+func (in *installer) addCrashLogs(ctx context.Context, obs *observation) {
+	if !obs.crashed {
+		return
+	}
+	tail := int64(logTail)
+	raw, err := in.cs.CoreV1().Pods(obs.failPod.Namespace).GetLogs(obs.failPod.Name, &corev1.PodLogOptions{
+		Container: ManagerContainer, Previous: obs.previous, TailLines: &tail,
+	}).DoRaw(ctx)
+	withLogs(obs.fail, string(raw), err)
+}
+
+// timeoutError says which condition was not met, with the pods' status and recent warnings.
+func (in *installer) timeoutError(ctx context.Context, opts Options, obs *observation) *Error {
+	e := &Error{
+		Category: Timeout,
+		Msg:      fmt.Sprintf("the manager was not ready within %s: %s", opts.Timeout, obs.state),
+		Hint: fmt.Sprintf("look closer with kubectl -n %s describe pods -l %s; if the cluster is only slow, run tp install again with a longer --timeout",
+			opts.Namespace, ManagerLabelSelector),
+	}
+	if obs.dep != nil && obs.dep.Status.ObservedGeneration < obs.dep.Generation {
+		e.Hint = "the cluster's Deployment controller does not act: is kube-controller-manager running? (kubectl get --raw /readyz?verbose, and its logs)"
+	}
+	var d strings.Builder
+	objects := map[string]bool{"Deployment/" + ManagerName: true}
+	if obs.rs != nil {
+		objects["ReplicaSet/"+obs.rs.Name] = true
+	}
+	for _, p := range obs.pods {
+		objects["Pod/"+p.Name] = true
+		d.WriteString(describePod(&p) + "\n")
+	}
+	if events, err := in.cs.CoreV1().Events(opts.Namespace).List(ctx, metav1.ListOptions{}); err == nil {
+		if lines := warningEvents(events.Items, objects, eventLines, time.Now()); len(lines) > 0 {
+			d.WriteString("recent warning events:\n")
+			for _, l := range lines {
+				d.WriteString("  " + l + "\n")
+			}
+		} else {
+			d.WriteString("no warning events\n")
+		}
+	} else {
+		fmt.Fprintf(&d, "(events could not be read: %v)\n", err)
+	}
+	e.Detail = d.String()
+	return e
+}
+
+// Status reports on the install in namespace ("" for DefaultNamespace) without changing it.
+// With no install there, the error is an *Error of category NotInstalled.
+func Status(ctx context.Context, cfg *rest.Config, namespace string) (*Installed, error) {
+	opts, err := Options{Namespace: namespace}.withDefaults(false)
+	if err != nil {
+		return nil, err
+	}
+	in, err := newInstaller(cfg, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	return in.status(ctx, opts.Namespace)
+}
+
+func (in *installer) status(ctx context.Context, namespace string) (*Installed, error) {
+	fail := func(what string, err error) error {
+		if isContextErr(ctx, err) {
+			return fmt.Errorf("tp status: %s: %w", what, err)
+		}
+		return apiError(in.host, "read tp's status", what, statusNeeds, err)
+	}
+	if in.reach != nil {
+		if err := in.reach(ctx); err != nil {
+			return nil, fail("GET /version", err)
+		}
+	}
+	obs, err := in.observe(ctx, namespace)
+	if err != nil {
+		return nil, fail("read the manager's Deployment, ReplicaSets and pods in namespace "+namespace, err)
+	}
+	if obs.dep == nil {
+		return nil, in.notInstalled(ctx, namespace, "tp install installs it")
+	}
+	inst := obs.installed
+	switch {
+	case obs.done:
+	case obs.fail != nil:
+		in.addCrashLogs(ctx, obs)
+		inst.Problem = obs.fail
+	default:
+		inst.Problem = fmt.Errorf("not ready: %s", obs.state)
+	}
+	return inst, nil
+}
+
+// notInstalled explains that namespace holds no install, naming those it finds elsewhere.
+func (in *installer) notInstalled(ctx context.Context, namespace, hint string) *Error {
+	e := &Error{Category: NotInstalled, Msg: fmt.Sprintf("tp is not installed in namespace %q", namespace), Hint: hint}
+	deps, err := in.cs.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: ManagerLabelSelector + "," + ManagedByLabel + "=" + ManagedByValue})
+	if err != nil {
+		return e
+	}
+	var elsewhere []string
+	for _, d := range deps.Items {
+		elsewhere = append(elsewhere, d.Namespace)
+	}
+	if len(elsewhere) > 0 {
+		slices.Sort(elsewhere)
+		where := fmt.Sprintf("it is installed in namespace %s: pass --namespace %s", strings.Join(elsewhere, ", "), elsewhere[0])
+		if e.Hint != "" {
+			where = e.Hint + "; " + where
+		}
+		e.Hint = where
+	}
+	return e
+}
+
+// Uninstall removes what Install made for opts.Namespace: the namespace (when tp made it;
+// otherwise only tp's objects in it), the ClusterRole and ClusterRoleBinding, and the Roles
+// and RoleBindings in managed namespaces; then waits until they are gone, up to
+// opts.Timeout. Only Namespace, Timeout and Log of opts matter. With nothing installed the
+// error is an *Error of category NotInstalled.
+func Uninstall(ctx context.Context, cfg *rest.Config, opts Options) error {
+	opts, err := opts.withDefaults(false)
+	if err != nil {
+		return err
+	}
+	in, err := newInstaller(cfg, opts.Log)
+	if err != nil {
+		return err
+	}
+	return in.uninstall(ctx, opts)
+}
+
+func (in *installer) uninstall(ctx context.Context, opts Options) error {
+	start := time.Now()
+	fail := func(what string, err error) error {
+		if isContextErr(ctx, err) {
+			return fmt.Errorf("uninstall tp: %s: %w", what, err)
+		}
+		return apiError(in.host, "uninstall tp", what, uninstallNeeds, err)
+	}
+	if in.reach != nil {
+		if err := in.reach(ctx); err != nil {
+			return fail("GET /version", err)
+		}
+	}
+	name, nsName := RBACName(opts.Namespace), opts.Namespace
+	ignoreMissing := func(err error) error {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+
+	ns, err := in.cs.CoreV1().Namespaces().Get(ctx, nsName, metav1.GetOptions{})
+	if ignoreMissing(err) != nil {
+		return fail("get namespace "+nsName, err)
+	}
+	nsExists := err == nil
+	ownNS := nsExists && ns.Labels[ManagedByLabel] == ManagedByValue
+	var found []string
+	if ownNS {
+		found = append(found, "namespace "+nsName)
+	}
+	// In a namespace tp did not make, its objects are found one by one (an install that
+	// failed halfway may have left any of them) and told from others by their labels.
+	type namespaced struct {
+		kind string
+		get  func() (metav1.Object, error)
+		del  func() error
+	}
+	var inNS []namespaced
+	if nsExists && !ownNS {
+		for _, o := range []namespaced{
+			{"Deployment",
+				func() (metav1.Object, error) {
+					return in.cs.AppsV1().Deployments(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
+				},
+				func() error {
+					return in.cs.AppsV1().Deployments(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{})
+				}},
+			{"Service",
+				func() (metav1.Object, error) {
+					return in.cs.CoreV1().Services(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
+				},
+				func() error { return in.cs.CoreV1().Services(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{}) }},
+			{"ServiceAccount",
+				func() (metav1.Object, error) {
+					return in.cs.CoreV1().ServiceAccounts(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
+				},
+				func() error {
+					return in.cs.CoreV1().ServiceAccounts(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{})
+				}},
+		} {
+			obj, err := o.get()
+			if ignoreMissing(err) != nil {
+				return fail("get "+o.kind+" "+nsName+"/"+ManagerName, err)
+			}
+			if err == nil && obj.GetLabels()[ManagedByLabel] == ManagedByValue {
+				inNS = append(inNS, o)
+				found = append(found, o.kind+" "+nsName+"/"+ManagerName)
+			}
+		}
+	}
+	_, err = in.cs.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+	if ignoreMissing(err) != nil {
+		return fail("get ClusterRole "+name, err)
+	}
+	crExists := err == nil
+	if crExists {
+		found = append(found, "ClusterRole "+name)
+	}
+	_, err = in.cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+	if ignoreMissing(err) != nil {
+		return fail("get ClusterRoleBinding "+name, err)
+	}
+	crbExists := err == nil
+	if crbExists {
+		found = append(found, "ClusterRoleBinding "+name)
+	}
+	sel := metav1.ListOptions{LabelSelector: instanceSelector(nsName)}
+	roles, err := in.cs.RbacV1().Roles("").List(ctx, sel)
+	if err != nil {
+		return fail("list tp's Roles in all namespaces", err)
+	}
+	bindings, err := in.cs.RbacV1().RoleBindings("").List(ctx, sel)
+	if err != nil {
+		return fail("list tp's RoleBindings in all namespaces", err)
+	}
+	for _, r := range roles.Items {
+		found = append(found, "Role "+r.Namespace+"/"+r.Name)
+	}
+	for _, b := range bindings.Items {
+		found = append(found, "RoleBinding "+b.Namespace+"/"+b.Name)
+	}
+	if len(found) == 0 {
+		return in.notInstalled(ctx, nsName, "nothing to remove")
+	}
+	in.logf("removing tp from namespace %s: %s", nsName, strings.Join(found, ", "))
+
+	for _, b := range bindings.Items {
+		if err := ignoreMissing(in.cs.RbacV1().RoleBindings(b.Namespace).Delete(ctx, b.Name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete RoleBinding "+b.Namespace+"/"+b.Name, err)
+		}
+	}
+	for _, r := range roles.Items {
+		if err := ignoreMissing(in.cs.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete Role "+r.Namespace+"/"+r.Name, err)
+		}
+	}
+	if crbExists {
+		if err := ignoreMissing(in.cs.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete ClusterRoleBinding "+name, err)
+		}
+	}
+	if crExists {
+		if err := ignoreMissing(in.cs.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete ClusterRole "+name, err)
+		}
+	}
+	switch {
+	case ownNS && ns.DeletionTimestamp == nil:
+		if err := ignoreMissing(in.cs.CoreV1().Namespaces().Delete(ctx, nsName, metav1.DeleteOptions{})); err != nil {
+			return fail("delete namespace "+nsName, err)
+		}
+	case nsExists && !ownNS:
+		// Not tp's namespace: take out only what tp put there.
+		for _, o := range inNS {
+			if err := ignoreMissing(o.del()); err != nil {
+				return fail("delete "+o.kind+" "+nsName+"/"+ManagerName, err)
+			}
+		}
+	}
+	if err := in.waitGone(ctx, opts, ownNS); err != nil {
+		return err
+	}
+	in.logf("tp removed from namespace %s (%s)", nsName, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// waitGone waits until the namespace is gone (wholeNS) or else the manager's pods are.
+func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) error {
+	deadline := time.Now().Add(opts.Timeout)
+	for {
+		var state string
+		if wholeNS {
+			ns, err := in.cs.CoreV1().Namespaces().Get(ctx, opts.Namespace, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				return nil
+			case isContextErr(ctx, err):
+				return fmt.Errorf("waiting for namespace %s to be deleted: %w", opts.Namespace, err)
+			case err != nil && !isTransport(err):
+				return apiError(in.host, "uninstall tp", "get namespace "+opts.Namespace, uninstallNeeds, err)
+			case err != nil:
+				state = err.Error()
+			default:
+				state = fmt.Sprintf("namespace %s is %s", opts.Namespace, ns.Status.Phase)
+				for _, c := range ns.Status.Conditions {
+					if c.Status == corev1.ConditionTrue {
+						state += "; " + reasonMessage(c.Reason, c.Message)
+					}
+				}
+			}
+		} else {
+			pods, err := in.cs.CoreV1().Pods(opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagerLabelSelector})
+			switch {
+			case isContextErr(ctx, err):
+				return fmt.Errorf("waiting for the manager's pods to go: %w", err)
+			case err != nil && !isTransport(err):
+				return apiError(in.host, "uninstall tp", "list the manager's pods", uninstallNeeds, err)
+			case err != nil:
+				state = err.Error()
+			case len(pods.Items) == 0:
+				return nil
+			default:
+				state = fmt.Sprintf("%d manager pods are still there", len(pods.Items))
+			}
+		}
+		if time.Now().After(deadline) {
+			return &Error{Category: Timeout, Msg: fmt.Sprintf("tp's objects were not gone within %s: %s", opts.Timeout, state),
+				Hint: fmt.Sprintf("look at what remains with kubectl get namespace %s -o yaml; run tp uninstall again to keep waiting", opts.Namespace)}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for tp's objects to be gone: %w", ctx.Err())
+		case <-time.After(in.poll):
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package deploy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Names, labels and ports of the installed manager. The laptop side finds the manager's pod
+// with them.
+const (
+	DefaultNamespace = "tp-system"
+	// ManagerName names the Deployment, its Service and its ServiceAccount.
+	ManagerName = "tp-manager"
+	// ManagerContainer is the manager's container in the pod.
+	ManagerContainer = "manager"
+	// ManagerLabelSelector selects the manager's pods (and its Deployment and Service) in the
+	// install namespace.
+	ManagerLabelSelector = "app.kubernetes.io/name=" + ManagerName
+	// ClientPort is the manager's client API, on the pod's loopback: reach it by port-forward.
+	ClientPort = 8081
+	// ClusterPort is the manager's cluster-facing API (agents, probes), behind the Service.
+	ClusterPort     = 8082
+	ClusterPortName = "cluster"
+	// FieldManager is tp's name in server-side apply.
+	FieldManager = "tp"
+
+	// ManagedByLabel marks every object tp installs; InstanceLabel carries the install
+	// namespace, so objects outside it (cluster RBAC, Roles in managed namespaces) can be
+	// found again by uninstall.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "tp"
+	InstanceLabel  = "app.kubernetes.io/instance"
+	// HashAnnotation on the pod template holds a digest of the rendered manifest: a change
+	// of image, options or manifest rolls the manager; re-installing the same does not.
+	HashAnnotation = "tp.dev/config-hash"
+	// ManagedNamespacesEnv tells the manager which namespaces it may see (empty: all).
+	ManagedNamespacesEnv = "TP_MANAGED_NAMESPACES"
+
+	// DefaultTimeout bounds the wait for the manager to be ready (or gone, on uninstall).
+	DefaultTimeout = 2 * time.Minute
+)
+
+// RBACName names the ClusterRole and ClusterRoleBinding of the install in namespace, and the
+// Roles and RoleBindings in its managed namespaces: installs in two namespaces never collide.
+func RBACName(namespace string) string { return ManagerName + "-" + namespace }
+
+// Options says what to install and how to report on it.
+type Options struct {
+	// Namespace of the manager; default DefaultNamespace.
+	Namespace string
+	// Image of the manager (tp's cluster image). Required for Install and Render.
+	Image string
+	// ManagedNamespaces limits what the manager may see of workloads (services, pods,
+	// endpoints) to these namespaces, with a Role in each. Empty: the whole cluster.
+	ManagedNamespaces []string
+	// Timeout bounds the wait for the manager to be ready, or for it to be gone on
+	// uninstall; default DefaultTimeout.
+	Timeout time.Duration
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+//go:embed manager.yaml
+var managerTemplate string
+
+// tmpl is parsed once: it is constant, and a parse error is a bug caught by every test.
+var tmpl = template.Must(template.New("manager.yaml").Funcs(template.FuncMap{
+	"quote":  quote,
+	"labels": labelLines,
+}).Parse(managerTemplate))
+
+// withDefaults fills in defaults and checks the options. Errors are Usage errors.
+func (o Options) withDefaults(needImage bool) (Options, error) {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
+		return o, usageError(fmt.Sprintf("namespace %q is not a valid namespace name: %s", o.Namespace, strings.Join(errs, "; ")),
+			"pass a lowercase name of letters, digits and '-', like "+DefaultNamespace)
+	}
+	var managed []string
+	for _, ns := range o.ManagedNamespaces {
+		ns = strings.TrimSpace(ns)
+		if ns == "" {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return o, usageError(fmt.Sprintf("managed namespace %q is not a valid namespace name: %s", ns, strings.Join(errs, "; ")),
+				"pass existing namespaces, comma separated: --managed-namespaces a,b")
+		}
+		managed = append(managed, ns)
+	}
+	// Sorted, so the same set always renders (and hashes) the same.
+	slices.Sort(managed)
+	o.ManagedNamespaces = slices.Compact(managed)
+	if needImage {
+		if o.Image == "" {
+			return o, usageError("no manager image given", "pass --image (tp version prints the image this tp installs by default)")
+		}
+		if _, err := name.ParseReference(o.Image); err != nil || strings.TrimSpace(o.Image) != o.Image {
+			if err == nil {
+				err = fmt.Errorf("surrounding white space")
+			}
+			return o, &Error{Category: Usage, Msg: fmt.Sprintf("manager image %q is not a valid image reference", o.Image),
+				Hint: "pass --image like registry.example.com/tp/tp:v1.2.3", Err: err}
+		}
+	}
+	return o, nil
+}
+
+type manifestData struct {
+	Namespace         string
+	Image             string
+	ManagedNamespaces []string
+	ManagedList       string
+	ConfigHash        string
+
+	Name, Container, RBACName, ClusterPortName, HashAnnotation string
+	ClientPort, ClusterPort                                    int
+}
+
+// Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
+// the order it must be applied. It is what Install applies, and what --dry-run shows.
+func Render(opts Options) ([]byte, error) {
+	opts, err := opts.withDefaults(true)
+	if err != nil {
+		return nil, err
+	}
+	return render(opts)
+}
+
+func render(opts Options) ([]byte, error) {
+	d := manifestData{
+		Namespace:         opts.Namespace,
+		Image:             opts.Image,
+		ManagedNamespaces: opts.ManagedNamespaces,
+		ManagedList:       strings.Join(opts.ManagedNamespaces, ","),
+		Name:              ManagerName,
+		Container:         ManagerContainer,
+		RBACName:          RBACName(opts.Namespace),
+		ClusterPortName:   ClusterPortName,
+		HashAnnotation:    HashAnnotation,
+		ClientPort:        ClientPort,
+		ClusterPort:       ClusterPort,
+	}
+	// The hash covers everything rendered but itself: render once without it.
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("render manager manifest: %w", err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	d.ConfigHash = hex.EncodeToString(sum[:8])
+	buf.Reset()
+	if err := tmpl.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("render manager manifest: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// quote makes s a YAML scalar that is read back as exactly s (JSON strings are YAML).
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// labelLines are the labels every installed object carries, as YAML map lines indented by
+// indent spaces.
+func labelLines(indent int, namespace string) string {
+	pad := strings.Repeat(" ", indent)
+	return pad + ManagedByLabel + ": " + ManagedByValue + "\n" +
+		pad + "app.kubernetes.io/part-of: tp\n" +
+		pad + InstanceLabel + ": " + quote(namespace)
+}
+
+// instanceSelector selects every object of the install in namespace.
+func instanceSelector(namespace string) string {
+	return ManagedByLabel + "=" + ManagedByValue + "," + InstanceLabel + "=" + namespace
+}

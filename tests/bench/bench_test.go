@@ -1,0 +1,189 @@
+//go:build bench
+
+// Package bench measures tp against its baselines in one run on the local cluster (make
+// bench): the same HTTP workload fetched directly by ClusterIP from the node (the machine's
+// ceiling), through a raw client-go port-forward with a local listener as kubectl makes it
+// (the transport tp rides on), and through tp's proxy from the laptop. It prints ratios,
+// not absolute times: these machines are noisy, the ratios less so.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	clientpf "k8s.io/client-go/tools/portforward"
+
+	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/tests/cluster"
+	"github.com/tpdev/tp/tests/kit"
+)
+
+const (
+	bulkBytes = 200 << 20
+	bulkRuns  = 3
+	smallRuns = 200
+)
+
+// path is one way to reach the workload: an HTTP client and the base URL it uses.
+type path struct {
+	name   string
+	client func(keepAlive bool) *http.Client
+	base   string
+}
+
+type result struct {
+	name            string
+	mbps            float64       // median of bulkRuns downloads
+	p50, p90        time.Duration // GET /small, a new connection each
+	bulkErr, reqErr error
+}
+
+func TestBench(t *testing.T) {
+	cs := kit.Clientset(t)
+	ns := kit.Namespace(t, cs, "tp-bench")
+	w := kit.DeployWorkload(t, cs, ns, "web-app")
+	l := kit.NewLaptop(t)
+	l.MustTP(t, 3*time.Minute, "install")
+	l.MustTP(t, time.Minute, "connect", "--namespace", ns, "--transport", "websocket")
+	l.MustTP(t, time.Minute, "connect", "--name", "spdy", "--namespace", ns, "--transport", "spdy", "--listen", "127.0.0.1:1081")
+
+	direct := func(keep bool) *http.Client {
+		return &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: !keep, DisableCompression: true}}
+	}
+	viaLaptop := func(proxy string) func(bool) *http.Client {
+		return func(keep bool) *http.Client {
+			px, _ := url.Parse(proxy)
+			c := l.HTTPClient(px, 5*time.Minute)
+			c.Transport.(*http.Transport).DisableKeepAlives = !keep
+			return c
+		}
+	}
+	paths := []path{{name: "direct to ClusterIP (from the node)", client: direct, base: "http://" + w.ClusterIP}}
+	for _, tr := range []portforward.Transport{portforward.WebSocket, portforward.SPDY} {
+		addr := rawForward(t, tr, ns, w.Pod)
+		paths = append(paths, path{name: "raw client-go port-forward, " + string(tr), client: direct, base: "http://" + addr})
+	}
+	paths = append(paths,
+		path{name: "tp proxy (HTTP), websocket", client: viaLaptop("http://127.0.0.1:1080"), base: "http://web-app"},
+		path{name: "tp proxy (SOCKS5), websocket", client: viaLaptop("socks5://127.0.0.1:1080"), base: "http://" + w.ClusterIP},
+		path{name: "tp proxy (HTTP), spdy", client: viaLaptop("http://127.0.0.1:1081"), base: "http://web-app"},
+	)
+
+	var results []result
+	for _, p := range paths {
+		r := measure(p)
+		if r.bulkErr != nil || r.reqErr != nil {
+			t.Errorf("%s: %v %v", p.name, r.bulkErr, r.reqErr)
+		}
+		results = append(results, r)
+	}
+	report(t, results)
+}
+
+// rawForward starts client-go's PortForwarder (what kubectl port-forward runs) on a local
+// port, its API connection made from the laptop namespace, and returns the local address.
+func rawForward(t *testing.T, tr portforward.Transport, ns, pod string) string {
+	t.Helper()
+	cfg := kit.RESTConfig(t, cluster.LaptopDialContext)
+	dialer, err := portforward.Dialer(cfg, tr, ns, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := clientpf.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", kit.HTTPPort)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = fw.ForwardPorts() }()
+	t.Cleanup(func() { close(stop) })
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("raw port-forward not ready")
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) == 0 {
+		t.Fatalf("raw port-forward ports: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local)
+}
+
+func measure(p path) result {
+	r := result{name: p.name}
+	var speeds []float64
+	bulk := p.client(true)
+	for range bulkRuns {
+		start := time.Now()
+		resp, err := bulk.Get(fmt.Sprintf("%s/bytes?n=%d", p.base, bulkBytes))
+		if err != nil {
+			r.bulkErr = err
+			break
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != bulkBytes {
+			r.bulkErr = fmt.Errorf("bulk: %d of %d bytes: %v", n, bulkBytes, err)
+			break
+		}
+		speeds = append(speeds, float64(n)/time.Since(start).Seconds()/1e6)
+	}
+	if len(speeds) > 0 {
+		slices.Sort(speeds)
+		r.mbps = speeds[len(speeds)/2]
+	}
+	small := p.client(false)
+	var lat []time.Duration
+	for i := range smallRuns {
+		start := time.Now()
+		resp, err := small.Get(fmt.Sprintf("%s/small/%d", p.base, i))
+		if err != nil {
+			r.reqErr = err
+			break
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(start))
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.p50, r.p90 = lat[len(lat)/2], lat[len(lat)*9/10]
+	}
+	return r
+}
+
+func report(t *testing.T, rs []result) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-40s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%-40s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
+	}
+	byName := map[string]result{}
+	for _, r := range rs {
+		byName[r.name] = r
+	}
+	b.WriteString("\nratios (tp / raw port-forward over the same transport; bulk: higher is better, latency: lower is better)\n")
+	for _, tr := range []string{"websocket", "spdy"} {
+		raw := byName["raw client-go port-forward, "+tr]
+		tp := byName["tp proxy (HTTP), "+tr]
+		if raw.mbps == 0 || raw.p50 == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "  %-10s bulk %.2fx (target >= 0.9x)   request p50 %.2fx (target <= 1x)\n",
+			tr, tp.mbps/raw.mbps, float64(tp.p50)/float64(raw.p50))
+	}
+	d := byName["direct to ClusterIP (from the node)"]
+	if d.mbps > 0 {
+		fmt.Fprintf(&b, "  tp (HTTP, websocket) reaches %.0f%% of the node's direct bulk speed\n", 100*byName["tp proxy (HTTP), websocket"].mbps/d.mbps)
+	}
+	t.Log(b.String())
+	if out := os.Getenv("TP_BENCH_OUT"); out != "" {
+		_ = os.WriteFile(out, []byte(b.String()), 0o644)
+	}
+}

@@ -1,0 +1,450 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/tpdev/tp/deploy"
+)
+
+// managerImageEnv names the manager image the success paths install; make e2e passes the
+// image make images built. Without it those tests fail: they must run, not skip.
+const managerImageEnv = "TP_E2E_MANAGER_IMAGE"
+
+// missingImage is never loaded into the test cluster, and the cluster pulls nothing.
+const missingImage = "localhost/tp/never-loaded:e2e"
+
+func managerImage(t *testing.T) string {
+	t.Helper()
+	img := os.Getenv(managerImageEnv)
+	if img == "" {
+		t.Fatalf("%s is not set: set it to tp's cluster image loaded in the test cluster (make e2e passes the one make images built, e.g. localhost/tp/tp:VERSION)", managerImageEnv)
+	}
+	return img
+}
+
+// installNamespace is a fresh name for an install; whatever is installed there is
+// uninstalled after the test.
+func installNamespace(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	ns := "tp-e2e-install-" + hex.EncodeToString(b)
+	cfg := restConfig(t, nil)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns}); err != nil && !errors.Is(err, deploy.ErrNotInstalled) {
+			t.Errorf("cleanup: uninstall from %s: %v", ns, err)
+		}
+	})
+	return ns
+}
+
+// logWriter passes install's progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// wantError checks that err is a *deploy.Error of category cat whose text has every want.
+func wantError(t *testing.T, err error, cat deploy.Category, wants ...string) *deploy.Error {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want one of category %s", cat)
+	}
+	var e *deploy.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got %T %v, want a *deploy.Error of category %s", err, err, cat)
+	}
+	t.Logf("error (%s): %v", e.Category, err)
+	if e.Category != cat {
+		t.Errorf("category %s, want %s", e.Category, cat)
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q", w)
+		}
+	}
+	return e
+}
+
+// TestInstallLifecycle: install, the same again (quick, no new pod), a roll by options and
+// by image, an upgrade that crashes (the old manager keeps running), status, uninstall.
+func TestInstallLifecycle(t *testing.T) {
+	image := managerImage(t)
+	cs := clientset(t)
+	cfg := restConfig(t, nil)
+	ns := installNamespace(t)
+	ctx := context.Background()
+	opts := deploy.Options{Namespace: ns, Image: image, Log: logWriter{t}}
+
+	t.Run("TimeoutSaysWhatIsMissing", func(t *testing.T) {
+		o := opts
+		o.Timeout = time.Second // no pod gets ready that fast
+		_, err := deploy.Install(ctx, cfg, o)
+		wantError(t, err, deploy.Timeout, "not ready within 1s", "pod tp-manager-", "kubectl -n "+ns+" describe pods")
+	})
+
+	start := time.Now()
+	first, err := deploy.Install(ctx, cfg, opts)
+	if err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	t.Logf("installed in %s: %+v", time.Since(start).Round(time.Millisecond), first)
+	if !first.Ready || first.Pod == "" || first.Image != image || first.Namespace != ns {
+		t.Fatalf("installed: %+v", first)
+	}
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, first.Pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !podIsReady(pod) {
+		t.Fatalf("pod %s not ready: %s", pod.Name, podStates([]corev1.Pod{*pod}))
+	}
+	// The laptop side finds the pod by the exported selector.
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods by %s: %v, %v", deploy.ManagerLabelSelector, pods, err)
+	}
+	nsObj, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil || nsObj.Labels[deploy.ManagedByLabel] != deploy.ManagedByValue {
+		t.Fatalf("namespace %s: %v, labels %v", ns, err, nsObj.Labels)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); err != nil {
+		t.Fatalf("cluster role binding: %v", err)
+	}
+	svc, err := cs.CoreV1().Services(ns).Get(ctx, deploy.ManagerName, metav1.GetOptions{})
+	if err != nil || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != deploy.ClusterPort {
+		t.Fatalf("service: %v %+v", err, svc)
+	}
+
+	t.Run("AgainIsQuickAndKeepsThePod", func(t *testing.T) {
+		start := time.Now()
+		inst, err := deploy.Install(ctx, cfg, opts)
+		if err != nil {
+			t.Fatalf("second install: %v", err)
+		}
+		took := time.Since(start)
+		t.Logf("second install took %s", took.Round(time.Millisecond))
+		if inst.Pod != first.Pod {
+			t.Errorf("second install replaced pod %s by %s: the same options must not roll", first.Pod, inst.Pod)
+		}
+		if took > 10*time.Second {
+			t.Errorf("second install took %s; nothing changed, so it should take a moment", took)
+		}
+	})
+
+	t.Run("OptionsRoll", func(t *testing.T) {
+		before := readyStatus(t, cfg, ns)
+		o := opts
+		o.ManagedNamespaces = []string{ns}
+		inst, err := deploy.Install(ctx, cfg, o)
+		if err != nil {
+			t.Fatalf("install with managed namespaces: %v", err)
+		}
+		if inst.Pod == before.Pod || len(inst.ManagedNamespaces) != 1 || inst.ManagedNamespaces[0] != ns {
+			t.Fatalf("after changing options: %+v (pod before: %s)", inst, before.Pod)
+		}
+		if _, err := cs.RbacV1().Roles(ns).Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); err != nil {
+			t.Fatalf("role in managed namespace: %v", err)
+		}
+		// Back to the whole cluster: the Role goes.
+		if _, err := deploy.Install(ctx, cfg, opts); err != nil {
+			t.Fatalf("install back without managed namespaces: %v", err)
+		}
+		if _, err := cs.RbacV1().Roles(ns).Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("role of a namespace no longer managed: got %v, want it gone", err)
+		}
+	})
+
+	t.Run("ImageRolls", func(t *testing.T) {
+		before := readyStatus(t, cfg, ns)
+		// The same image by another name (its ID, as the runtime reports it): a new image
+		// string for the Deployment, and one the cluster has.
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, before.Pod, metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].ImageID == "" {
+			t.Fatalf("pod %s: %v, no image ID", before.Pod, err)
+		}
+		other := pod.Status.ContainerStatuses[0].ImageID
+		o := opts
+		o.Image = other
+		inst, err := deploy.Install(ctx, cfg, o)
+		if err != nil {
+			t.Fatalf("install with image %s: %v", other, err)
+		}
+		if inst.Image != other || inst.Pod == before.Pod {
+			t.Fatalf("after another image: %+v (pod before: %s)", inst, before.Pod)
+		}
+		// ...and back.
+		if _, err := deploy.Install(ctx, cfg, opts); err != nil {
+			t.Fatalf("install with image %s again: %v", image, err)
+		}
+	})
+
+	t.Run("CrashingUpgradeKeepsTheOldManager", func(t *testing.T) {
+		before := readyStatus(t, cfg, ns)
+		o := opts
+		o.Image = WorkloadImage // exits 2 when given the manager's arguments
+		_, err := deploy.Install(ctx, cfg, o)
+		wantError(t, err, deploy.Crash, "exited with code 2", "| workload: give at least one of")
+		st, err := deploy.Status(ctx, cfg, ns)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		t.Logf("status after a failed upgrade: %+v", st)
+		if st.Ready || st.Problem == nil || deploy.CategoryOf(st.Problem) != deploy.Crash || st.ReadyReplicas < 1 {
+			t.Errorf("status: want not ready (the new revision crashes), with a crash problem and the old pod still ready: %+v", st)
+		}
+		if p, err := cs.CoreV1().Pods(ns).Get(ctx, before.Pod, metav1.GetOptions{}); err != nil || !podIsReady(p) {
+			t.Errorf("the old manager %s must keep running while the new one crashes: %v", before.Pod, err)
+		}
+		// Repair it.
+		if _, err := deploy.Install(ctx, cfg, opts); err != nil {
+			t.Fatalf("install the good image again: %v", err)
+		}
+	})
+
+	t.Run("Status", func(t *testing.T) {
+		st := readyStatus(t, cfg, ns)
+		if st.Image != image || st.ReadyReplicas != 1 || len(st.ManagedNamespaces) != 0 {
+			t.Fatalf("status: %+v", st)
+		}
+	})
+
+	t.Run("Uninstall", func(t *testing.T) {
+		if err := deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns, Log: logWriter{t}}); err != nil {
+			t.Fatalf("uninstall: %v", err)
+		}
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace after uninstall: %v", err)
+		}
+		if _, err := cs.RbacV1().ClusterRoles().Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("cluster role after uninstall: %v", err)
+		}
+		if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("cluster role binding after uninstall: %v", err)
+		}
+		_, err := deploy.Status(ctx, cfg, ns)
+		wantError(t, err, deploy.NotInstalled, fmt.Sprintf("tp is not installed in namespace %q", ns))
+		err = deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns})
+		wantError(t, err, deploy.NotInstalled, "nothing to remove")
+		if !errors.Is(err, deploy.ErrNotInstalled) {
+			t.Error("errors.Is(err, ErrNotInstalled) is false")
+		}
+	})
+}
+
+// readyStatus is the install's status, which must be Ready.
+func readyStatus(t *testing.T, cfg *rest.Config, ns string) *deploy.Installed {
+	t.Helper()
+	st, err := deploy.Status(context.Background(), cfg, ns)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if !st.Ready || st.Pod == "" || st.Problem != nil {
+		t.Fatalf("status: want ready, got %+v", st)
+	}
+	return st
+}
+
+// TestInstallIntoANamespaceTpDidNotMake: tp installs into it, and uninstall leaves it, with
+// what else it holds. A quota that forbids pods makes the cluster refuse the manager.
+func TestInstallIntoANamespaceTpDidNotMake(t *testing.T) {
+	cs := clientset(t)
+	cfg := restConfig(t, nil)
+	ctx := context.Background()
+	ns := namespace(t, cs, "tp-e2e-install-own")
+	if _, err := cs.CoreV1().ResourceQuotas(ns).Create(ctx, &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-pods"},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := deploy.Install(ctx, cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 2 * time.Minute, Log: logWriter{t}})
+	wantError(t, err, deploy.Cluster, "does not let Deployment "+ns+"/tp-manager create the manager's pod", "exceeded quota")
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("took %s to see the refusal; want it at once", took)
+	}
+	if err := deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns, Log: logWriter{t}}); err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+		t.Fatalf("uninstall removed a namespace tp did not make: %v", err)
+	}
+	if _, err := cs.CoreV1().ResourceQuotas(ns).Get(ctx, "no-pods", metav1.GetOptions{}); err != nil {
+		t.Fatalf("uninstall removed what tp did not make: %v", err)
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, deploy.ManagerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("manager Deployment after uninstall: %v", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("cluster role after uninstall: %v", err)
+	}
+}
+
+func TestInstallMissingImageFailsFast(t *testing.T) {
+	_ = clientset(t)
+	cfg := restConfig(t, nil)
+	ns := installNamespace(t)
+	start := time.Now()
+	_, err := deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 3 * time.Minute, Log: logWriter{t}})
+	wantError(t, err, deploy.Image, fmt.Sprintf("the manager image %q is not available", missingImage),
+		"make cluster-load TAR=bin/images/tp.tar", "kind load image-archive", "--image")
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("took %s to see the missing image; want it at once, not at the timeout", took)
+	}
+
+	// Again, as after loading the image: the pod in back-off gets a fresh start instead of
+	// its old verdict; the image is still missing, so the fresh pod fails fast too.
+	var log strings.Builder
+	start = time.Now()
+	_, err = deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 3 * time.Minute, Log: &log})
+	t.Logf("second install:\n%s", log.String())
+	wantError(t, err, deploy.Image, fmt.Sprintf("the manager image %q is not available", missingImage))
+	if !strings.Contains(log.String(), "from before this install; replacing it to try again") {
+		t.Error("the failed pod of the first install was not replaced")
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("second install took %s to see the missing image", took)
+	}
+}
+
+func TestInstallCrashingManagerShowsItsLogs(t *testing.T) {
+	_ = clientset(t)
+	cfg := restConfig(t, nil)
+	ns := installNamespace(t)
+	start := time.Now()
+	// The workload exits 2 when given the manager's arguments.
+	_, err := deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: WorkloadImage, Timeout: 3 * time.Minute, Log: logWriter{t}})
+	e := wantError(t, err, deploy.Crash, `container "manager"`, "exited with code 2", "last log lines", "| workload: give at least one of -http")
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("took %s to see the crash; want it at once, not at the timeout", took)
+	}
+	if e.Category.UserFault() {
+		t.Error("a crashing manager is not the user's fault")
+	}
+}
+
+func TestInstallWithoutRights(t *testing.T) {
+	cs := clientset(t)
+	admin := restConfig(t, nil)
+	ctx := context.Background()
+	home := namespace(t, cs, "tp-e2e-install-rbac")
+	// An identity with no bindings at all.
+	sa, err := cs.CoreV1().ServiceAccounts(home).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cs.CoreV1().ServiceAccounts(home).CreateToken(ctx, sa.Name, &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{ExpirationSeconds: new(int64(600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token request: %v", err)
+	}
+	ns := installNamespace(t)
+	opts := deploy.Options{Namespace: ns, Image: missingImage, Log: logWriter{t}}
+
+	t.Run("NoBindings", func(t *testing.T) {
+		_, err := deploy.Install(ctx, withToken(admin, tok.Status.Token), opts)
+		wantError(t, err, deploy.Access, "no permission to", fmt.Sprintf("system:serviceaccount:%s:nobody", home),
+			"a cluster admin must install tp", "kubectl auth can-i")
+		err = deploy.Uninstall(ctx, withToken(admin, tok.Status.Token), opts)
+		wantError(t, err, deploy.Access, "no permission to", "a cluster admin must uninstall tp")
+	})
+	t.Run("NamespaceAdminOnly", func(t *testing.T) {
+		// Admin of one namespace, as many developers are: tp goes into that namespace, but
+		// its cluster-wide read-only RBAC needs a cluster admin.
+		target := namespace(t, cs, "tp-e2e-install-nsadmin")
+		if _, err := cs.RbacV1().RoleBindings(target).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "nobody-admin"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "admin"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: home}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		user := withToken(admin, tok.Status.Token)
+		o := opts
+		o.Namespace = target
+		// RBAC caches refresh at once in the API server, but the binding may take a moment.
+		var err error
+		for range 20 {
+			_, err = deploy.Install(ctx, user, o)
+			if err == nil || !strings.Contains(err.Error(), "get namespaces") {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		wantError(t, err, deploy.Access, `no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-`+target+")",
+			"a cluster admin must install tp", "kubectl auth can-i patch clusterroles.rbac.authorization.k8s.io")
+		// Clean up as the cluster admin.
+		if err := deploy.Uninstall(ctx, admin, deploy.Options{Namespace: target}); err != nil {
+			t.Errorf("uninstall as admin: %v", err)
+		}
+	})
+	t.Run("BadToken", func(t *testing.T) {
+		_, err := deploy.Install(ctx, withToken(admin, "not-a-token"), opts)
+		wantError(t, err, deploy.Access, "rejected your credentials", "log in again")
+	})
+}
+
+// withToken is admin's cluster (address, CA) with a bearer token as the only credential.
+func withToken(admin *rest.Config, token string) *rest.Config {
+	return &rest.Config{
+		Host:            admin.Host,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData, CAFile: admin.CAFile, ServerName: admin.ServerName},
+	}
+}
+
+func TestInstallUnreachableAPI(t *testing.T) {
+	ctx := context.Background()
+	opts := deploy.Options{Namespace: "tp-e2e-install-unreachable", Image: missingImage}
+	t.Run("ConnectionRefused", func(t *testing.T) {
+		cfg := &rest.Config{Host: "https://127.0.0.1:1"}
+		_, err := deploy.Install(ctx, cfg, opts)
+		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1", "connection refused",
+			"check your kubeconfig and context (kubectl cluster-info)")
+		err = deploy.Uninstall(ctx, cfg, opts)
+		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
+		_, err = deploy.Status(ctx, cfg, opts.Namespace)
+		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
+	})
+	t.Run("UntrustedCertificate", func(t *testing.T) {
+		admin := restConfig(t, nil)
+		cfg := rest.CopyConfig(admin)
+		cfg.CAData, cfg.CAFile = nil, ""
+		_, err := deploy.Install(ctx, cfg, opts)
+		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at "+admin.Host, "certificate", "kubectl cluster-info")
+	})
+}
+
+func podIsReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil
+		}
+	}
+	return false
+}
