@@ -24,8 +24,12 @@ import (
 // its transport skips TLS verification. Every dial here goes to the Server's Dialer.
 func (s *Server) newHTTPProxy() (*goproxy.ProxyHttpServer, *http.Transport) {
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           s.dial,
+		Proxy: nil,
+		// A plain request's client reads its answer after writing the request, so a refusal
+		// can come with the answer: the tunnel sends the request with the dial.
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			return s.dial(remote.WithEarlyData(ctx), network, address)
+		},
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,

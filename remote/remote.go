@@ -140,3 +140,20 @@ func NoSuchHostError(name, namespace string) error {
 	}
 	return &Error{Kind: NoSuchHost, Msg: msg}
 }
+
+type earlyDataKey struct{}
+
+// WithEarlyData marks a dial whose caller can take the dial's failure from the connection's
+// first Read, as an HTTP client can (it writes its request, then reads the answer). A
+// tunnel then sends the first bytes together with the dial and saves a round trip; a
+// refusal arrives as the *Error of the first Read. SOCKS and CONNECT, which must answer
+// before any data, dial without it.
+func WithEarlyData(ctx context.Context) context.Context {
+	return context.WithValue(ctx, earlyDataKey{}, true)
+}
+
+// EarlyData reports whether ctx allows an early-data dial.
+func EarlyData(ctx context.Context) bool {
+	v, _ := ctx.Value(earlyDataKey{}).(bool)
+	return v
+}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -74,7 +73,7 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods)
 
 	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Log: log})
-	gs := grpc.NewServer(append(tuneServer(),
+	gs := grpc.NewServer(append(flowControl(),
 		experimental.BufferPool(tunnel.BufferPool()),
 		grpc.ForceServerCodecV2(tunnel.Codec()),
 		// Clients ping every 10 s to notice a dead port-forward; allow it.
@@ -148,13 +147,12 @@ func readResolvConf(path string) resolvConf {
 	return rc
 }
 
-func tuneServer() []grpc.ServerOption {
-	var o []grpc.ServerOption
-	if v, _ := strconv.Atoi(os.Getenv("TP_WBUF")); v > 0 {
-		o = append(o, grpc.WriteBufferSize(v), grpc.ReadBufferSize(v))
+// flowControl sizes what the manager lets each client send ahead (uploads): smaller than
+// the laptop's window, because the manager's memory is shared by every client; see the
+// laptop side (remote/session) for why the windows are set at all.
+func flowControl() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(4 << 20), grpc.InitialConnWindowSize(16 << 20),
+		grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10),
 	}
-	if v, _ := strconv.Atoi(os.Getenv("TP_WIN")); v > 0 {
-		o = append(o, grpc.InitialWindowSize(int32(v)), grpc.InitialConnWindowSize(int32(v)*4))
-	}
-	return o
 }

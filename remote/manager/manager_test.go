@@ -190,3 +190,26 @@ func TestDedupeAndCover(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestLookupHostIsCachedBriefly(t *testing.T) {
+	var queries int
+	exchange := fakeDNS(map[string]string{"web-app.default.svc.cluster.local.": "10.96.0.42"})
+	n := &Names{Domain: "cluster.local", Exchange: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		queries++
+		return exchange(ctx, m)
+	}}
+	for range 3 {
+		if _, addrs, err := n.LookupHost(context.Background(), "web-app", "default"); err != nil || len(addrs) != 1 {
+			t.Fatalf("lookup: %v %v", addrs, err)
+		}
+		if _, _, err := n.LookupHost(context.Background(), "web-ap", "default"); !errors.Is(err, remote.ErrNoSuchHost) {
+			t.Fatalf("lookup of an unknown name: %v", err)
+		}
+	}
+	if queries != 2+1 { // A and AAAA for the known name, one NXDOMAIN for the unknown
+		t.Fatalf("%d DNS queries for three rounds of two lookups, want 3: answers must be cached", queries)
+	}
+	if _, _, err := n.LookupHost(context.Background(), "web-app", "other"); err == nil {
+		t.Fatal("a name in another namespace must not come from the cache")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -21,7 +22,25 @@ type Names struct {
 	Domain string // e.g. cluster.local
 	// Exchange sends one query to the cluster's DNS.
 	Exchange func(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+
+	// Dials look names up again and again (a client opening connection after connection);
+	// answers are kept briefly, so that a dial costs no DNS round trip.
+	mu    sync.Mutex
+	hosts map[string]hostEntry
 }
+
+type hostEntry struct {
+	fqdn    string
+	addrs   []netip.Addr
+	err     error
+	expires time.Time
+}
+
+const (
+	hostTTL         = 5 * time.Second // at most; a record's own TTL may be shorter
+	hostNegativeTTL = 2 * time.Second
+	hostCacheSize   = 4096
+)
 
 // NewNames asks the DNS server at addr (host:port) over UDP, retrying over TCP when an
 // answer is truncated.
@@ -117,16 +136,44 @@ func (n *Names) LookupHost(ctx context.Context, name, ns string) (fqdn string, a
 	if a, err := netip.ParseAddr(name); err == nil {
 		return "", []netip.Addr{a}, nil
 	}
+	key := strings.ToLower(name) + "/" + ns
+	now := time.Now()
+	n.mu.Lock()
+	e, ok := n.hosts[key]
+	n.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.fqdn, e.addrs, e.err
+	}
+	fqdn, addrs, ttl, err := n.lookupHost(ctx, name, ns)
+	if err == nil || remote.KindOf(err) == remote.NoSuchHost {
+		if err != nil {
+			ttl = hostNegativeTTL
+		}
+		n.mu.Lock()
+		if n.hosts == nil || len(n.hosts) >= hostCacheSize {
+			n.hosts = map[string]hostEntry{}
+		}
+		n.hosts[key] = hostEntry{fqdn: fqdn, addrs: addrs, err: err, expires: now.Add(ttl)}
+		n.mu.Unlock()
+	}
+	return fqdn, addrs, err
+}
+
+func (n *Names) lookupHost(ctx context.Context, name, ns string) (fqdn string, addrs []netip.Addr, ttl time.Duration, err error) {
+	ttl = hostTTL
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
 		found, resp, err := n.Query(ctx, name, ns, qtype)
 		if err != nil {
-			return "", nil, err
+			return "", nil, 0, err
 		}
 		if found == "" {
 			break // no candidate exists for any type
 		}
 		fqdn = found
 		for _, rr := range resp.Answer {
+			if t := time.Duration(rr.Header().Ttl) * time.Second; t < ttl {
+				ttl = t
+			}
 			switch rr := rr.(type) {
 			case *dns.A:
 				if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
@@ -140,9 +187,9 @@ func (n *Names) LookupHost(ctx context.Context, name, ns string) (fqdn string, a
 		}
 	}
 	if len(addrs) == 0 {
-		return fqdn, nil, remote.NoSuchHostError(name, ns)
+		return fqdn, nil, 0, remote.NoSuchHostError(name, ns)
 	}
-	return fqdn, addrs, nil
+	return fqdn, addrs, ttl, nil
 }
 
 func minTTL(rrs []dns.RR) uint32 {

@@ -143,6 +143,13 @@ func (s *Server) Tunnel(stream tunnelpb.Manager_TunnelServer) error {
 		}
 		return nil // the client has the answer (or is gone); the stream ends
 	}
+	if early := d.GetData(); len(early) > 0 {
+		if _, err := target.Write(early); err != nil {
+			target.Close()
+			return nil
+		}
+		s.bytesOut.Add(int64(len(early)))
+	}
 	s.open.Add(1)
 	defer s.open.Add(-1)
 	// The stream ends when this handler returns, so the Conn's end is a no-op: Splice

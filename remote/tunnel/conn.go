@@ -51,6 +51,9 @@ type Conn struct {
 
 	wmu     sync.Mutex
 	wclosed bool
+	// dial is an early-data conn's Dial until it is sent, with the first Write (or before
+	// the first Read); the manager's DialResult then comes first on the stream.
+	dial *tunnelpb.Dial
 
 	readDL, writeDL deadline
 
@@ -66,24 +69,37 @@ type recvd struct {
 // NewConn wraps s. end must end the stream when called (a client cancels its RPC context;
 // a server returns from its handler). packet selects UDP semantics.
 func NewConn(s Stream, end func(), packet bool, local, remote net.Addr) *Conn {
-	c := &Conn{
+	c := newConn(s, end, packet, local, remote)
+	go c.receive(false)
+	return c
+}
+
+func newConn(s Stream, end func(), packet bool, local, remote net.Addr) *Conn {
+	return &Conn{
 		s: s, end: end, packet: packet, local: local, remote: remote,
 		in:      make(chan recvd, 4),
 		readDL:  makeDeadline(),
 		writeDL: makeDeadline(),
 		closed:  make(chan struct{}),
 	}
-	go c.receive()
-	return c
 }
 
 // receive moves frames from the stream to Read, so that Read can honour deadlines and Close.
-func (c *Conn) receive() {
+// With result set, the first frame must be the manager's DialResult.
+func (c *Conn) receive(result bool) {
 	for {
 		f, err := c.s.Recv()
 		var r recvd
 		if err != nil {
 			r.err = streamError(err)
+		} else if result {
+			result = false
+			res := f.GetDialResult()
+			if res == nil {
+				r.err = fmt.Errorf("tunnel: manager answered a dial with %T, not a result", f.GetKind())
+			} else if r.err = ResultError(res); r.err == nil {
+				continue
+			}
 		} else {
 			switch k := f.GetKind().(type) {
 			case *tunnelpb.Frame_Data:
@@ -111,6 +127,9 @@ func (c *Conn) receive() {
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.sendDial(nil); err != nil {
+		return 0, err
+	}
 	if len(c.pending) == 0 {
 		if c.rerr != nil {
 			return 0, c.rerr
@@ -182,6 +201,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.packet && len(p) > MaxDatagram {
 		return 0, fmt.Errorf("tunnel: datagram of %d bytes exceeds %d", len(p), MaxDatagram)
 	}
+	if c.dial != nil {
+		first := p
+		if !c.packet && len(first) > MaxChunk {
+			first = first[:MaxChunk]
+		}
+		if err := c.sendDialLocked(first); err != nil {
+			return 0, err
+		}
+		if len(first) == len(p) {
+			return len(p), nil
+		}
+		n, err := c.writeLocked(p[len(first):])
+		return len(first) + n, err
+	}
+	return c.writeLocked(p)
+}
+
+func (c *Conn) writeLocked(p []byte) (int, error) {
 	// A Send blocked on flow control past the write deadline can only be stopped by ending
 	// the stream; the Conn is then unusable, as after a timed-out write on many sockets.
 	var expired atomic.Bool
@@ -218,7 +255,33 @@ func (c *Conn) CloseWrite() error {
 		return nil
 	}
 	c.wclosed = true
+	if c.dial != nil {
+		if err := c.sendDialLocked(nil); err != nil {
+			return err
+		}
+	}
 	if err := c.s.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_CloseWrite{CloseWrite: &tunnelpb.CloseWrite{}}}); err != nil {
+		return streamError(err)
+	}
+	return nil
+}
+
+// sendDial sends an early-data conn's Dial frame now, with data, if it is still pending.
+func (c *Conn) sendDial(data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.dial == nil {
+		return nil
+	}
+	return c.sendDialLocked(data)
+}
+
+func (c *Conn) sendDialLocked(data []byte) error {
+	d := &tunnelpb.Dial{Network: c.dial.GetNetwork(), Address: c.dial.GetAddress(), Namespace: c.dial.GetNamespace(), Data: data}
+	c.dial = nil
+	err := c.s.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: d}})
+	go c.receive(true)
+	if err != nil {
 		return streamError(err)
 	}
 	return nil

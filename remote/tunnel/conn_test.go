@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,5 +232,59 @@ func TestAcceptRejectsDataBeforeDial(t *testing.T) {
 	go func() { _ = a.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Data{Data: []byte("GET /")}}) }()
 	if _, err := Accept(b); err == nil {
 		t.Fatal("data before dial: want an error")
+	}
+}
+
+func TestEarlyDataRidesWithTheDial(t *testing.T) {
+	a, b := newPipe()
+	got := make(chan *tunnelpb.Dial, 1)
+	go func() {
+		d, err := Accept(b)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			return
+		}
+		got <- d
+		_ = Answer(b, nil, "10.0.0.1:80")
+		s := NewConn(b, b.end, false, Addr{}, Addr{})
+		_, _ = s.Write([]byte("answer"))
+		_ = s.CloseWrite()
+	}()
+	c, err := OpenEarly(a, a.end, &tunnelpb.Dial{Network: "tcp", Address: "web-app:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-got; string(d.GetData()) != "GET / HTTP/1.1\r\n\r\n" {
+		t.Fatalf("dial carried %q, want the first write", d.GetData())
+	}
+	answer, err := io.ReadAll(c)
+	if err != nil || string(answer) != "answer" {
+		t.Fatalf("read: %q %v", answer, err)
+	}
+}
+
+func TestEarlyDataRefusalComesFromTheFirstRead(t *testing.T) {
+	for _, writeFirst := range []bool{true, false} {
+		a, b := newPipe()
+		go func() {
+			if _, err := Accept(b); err == nil {
+				_ = Answer(b, remote.Errorf(remote.Refused, "connection refused by web-app:81"), "")
+			}
+		}()
+		c, _ := OpenEarly(a, a.end, &tunnelpb.Dial{Network: "tcp", Address: "web-app:81"})
+		if writeFirst {
+			if _, err := c.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := c.Read(make([]byte, 10))
+		if !errors.Is(err, remote.ErrRefused) || !strings.Contains(err.Error(), "web-app:81") {
+			t.Fatalf("first read (write first: %v): %v, want the refusal", writeFirst, err)
+		}
+		c.Close()
 	}
 }

@@ -44,6 +44,19 @@ func Open(ctx context.Context, s Stream, end func(), d *tunnelpb.Dial) (*Conn, e
 	return NewConn(s, end, packet, Addr{Net: d.GetNetwork(), Address: "tunnel"}, Addr{Net: d.GetNetwork(), Address: d.GetAddress()}), nil
 }
 
+// OpenEarly returns a Conn whose Dial frame goes out with its first Write (or before its
+// first Read), carrying those bytes: the dial costs no round trip of its own. A refusal
+// comes back as the *remote.Error of the first Read. end must end the stream.
+func OpenEarly(s Stream, end func(), d *tunnelpb.Dial) (*Conn, error) {
+	if err := ValidateDial(d); err != nil {
+		end()
+		return nil, err
+	}
+	c := newConn(s, end, d.GetNetwork() == "udp", Addr{Net: d.GetNetwork(), Address: "tunnel"}, Addr{Net: d.GetNetwork(), Address: d.GetAddress()})
+	c.dial = d
+	return c, nil
+}
+
 // Accept runs the manager's side of the dial phase: it reads the Dial frame and checks it.
 func Accept(s Stream) (*tunnelpb.Dial, error) {
 	f, err := s.Recv()
@@ -84,6 +97,9 @@ func ValidateDial(d *tunnelpb.Dial) error {
 	}
 	if host == "" || len(host) > 253 || strings.ContainsAny(host, " \t\r\n/\\") {
 		return fmt.Errorf("tunnel: dial address %q: bad host", d.GetAddress())
+	}
+	if len(d.GetData()) > MaxDatagram {
+		return fmt.Errorf("tunnel: dial carries %d bytes of data; at most %d", len(d.GetData()), MaxDatagram)
 	}
 	if ns := d.GetNamespace(); len(ns) > 63 || strings.ContainsAny(ns, " ./\\") {
 		return fmt.Errorf("tunnel: dial namespace %q is not a namespace name", ns)

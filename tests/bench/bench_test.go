@@ -27,8 +27,8 @@ import (
 
 const (
 	bulkBytes = 200 << 20
-	bulkRuns  = 3
-	smallRuns = 200
+	bulkRuns  = 5   // per path, interleaved across paths so that load drifts hit all alike
+	smallRuns = 300 // per path, in interleaved rounds of 50
 )
 
 // path is one way to reach the workload: an HTTP client and the base URL it uses.
@@ -40,7 +40,7 @@ type path struct {
 
 type result struct {
 	name            string
-	mbps            float64       // median of bulkRuns downloads
+	mbps            float64       // median of the bulk downloads
 	p50, p90        time.Duration // GET /small, a new connection each
 	bulkErr, reqErr error
 }
@@ -76,13 +76,11 @@ func TestBench(t *testing.T) {
 		path{name: "tp proxy (HTTP), spdy", client: viaLaptop("http://127.0.0.1:1081"), base: "http://web-app"},
 	)
 
-	var results []result
-	for _, p := range paths {
-		r := measure(p)
+	results := measure(paths)
+	for _, r := range results {
 		if r.bulkErr != nil || r.reqErr != nil {
-			t.Errorf("%s: %v %v", p.name, r.bulkErr, r.reqErr)
+			t.Errorf("%s: %v %v", r.name, r.bulkErr, r.reqErr)
 		}
-		results = append(results, r)
 	}
 	report(t, results)
 }
@@ -115,47 +113,71 @@ func rawForward(t *testing.T, tr portforward.Transport, ns, pod string) string {
 	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local)
 }
 
-func measure(p path) result {
-	r := result{name: p.name}
-	var speeds []float64
-	bulk := p.client(true)
-	for range bulkRuns {
-		start := time.Now()
-		resp, err := bulk.Get(fmt.Sprintf("%s/bytes?n=%d", p.base, bulkBytes))
-		if err != nil {
-			r.bulkErr = err
-			break
+// measure runs every path in rounds (a bulk download each, then a batch of small
+// requests each) and keeps medians: the machine's load changes over a run, and rounds
+// spread it over all paths alike.
+func measure(paths []path) []result {
+	rs := make([]result, len(paths))
+	speeds := make([][]float64, len(paths))
+	lat := make([][]time.Duration, len(paths))
+	for i, p := range paths {
+		rs[i].name = p.name
+	}
+	for round := range bulkRuns {
+		for i, p := range paths {
+			if rs[i].bulkErr != nil {
+				continue
+			}
+			mbps, err := bulk(p.client(true), p.base)
+			if err != nil {
+				rs[i].bulkErr = err
+				continue
+			}
+			speeds[i] = append(speeds[i], mbps)
 		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || n != bulkBytes {
-			r.bulkErr = fmt.Errorf("bulk: %d of %d bytes: %v", n, bulkBytes, err)
-			break
+		for i, p := range paths {
+			if rs[i].reqErr != nil {
+				continue
+			}
+			c := p.client(false)
+			for j := range smallRuns / bulkRuns {
+				start := time.Now()
+				resp, err := c.Get(fmt.Sprintf("%s/small/%d/%d", p.base, round, j))
+				if err != nil {
+					rs[i].reqErr = err
+					break
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat[i] = append(lat[i], time.Since(start))
+			}
 		}
-		speeds = append(speeds, float64(n)/time.Since(start).Seconds()/1e6)
 	}
-	if len(speeds) > 0 {
-		slices.Sort(speeds)
-		r.mbps = speeds[len(speeds)/2]
-	}
-	small := p.client(false)
-	var lat []time.Duration
-	for i := range smallRuns {
-		start := time.Now()
-		resp, err := small.Get(fmt.Sprintf("%s/small/%d", p.base, i))
-		if err != nil {
-			r.reqErr = err
-			break
+	for i := range rs {
+		if len(speeds[i]) > 0 {
+			slices.Sort(speeds[i])
+			rs[i].mbps = speeds[i][len(speeds[i])/2]
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		lat = append(lat, time.Since(start))
+		if len(lat[i]) > 0 {
+			slices.Sort(lat[i])
+			rs[i].p50, rs[i].p90 = lat[i][len(lat[i])/2], lat[i][len(lat[i])*9/10]
+		}
 	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		r.p50, r.p90 = lat[len(lat)/2], lat[len(lat)*9/10]
+	return rs
+}
+
+func bulk(c *http.Client, base string) (float64, error) {
+	start := time.Now()
+	resp, err := c.Get(fmt.Sprintf("%s/bytes?n=%d", base, bulkBytes))
+	if err != nil {
+		return 0, err
 	}
-	return r
+	defer resp.Body.Close()
+	n, err := io.CopyBuffer(io.Discard, resp.Body, make([]byte, 256<<10))
+	if err != nil || n != bulkBytes {
+		return 0, fmt.Errorf("bulk: %d of %d bytes: %v", n, bulkBytes, err)
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6, nil
 }
 
 func report(t *testing.T, rs []result) {
