@@ -68,7 +68,13 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	ranges := manager.NewClusterRanges(ctx, cs, 30*time.Second, log)
+	var managed []string
+	for _, ns := range strings.Split(os.Getenv("TP_MANAGED_NAMESPACES"), ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			managed = append(managed, ns)
+		}
+	}
+	ranges := manager.NewClusterRanges(ctx, cs, managed, 30*time.Second, log)
 	svc, pods := ranges.Ranges()
 	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods)
 

@@ -18,14 +18,18 @@ import (
 type ClusterRanges struct {
 	cs  kubernetes.Interface
 	log *slog.Logger
+	// namespaces limits the pods and services looked at (tp install --managed-namespaces,
+	// whose RBAC allows no more); empty means all.
+	namespaces []string
 
 	mu        sync.RWMutex
 	svc, pods []netip.Prefix
 }
 
 // NewClusterRanges reads the ranges once and refreshes them every period until ctx ends.
-func NewClusterRanges(ctx context.Context, cs kubernetes.Interface, period time.Duration, log *slog.Logger) *ClusterRanges {
-	r := &ClusterRanges{cs: cs, log: log}
+// With namespaces, only their pods and services are looked at.
+func NewClusterRanges(ctx context.Context, cs kubernetes.Interface, namespaces []string, period time.Duration, log *slog.Logger) *ClusterRanges {
+	r := &ClusterRanges{cs: cs, log: log, namespaces: namespaces}
 	r.refresh(ctx)
 	go func() {
 		t := time.NewTicker(period)
@@ -81,15 +85,17 @@ func (r *ClusterRanges) serviceCIDRs(ctx context.Context) []netip.Prefix {
 	} else {
 		r.log.Debug("service CIDRs from ServiceCIDR objects unavailable; deriving them from ClusterIPs", "err", err)
 	}
-	svcs, err := r.cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		r.log.Warn("cannot list services to find the service CIDR", "err", err)
-		return nil
-	}
-	for _, s := range svcs.Items {
-		for _, ip := range s.Spec.ClusterIPs {
-			if a, err := netip.ParseAddr(ip); err == nil {
-				out = append(out, cover(a))
+	for _, ns := range r.scope() {
+		svcs, err := r.cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			r.log.Warn("cannot list services to find the service CIDR", "namespace", ns, "err", err)
+			continue
+		}
+		for _, s := range svcs.Items {
+			for _, ip := range s.Spec.ClusterIPs {
+				if a, err := netip.ParseAddr(ip); err == nil {
+					out = append(out, cover(a))
+				}
 			}
 		}
 	}
@@ -111,8 +117,12 @@ func (r *ClusterRanges) podCIDRs(ctx context.Context) []netip.Prefix {
 		r.log.Debug("cannot list nodes for their pod CIDRs", "err", err)
 	}
 	// Pod IPs in use show ranges that nodes' podCIDRs miss (CNIs with their own IPAM).
-	pods, err := r.cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err == nil {
+	for _, ns := range r.scope() {
+		pods, err := r.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			r.log.Debug("cannot list pods for the pod IPs in use", "namespace", ns, "err", err)
+			continue
+		}
 		for _, p := range pods.Items {
 			if p.Spec.HostNetwork {
 				continue
@@ -127,6 +137,14 @@ func (r *ClusterRanges) podCIDRs(ctx context.Context) []netip.Prefix {
 		}
 	}
 	return dedupe(out)
+}
+
+// scope is the namespaces to list in: all ("") or the managed ones.
+func (r *ClusterRanges) scope() []string {
+	if len(r.namespaces) == 0 {
+		return []string{""}
+	}
+	return r.namespaces
 }
 
 // cover is the /16 (IPv4) or /64 (IPv6) around an address seen in use.
