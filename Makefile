@@ -63,7 +63,8 @@ cross: ## tp builds for macOS and Windows too
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
 
 e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an unprivileged user in the laptop namespace)
-	TP_E2E_TP=$(abspath bin/tp) TP_E2E_MANAGER_IMAGE=$(IMAGE) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
+	CGO_ENABLED=0 $(GO) build -o bin/netcheck ./tests/cmd/netcheck
+	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_E2E_MANAGER_IMAGE=$(IMAGE) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
 	@echo "e2e: $$(grep -c -- '^\s*--- PASS' bin/e2e.log) passed, $$(grep -c -- '^\s*--- FAIL' bin/e2e.log || true) failed, $$(grep -c -- '^\s*--- SKIP' bin/e2e.log || true) skipped"
 	@if [ -n "$${CI:-}" ] && grep -q -- '--- SKIP' bin/e2e.log; then echo "e2e: a test skipped in CI; e2e tests must run"; exit 1; fi
 
@@ -71,7 +72,8 @@ demo: build images bin/tpcluster ## the main job: cluster (unless KUBECONFIG is 
 	tests/demo/demo.sh
 
 bench: build cluster-up ## measure tp against raw port-forward and the direct path, in one run
-	TP_E2E_TP=$(abspath bin/tp) TP_BENCH_OUT=$(abspath bin/bench.txt) $(GO) test -tags bench -count=1 -timeout 30m -v -run TestBench ./tests/bench/
+	CGO_ENABLED=0 $(GO) build -o bin/netcheck ./tests/cmd/netcheck
+	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_BENCH_OUT=$(abspath bin/bench.txt) $(GO) test -tags bench -count=1 -timeout 30m -v -run TestBench ./tests/bench/
 	@cat bin/bench.txt
 
 test: vet unit cross cluster-cycle e2e ## everything CI runs: vet, unit tests, cross builds, cluster lifecycle, e2e

@@ -84,6 +84,11 @@ func (s *Server) socksConnect(_ context.Context, w io.Writer, req *socks5.Reques
 		return err
 	}
 	target := socksTarget(req.RawDestAddr)
+	if req.RawDestAddr.FQDN == "" && req.RawDestAddr.IP == nil {
+		// An empty name: nothing to dial, and "<nil>" must not reach a resolver.
+		s.log.Info("socks5: connect without a destination", clientAttr(fc))
+		return socks5.SendReply(w, statute.RepAddrTypeNotSupported, nil)
+	}
 	dest, err := s.dial(fc.ctx, "tcp", target)
 	if err != nil {
 		code := socksReply(err)

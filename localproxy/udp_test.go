@@ -126,9 +126,10 @@ func TestUDPAssociateRoundTrip(t *testing.T) {
 	if got := d.Calls(); !slices.Equal(got, want) {
 		t.Fatalf("dialer got %q, want %q (one flow per destination, names unresolved)", got, want)
 	}
-	if st := s.Stats(); st.BytesOut != int64(len("query-1query-2query-3")) {
-		t.Errorf("BytesOut %d, want the payload bytes", st.BytesOut)
-	}
+	// The echo can reach the client before the relay counts what it wrote: wait for it.
+	eventually(t, "BytesOut to count the payload bytes", func() bool {
+		return s.Stats().BytesOut == int64(len("query-1query-2query-3"))
+	})
 
 	// A datagram to a name the cluster doesn't have is dropped; the association lives on.
 	_, _ = uc.Write(append(udpHeaderName("nowhere.svc", 53), "lost"...))

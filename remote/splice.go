@@ -22,7 +22,8 @@ func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
 	var wg sync.WaitGroup
 	var errAB, errBA error
 	var once sync.Once
-	abort := func() { once.Do(func() { a.Close(); b.Close() }) }
+	abort := func() { once.Do(func() { reset(a); reset(b) }) }
+	done := func() { once.Do(func() { a.Close(); b.Close() }) }
 	wg.Go(func() {
 		aToB, errAB = copyHalf(b, a)
 		if errAB != nil {
@@ -34,12 +35,21 @@ func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
 		abort()
 	}
 	wg.Wait()
-	abort()
+	done()
 	return aToB, bToA, errors.Join(errAB, errBA)
 }
 
-// copyHalf copies src to dst, then half-closes dst. A source closed by the other
-// direction's abort is not an error of its own.
+// reset closes c so that its peer sees the connection broken, not ended: a TCP connection
+// closes with RST. Other conns (a tunnel stream) report a cancelled close on their own.
+func reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// copyHalf copies src to dst, then half-closes dst at src's EOF. A source closed by the
+// other direction's abort is not an error of its own.
 func copyHalf(dst, src net.Conn) (int64, error) {
 	var n int64
 	var err error
@@ -53,11 +63,14 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		n, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:])
 		bufPool.Put(buf)
 	}
+	if errors.Is(err, net.ErrClosed) {
+		return n, nil // the other direction's abort closed src
+	}
+	if err != nil {
+		return n, err // Splice aborts both: a broken side must not look like a clean end
+	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return n, err
+	return n, nil
 }

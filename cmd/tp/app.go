@@ -27,6 +27,7 @@ func newApp() *cli.App {
 			installCommand(),
 			uninstallCommand(),
 			connectCommand(),
+			runCommand(),
 			statusCommand(),
 			quitCommand(),
 			{

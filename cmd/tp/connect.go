@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,13 +17,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
-	"github.com/tpdev/tp/localproxy"
-	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/remote/portforward"
-	"github.com/tpdev/tp/remote/session"
 )
 
 // kubeFlags choose the cluster, as kubectl's do.
@@ -197,8 +190,8 @@ func daemonFailed(logPath string) error {
 	return fmt.Errorf("the connection daemon exited during start; its log (%s) ends:\n%s", logPath, strings.Join(lines[max(0, len(lines)-10):], "\n"))
 }
 
-// runConnection is the connection itself: proxy listener, tunnel session, front ends and
-// control socket, until a signal or tp quit.
+// runConnection is the daemon (or a --foreground connection): the connection, its control
+// socket, until a signal or tp quit.
 func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	level := slog.LevelInfo
 	if o.debug {
@@ -208,80 +201,32 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	own := []string{o.listen}
-	if o.dnsListen != "" {
-		own = append(own, o.dnsListen)
-	}
-	avoidProxyLoop(k.cfg, own...)
-
-	// Listen before connecting: a taken port is the user's to fix, and fails fast.
-	ln, err := net.Listen("tcp", o.listen)
+	conn, err := openConnection(ctx, o, k, log)
 	if err != nil {
-		return userErrorf("cannot listen on %s (%v): another tp session or program has it? choose another with --listen", o.listen, err)
+		return err
 	}
-	defer ln.Close()
-	var dnsUDP net.PacketConn
-	var dnsTCP net.Listener
-	if o.dnsListen != "" {
-		if dnsUDP, err = net.ListenPacket("udp", o.dnsListen); err != nil {
-			return userErrorf("cannot listen on %s/udp for DNS (%v): choose another with --dns-listen", o.dnsListen, err)
-		}
-		defer dnsUDP.Close()
-		if dnsTCP, err = net.Listen("tcp", o.dnsListen); err != nil {
-			return userErrorf("cannot listen on %s/tcp for DNS (%v): choose another with --dns-listen", o.dnsListen, err)
-		}
-		defer dnsTCP.Close()
-	}
-
-	cctx, ccancel := context.WithTimeout(ctx, o.timeout)
-	sess, err := session.Connect(cctx, session.Config{
-		REST: k.cfg, Namespace: k.namespace, ManagerNamespace: o.managerNS,
-		ManagerSelector: deploy.ManagerLabelSelector, ManagerPort: deploy.ClientPort,
-		Transport: o.transport, Version: buildinfo.Version, Log: log,
-	})
-	ccancel()
-	if err != nil {
-		return fmt.Errorf("connecting to context %q (%s): %w", k.context, k.cluster, err)
-	}
-	defer sess.Close()
-
-	routes := func() []netip.Prefix { return append(sess.Routes(), o.also...) }
-	router := &localproxy.Router{Tunnel: sess, Direct: &net.Dialer{}, Names: sess, Routes: routes, Never: o.never, Log: log}
-	proxy := localproxy.New(localproxy.Config{Dialer: router, Log: log})
-	var shim *dnsshim.Server
-	errc := make(chan error, 4)
-	go func() { errc <- proxy.Serve(ctx, ln) }()
-	if o.dnsListen != "" {
-		shim = dnsshim.New(dnsshim.Config{Cluster: sess, Routes: routes, Log: log})
-		go func() { errc <- shim.ServeUDP(ctx, dnsUDP) }()
-		go func() { errc <- shim.ServeTCP(ctx, dnsTCP) }()
-	}
+	defer conn.Close()
 	started := time.Now()
 	info := func() control.Info {
-		i := control.Info{
-			Name: o.name, PID: os.Getpid(), Version: buildinfo.Version, Context: k.context, Cluster: k.cluster,
-			Namespace: k.namespace, ManagerNamespace: o.managerNS, Listen: ln.Addr().String(), DNSListen: o.dnsListen, Started: started,
-		}
-		i.Session, _ = json.Marshal(sess.Status())
-		i.Proxy, _ = json.Marshal(proxy.Stats())
-		if shim != nil {
-			i.DNS, _ = json.Marshal(shim.Stats())
-		}
+		i := conn.info()
+		i.Name, i.PID, i.Started = o.name, os.Getpid(), started
 		return i
 	}
-	go func() { errc <- control.Serve(ctx, o.name, info, cancel) }()
+	ctlErr := make(chan error, 1)
+	go func() { ctlErr <- control.Serve(ctx, o.name, info, cancel) }()
 
-	st := sess.Status()
-	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", ln.Addr().String(), "dns", o.dnsListen)
+	st := conn.sess.Status()
+	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", conn.listen, "dns", conn.dnsListen)
 	if os.Getenv("TP_DAEMON") == "" {
-		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.context, k.namespace, ln.Addr())
-		printExports(c.App.Writer, ln.Addr().String())
+		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.context, k.namespace, conn.listen)
+		printExports(c.App.Writer, conn.listen)
 	}
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
-		cancel()
+	case err = <-conn.errc:
+	case err = <-ctlErr:
 	}
+	cancel()
 	log.Info("disconnecting")
 	return err
 }

@@ -2,12 +2,26 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/tpdev/tp/netstack/ns"
 )
 
 func main() {
+	// tp run's namespace starts as tp itself, before any of the CLI.
+	if len(os.Args) > 1 && os.Args[1] == ns.ChildArg {
+		ns.ChildMain(os.Args[2:])
+	}
 	if err := newApp().Run(os.Args); err != nil {
+		var st exitStatus
+		if errors.As(err, &st) {
+			if st.signal != nil {
+				dieBy(st.signal)
+			}
+			os.Exit(st.code)
+		}
 		fmt.Fprintln(os.Stderr, "tp:", err)
 		os.Exit(exitCode(err))
 	}

@@ -157,3 +157,26 @@ func parseResolvConf(r io.Reader) ([]string, error) {
 	}
 	return servers, nil
 }
+
+// SearchDomains returns the search domains of a resolv.conf (its last search or domain
+// line wins, as with the C library); none if it cannot be read.
+func SearchDomains(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var search []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexAny(line, "#;"); i >= 0 {
+			line = line[:i]
+		}
+		fields := strings.Fields(line)
+		if len(fields) >= 2 && (fields[0] == "search" || fields[0] == "domain") {
+			search = fields[1:]
+		}
+	}
+	return search
+}

@@ -258,3 +258,14 @@ options edns0 trust-ad
 		t.Errorf("missing file: error %v, want one naming resolv.conf", err)
 	}
 }
+
+func TestSearchDomains(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	_ = os.WriteFile(path, []byte("nameserver 10.0.0.1\ndomain old.example\nsearch corp.example lab.example # comment\n"), 0o644)
+	if got := SearchDomains(path); len(got) != 2 || got[0] != "corp.example" || got[1] != "lab.example" {
+		t.Fatalf("SearchDomains: %v", got)
+	}
+	if got := SearchDomains(filepath.Join(t.TempDir(), "missing")); got != nil {
+		t.Fatalf("missing file: %v", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +79,27 @@ type Session struct {
 
 	open, total, failed atomic.Int64
 	bytesIn, bytesOut   atomic.Int64
+
+	// Answers are kept for a few seconds: a program (or its resolver library) asks the same
+	// question for every connection, and each asking costs a round trip to the cluster.
+	cacheMu sync.Mutex
+	answers map[answerKey]answer
 }
+
+type answerKey struct {
+	name  string
+	qtype uint16
+}
+
+type answer struct {
+	resp    *tunnelpb.ResolveResponse
+	expires time.Time
+}
+
+const (
+	answerTTL      = 5 * time.Second
+	answerCacheMax = 4096
+)
 
 // Connect opens a session and returns once the manager answered, or with an error that says
 // why it could not (tp not installed, no rights, cluster unreachable, ...).
@@ -358,6 +379,27 @@ func (s *Session) resolve(ctx context.Context, name string, qtype uint16) (*tunn
 	if st := s.State(); st != Connected {
 		return nil, s.downError()
 	}
+	key := answerKey{strings.ToLower(name), qtype}
+	now := time.Now()
+	s.cacheMu.Lock()
+	a, ok := s.answers[key]
+	s.cacheMu.Unlock()
+	if ok && now.Before(a.expires) {
+		return a.resp, nil
+	}
+	resp, err := s.resolveRemote(ctx, name, qtype)
+	if err == nil {
+		s.cacheMu.Lock()
+		if s.answers == nil || len(s.answers) >= answerCacheMax {
+			s.answers = map[answerKey]answer{}
+		}
+		s.answers[key] = answer{resp: resp, expires: now.Add(answerTTL)}
+		s.cacheMu.Unlock()
+	}
+	return resp, err
+}
+
+func (s *Session) resolveRemote(ctx context.Context, name string, qtype uint16) (*tunnelpb.ResolveResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)

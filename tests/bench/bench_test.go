@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,11 +32,15 @@ const (
 	smallRuns = 300 // per path, in interleaved rounds of 50
 )
 
-// path is one way to reach the workload: an HTTP client and the base URL it uses.
+// path is one way to reach the workload: an HTTP client and the base URL it uses, or (the
+// VIF) a program run inside tp run that measures for itself.
 type path struct {
 	name   string
 	client func(keepAlive bool) *http.Client
 	base   string
+	// Set for paths measured by a program of their own.
+	bulk     func() (float64, error)
+	requests func(n int) ([]time.Duration, error)
 }
 
 type result struct {
@@ -70,8 +75,37 @@ func TestBench(t *testing.T) {
 		addr := rawForward(t, tr, ns, w.Pod)
 		paths = append(paths, path{name: "raw client-go port-forward, " + string(tr), client: direct, base: "http://" + addr})
 	}
+	netcheck := l.Copy(t, os.Getenv("TP_E2E_NETCHECK"))
+	inVIF := func(args ...string) ([]string, error) {
+		r := l.TPRun(5*time.Minute, append([]string{"run", "--namespace", ns, "--vif=on", "--", netcheck}, args...)...)
+		if r.Err != nil {
+			return nil, fmt.Errorf("tp run netcheck %v: %v %s", args, r.Err, r.Stderr)
+		}
+		return strings.Fields(r.Stdout), nil
+	}
+	vif := path{name: "tp run --vif=on, websocket",
+		bulk: func() (float64, error) {
+			out, err := inVIF("bulk", fmt.Sprintf("http://web-app/bytes?n=%d", bulkBytes))
+			if err != nil || len(out) != 1 {
+				return 0, fmt.Errorf("vif bulk: %v %v", out, err)
+			}
+			return strconv.ParseFloat(out[0], 64)
+		},
+		requests: func(n int) ([]time.Duration, error) {
+			out, err := inVIF("requests", "http://web-app/small", strconv.Itoa(n))
+			if err != nil {
+				return nil, err
+			}
+			var lat []time.Duration
+			for _, f := range out {
+				us, _ := strconv.Atoi(f)
+				lat = append(lat, time.Duration(us)*time.Microsecond)
+			}
+			return lat, nil
+		}}
 	paths = append(paths,
 		path{name: "tp proxy (HTTP), websocket", client: viaLaptop("http://127.0.0.1:1080"), base: "http://web-app"},
+		vif,
 		path{name: "tp proxy (SOCKS5), websocket", client: viaLaptop("socks5://127.0.0.1:1080"), base: "http://" + w.ClusterIP},
 		path{name: "tp proxy (HTTP), spdy", client: viaLaptop("http://127.0.0.1:1081"), base: "http://web-app"},
 	)
@@ -128,7 +162,13 @@ func measure(paths []path) []result {
 			if rs[i].bulkErr != nil {
 				continue
 			}
-			mbps, err := bulk(p.client(true), p.base)
+			var mbps float64
+			var err error
+			if p.bulk != nil {
+				mbps, err = p.bulk()
+			} else {
+				mbps, err = bulk(p.client(true), p.base)
+			}
 			if err != nil {
 				rs[i].bulkErr = err
 				continue
@@ -137,6 +177,14 @@ func measure(paths []path) []result {
 		}
 		for i, p := range paths {
 			if rs[i].reqErr != nil {
+				continue
+			}
+			if p.requests != nil {
+				l, err := p.requests(smallRuns / bulkRuns)
+				if err != nil {
+					rs[i].reqErr = err
+				}
+				lat[i] = append(lat[i], l...)
 				continue
 			}
 			c := p.client(false)
@@ -199,6 +247,10 @@ func report(t *testing.T, rs []result) {
 		}
 		fmt.Fprintf(&b, "  %-10s bulk %.2fx (target >= 0.9x)   request p50 %.2fx (target <= 1x)\n",
 			tr, tp.mbps/raw.mbps, float64(tp.p50)/float64(raw.p50))
+	}
+	if v, px := byName["tp run --vif=on, websocket"], byName["tp proxy (HTTP), websocket"]; px.mbps > 0 {
+		fmt.Fprintf(&b, "  vif        bulk %.2fx of tp's proxy (target >= 0.8x)   request p50 %.2fx of tp's proxy\n",
+			v.mbps/px.mbps, float64(v.p50)/float64(px.p50))
 	}
 	d := byName["direct to ClusterIP (from the node)"]
 	if d.mbps > 0 {

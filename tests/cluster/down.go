@@ -27,6 +27,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 		}
 	}
 	c.laptopDown()
+	c.tunRestore()
 	specs := c.daemons()
 	for i := len(specs) - 1; i >= 0; i-- {
 		// Reverse start order: kube-apiserver goes before etcd, or it retries for a minute.

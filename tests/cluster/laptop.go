@@ -19,11 +19,28 @@ func LaptopDialContext(ctx context.Context, network, address string) (net.Conn, 
 
 // DialInNetns dials address from the network namespace at nsPath.
 func DialInNetns(ctx context.Context, nsPath, network, address string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	done := make(chan result, 1)
+	var conn net.Conn
+	err := inNetns(nsPath, func() (err error) {
+		conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		return err
+	})
+	return conn, err
+}
+
+// ListenInNetns listens on address (tcp) in the network namespace at nsPath.
+func ListenInNetns(nsPath, address string) (net.Listener, error) {
+	var ln net.Listener
+	err := inNetns(nsPath, func() (err error) {
+		ln, err = net.Listen("tcp", address)
+		return err
+	})
+	return ln, err
+}
+
+// inNetns runs f on a thread that has entered the network namespace at nsPath: sockets f
+// makes live there, whatever goroutine uses them after.
+func inNetns(nsPath string, f func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		// This goroutine alone runs on the thread while it is in the other namespace. If the
 		// thread cannot go back, it stays locked and dies with the goroutine.
@@ -31,28 +48,27 @@ func DialInNetns(ctx context.Context, nsPath, network, address string) (net.Conn
 		home, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("netns: %w", err)}
+			done <- fmt.Errorf("netns: %w", err)
 			return
 		}
 		defer home.Close()
 		target, err := os.Open(nsPath)
 		if err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("netns %s: %w", nsPath, err)}
+			done <- fmt.Errorf("netns %s: %w", nsPath, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("netns %s: %w", nsPath, err)}
+			done <- fmt.Errorf("netns %s: %w", nsPath, err)
 			return
 		}
-		conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
+		err = f()
 		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
-		done <- result{conn, err}
+		done <- err
 	}()
-	r := <-done
-	return r.conn, r.err
+	return <-done
 }

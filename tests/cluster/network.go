@@ -59,6 +59,9 @@ func (c *Cluster) nodeNetworkUp() error {
 // node address and no other. The host drops whatever the laptop would have it forward, so
 // neither the cluster's addresses nor anything off the machine is reachable from it.
 func (c *Cluster) laptopUp() error {
+	if err := c.tunForEveryone(); err != nil {
+		return err
+	}
 	if _, err := os.Stat(LaptopNetns); err == nil && linkExists(laptopHost) {
 		return c.laptopDropRule()
 	}
@@ -100,6 +103,40 @@ func (c *Cluster) laptopDropRule() error {
 		return fmt.Errorf("laptop namespace: %w", err)
 	}
 	return nil
+}
+
+// tunForEveryone opens /dev/net/tun to every user, as desktop distributions have it (this
+// kind of machine has 0600): tp run's VIF makes its TUN device as an unprivileged user. The
+// old mode is kept in the state folder and put back by Down.
+func (c *Cluster) tunForEveryone() error {
+	st, err := os.Stat(tunDevice)
+	if err != nil {
+		return nil // no TUN support at all: the VIF tests will say so
+	}
+	if st.Mode().Perm() == 0o666 {
+		return nil
+	}
+	if err := os.MkdirAll(c.cfg.State, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.state("tun-mode"), []byte(fmt.Sprintf("%o", st.Mode().Perm())), 0o644); err != nil {
+		return err
+	}
+	return os.Chmod(tunDevice, 0o666)
+}
+
+const tunDevice = "/dev/net/tun"
+
+// tunRestore puts back the mode tunForEveryone changed.
+func (c *Cluster) tunRestore() {
+	data, err := os.ReadFile(c.state("tun-mode"))
+	if err != nil {
+		return
+	}
+	var mode uint32
+	if _, err := fmt.Sscanf(string(data), "%o", &mode); err == nil {
+		_ = os.Chmod(tunDevice, os.FileMode(mode))
+	}
 }
 
 // laptopDown ends the processes in the laptop namespace and removes it.

@@ -101,9 +101,9 @@ func TestInstallLifecycle(t *testing.T) {
 
 	t.Run("TimeoutSaysWhatIsMissing", func(t *testing.T) {
 		o := opts
-		o.Timeout = time.Second // no pod gets ready that fast
+		o.Timeout = 200 * time.Millisecond // no pod starts and passes a probe that fast
 		_, err := deploy.Install(ctx, cfg, o)
-		wantError(t, err, deploy.Timeout, "not ready within 1s", "pod tp-manager-", "kubectl -n "+ns+" describe pods")
+		wantError(t, err, deploy.Timeout, "not ready within 200ms", "pod tp-manager-", "kubectl -n "+ns+" describe pods")
 	})
 
 	start := time.Now()

@@ -76,6 +76,17 @@ func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	}
 }
 
+// Copy puts a binary into the laptop user's home and returns its path there.
+func (l *Laptop) Copy(t testing.TB, src string) string {
+	t.Helper()
+	dst := filepath.Join(l.Home, filepath.Base(src))
+	copyFile(t, src, dst, 0o755)
+	if err := os.Chown(dst, LaptopUID, LaptopUID); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
 // Command is name args… run on the laptop: in its namespace, as its user, with its env.
 func (l *Laptop) Command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
 	full := []string{"--net=" + cluster.LaptopNetns, "--",
@@ -95,21 +106,34 @@ type Result struct {
 	Stdout, Stderr string
 	Err            error
 	Code           int
+	State          *os.ProcessState
 }
 
 // Run runs a command on the laptop and waits for it (at most timeout).
 func (l *Laptop) Run(timeout time.Duration, env []string, name string, args ...string) Result {
+	return l.run(timeout, "", env, name, args...)
+}
+
+// RunStdin is Run with stdin.
+func (l *Laptop) RunStdin(timeout time.Duration, stdin string, name string, args ...string) Result {
+	return l.run(timeout, stdin, nil, name, args...)
+}
+
+func (l *Laptop) run(timeout time.Duration, stdin string, env []string, name string, args ...string) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := l.Command(ctx, env, name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	}
-	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err, Code: code}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err, Code: code, State: cmd.ProcessState}
 }
 
 // TPRun runs tp with args on the laptop.

@@ -1,0 +1,17 @@
+//go:build windows
+
+package main
+
+import (
+	"os"
+	"os/exec"
+)
+
+// forwardedSignals are passed on to a command tp run runs.
+var forwardedSignals = []os.Signal{os.Interrupt}
+
+func exitSignal(*exec.ExitError) os.Signal { return nil }
+
+func signalNumber(os.Signal) int { return 0 }
+
+func dieBy(os.Signal) {}
