@@ -318,6 +318,9 @@ func grants(rules []rbacv1.PolicyRule, resource string) bool {
 func readOnly(t *testing.T, what string, rules []rbacv1.PolicyRule) {
 	t.Helper()
 	for _, r := range rules {
+		if slices.Equal(r.APIGroups, []string{"authentication.k8s.io"}) && slices.Equal(r.Resources, []string{"tokenreviews"}) && slices.Equal(r.Verbs, []string{"create"}) {
+			continue // checking an agent's token changes nothing
+		}
 		for _, v := range r.Verbs {
 			if !slices.Contains([]string{"get", "list", "watch"}, v) {
 				t.Errorf("%s grants %q on %v: the manager must only read", what, v, r.Resources)

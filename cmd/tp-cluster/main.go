@@ -23,6 +23,7 @@ func main() {
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			managerCommand(),
+			agentCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

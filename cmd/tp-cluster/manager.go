@@ -87,11 +87,32 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
 	tunnelpb.RegisterManagerServer(gs, srv)
+	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), log)
+	go registry.Expire(ctx)
+	tunnelpb.RegisterInterceptsServer(gs, registry.ClientAPI())
 	ln, err := net.Listen("tcp", c.String("client-listen"))
 	if err != nil {
 		return fmt.Errorf("manager: client API: %w", err)
 	}
-	health := &http.Server{Addr: c.String("cluster-listen"), ReadHeaderTimeout: 5 * time.Second, Handler: healthHandler(srv)}
+	// The cluster port serves the probes (HTTP/1) and the agents (gRPC over cleartext HTTP/2)
+	// on one listener: one Service port, one place for network policies.
+	agents := grpc.NewServer(
+		grpc.ForceServerCodecV2(tunnel.Codec()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
+	probes := healthHandler(srv)
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	health := &http.Server{Addr: c.String("cluster-listen"), ReadHeaderTimeout: 5 * time.Second, Protocols: protocols,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				agents.ServeHTTP(w, r)
+				return
+			}
+			probes.ServeHTTP(w, r)
+		})}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(ln) }()
 	go func() { errc <- health.ListenAndServe() }()
@@ -104,6 +125,7 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	defer cancel()
 	_ = health.Shutdown(shut)
 	gs.Stop()
+	agents.Stop()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("manager: %w", err)
 	}

@@ -28,6 +28,9 @@ func newApp() *cli.App {
 			uninstallCommand(),
 			connectCommand(),
 			runCommand(),
+			interceptCommand(),
+			leaveCommand(),
+			listCommand(),
 			statusCommand(),
 			quitCommand(),
 			{

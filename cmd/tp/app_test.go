@@ -31,3 +31,15 @@ func TestUnknownCommandFails(t *testing.T) {
 		t.Fatalf("tp conect: got error %v, want one naming the unknown command (output %q)", err, out.String())
 	}
 }
+
+func TestInterspersedFlags(t *testing.T) {
+	app := newApp()
+	got := interspersed(app, []string{"tp", "intercept", "web-app", "--port", "8080:80", "-n", "ns", "--dry-run", "--", "sh", "-c", "echo --port"})
+	want := []string{"tp", "intercept", "--port", "8080:80", "-n", "ns", "--dry-run", "web-app", "--", "sh", "-c", "echo --port"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("interspersed:\n got %q\nwant %q", got, want)
+	}
+	if got := interspersed(app, []string{"tp", "run", "--vif=on", "--", "ls", "-l"}); strings.Join(got, " ") != "tp run --vif=on -- ls -l" {
+		t.Fatalf("run args changed: %q", got)
+	}
+}

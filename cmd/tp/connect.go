@@ -59,6 +59,7 @@ and pod IPs go through the tunnel; everything else is dialed directly from this 
 
 // connectOptions are connect's flags, checked.
 type connectOptions struct {
+	kubeconfig, context, namespace     string // as given on the command line
 	name, listen, dnsListen, managerNS string
 	also, never                        []netip.Prefix
 	transport                          portforward.Transport
@@ -66,8 +67,31 @@ type connectOptions struct {
 	debug                              bool
 }
 
+// daemonArgs is the command line of the daemon that runs the connection o describes.
+func (o connectOptions) daemonArgs() []string {
+	args := []string{"connect", "--foreground", "--name", o.name, "--listen", o.listen,
+		"--manager-namespace", o.managerNS, "--timeout", o.timeout.String()}
+	for flag, v := range map[string]string{"--kubeconfig": o.kubeconfig, "--context": o.context, "--namespace": o.namespace,
+		"--dns-listen": o.dnsListen, "--transport": string(o.transport)} {
+		if v != "" {
+			args = append(args, flag, v)
+		}
+	}
+	for _, p := range o.also {
+		args = append(args, "--also-proxy", p.String())
+	}
+	for _, p := range o.never {
+		args = append(args, "--never-proxy", p.String())
+	}
+	if o.debug {
+		args = append(args, "--debug")
+	}
+	return args
+}
+
 func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	o := connectOptions{
+		kubeconfig: c.String("kubeconfig"), context: c.String("context"), namespace: c.String("namespace"),
 		name: c.String("name"), listen: c.String("listen"), dnsListen: c.String("dns-listen"),
 		managerNS: c.String("manager-namespace"), timeout: c.Duration("timeout"), debug: c.Bool("debug"),
 	}
@@ -123,12 +147,12 @@ func connect(c *cli.Context) error {
 	if c.Bool("foreground") {
 		return runConnection(c, o, k)
 	}
-	return spawnDaemon(c, o)
+	return spawnDaemon(c, o, c.App.Writer)
 }
 
 // spawnDaemon starts `tp connect --foreground` detached, with its output in the session's
 // log, and waits until it serves or fails.
-func spawnDaemon(c *cli.Context, o connectOptions) error {
+func spawnDaemon(c *cli.Context, o connectOptions, exports io.Writer) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding tp's own binary: %w", err)
@@ -145,7 +169,7 @@ func spawnDaemon(c *cli.Context, o connectOptions) error {
 		return fmt.Errorf("session log: %w", err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(exe, append(os.Args[1:], "--foreground")...)
+	cmd := exec.Command(exe, o.daemonArgs()...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), "TP_DAEMON=1")
 	cmd.SysProcAttr = detached()
@@ -173,7 +197,7 @@ func spawnDaemon(c *cli.Context, o connectOptions) error {
 			fmt.Fprintf(c.App.ErrWriter, ", DNS on %s", info.DNSListen)
 		}
 		fmt.Fprintf(c.App.ErrWriter, " (session %q, log %s)\n", o.name, logPath)
-		printExports(c.App.Writer, info.Listen)
+		printExports(exports, info.Listen)
 		return nil
 	}
 }
@@ -213,7 +237,7 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 		return i
 	}
 	ctlErr := make(chan error, 1)
-	go func() { ctlErr <- control.Serve(ctx, o.name, info, cancel) }()
+	go func() { ctlErr <- control.Serve(ctx, o.name, conn.api(info, cancel)) }()
 
 	st := conn.sess.Status()
 	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", conn.listen, "dns", conn.dnsListen)

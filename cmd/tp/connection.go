@@ -129,3 +129,16 @@ func (c *connection) Close() {
 	c.cancel()
 	_ = c.sess.Close()
 }
+
+// api is the daemon's control API over this connection.
+func (c *connection) api(info func() control.Info, quit func()) control.API {
+	return control.API{
+		Info: info, Quit: quit,
+		Intercept: c.sess.Intercept,
+		Leave:     c.sess.Leave,
+		List: func(ctx context.Context, namespace string) (control.Intercepts, error) {
+			all, err := c.sess.ListIntercepts(ctx, namespace)
+			return control.Intercepts{Held: c.sess.Intercepts(), All: all}, err
+		},
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept"
 )
 
 func installCommand() *cli.Command {
@@ -61,7 +63,7 @@ new --image it upgrades. Without --image it installs the image this tp was built
 func uninstallCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "uninstall",
-		Usage: "remove everything tp install made",
+		Usage: "remove everything tp made: the agents (workloads get their own pod templates back), then the manager",
 		Flags: append(kubeFlagsNoNamespace(),
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace of the manager"},
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for it to be gone"},
@@ -72,6 +74,21 @@ func uninstallCommand() *cli.Command {
 				return userError(err)
 			}
 			opts := deploy.Options{Namespace: c.String("namespace"), Timeout: c.Duration("timeout"), Log: c.App.ErrWriter}
+			// The agents first: every workload gets its own pod template back.
+			cs, err := kubernetes.NewForConfig(k.cfg)
+			if err != nil {
+				return err
+			}
+			refs, err := intercept.Injected(c.Context, cs, "")
+			if err != nil {
+				return deployError(err)
+			}
+			for _, ref := range refs {
+				if _, err := intercept.Restore(c.Context, cs, ref, false); err != nil {
+					return deployError(err)
+				}
+				fmt.Fprintf(c.App.ErrWriter, "tp: restored %s %s/%s (agent removed)\n", ref.Kind, ref.Namespace, ref.Name)
+			}
 			if err := deploy.Uninstall(c.Context, k.cfg, opts); err != nil {
 				return deployError(err)
 			}

@@ -14,7 +14,8 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == ns.ChildArg {
 		ns.ChildMain(os.Args[2:])
 	}
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		var st exitStatus
 		if errors.As(err, &st) {
 			if st.signal != nil {

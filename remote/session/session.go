@@ -61,13 +61,16 @@ const (
 
 // Session is a live tunnel to the cluster.
 type Session struct {
-	cfg    Config
-	cs     kubernetes.Interface
-	fw     *portforward.Forwarder
-	cc     *grpc.ClientConn
-	client tunnelpb.ManagerClient
-	ctx    context.Context
-	cancel context.CancelFunc
+	cfg      Config
+	cs       kubernetes.Interface
+	fw       *portforward.Forwarder
+	cc       *grpc.ClientConn
+	client   tunnelpb.ManagerClient
+	icClient tunnelpb.InterceptsClient
+	icOnce   sync.Once
+	ic       *intercepts
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	info atomic.Pointer[tunnelpb.InfoResponse]
 
@@ -148,6 +151,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s.cc = cc
 	s.client = tunnelpb.NewManagerClient(cc)
+	s.icClient = tunnelpb.NewInterceptsClient(cc)
 	cc.Connect()
 	if err := s.refreshInfo(ctx, true); err != nil {
 		s.Close()

@@ -2,7 +2,9 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -19,6 +21,12 @@ func Open(ctx context.Context, s Stream, end func(), d *tunnelpb.Dial) (*Conn, e
 		end()
 		return nil, err
 	}
+	return OpenFlow(ctx, s, end, d)
+}
+
+// OpenFlow is Open for the streams of intercepts, whose Dial names a port or a flow rather
+// than host:port.
+func OpenFlow(ctx context.Context, s Stream, end func(), d *tunnelpb.Dial) (*Conn, error) {
 	if err := s.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: d}}); err != nil {
 		end()
 		return nil, streamError(err)
@@ -59,6 +67,16 @@ func OpenEarly(s Stream, end func(), d *tunnelpb.Dial) (*Conn, error) {
 
 // Accept runs the manager's side of the dial phase: it reads the Dial frame and checks it.
 func Accept(s Stream) (*tunnelpb.Dial, error) {
+	d, err := First(s)
+	if err != nil {
+		return nil, err
+	}
+	return d, ValidateDial(d)
+}
+
+// First reads a stream's first frame, which must be a Dial; its address is left to the
+// caller (an intercepted flow names a port or a flow, not host:port).
+func First(s Stream) (*tunnelpb.Dial, error) {
 	f, err := s.Recv()
 	if err != nil {
 		return nil, streamError(err)
@@ -67,7 +85,40 @@ func Accept(s Stream) (*tunnelpb.Dial, error) {
 	if d == nil {
 		return nil, fmt.Errorf("tunnel: a stream must start with a dial, not %T", f.GetKind())
 	}
-	return d, ValidateDial(d)
+	if len(d.GetAddress()) > 253 || len(d.GetData()) > MaxDatagram {
+		return nil, fmt.Errorf("tunnel: dial of %d address bytes and %d data bytes is too big", len(d.GetAddress()), len(d.GetData()))
+	}
+	return d, nil
+}
+
+// Relay passes frames between two streams whose dial phases are over (an agent's flow and
+// the client's Accept), each way, until either ends; frames, half-close included, pass
+// unchanged. It returns the first end's error (nil for a clean end).
+func Relay(a, b Stream) error {
+	errc := make(chan error, 2)
+	pump := func(src, dst Stream) {
+		for {
+			f, err := src.Recv()
+			if err != nil {
+				errc <- streamEnd(err)
+				return
+			}
+			if err := dst.Send(f); err != nil {
+				errc <- streamEnd(err)
+				return
+			}
+		}
+	}
+	go pump(a, b)
+	go pump(b, a)
+	return <-errc
+}
+
+func streamEnd(err error) error {
+	if err = streamError(err); errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // Answer sends the DialResult for a dial that failed with err, or succeeded (err nil) to

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func NewLaptop(t testing.TB) *Laptop {
 	if tpBin == "" {
 		t.Fatal("TP_E2E_TP is not set: run the e2e tests with make e2e, which builds bin/tp")
 	}
-	endStrays(t)
+	strays.Do(func() { endStrays(t) })
 	home, err := os.MkdirTemp("", "tp-laptop-")
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +184,9 @@ func (l *Laptop) quitAll(t testing.TB) {
 		t.Logf("tp quit --all: %v %s", r.Err, r.Stderr)
 	}
 }
+
+// strays makes endStrays run once per test binary: later laptops are this run's own.
+var strays sync.Once
 
 // endStrays ends tp processes that an earlier test or demo left on the laptop (their
 // binaries live in the laptop homes under the temp folder), so that their ports are free.

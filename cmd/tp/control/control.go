@@ -4,17 +4,23 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
 // Info is what a daemon reports about itself; Session holds the tunnel's status and Proxy
@@ -90,10 +96,26 @@ func Names() ([]string, error) {
 	return names, nil
 }
 
-// Serve answers GET /status with info() and POST /quit by calling quit, on the named
-// session's socket, until ctx ends. A stale socket from a dead daemon is replaced; a live
-// one is an error (the session is already running).
-func Serve(ctx context.Context, name string, info func() Info, quit func()) error {
+// API is what a daemon does for its commands.
+type API struct {
+	Info      func() Info
+	Quit      func()
+	Intercept func(ctx context.Context, spec session.InterceptSpec) (agents int, err error)
+	Leave     func(name string) error
+	List      func(ctx context.Context, namespace string) (Intercepts, error)
+}
+
+// Intercepts is what GET /intercepts tells: this daemon's intercepts, and the manager's
+// view of all of them (every client's).
+type Intercepts struct {
+	Held []session.InterceptSpec   `json:"held"`
+	All  []*tunnelpb.InterceptInfo `json:"all"`
+}
+
+// Serve answers the daemon's API on the named session's socket until ctx ends: GET
+// /status, POST /quit, POST /intercepts, DELETE /intercepts/NAME, GET /intercepts. A stale
+// socket from a dead daemon is replaced; a live one is an error (the session already runs).
+func Serve(ctx context.Context, name string, api API) error {
 	path, err := SocketPath(name)
 	if err != nil {
 		return err
@@ -112,12 +134,41 @@ func Serve(ctx context.Context, name string, info func() Info, quit func()) erro
 	_ = os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(info())
+		writeJSON(w, http.StatusOK, api.Info())
 	})
 	mux.HandleFunc("POST /quit", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
-		go quit()
+		go api.Quit()
+	})
+	mux.HandleFunc("POST /intercepts", func(w http.ResponseWriter, r *http.Request) {
+		var spec session.InterceptSpec
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&spec); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+			return
+		}
+		agents, err := api.Intercept(r.Context(), spec)
+		if err != nil {
+			writeJSON(w, http.StatusConflict, apiError{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Agents int `json:"agents"`
+		}{agents})
+	})
+	mux.HandleFunc("DELETE /intercepts/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := api.Leave(r.PathValue("name")); err != nil {
+			writeJSON(w, http.StatusNotFound, apiError{err.Error()})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /intercepts", func(w http.ResponseWriter, r *http.Request) {
+		list, err := api.List(r.Context(), r.URL.Query().Get("namespace"))
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, apiError{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, list)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -129,6 +180,74 @@ func Serve(ctx context.Context, name string, info func() Info, quit func()) erro
 		return fmt.Errorf("control socket: %w", err)
 	}
 	return nil
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// call sends one request to the named session's daemon and decodes its JSON answer into
+// out (when not nil); an answer that is not 2xx is an error carrying the daemon's text.
+func call(ctx context.Context, name, method, path string, in, out any) error {
+	c, err := client(name)
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, "http://tp"+path, body)
+	c.Timeout = 30 * time.Second
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("session %q: %w", name, ErrNotRunning)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e apiError
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// Intercept asks the named session's daemon to hold an intercept; it returns how many
+// agents serve it.
+func Intercept(ctx context.Context, name string, spec session.InterceptSpec) (int, error) {
+	var out struct {
+		Agents int `json:"agents"`
+	}
+	err := call(ctx, name, http.MethodPost, "/intercepts", spec, &out)
+	return out.Agents, err
+}
+
+// Leave ends an intercept the named session's daemon holds.
+func Leave(ctx context.Context, name, intercept string) error {
+	return call(ctx, name, http.MethodDelete, "/intercepts/"+url.PathEscape(intercept), nil, nil)
+}
+
+// ListIntercepts asks the named session's daemon for the intercepts in namespace.
+func ListIntercepts(ctx context.Context, name, namespace string) (Intercepts, error) {
+	var out Intercepts
+	err := call(ctx, name, http.MethodGet, "/intercepts?namespace="+url.QueryEscape(namespace), nil, &out)
+	return out, err
 }
 
 func client(name string) (*http.Client, error) {

@@ -447,7 +447,9 @@ type Dial struct {
 	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// The client's first bytes, sent to the destination once it is connected: a client that
 	// can take a dial's failure from its first read saves a round trip (as with TCP Fast Open).
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// For a connection an agent hands over: where it came from (ip:port), for the client's logs.
+	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -508,6 +510,13 @@ func (x *Dial) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Dial) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 type DialResult struct {
@@ -635,12 +644,13 @@ const file_tunnel_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x12;\n" +
 	"\vclose_write\x18\x04 \x01(\v2\x18.tp.tunnel.v1.CloseWriteH\x00R\n" +
 	"closeWriteB\x06\n" +
-	"\x04kind\"l\n" +
+	"\x04kind\"\x84\x01\n" +
 	"\x04Dial\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"o\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"o\n" +
 	"\n" +
 	"DialResult\x12&\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x12.tp.tunnel.v1.CodeR\x04code\x12\x18\n" +

@@ -1,0 +1,257 @@
+// Package agent is tp's traffic agent, the sidecar tp adds to an intercepted workload's pods
+// (run as `tp-cluster agent`). It listens where the Service now sends traffic and, for each
+// connection, either passes it to the app on the pod's loopback or, while a client holds an
+// intercept of that port, hands it to the manager for that client. It never leaves traffic
+// without a taker: a connection no client takes goes to the app, and an agent that loses
+// the manager for a while stops intercepting.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/tunnel"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// Port is one port the agent serves: connections to Listen go to the app's App port, or to
+// an intercepting client.
+type Port struct {
+	Name   string
+	Listen int
+	App    int
+}
+
+// ParsePorts reads TP_AGENT_PORTS: name:listen:app, comma separated.
+func ParsePorts(s string) ([]Port, error) {
+	var out []Port
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		f := strings.Split(part, ":")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("agent port %q: want name:listen:app", part)
+		}
+		l, err1 := strconv.Atoi(f[1])
+		a, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil || l < 1 || l > 65535 || a < 1 || a > 65535 {
+			return nil, fmt.Errorf("agent port %q: ports must be 1-65535", part)
+		}
+		out = append(out, Port{Name: f[0], Listen: l, App: a})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("agent: no ports to serve")
+	}
+	return out, nil
+}
+
+// Config is what an agent needs to know.
+type Config struct {
+	Pod, Namespace string
+	Manager        string // host:port of the manager's agent API
+	TokenFile      string // the projected service-account token, re-read for every call (it rotates)
+	Ports          []Port
+	Version        string
+	// Stale is how long the agent keeps intercepting without hearing from the manager.
+	Stale time.Duration
+	Log   *slog.Logger
+}
+
+// Agent serves its ports until its context ends.
+type Agent struct {
+	cfg    Config
+	client tunnelpb.AgentsClient
+
+	mu          sync.Mutex
+	intercepted map[string]bool
+	heard       time.Time
+
+	passed, handed atomic.Int64
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Stale == 0 {
+		cfg.Stale = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+cfg.Manager,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
+	)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer cc.Close()
+	a := &Agent{cfg: cfg, client: tunnelpb.NewAgentsClient(cc), intercepted: map[string]bool{}}
+	var lns []net.Listener
+	for _, p := range cfg.Ports {
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p.Listen))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("agent: port %s: %w", p.Name, err)
+		}
+		lns = append(lns, ln)
+	}
+	for i, ln := range lns {
+		go a.serve(ctx, ln, cfg.Ports[i])
+	}
+	go a.watch(ctx)
+	cfg.Log.Info("agent serving", "pod", cfg.Namespace+"/"+cfg.Pod, "ports", cfg.Ports, "manager", cfg.Manager)
+	<-ctx.Done()
+	for _, l := range lns {
+		l.Close()
+	}
+	return nil
+}
+
+// authorized adds the agent's current token to a call.
+func (a *Agent) authorized(ctx context.Context) (context.Context, error) {
+	tok, err := os.ReadFile(a.cfg.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent token: %w", err)
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(tok))), nil
+}
+
+// watch keeps the agent registered and its intercepted ports current.
+func (a *Agent) watch(ctx context.Context) {
+	hello := &tunnelpb.AgentHello{Pod: a.cfg.Pod, Namespace: a.cfg.Namespace, Version: a.cfg.Version}
+	for _, p := range a.cfg.Ports {
+		hello.Ports = append(hello.Ports, &tunnelpb.AgentPort{Name: p.Name, Listen: int32(p.Listen), App: int32(p.App)})
+	}
+	go a.expire(ctx)
+	delay := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := a.watchOnce(ctx, hello)
+		a.cfg.Log.Warn("agent: lost the manager", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 3*time.Second)
+	}
+}
+
+func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error {
+	actx, err := a.authorized(ctx)
+	if err != nil {
+		return err
+	}
+	stream, err := a.client.Watch(actx, hello, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	for {
+		st, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		now := map[string]bool{}
+		for _, name := range st.GetIntercepted() {
+			now[name] = true
+		}
+		a.mu.Lock()
+		a.intercepted, a.heard = now, time.Now()
+		a.mu.Unlock()
+	}
+}
+
+// expire stops intercepting when the manager has been silent too long: the intercepting
+// client may be gone without the agent being told.
+func (a *Agent) expire(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.mu.Lock()
+			if len(a.intercepted) > 0 && time.Since(a.heard) > a.cfg.Stale {
+				a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
+				a.intercepted = map[string]bool{}
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *Agent) isIntercepted(port string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.intercepted[port]
+}
+
+func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go a.handle(ctx, c, p)
+	}
+}
+
+func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
+	if a.isIntercepted(p.Name) {
+		if t, err := a.handOver(ctx, c, p); err == nil {
+			a.handed.Add(1)
+			_, _, _ = remote.Splice(c, t)
+			return
+		} else {
+			a.cfg.Log.Info("agent: intercepted connection goes to the app", "port", p.Name, "why", err)
+		}
+	}
+	app, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.App)))
+	if err != nil {
+		a.cfg.Log.Warn("agent: the app does not answer", "port", p.App, "err", err)
+		c.Close()
+		return
+	}
+	a.passed.Add(1)
+	_, _, _ = remote.Splice(c, app)
+}
+
+// handOver asks the manager to give the connection to the intercepting client.
+func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port) (net.Conn, error) {
+	actx, err := a.authorized(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sctx, end := context.WithCancel(actx)
+	stream, err := a.client.Flow(sctx)
+	if err != nil {
+		end()
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stop := context.AfterFunc(dctx, end)
+	t, err := tunnel.OpenFlow(dctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: p.Name, Origin: c.RemoteAddr().String()})
+	stop()
+	return t, err
+}

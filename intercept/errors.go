@@ -1,0 +1,87 @@
+package intercept
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/tpdev/tp/deploy"
+)
+
+// interceptNeeds is what a refusal's hint says the command takes: every request this
+// package makes, so one grant fixes all of them.
+const interceptNeeds = "tp intercept needs, in the workload's namespace: get, list and update on deployments, " +
+	"statefulsets and replicasets (apps); get, list and update on services; get and list on pods, " +
+	"configmaps and secrets (for its environment); delete on pods for a ReplicaSet"
+
+func usage(msg, hint string) *deploy.Error {
+	return &deploy.Error{Category: deploy.Usage, Msg: msg, Hint: hint}
+}
+
+// apiError explains err, the API's answer to verb on resource (name in namespace; either
+// may be empty), in deploy's categories: a refusal says which right is missing.
+func apiError(ctx context.Context, verb, resource, namespace, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := errors.AsType[*deploy.Error](err); ok {
+		return e
+	}
+	what := verb + " " + resource
+	if name != "" {
+		what += " " + name
+	}
+	if namespace != "" {
+		what += " in namespace " + namespace
+	}
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if isTransport(err) {
+		cause := err
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			cause = ue.Err
+		}
+		return &deploy.Error{Category: deploy.Unreachable, Msg: "cannot reach the Kubernetes API (" + what + ")",
+			Hint: "check your kubeconfig and context (kubectl cluster-info)", Err: cause}
+	}
+	if st, ok := errors.AsType[*apierrors.StatusError](err); ok {
+		err = st
+	}
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return &deploy.Error{Category: deploy.Access, Msg: "the Kubernetes API rejected your credentials (" + what + ")",
+			Hint: "your token or client certificate is wrong or expired: log in again, and check the context's user (kubectl config view --minify)", Err: err}
+	case apierrors.IsForbidden(err):
+		canI := "kubectl auth can-i " + verb + " " + resource
+		if namespace != "" {
+			canI += " -n " + namespace
+		}
+		return &deploy.Error{Category: deploy.Access, Msg: "no permission to " + what, Err: err,
+			Hint: interceptNeeds + "; ask a cluster admin for them; check with: " + canI}
+	}
+	return &deploy.Error{Category: deploy.Internal, Msg: "cannot " + what, Err: err}
+}
+
+// isTransport reports whether err got no answer from the API server at all.
+func isTransport(err error) bool {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		return false
+	}
+	if _, ok := errors.AsType[*url.Error](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return true
+	}
+	return false
+}

@@ -1,0 +1,155 @@
+package intercept
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tpdev/tp/deploy"
+)
+
+const ns = "shop"
+
+type fakeClient = fake.Clientset
+
+var testAgent = AgentConfig{Image: "registry.example.com/tp/tp:v1", ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent"}
+
+func namespaceObj(name string, annotations map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
+}
+
+// appTemplate is a pod template with an app container serving http (8080) and metrics
+// (9090), probed by name, and a sidecar that is no concern of the intercept.
+func appTemplate(app string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}, Annotations: map[string]string{"team": "a"}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name:  "app",
+				Image: "example.com/app:1",
+				Ports: []corev1.ContainerPort{
+					{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+					{Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP},
+				},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}}},
+				LivenessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("http")}}},
+				StartupProbe:   &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/metrics", Port: intstr.FromString("metrics")}}},
+				Lifecycle:      &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/drain", Port: intstr.FromString("http")}}},
+			}, {
+				Name:  "log-shipper",
+				Image: "example.com/shipper:1",
+				Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: 9900, Protocol: corev1.ProtocolTCP}},
+			}},
+		},
+	}
+}
+
+func deployment(name string, tmpl corev1.PodTemplateSpec) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name), Labels: map[string]string{"owner": "me"}},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels},
+			Template: tmpl,
+		},
+	}
+}
+
+func service(name string, selector map[string]string, ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{"owner": "me"}},
+		Spec:       corev1.ServiceSpec{Selector: selector, ClusterIP: "10.96.0.20", Ports: ports},
+	}
+}
+
+func svcPort(name string, port int32, target intstr.IntOrString) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Port: port, TargetPort: target, Protocol: corev1.ProtocolTCP}
+}
+
+func newClient(objs ...runtime.Object) *fake.Clientset {
+	return fake.NewClientset(append([]runtime.Object{namespaceObj(ns, nil)}, objs...)...)
+}
+
+// writes counts the requests that change objects.
+func writes(cs *fake.Clientset) []string {
+	var out []string
+	for _, a := range cs.Actions() {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+		}
+	}
+	return out
+}
+
+func wantCategory(t *testing.T, err error, cat deploy.Category, wants ...string) {
+	t.Helper()
+	e, ok := errors.AsType[*deploy.Error](err)
+	if !ok {
+		t.Fatalf("got %T %v, want a *deploy.Error of category %s", err, err, cat)
+	}
+	if e.Category != cat {
+		t.Errorf("category %s, want %s: %v", e.Category, cat, err)
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("%q does not say %q", err.Error(), w)
+		}
+	}
+}
+
+func getDeployment(t *testing.T, cs *fake.Clientset, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func container(t *testing.T, spec *corev1.PodSpec, name string) *corev1.Container {
+	t.Helper()
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == name {
+			return &spec.Containers[i]
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return nil
+}
+
+func envOf(c *corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return "<unset>"
+}
+
+func forbid(cs *fake.Clientset, verb, resource string) {
+	cs.PrependReactor(verb, resource, func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, forbiddenErr(verb, resource, a.GetNamespace())
+	})
+}
+
+func forbiddenErr(verb, resource, namespace string) error {
+	group := ""
+	if resource == "deployments" || resource == "statefulsets" || resource == "replicasets" {
+		group = "apps"
+	}
+	return apierrors.NewForbidden(schema.GroupResource{Group: group, Resource: resource}, "",
+		fmt.Errorf(`User "dev" cannot %s resource %q in API group %q in the namespace %q`, verb, resource, group, namespace))
+}

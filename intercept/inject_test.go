@@ -1,0 +1,798 @@
+package intercept
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tpdev/tp/deploy"
+)
+
+var ctx = context.Background()
+
+func resolve(t *testing.T, cs *fakeClient, ref Ref, remote string) Target {
+	t.Helper()
+	tg, err := Resolve(ctx, cs, ref, remote)
+	if err != nil {
+		t.Fatalf("resolve %s %q: %v", ref, remote, err)
+	}
+	return *tg
+}
+
+func TestInjectNamedTargetPortAndRestore(t *testing.T) {
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: "deploy", Name: "web"}
+
+	tg := resolve(t, cs, ref, "")
+	want := Target{Service: "web", ServicePort: 80, ServicePortName: "http", TargetPortName: "http", AppPort: 8080}
+	if tg != want {
+		t.Fatalf("resolve: %+v, want %+v", tg, want)
+	}
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Changed || plan.AlreadyInjected || plan.Before == plan.After || len(plan.Services) != 0 {
+		t.Errorf("plan: changed %v, already %v, services %v", plan.Changed, plan.AlreadyInjected, plan.Services)
+	}
+	// 9900 is the sidecar's: the agent takes the next port.
+	if len(plan.Targets) != 1 || plan.Targets[0].AgentPort != 9901 {
+		t.Errorf("plan targets %+v, want one at agent port 9901", plan.Targets)
+	}
+
+	got := getDeployment(t, cs, "web")
+	if got.Labels[InjectedLabel] != "true" || got.Labels["owner"] != "me" {
+		t.Errorf("labels %v", got.Labels)
+	}
+	var saved corev1.PodTemplateSpec
+	if err := json.Unmarshal([]byte(got.Annotations[OriginalTemplateAnnotation]), &saved); err != nil {
+		t.Fatalf("saved template: %v", err)
+	}
+	if !equality.Semantic.DeepEqual(saved, dep.Spec.Template) {
+		t.Errorf("saved template differs from the original")
+	}
+	spec := &got.Spec.Template.Spec
+	app := container(t, spec, "app")
+	if app.Ports[0].Name != "tp-http" || app.Ports[0].ContainerPort != 8080 || app.Ports[1].Name != "metrics" {
+		t.Errorf("app ports %+v", app.Ports)
+	}
+	if p := app.ReadinessProbe.HTTPGet.Port; p != intstr.FromInt32(8080) {
+		t.Errorf("readiness probe port %v, want 8080", p.String())
+	}
+	if p := app.LivenessProbe.TCPSocket.Port; p != intstr.FromInt32(8080) {
+		t.Errorf("liveness probe port %v, want 8080", p.String())
+	}
+	if p := app.Lifecycle.PreStop.HTTPGet.Port; p != intstr.FromInt32(8080) {
+		t.Errorf("preStop port %v, want 8080", p.String())
+	}
+	if p := app.StartupProbe.HTTPGet.Port; p != intstr.FromString("metrics") {
+		t.Errorf("startup probe of another port changed: %v", p.String())
+	}
+	agent := container(t, spec, AgentContainer)
+	if agent.Image != testAgent.Image || !slices.Equal(agent.Args, []string{"agent"}) {
+		t.Errorf("agent image %q args %q", agent.Image, agent.Args)
+	}
+	if len(agent.Ports) != 1 || agent.Ports[0] != (corev1.ContainerPort{Name: "http", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}) {
+		t.Errorf("agent ports %+v", agent.Ports)
+	}
+	if v := envOf(agent, AgentPortsEnv); v != "http:9901:8080" {
+		t.Errorf("%s=%q", AgentPortsEnv, v)
+	}
+	if v := envOf(agent, AgentManagerEnv); v != testAgent.ManagerAddress {
+		t.Errorf("%s=%q", AgentManagerEnv, v)
+	}
+	for _, e := range agent.Env[:2] {
+		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
+			t.Errorf("env %s is not from the downward API", e.Name)
+		}
+	}
+	if agent.Env[0].Name != "POD_NAME" || agent.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.name" ||
+		agent.Env[1].Name != "POD_NAMESPACE" || agent.Env[1].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("downward env %+v", agent.Env[:2])
+	}
+	sc := agent.SecurityContext
+	if !*sc.RunAsNonRoot || *sc.RunAsUser != 65532 || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("security context %+v", sc)
+	}
+	if r := agent.Resources; r.Requests.Cpu().String() != "10m" || r.Requests.Memory().String() != "16Mi" || r.Limits.Memory().String() != "64Mi" {
+		t.Errorf("resources %+v", r)
+	}
+	if agent.ReadinessProbe != nil {
+		t.Errorf("the agent has a readiness probe")
+	}
+	if len(agent.VolumeMounts) != 1 || !equality.Semantic.DeepEqual(agent.VolumeMounts[0], corev1.VolumeMount{Name: AgentTokenVolume, MountPath: "/var/run/secrets/tp", ReadOnly: true}) {
+		t.Errorf("mounts %+v", agent.VolumeMounts)
+	}
+	vol := spec.Volumes[len(spec.Volumes)-1]
+	if vol.Name != AgentTokenVolume || vol.Projected == nil || len(vol.Projected.Sources) != 1 {
+		t.Fatalf("volume %+v", vol)
+	}
+	tok := vol.Projected.Sources[0].ServiceAccountToken
+	if tok.Audience != "tp-agent" || *tok.ExpirationSeconds != 3600 || tok.Path != "token" {
+		t.Errorf("token projection %+v", tok)
+	}
+
+	// Resolving an injected workload gives the same target, with its agent port.
+	again := resolve(t, cs, ref, "80")
+	if again.TargetPortName != "http" || again.AppPort != 8080 || again.AgentPort != 9901 {
+		t.Errorf("resolve after inject: %+v", again)
+	}
+
+	refs, err := Injected(ctx, cs, "")
+	if err != nil || len(refs) != 1 || refs[0] != (Ref{Namespace: ns, Kind: Deployment, Name: "web"}) {
+		t.Errorf("Injected: %v %v", refs, err)
+	}
+
+	plan, err = Restore(ctx, cs, ref, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Changed || len(plan.Warnings) != 0 {
+		t.Errorf("restore plan: changed %v warnings %v", plan.Changed, plan.Warnings)
+	}
+	restored := getDeployment(t, cs, "web")
+	if !equality.Semantic.DeepEqual(restored.Spec.Template, dep.Spec.Template) {
+		t.Errorf("restored template differs:\n%s\nwant\n%s", toYAML(restored.Spec.Template), toYAML(dep.Spec.Template))
+	}
+	if !equality.Semantic.DeepEqual(restored.ObjectMeta.Labels, dep.Labels) || len(restored.Annotations) != 0 {
+		t.Errorf("tp's marks remain: labels %v annotations %v", restored.Labels, restored.Annotations)
+	}
+	if refs, _ := Injected(ctx, cs, ns); len(refs) != 0 {
+		t.Errorf("Injected after restore: %v", refs)
+	}
+
+	// Restoring again changes nothing.
+	before := len(writes(cs))
+	if plan, err := Restore(ctx, cs, ref, false); err != nil || plan.Changed {
+		t.Errorf("second restore: %+v %v", plan, err)
+	}
+	if w := writes(cs)[before:]; len(w) != 0 {
+		t.Errorf("second restore wrote %v", w)
+	}
+}
+
+func TestInjectIsIdempotent(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "http")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	first := getDeployment(t, cs, "web")
+	before := len(writes(cs))
+
+	// The CLI resolves again before each intercept.
+	tg = resolve(t, cs, ref, "http")
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.AlreadyInjected || plan.Changed || plan.Before != plan.After {
+		t.Errorf("second inject: already %v changed %v", plan.AlreadyInjected, plan.Changed)
+	}
+	if w := writes(cs)[before:]; len(w) != 0 {
+		t.Errorf("second inject wrote %v", w)
+	}
+	if second := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(first, second) {
+		t.Errorf("the Deployment changed")
+	}
+
+	// A new agent image (the manager was upgraded) updates the agent.
+	newer := testAgent
+	newer.Image = "registry.example.com/tp/tp:v2"
+	plan, err = Inject(ctx, cs, ref, newer, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject with a new image: %+v %v", plan, err)
+	}
+	got := getDeployment(t, cs, "web")
+	if img := container(t, &got.Spec.Template.Spec, AgentContainer).Image; img != newer.Image {
+		t.Errorf("agent image %q", img)
+	}
+	if got.Annotations[OriginalTemplateAnnotation] != first.Annotations[OriginalTemplateAnnotation] {
+		t.Errorf("the saved original changed on the second injection")
+	}
+}
+
+func TestInjectAddsASecondPort(t *testing.T) {
+	tmpl := appTemplate("web")
+	tmpl.Spec.Containers[0].Ports = append(tmpl.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "grpc-api", ContainerPort: 9000, Protocol: corev1.ProtocolTCP})
+	dep := deployment("web", tmpl)
+	cs := newClient(dep, service("web", map[string]string{"app": "web"},
+		svcPort("http", 80, intstr.FromString("http")), svcPort("grpc", 9000, intstr.FromString("grpc-api"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+
+	if _, err := Resolve(ctx, cs, ref, ""); err == nil {
+		t.Fatal("two ports and no choice: no error")
+	}
+	http := resolve(t, cs, ref, "80")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{http}, false); err != nil {
+		t.Fatal(err)
+	}
+	grpc := resolve(t, cs, ref, "grpc")
+	if grpc.TargetPortName != "grpc-api" || grpc.AppPort != 9000 || grpc.AgentPort != 0 {
+		t.Fatalf("grpc target %+v", grpc)
+	}
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{grpc}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Changed || len(plan.Targets) != 2 {
+		t.Fatalf("plan %+v", plan)
+	}
+	spec := &getDeployment(t, cs, "web").Spec.Template.Spec
+	agent := container(t, spec, AgentContainer)
+	if v := envOf(agent, AgentPortsEnv); v != "grpc-api:9902:9000,http:9901:8080" {
+		t.Errorf("%s=%q: the first port must keep its agent port", AgentPortsEnv, v)
+	}
+	app := container(t, spec, "app")
+	var names []string
+	for _, p := range app.Ports {
+		names = append(names, p.Name)
+	}
+	if !slices.Equal(names, []string{"tp-http", "metrics", "tp-grpc-api"}) {
+		t.Errorf("app port names %v", names)
+	}
+	// Both at once again: nothing to do.
+	if plan, err := Inject(ctx, cs, ref, testAgent, []Target{http, grpc}, false); err != nil || !plan.AlreadyInjected {
+		t.Errorf("inject both again: %+v %v", plan, err)
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, dep.Spec.Template) {
+		t.Errorf("restored template differs")
+	}
+}
+
+func TestInjectNumericTargetPort(t *testing.T) {
+	tmpl := appTemplate("api")
+	tmpl.Spec.Containers[0].Ports[0].Name = "" // the Service targets 8080 by number
+	tmpl.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromInt32(8080)
+	tmpl.Spec.Containers[0].LivenessProbe.TCPSocket.Port = intstr.FromInt32(8080)
+	tmpl.Spec.Containers[0].Lifecycle = nil
+	dep := deployment("api", tmpl)
+	svc := service("api", map[string]string{"app": "api"},
+		svcPort("web", 80, intstr.FromInt32(8080)), svcPort("metrics", 9090, intstr.FromString("metrics")))
+	cs := newClient(dep, svc)
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "api"}
+
+	tg := resolve(t, cs, ref, "web")
+	want := Target{Service: "api", ServicePort: 80, ServicePortName: "web", TargetPortName: "tp-8080", AppPort: 8080, Numeric: true}
+	if tg != want {
+		t.Fatalf("resolve: %+v, want %+v", tg, want)
+	}
+
+	// A dry run shows the Service's change and makes none.
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Services) != 1 || !strings.Contains(plan.Services[0].After, "targetPort: tp-8080") || !strings.Contains(plan.Services[0].Before, "targetPort: 8080") {
+		t.Errorf("dry-run service change %+v", plan.Services)
+	}
+	if w := writes(cs); len(w) != 0 {
+		t.Errorf("dry run wrote %v", w)
+	}
+
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	gotSvc, _ := cs.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+	if tp := gotSvc.Spec.Ports[0].TargetPort; tp != intstr.FromString("tp-8080") {
+		t.Errorf("service targetPort %s", tp.String())
+	}
+	if tp := gotSvc.Spec.Ports[1].TargetPort; tp != intstr.FromString("metrics") {
+		t.Errorf("other port changed: %s", tp.String())
+	}
+	if gotSvc.Labels[InjectedLabel] != "true" || gotSvc.Annotations[InjectedForAnnotation] != "Deployment/api" || gotSvc.Annotations[OriginalPortsAnnotation] == "" {
+		t.Errorf("service marks: %v %v", gotSvc.Labels, gotSvc.Annotations)
+	}
+	spec := &getDeployment(t, cs, "api").Spec.Template.Spec
+	agent := container(t, spec, AgentContainer)
+	if agent.Ports[0].Name != "tp-8080" || agent.Ports[0].ContainerPort != 9901 {
+		t.Errorf("agent port %+v", agent.Ports[0])
+	}
+	if app := container(t, spec, "app"); !equality.Semantic.DeepEqual(app, &tmpl.Spec.Containers[0]) {
+		t.Errorf("the app container changed for a numeric target")
+	}
+
+	// Once more: nothing changes, the Service included.
+	before := len(writes(cs))
+	tg = resolve(t, cs, ref, "80")
+	if want.AgentPort = 9901; tg != want {
+		t.Errorf("resolve after inject: %+v", tg)
+	}
+	if plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil || plan.Changed {
+		t.Errorf("second inject: %+v %v", plan, err)
+	}
+	if w := writes(cs)[before:]; len(w) != 0 {
+		t.Errorf("second inject wrote %v", w)
+	}
+
+	plan, err = Restore(ctx, cs, ref, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Services) != 1 {
+		t.Errorf("restore plan services %+v", plan.Services)
+	}
+	gotSvc, _ = cs.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+	if !equality.Semantic.DeepEqual(gotSvc.Spec, svc.Spec) {
+		t.Errorf("service spec not restored:\n%s", toYAML(gotSvc.Spec))
+	}
+	if gotSvc.Labels != nil || !equality.Semantic.DeepEqual(gotSvc.Annotations, svc.Annotations) {
+		t.Errorf("service metadata not restored: %v %v", gotSvc.Labels, gotSvc.Annotations)
+	}
+	if got := getDeployment(t, cs, "api"); !equality.Semantic.DeepEqual(got.Spec.Template, dep.Spec.Template) {
+		t.Errorf("restored template differs")
+	}
+}
+
+func TestNumericTargetPortSharedService(t *testing.T) {
+	tmpl := appTemplate("api")
+	tmpl.Labels["track"] = "stable"
+	canary := appTemplate("api")
+	canary.Labels["track"] = "canary"
+	stable, can := deployment("api", tmpl), deployment("api-canary", canary)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "api-canary-x", Namespace: ns, Labels: canary.Labels}}
+	cs := newClient(stable, can, pod, service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080))))
+	_, err := Resolve(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "api"}, "80")
+	wantCategory(t, err, deploy.Usage, `also selects pod "api-canary-x"`, "give the container port a name")
+}
+
+func TestRestoreKeepsOthersServiceEdits(t *testing.T) {
+	tmpl := appTemplate("api")
+	svc := service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080)))
+	cs := newClient(deployment("api", tmpl), svc)
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "api"}
+	tg := resolve(t, cs, ref, "80")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := cs.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+	s.Spec.Ports = append(s.Spec.Ports, svcPort("extra", 81, intstr.FromInt32(8081)))
+	if _, err := cs.CoreV1().Services(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = cs.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+	if len(s.Spec.Ports) != 2 || s.Spec.Ports[0].TargetPort != intstr.FromInt32(8080) || s.Spec.Ports[1].Name != "extra" {
+		t.Errorf("ports after restore %+v", s.Spec.Ports)
+	}
+}
+
+func TestRestoreWorkloadDeletedWhileInjected(t *testing.T) {
+	cs := newClient(deployment("api", appTemplate("api")), service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "api"}
+	tg := resolve(t, cs, ref, "80")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.AppsV1().Deployments(ns).Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refs, err := Injected(ctx, cs, "")
+	if err != nil || len(refs) != 1 || refs[0].Name != "api" {
+		t.Fatalf("Injected: %v %v", refs, err)
+	}
+	if _, err := Restore(ctx, cs, refs[0], false); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := cs.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+	if s.Spec.Ports[0].TargetPort != intstr.FromInt32(8080) || s.Labels[InjectedLabel] != "" {
+		t.Errorf("service not restored: %+v %v", s.Spec.Ports, s.Labels)
+	}
+	_, err = Restore(ctx, cs, refs[0], false)
+	wantCategory(t, err, deploy.Usage, `there is no Deployment "api"`)
+}
+
+func TestInjectStatefulSet(t *testing.T) {
+	tmpl := appTemplate("db")
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl,
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}},
+	}
+	cs := newClient(sts, service("db", map[string]string{"app": "db"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref, err := ParseRef(ns, "sts/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := resolve(t, cs, ref, "")
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "OnDelete") {
+		t.Errorf("warnings %v", plan.Warnings)
+	}
+	got, _ := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+	container(t, &got.Spec.Template.Spec, AgentContainer)
+	if got.Labels[InjectedLabel] != "true" {
+		t.Errorf("labels %v", got.Labels)
+	}
+	if refs, _ := Injected(ctx, cs, ns); len(refs) != 1 || refs[0].Kind != StatefulSet {
+		t.Errorf("Injected %v", refs)
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) || len(got.Labels) != 0 || len(got.Annotations) != 0 {
+		t.Errorf("not restored")
+	}
+}
+
+func TestInjectReplicaSetRestartsItsPods(t *testing.T) {
+	tmpl := appTemplate("job")
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: ns, UID: "rs-uid"},
+		Spec:       appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl},
+	}
+	owned := func(name string, annotations map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, UID: types.UID(name),
+			Annotations:     annotations,
+			OwnerReferences: []metav1.OwnerReference{{Kind: ReplicaSet, Name: "job", UID: "rs-uid", Controller: new(true)}}}}
+	}
+	stranger := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns, Labels: tmpl.Labels}}
+	cs := newClient(rs, owned("job-a", nil), owned("job-b", nil), stranger,
+		service("job", map[string]string{"app": "job"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref, _ := ParseRef(ns, "rs/job")
+	tg := resolve(t, cs, ref, "")
+
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, true)
+	if err != nil || !slices.Equal(plan.DeletedPods, []string{"job-a", "job-b"}) {
+		t.Fatalf("dry run: %v %v", plan.DeletedPods, err)
+	}
+	if w := writes(cs); len(w) != 0 {
+		t.Errorf("dry run wrote %v", w)
+	}
+	plan, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil || !slices.Equal(plan.DeletedPods, []string{"job-a", "job-b"}) {
+		t.Fatalf("inject: %v %v", plan.DeletedPods, err)
+	}
+	pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if len(pods.Items) != 1 || pods.Items[0].Name != "other" {
+		t.Errorf("pods left %v", pods.Items)
+	}
+	got, _ := cs.AppsV1().ReplicaSets(ns).Get(ctx, "job", metav1.GetOptions{})
+	hash := got.Spec.Template.Annotations[AgentHashAnnotation]
+	if hash == "" {
+		t.Fatal("no agent hash on the template")
+	}
+	// The ReplicaSet made a pod with the agent: injecting again leaves it alone.
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, owned("job-c", map[string]string{AgentHashAnnotation: hash}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil || plan.Changed || len(plan.DeletedPods) != 0 {
+		t.Errorf("second inject: %+v %v", plan, err)
+	}
+	plan, err = Restore(ctx, cs, ref, false)
+	if err != nil || !slices.Equal(plan.DeletedPods, []string{"job-c"}) {
+		t.Errorf("restore: %v %v", plan.DeletedPods, err)
+	}
+	got, _ = cs.AppsV1().ReplicaSets(ns).Get(ctx, "job", metav1.GetOptions{})
+	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) {
+		t.Errorf("not restored")
+	}
+}
+
+func TestReplicaSetOfADeploymentIsRefused(t *testing.T) {
+	tmpl := appTemplate("web")
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-6d4f", Namespace: ns,
+			OwnerReferences: []metav1.OwnerReference{{Kind: Deployment, Name: "web", Controller: new(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl},
+	}
+	cs := newClient(rs, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref, _ := ParseRef(ns, "rs/web-6d4f")
+	tg := resolve(t, cs, ref, "")
+	_, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	wantCategory(t, err, deploy.Usage, `belongs to Deployment "web"`, "intercept deployment/web")
+}
+
+func TestInjectDryRunChangesNothing(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Changed || !strings.Contains(plan.After, "name: tp-agent") || strings.Contains(plan.Before, "tp-agent") ||
+		!strings.Contains(plan.After, "name: tp-http") {
+		t.Errorf("plan:\n%s", plan.After)
+	}
+	if w := writes(cs); len(w) != 0 {
+		t.Errorf("dry run wrote %v", w)
+	}
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	plan, err = Restore(ctx, cs, ref, true)
+	if err != nil || !plan.Changed || strings.Contains(plan.After, "tp-agent") {
+		t.Fatalf("restore dry run: %v %v", plan, err)
+	}
+	if !getDeploymentInjected(t, cs, "web") {
+		t.Error("restore dry run restored")
+	}
+}
+
+func getDeploymentInjected(t *testing.T, cs *fakeClient, name string) bool {
+	return getDeployment(t, cs, name).Labels[InjectedLabel] == "true"
+}
+
+func TestRestoreWarnsAboutEditsWhileInjected(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	d := getDeployment(t, cs, "web")
+	d.Spec.Template.Spec.Containers[0].Image = "example.com/app:2"
+	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Restore(ctx, cs, ref, false)
+	if err != nil || len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "undoes that change") {
+		t.Errorf("restore: %v %v", plan.Warnings, err)
+	}
+}
+
+func TestInjectRetriesOnConflict(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	conflicts := 2
+	cs.PrependReactor("update", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", nil)
+		}
+		return false, nil, nil
+	})
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	if !getDeploymentInjected(t, cs, "web") {
+		t.Error("not injected")
+	}
+	gets := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "deployments" {
+			gets++
+		}
+	}
+	if gets < 4 { // resolve + three attempts, each from a fresh read
+		t.Errorf("%d reads of the Deployment: each attempt must read it anew", gets)
+	}
+}
+
+func TestInjectForbidden(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	forbid(cs, "update", "deployments")
+	_, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	wantCategory(t, err, deploy.Access, "no permission to update deployments.apps web in namespace shop",
+		"update on deployments", "services", "kubectl auth can-i update deployments.apps -n shop")
+
+	cs = newClient(deployment("api", appTemplate("api")), service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080))))
+	ref.Name = "api"
+	tg = resolve(t, cs, ref, "")
+	forbid(cs, "update", "services")
+	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	wantCategory(t, err, deploy.Access, "no permission to update services api in namespace shop")
+}
+
+func TestCheckAllowed(t *testing.T) {
+	cs := newClient(namespaceObj("locked", map[string]string{DenyAnnotation: "deny"}))
+	err := CheckAllowed(ctx, cs, "locked")
+	wantCategory(t, err, deploy.Usage, `intercepts are not allowed in namespace "locked"`, "tp.dev/intercept=deny",
+		"kubectl annotate namespace locked tp.dev/intercept-")
+	if err := CheckAllowed(ctx, cs, ns); err != nil {
+		t.Errorf("unannotated namespace: %v", err)
+	}
+	wantCategory(t, CheckAllowed(ctx, cs, "nope"), deploy.Usage, `namespace "nope" does not exist`)
+
+	// Inject checks it too.
+	d := deployment("web", appTemplate("web"))
+	d.Namespace = "locked"
+	cs = newClient(namespaceObj("locked", map[string]string{DenyAnnotation: "deny"}), d)
+	_, err = Inject(ctx, cs, Ref{Namespace: "locked", Kind: Deployment, Name: "web"}, testAgent,
+		[]Target{{Service: "web", ServicePort: 80, TargetPortName: "http", AppPort: 8080}}, true)
+	wantCategory(t, err, deploy.Usage, "not allowed")
+
+	// Users who may not read namespaces are not refused.
+	forbid(cs, "get", "namespaces")
+	if err := CheckAllowed(ctx, cs, "locked"); err != nil {
+		t.Errorf("forbidden namespace read: %v", err)
+	}
+}
+
+func TestResolveErrors(t *testing.T) {
+	tmpl := appTemplate("web")
+	tmpl.Spec.Containers[0].Ports = append(tmpl.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "dns", ContainerPort: 5353, Protocol: corev1.ProtocolUDP})
+	orphan := appTemplate("lonely")
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: appTemplate("cache")}}
+	udp := svcPort("dns", 53, intstr.FromString("dns"))
+	udp.Protocol = corev1.ProtocolUDP
+	cs := newClient(deployment("web", tmpl), deployment("lonely", orphan), deployment("admin", appTemplate("admin")), sts,
+		service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http")), svcPort("metrics", 9090, intstr.FromString("metrics")), udp),
+		service("web-public", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))),
+		service("admin", map[string]string{"app": "admin"}, svcPort("http", 80, intstr.FromString("admin-http"))),
+	)
+	ref := func(name string) Ref { return Ref{Namespace: ns, Kind: "Deployment", Name: name} }
+
+	_, err := Resolve(ctx, cs, ref("wbe"), "")
+	wantCategory(t, err, deploy.Usage, `there is no Deployment "wbe" in namespace "shop"`, "the Deployments there: admin, lonely, web")
+	_, err = Resolve(ctx, cs, ref("cache"), "")
+	wantCategory(t, err, deploy.Usage, "there is a StatefulSet of that name: intercept statefulset/cache")
+	_, err = Resolve(ctx, cs, ref("lonely"), "")
+	wantCategory(t, err, deploy.Usage, `no Service in namespace "shop" selects the pods of Deployment "lonely"`, "kubectl expose deployment/lonely")
+	_, err = Resolve(ctx, cs, ref("web"), "")
+	wantCategory(t, err, deploy.Usage, "which port of", "web:80 (http) → pod port http (8080)", "web:9090 (metrics)", "--port")
+	_, err = Resolve(ctx, cs, ref("web"), "8081")
+	wantCategory(t, err, deploy.Usage, `no port "8081" leads to the pods`, "web:9090 (metrics) → pod port metrics (9090)")
+	_, err = Resolve(ctx, cs, ref("web"), "dns")
+	wantCategory(t, err, deploy.Usage, "intercepts carry TCP only")
+	_, err = Resolve(ctx, cs, ref("web"), "nope/80")
+	wantCategory(t, err, deploy.Usage, `Service "nope" does not select`, "web, web-public")
+	_, err = Resolve(ctx, cs, ref("admin"), "")
+	wantCategory(t, err, deploy.Usage, "cannot reach the pods", `targetPort "admin-http"`)
+	_, err = Resolve(ctx, cs, Ref{Namespace: ns, Kind: "DaemonSet", Name: "x"}, "")
+	wantCategory(t, err, deploy.Usage, "tp intercepts Deployments, StatefulSets and ReplicaSets")
+
+	// Two Services on the same named port are one intercept: the agent takes both.
+	tg, err := Resolve(ctx, cs, ref("web"), "80")
+	if err != nil || tg.TargetPortName != "http" || tg.Service != "web" {
+		t.Errorf("80: %+v %v", tg, err)
+	}
+	tg, err = Resolve(ctx, cs, ref("web"), "web-public/http")
+	if err != nil || tg.Service != "web-public" {
+		t.Errorf("web-public/http: %+v %v", tg, err)
+	}
+	// The pod's own port name and number are understood too.
+	if tg, err := Resolve(ctx, cs, ref("web"), "8080"); err != nil || tg.TargetPortName != "http" {
+		t.Errorf("8080: %+v %v", tg, err)
+	}
+
+	forbid(cs, "list", "services")
+	_, err = Resolve(ctx, cs, ref("web"), "")
+	wantCategory(t, err, deploy.Access, "no permission to list services in namespace shop")
+}
+
+func TestParseRef(t *testing.T) {
+	for in, want := range map[string]Ref{
+		"web":                  {ns, Deployment, "web"},
+		"deploy/web":           {ns, Deployment, "web"},
+		"Deployment/web":       {ns, Deployment, "web"},
+		"deployments.apps/web": {ns, Deployment, "web"},
+		"sts/db":               {ns, StatefulSet, "db"},
+		"StatefulSet/db":       {ns, StatefulSet, "db"},
+		"rs/web-6d4f":          {ns, ReplicaSet, "web-6d4f"},
+		"replicaset/web-6d4f":  {ns, ReplicaSet, "web-6d4f"},
+	} {
+		got, err := ParseRef(ns, in)
+		if err != nil || got != want {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"ds/x", "deploy/", "deploy/Web", ""} {
+		_, err := ParseRef(ns, in)
+		wantCategory(t, err, deploy.Usage)
+	}
+}
+
+func TestLongPortNames(t *testing.T) {
+	tmpl := appTemplate("web")
+	tmpl.Spec.Containers[0].Ports = []corev1.ContainerPort{
+		{Name: "http-public-api", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, // 15 characters
+		{Name: "http-public-apx", ContainerPort: 8081, Protocol: corev1.ProtocolTCP}, // same first 7
+		{Name: "tp-http", ContainerPort: 8082, Protocol: corev1.ProtocolTCP},         // takes the short form of "http"
+		{Name: "http", ContainerPort: 8083, Protocol: corev1.ProtocolTCP},
+	}
+	tmpl.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromString("http-public-api")
+	tmpl.Spec.Containers[0].LivenessProbe = nil
+	tmpl.Spec.Containers[0].StartupProbe = nil
+	tmpl.Spec.Containers[0].Lifecycle = nil
+	dep := deployment("web", tmpl)
+	cs := newClient(dep, service("web", map[string]string{"app": "web"},
+		svcPort("a", 80, intstr.FromString("http-public-api")), svcPort("b", 81, intstr.FromString("http-public-apx")),
+		svcPort("c", 82, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	var targets []Target
+	for _, p := range []string{"a", "b", "c"} {
+		targets = append(targets, resolve(t, cs, ref, p))
+	}
+	if _, err := Inject(ctx, cs, ref, testAgent, targets, false); err != nil {
+		t.Fatal(err)
+	}
+	spec := getDeployment(t, cs, "web").Spec.Template.Spec
+	seen := map[string]bool{}
+	for _, c := range spec.Containers {
+		for _, p := range c.Ports {
+			if errs := validation.IsValidPortName(p.Name); len(errs) > 0 {
+				t.Errorf("port name %q: %v", p.Name, errs)
+			}
+			if seen[p.Name] {
+				t.Errorf("port name %q twice", p.Name)
+			}
+			seen[p.Name] = true
+		}
+	}
+	app := container(t, &spec, "app")
+	for i, want := range []string{RenamedPortName("http-public-api", &tmpl.Spec), RenamedPortName("http-public-apx", &tmpl.Spec), "tp-http", RenamedPortName("http", &tmpl.Spec)} {
+		if app.Ports[i].Name != want {
+			t.Errorf("port %d named %q, want %q", i, app.Ports[i].Name, want)
+		}
+	}
+	if n := app.Ports[0].Name; !strings.HasPrefix(n, "tp-http-pu-") || len(n) != 15 {
+		t.Errorf("long name shortened to %q", n)
+	}
+	if n := app.Ports[3].Name; n == "tp-http" || !strings.HasPrefix(n, "tp-http-") {
+		t.Errorf("taken name replaced by %q", n)
+	}
+	if app.ReadinessProbe.HTTPGet.Port != intstr.FromInt32(8080) {
+		t.Errorf("probe port %s", app.ReadinessProbe.HTTPGet.Port.String())
+	}
+	// The same template gives the same names every time.
+	if RenamedPortName("http-public-api", &tmpl.Spec) != app.Ports[0].Name {
+		t.Error("renaming is not deterministic")
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, dep.Spec.Template) {
+		t.Error("not restored")
+	}
+}
+
+func TestFitName(t *testing.T) {
+	for _, base := range []string{"a", "http", "abcdefghijkl", "abcdefghijklm", "abcdef-ghijklmn", "a-b-c-d-e-f-g-h", "8080", "65535", "x1234567890-y"} {
+		n := fitName(base, map[string]bool{})
+		if errs := validation.IsValidPortName(n); len(errs) > 0 {
+			t.Errorf("fitName(%q) = %q: %v", base, n, errs)
+		}
+		if taken := fitName(base, map[string]bool{n: true}); taken == n || len(validation.IsValidPortName(taken)) > 0 {
+			t.Errorf("fitName(%q) with %q taken = %q", base, n, taken)
+		}
+	}
+}
+
+func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
+	host := appTemplate("h")
+	host.Spec.HostNetwork = true
+	foreign := appTemplate("f")
+	foreign.Spec.Containers = append(foreign.Spec.Containers, corev1.Container{Name: AgentContainer, Image: "x"})
+	cs := newClient(deployment("h", host), deployment("f", foreign))
+	tg := []Target{{Service: "s", ServicePort: 80, TargetPortName: "http", AppPort: 8080}}
+	_, err := Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "h"}, testAgent, tg, false)
+	wantCategory(t, err, deploy.Usage, "node's network")
+	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, tg, false)
+	wantCategory(t, err, deploy.Usage, `already has a container named "tp-agent"`)
+	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, AgentConfig{Image: "x", ManagerAddress: "nope", TokenAudience: "a"}, tg, false)
+	wantCategory(t, err, deploy.Usage, "not host:port")
+	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, nil, false)
+	wantCategory(t, err, deploy.Usage, "no port to intercept")
+}

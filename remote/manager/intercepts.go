@@ -1,0 +1,454 @@
+package manager
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/tunnel"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// AgentIdentity is who a verified agent is: its pod and the workload that owns the pod.
+type AgentIdentity struct {
+	Namespace, Pod, UID string
+	Kind, Workload      string // Deployment, StatefulSet or ReplicaSet
+}
+
+// Verifier checks an agent's token and says which pod presents it; an error means the
+// caller is no agent of tp's.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (AgentIdentity, error)
+}
+
+// Registry holds the intercepts clients asked for and the agents that serve them, and
+// pairs each intercepted connection an agent receives with the client that holds it.
+type Registry struct {
+	verify   Verifier
+	log      *slog.Logger
+	leaseTTL time.Duration // a client that renews nothing for this long loses its intercepts
+	tick     time.Duration // how often agents hear their state, even unchanged
+
+	mu      sync.Mutex
+	byKey   map[interceptKey]*intercept
+	agents  map[*agentConn]struct{}
+	pending map[string]*pendingFlow
+	clients map[*clientSession]struct{}
+}
+
+type interceptKey struct{ namespace, kind, workload, port string }
+
+type intercept struct {
+	key    interceptKey
+	name   string
+	client *clientSession
+	since  time.Time
+}
+
+type clientSession struct {
+	who       string
+	out       chan *tunnelpb.InterceptServerMsg
+	lastRenew time.Time
+	done      chan struct{}
+}
+
+type agentConn struct {
+	id     AgentIdentity
+	ports  map[string]bool
+	notify chan struct{}
+}
+
+type pendingFlow struct {
+	accepted chan tunnel.Stream // the client's Accept stream
+	rejected chan string
+	done     chan struct{} // closed when the relay ends, releasing the Accept handler
+}
+
+// NewRegistry makes a Registry; run Expire to enforce leases.
+func NewRegistry(verify Verifier, log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{
+		verify: verify, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second,
+		byKey: map[interceptKey]*intercept{}, agents: map[*agentConn]struct{}{},
+		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
+	}
+}
+
+// Expire drops, every second until ctx ends, the intercepts of clients whose lease lapsed:
+// a client that vanished without closing its stream (a sleeping laptop) must not keep a
+// workload's traffic.
+func (r *Registry) Expire(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			for c := range r.clients {
+				if now.Sub(c.lastRenew) > r.leaseTTL {
+					r.dropClientLocked(c, "its lease lapsed")
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// ClientAPI serves tunnelpb.Intercepts.
+func (r *Registry) ClientAPI() tunnelpb.InterceptsServer { return clientAPI{r: r} }
+
+// AgentAPI serves tunnelpb.Agents.
+func (r *Registry) AgentAPI() tunnelpb.AgentsServer { return agentAPI{r: r} }
+
+type clientAPI struct {
+	tunnelpb.UnimplementedInterceptsServer
+	r *Registry
+}
+
+func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
+	r := a.r
+	c := &clientSession{out: make(chan *tunnelpb.InterceptServerMsg, 64), lastRenew: time.Now(), done: make(chan struct{})}
+	r.mu.Lock()
+	r.clients[c] = struct{}{}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.dropClientLocked(c, "its session ended")
+		delete(r.clients, c)
+		r.mu.Unlock()
+		close(c.done)
+	}()
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case m := <-c.out:
+				if err := stream.Send(m); err != nil {
+					sendErr <- err
+					return
+				}
+			case <-c.done:
+				return
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	msgs := make(chan *tunnelpb.InterceptClientMsg)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-c.done:
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-sendErr:
+			return err
+		case <-recvErr:
+			return nil
+		case m := <-msgs:
+			r.handleClient(c, m)
+		}
+	}
+}
+
+func (r *Registry) handleClient(c *clientSession, m *tunnelpb.InterceptClientMsg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.lastRenew = time.Now()
+	switch k := m.GetKind().(type) {
+	case *tunnelpb.InterceptClientMsg_Create:
+		req := k.Create
+		if req.GetClient() != "" {
+			c.who = req.GetClient()
+		}
+		res := &tunnelpb.InterceptResult{Name: req.GetName()}
+		key := interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
+		switch held := r.byKey[key]; {
+		case req.GetName() == "" || key.namespace == "" || key.workload == "" || key.port == "":
+			res.Error = "an intercept needs a name, namespace, workload and port"
+		case held != nil && held.client != c:
+			res.Error = fmt.Sprintf("port %s of %s %s/%s is already intercepted by %s (since %s, as %q)",
+				key.port, req.GetKind(), key.namespace, key.workload, held.client.who, held.since.UTC().Format(time.RFC3339), held.name)
+		default:
+			for k, it := range r.byKey {
+				if it.client == c && it.name == req.GetName() && k != key {
+					delete(r.byKey, k) // the same name re-pointed: the old one ends
+					r.notifyLocked(k)
+				}
+			}
+			since := time.Now()
+			if held != nil {
+				since = held.since
+			}
+			r.byKey[key] = &intercept{key: key, name: req.GetName(), client: c, since: since}
+			r.notifyLocked(key)
+			res.Agents = int32(r.agentsLocked(key))
+			r.log.Info("intercept", "name", req.GetName(), "workload", key, "client", c.who)
+		}
+		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: res}})
+	case *tunnelpb.InterceptClientMsg_Leave:
+		for k, it := range r.byKey {
+			if it.client == c && it.name == m.GetLeave() {
+				delete(r.byKey, k)
+				r.notifyLocked(k)
+				r.log.Info("leave", "name", it.name, "client", c.who)
+			}
+		}
+	case *tunnelpb.InterceptClientMsg_Reject:
+		if p := r.pending[k.Reject.GetFlow()]; p != nil {
+			select {
+			case p.rejected <- k.Reject.GetReason():
+			default:
+			}
+		}
+	}
+}
+
+// sendLocked queues a message to a client; a client too slow to take it loses it rather
+// than stalling every other client.
+func (r *Registry) sendLocked(c *clientSession, m *tunnelpb.InterceptServerMsg) bool {
+	select {
+	case c.out <- m:
+		return true
+	default:
+		r.log.Warn("intercept client too slow; message dropped", "client", c.who)
+		return false
+	}
+}
+
+func (r *Registry) dropClientLocked(c *clientSession, why string) {
+	for k, it := range r.byKey {
+		if it.client == c {
+			delete(r.byKey, k)
+			r.notifyLocked(k)
+			r.log.Info("intercept ended", "name", it.name, "client", c.who, "why", why)
+		}
+	}
+}
+
+// notifyLocked wakes the agents of the workload of key.
+func (r *Registry) notifyLocked(key interceptKey) {
+	for a := range r.agents {
+		if a.matches(key) {
+			select {
+			case a.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (r *Registry) agentsLocked(key interceptKey) int {
+	n := 0
+	for a := range r.agents {
+		if a.matches(key) && a.ports[key.port] {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *agentConn) matches(key interceptKey) bool {
+	return a.id.Namespace == key.namespace && strings.EqualFold(a.id.Kind, key.kind) && a.id.Workload == key.workload
+}
+
+func (c clientAPI) Accept(stream tunnelpb.Intercepts_AcceptServer) error {
+	d, err := tunnel.First(stream)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	r := c.r
+	r.mu.Lock()
+	p := r.pending[d.GetAddress()]
+	r.mu.Unlock()
+	if p == nil {
+		return tunnel.Answer(stream, remote.Errorf(remote.Failed, "no connection %q is waiting", d.GetAddress()), "")
+	}
+	select {
+	case p.accepted <- stream:
+	default:
+		return tunnel.Answer(stream, remote.Errorf(remote.Failed, "connection %q was taken already", d.GetAddress()), "")
+	}
+	select {
+	case <-p.done:
+	case <-stream.Context().Done():
+	}
+	return nil
+}
+
+func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb.ListResponse, error) {
+	r := c.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	resp := &tunnelpb.ListResponse{}
+	for k, it := range r.byKey {
+		if req.GetNamespace() != "" && k.namespace != req.GetNamespace() {
+			continue
+		}
+		resp.Intercepts = append(resp.Intercepts, &tunnelpb.InterceptInfo{
+			Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
+			Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
+		})
+	}
+	sort.Slice(resp.Intercepts, func(i, j int) bool { return resp.Intercepts[i].Name < resp.Intercepts[j].Name })
+	return resp, nil
+}
+
+type agentAPI struct {
+	tunnelpb.UnimplementedAgentsServer
+	r *Registry
+}
+
+// identify verifies the token an agent's call carries.
+func (r *Registry) identify(ctx context.Context) (AgentIdentity, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	auth := md.Get("authorization")
+	if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
+		return AgentIdentity{}, status.Error(codes.Unauthenticated, "an agent must present its service account token")
+	}
+	id, err := r.verify.Verify(ctx, strings.TrimPrefix(auth[0], "Bearer "))
+	if err != nil {
+		from := ""
+		if p, ok := peer.FromContext(ctx); ok {
+			from = p.Addr.String()
+		}
+		r.log.Warn("agent refused", "from", from, "err", err)
+		return AgentIdentity{}, status.Errorf(codes.PermissionDenied, "not a tp agent: %v", err)
+	}
+	return id, nil
+}
+
+func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_WatchServer) error {
+	r := a.r
+	id, err := r.identify(stream.Context())
+	if err != nil {
+		return err
+	}
+	if hello.GetPod() != id.Pod || hello.GetNamespace() != id.Namespace {
+		return status.Errorf(codes.PermissionDenied, "the token is pod %s/%s's, not %s/%s's", id.Namespace, id.Pod, hello.GetNamespace(), hello.GetPod())
+	}
+	ag := &agentConn{id: id, ports: map[string]bool{}, notify: make(chan struct{}, 1)}
+	for _, p := range hello.GetPorts() {
+		ag.ports[p.GetName()] = true
+	}
+	r.mu.Lock()
+	r.agents[ag] = struct{}{}
+	r.mu.Unlock()
+	r.log.Info("agent registered", "pod", id.Namespace+"/"+id.Pod, "workload", id.Kind+"/"+id.Workload, "ports", hello.GetPorts())
+	defer func() {
+		r.mu.Lock()
+		delete(r.agents, ag)
+		r.mu.Unlock()
+		r.log.Info("agent gone", "pod", id.Namespace+"/"+id.Pod)
+	}()
+	t := time.NewTicker(r.tick)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		st := &tunnelpb.AgentState{}
+		for k := range r.byKey {
+			if ag.matches(k) && ag.ports[k.port] {
+				st.Intercepted = append(st.Intercepted, k.port)
+			}
+		}
+		r.mu.Unlock()
+		sort.Strings(st.Intercepted)
+		if err := stream.Send(st); err != nil {
+			return err
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-ag.notify:
+		case <-t.C:
+		}
+	}
+}
+
+// acceptWait bounds how long a connection waits for its client to take it.
+const acceptWait = 5 * time.Second
+
+func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
+	r := a.r
+	id, err := r.identify(stream.Context())
+	if err != nil {
+		return err
+	}
+	d, err := tunnel.First(stream)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
+	flowID := newFlowID()
+	p := &pendingFlow{accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
+	defer close(p.done)
+	r.mu.Lock()
+	it := r.byKey[key]
+	sent := false
+	if it != nil {
+		r.pending[flowID] = p
+		sent = r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Incoming{
+			Incoming: &tunnelpb.Incoming{Flow: flowID, Intercept: it.name, From: d.GetOrigin()}}})
+	}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.pending, flowID)
+		r.mu.Unlock()
+	}()
+	if it == nil || !sent {
+		return tunnel.Answer(stream, remote.Errorf(remote.Refused, "port %s of %s/%s is not intercepted", key.port, key.namespace, key.workload), "")
+	}
+	var client tunnel.Stream
+	select {
+	case client = <-p.accepted:
+	case why := <-p.rejected:
+		return tunnel.Answer(stream, remote.Errorf(remote.Refused, "the intercepting client refused the connection: %s", why), "")
+	case <-time.After(acceptWait):
+		return tunnel.Answer(stream, remote.Errorf(remote.Timeout, "the intercepting client did not take the connection in time"), "")
+	case <-stream.Context().Done():
+		return nil
+	}
+	if err := tunnel.Answer(client, nil, ""); err != nil {
+		return tunnel.Answer(stream, remote.Errorf(remote.Failed, "the intercepting client went away"), "")
+	}
+	if err := tunnel.Answer(stream, nil, ""); err != nil {
+		return nil
+	}
+	if err := tunnel.Relay(stream, client); err != nil && !errors.Is(err, context.Canceled) {
+		r.log.Debug("intercepted flow ended", "intercept", it.name, "err", err)
+	}
+	return nil
+}
+
+func newFlowID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

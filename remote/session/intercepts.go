@@ -1,0 +1,286 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/tunnel"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// InterceptSpec is an intercept a session holds: connections to Port of the workload's
+// pods come to Local on this machine.
+type InterceptSpec struct {
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	Kind      string    `json:"kind"`
+	Workload  string    `json:"workload"`
+	Port      string    `json:"port"`  // the name the agent serves the intercepted port under
+	Local     string    `json:"local"` // host:port here
+	Since     time.Time `json:"since"`
+}
+
+// intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
+// lease), re-opened and re-asserted after the tunnel comes back.
+type intercepts struct {
+	mu      sync.Mutex
+	specs   map[string]InterceptSpec
+	stream  tunnelpb.Intercepts_SessionClient
+	sendMu  sync.Mutex
+	waiters map[string]chan *tunnelpb.InterceptResult
+	who     string
+	running bool
+}
+
+const (
+	renewEvery  = 3 * time.Second
+	resultWait  = 15 * time.Second
+	localDial   = 5 * time.Second
+	reassertGap = time.Second
+)
+
+func (s *Session) icState() *intercepts {
+	s.icOnce.Do(func() {
+		who := "tp"
+		if u, err := user.Current(); err == nil {
+			who = u.Username
+		}
+		if h, err := os.Hostname(); err == nil {
+			who += "@" + h
+		}
+		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, who: who}
+	})
+	return s.ic
+}
+
+// Intercept asks the manager for an intercept and keeps it (renewing it, and asserting it
+// again after a reconnection) until Leave or Close. It returns how many agents serve it.
+func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error) {
+	ic := s.icState()
+	if _, _, err := net.SplitHostPort(spec.Local); err != nil {
+		return 0, fmt.Errorf("intercept %s: local address %q: %w", spec.Name, spec.Local, err)
+	}
+	if spec.Since.IsZero() {
+		spec.Since = time.Now()
+	}
+	wait := make(chan *tunnelpb.InterceptResult, 1)
+	ic.mu.Lock()
+	old, had := ic.specs[spec.Name]
+	ic.specs[spec.Name] = spec
+	ic.waiters[spec.Name] = wait
+	start := !ic.running
+	ic.running = true
+	ic.mu.Unlock()
+	if start {
+		go s.interceptLoop()
+	}
+	if err := s.sendCreate(spec); err != nil && !errors.Is(err, errNoStream) {
+		return 0, err
+	}
+	select {
+	case res := <-wait:
+		if res.GetError() != "" {
+			ic.mu.Lock()
+			if had {
+				ic.specs[spec.Name] = old
+			} else {
+				delete(ic.specs, spec.Name)
+			}
+			ic.mu.Unlock()
+			return 0, remote.Errorf(remote.Refused, "%s", res.GetError())
+		}
+		return int(res.GetAgents()), nil
+	case <-time.After(resultWait):
+		return 0, remote.Errorf(remote.Timeout, "the manager did not answer the intercept in %s: %v", resultWait, s.downError())
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Leave ends an intercept.
+func (s *Session) Leave(name string) error {
+	ic := s.icState()
+	ic.mu.Lock()
+	_, ok := ic.specs[name]
+	delete(ic.specs, name)
+	ic.mu.Unlock()
+	if !ok {
+		return remote.Errorf(remote.NoSuchHost, "no intercept named %q here", name)
+	}
+	if err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Leave{Leave: name}}); err != nil && !errors.Is(err, errNoStream) {
+		return err
+	}
+	return nil
+}
+
+// Intercepts lists the intercepts this session holds.
+func (s *Session) Intercepts() []InterceptSpec {
+	ic := s.icState()
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	out := make([]InterceptSpec, 0, len(ic.specs))
+	for _, sp := range ic.specs {
+		out = append(out, sp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ListIntercepts asks the manager for every intercept in namespace ("" = all).
+func (s *Session) ListIntercepts(ctx context.Context, namespace string) ([]*tunnelpb.InterceptInfo, error) {
+	if s.State() != Connected {
+		return nil, s.downError()
+	}
+	resp, err := s.icClient.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
+	if err != nil {
+		return nil, fmt.Errorf("listing intercepts: %w", err)
+	}
+	return resp.GetIntercepts(), nil
+}
+
+var errNoStream = errors.New("no intercept session yet")
+
+func (s *Session) send(m *tunnelpb.InterceptClientMsg) error {
+	ic := s.icState()
+	ic.mu.Lock()
+	st := ic.stream
+	ic.mu.Unlock()
+	if st == nil {
+		return errNoStream
+	}
+	ic.sendMu.Lock()
+	defer ic.sendMu.Unlock()
+	return st.Send(m)
+}
+
+func (s *Session) sendCreate(spec InterceptSpec) error {
+	ic := s.icState()
+	return s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: &tunnelpb.InterceptRequest{
+		Name: spec.Name, Namespace: spec.Namespace, Kind: spec.Kind, Workload: spec.Workload, Port: spec.Port, Client: ic.who,
+	}}})
+}
+
+// interceptLoop keeps an intercept session open while the session lives: it opens the
+// stream, asserts every intercept on it, renews them, takes the announced connections, and
+// after a break starts over.
+func (s *Session) interceptLoop() {
+	ic := s.icState()
+	for s.ctx.Err() == nil {
+		err := s.interceptSession()
+		ic.mu.Lock()
+		ic.stream = nil
+		ic.mu.Unlock()
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.cfg.Log.Warn("intercept session ended; asserting the intercepts again", "err", err)
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(reassertGap):
+		}
+	}
+}
+
+func (s *Session) interceptSession() error {
+	ic := s.icState()
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stream, err := s.icClient.Session(ctx)
+	if err != nil {
+		return err
+	}
+	ic.mu.Lock()
+	ic.stream = stream
+	specs := make([]InterceptSpec, 0, len(ic.specs))
+	for _, sp := range ic.specs {
+		specs = append(specs, sp)
+	}
+	ic.mu.Unlock()
+	for _, sp := range specs {
+		if err := s.sendCreate(sp); err != nil {
+			return err
+		}
+	}
+	go func() {
+		t := time.NewTicker(renewEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Renew{Renew: &tunnelpb.Renew{}}}); err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch k := m.GetKind().(type) {
+		case *tunnelpb.InterceptServerMsg_Result:
+			ic.mu.Lock()
+			w := ic.waiters[k.Result.GetName()]
+			delete(ic.waiters, k.Result.GetName())
+			ic.mu.Unlock()
+			if w != nil {
+				w <- k.Result
+			} else if k.Result.GetError() != "" {
+				s.cfg.Log.Warn("intercept lost", "name", k.Result.GetName(), "why", k.Result.GetError())
+			}
+		case *tunnelpb.InterceptServerMsg_Incoming:
+			go s.takeIncoming(k.Incoming)
+		}
+	}
+}
+
+// takeIncoming brings one intercepted connection to its local address.
+func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
+	ic := s.icState()
+	ic.mu.Lock()
+	spec, ok := ic.specs[in.GetIntercept()]
+	ic.mu.Unlock()
+	reject := func(why string) {
+		_ = s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Reject{Reject: &tunnelpb.Reject{Flow: in.GetFlow(), Reason: why}}})
+	}
+	if !ok {
+		reject("no such intercept here")
+		return
+	}
+	local, err := net.DialTimeout("tcp", spec.Local, localDial)
+	if err != nil {
+		s.cfg.Log.Info("intercepted connection refused here", "intercept", spec.Name, "local", spec.Local, "err", err)
+		reject(fmt.Sprintf("nothing answers at %s on the intercepting machine", spec.Local))
+		return
+	}
+	sctx, end := context.WithCancel(s.ctx)
+	stream, err := s.icClient.Accept(sctx)
+	if err != nil {
+		end()
+		local.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, resultWait)
+	defer cancel()
+	c, err := tunnel.OpenFlow(ctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: in.GetFlow()})
+	if err != nil {
+		local.Close()
+		return
+	}
+	s.open.Add(1)
+	tc := &counted{Conn: c, s: s}
+	_, _, _ = remote.Splice(tc, local)
+}

@@ -1,0 +1,366 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+	"github.com/tpdev/tp/tests/cluster"
+	"github.com/tpdev/tp/tests/kit"
+)
+
+// TestIntercept brings a workload's Service traffic, as it arrives in the cluster (here:
+// from the node, through kube-proxy), to a server on the laptop, and back to the pods after
+// tp leave, the client's death, or the end of the intercept's command.
+func TestIntercept(t *testing.T) {
+	cs := clientset(t)
+	ns := namespace(t, cs, "tp-e2e-intercept")
+	w := deployWorkload(t, cs, ns, "web-app") // Service targetPort "http" (named)
+	num := deployWorkload(t, cs, ns, "numeric")
+	numericTargetPort(t, cs, ns, "numeric")
+	originals := map[string]corev1.PodTemplateSpec{}
+	for _, name := range []string{"web-app", "numeric"} {
+		d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		originals[name] = d.Spec.Template
+	}
+	l := kit.NewLaptop(t)
+	l.MustTP(t, 3*time.Minute, "install")
+
+	// The laptop's server.
+	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		_ = http.Serve(ln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(rw, "laptop %s\n", r.URL.Path)
+		}))
+	}()
+	local := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+
+	get := func(svc kit.Workload, path string) string {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + svc.ClusterIP + path)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	eventually := func(t *testing.T, within time.Duration, what string, svc kit.Workload, path, want string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			got := get(svc, path)
+			if strings.HasPrefix(got, want) {
+				return time.Since(start)
+			}
+			if time.Since(start) > within {
+				t.Fatalf("%s: after %s GET %s still answers %q, want %q", what, within, path, got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	podUIDs := func(app string) []string {
+		pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uids []string
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil {
+				uids = append(uids, string(p.UID))
+			}
+		}
+		return uids
+	}
+
+	t.Run("DryRunChangesNothing", func(t *testing.T) {
+		r := l.MustTP(t, time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80", "--dry-run")
+		if !strings.Contains(r.Stdout, "+ ") || !strings.Contains(r.Stdout, manager.AgentContainer) {
+			t.Errorf("dry run printed no change adding the agent:\n%s", r.Stdout)
+		}
+		d, _ := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
+		if !reflect.DeepEqual(d.Spec.Template, originals["web-app"]) {
+			t.Error("--dry-run changed the workload")
+		}
+	})
+
+	t.Run("NamedTargetPort", func(t *testing.T) {
+		l.MustTP(t, 3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+		took := eventually(t, 30*time.Second, "intercepted", w, "/first", "laptop /first")
+		t.Logf("intercepted requests reach the laptop %s after tp intercept returned", took)
+		r := l.MustTP(t, 30*time.Second, "list", "--namespace", ns)
+		if !strings.Contains(r.Stdout, "web-app-http") || !strings.Contains(r.Stdout, "1 ready") {
+			t.Errorf("tp list:\n%s", r.Stdout)
+		}
+		before := podUIDs("web-app")
+		l.MustTP(t, 30*time.Second, "leave", "web-app-http")
+		took = eventually(t, 5*time.Second, "left", w, "/after-leave", "pod=")
+		t.Logf("the pods answer again %s after tp leave", took)
+		// A second cycle restarts no pod: the agent stays and only switches.
+		l.MustTP(t, time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+		took = eventually(t, 2*time.Second, "intercepted again", w, "/second", "laptop /second")
+		t.Logf("a second intercept took %s, without a rollout", took)
+		l.MustTP(t, 30*time.Second, "leave", "web-app-http")
+		eventually(t, 5*time.Second, "left again", w, "/x", "pod=")
+		if after := podUIDs("web-app"); !reflect.DeepEqual(before, after) {
+			t.Errorf("pods changed over an intercept/leave cycle: %v -> %v", before, after)
+		}
+		assertHealthy(t, cs, ns, "web-app")
+	})
+
+	t.Run("NumericTargetPort", func(t *testing.T) {
+		l.MustTP(t, 3*time.Minute, "intercept", "numeric", "--namespace", ns, "--port", local)
+		eventually(t, 30*time.Second, "intercepted", num, "/numeric", "laptop /numeric")
+		l.MustTP(t, 30*time.Second, "leave", "numeric-"+numericPortName(t, cs, ns))
+		eventually(t, 5*time.Second, "left", num, "/x", "pod=")
+	})
+
+	t.Run("SecondClientIsTurnedAway", func(t *testing.T) {
+		l.MustTP(t, time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+		l2 := kit.NewLaptop(t)
+		r := l2.TPRun(time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80", "--", "true")
+		if r.Err == nil || !strings.Contains(r.Stderr, "already intercepted by") {
+			t.Errorf("a second client's intercept of the same port: %v %s", r.Err, r.Stderr)
+		}
+		l.MustTP(t, 30*time.Second, "leave", "web-app-http")
+	})
+
+	t.Run("ClientKilled", func(t *testing.T) {
+		l.MustTP(t, time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+		eventually(t, 10*time.Second, "intercepted", w, "/before-kill", "laptop /before-kill")
+		pid := status(t, l, "default").PID
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		took := eventually(t, 15*time.Second, "after kill -9 of the client", w, "/after-kill", "pod=")
+		t.Logf("the pods answered again %s after kill -9 of the client", took)
+	})
+
+	t.Run("CommandGetsTheRemoteEnvironment", func(t *testing.T) {
+		during := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			for time.Since(start) < 60*time.Second {
+				if strings.HasPrefix(get(w, "/during-cmd"), "laptop /during-cmd") {
+					during <- time.Since(start)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			during <- -1
+		}()
+		r := l.TPRun(3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80", "--",
+			"sh", "-c", "echo POD_NAME=$POD_NAME; sleep 5; exit 7")
+		if r.Code != 7 || !strings.Contains(r.Stdout, "POD_NAME=web-app-") {
+			t.Fatalf("tp intercept -- CMD: exit %d (%v)\n%s\n%s", r.Code, r.Err, r.Stdout, r.Stderr)
+		}
+		if d := <-during; d < 0 {
+			t.Error("requests never reached the laptop while the command ran")
+		}
+		// The command ended, so did the intercept.
+		eventually(t, 5*time.Second, "after the command", w, "/after-cmd", "pod=")
+	})
+
+	t.Run("ForgedAgentsCannotRegister", func(t *testing.T) {
+		mgr := managerAddr(t, cs)
+		bare := bareAgentPod(t, cs, ns)                 // has a tp-agent container but no owning workload
+		plain := someWorkloadPod(t, cs, ns, "no-agent") // owned by a workload, but no agent in it
+		for name, c := range map[string]struct {
+			token string
+			pod   *corev1.Pod
+		}{
+			"no token":              {"", bare},
+			"wrong audience":        {podToken(t, cs, ns, bare, "https://kubernetes.default.svc"), bare},
+			"pod no workload owns":  {podToken(t, cs, ns, bare, manager.AgentAudience), bare},
+			"not a token":           {"eyJhbGciOiJSUzI1NiJ9.e30.c2ln", bare},
+			"pod without the agent": {podToken(t, cs, ns, plain, manager.AgentAudience), plain},
+			"another pod's token":   {podToken(t, cs, ns, plain, manager.AgentAudience), bare},
+		} {
+			err := agentWatch(mgr, c.token, ns, c.pod.Name)
+			if code := grpcstatus.Code(err); code != codes.Unauthenticated && code != codes.PermissionDenied {
+				t.Errorf("%s: Watch answered %v, want it refused", name, err)
+			}
+		}
+	})
+
+	t.Run("UninstallRestoresEveryWorkload", func(t *testing.T) {
+		l.TPRun(30*time.Second, "quit", "--all")
+		l.MustTP(t, 3*time.Minute, "uninstall")
+		for name, orig := range originals {
+			d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(d.Spec.Template, orig) {
+				t.Errorf("%s: the pod template after uninstall differs from the original:\n%v\nwant\n%v", name, d.Spec.Template, orig)
+			}
+			for k := range d.Annotations {
+				if strings.Contains(k, "tp.dev") {
+					t.Errorf("%s keeps annotation %s", name, k)
+				}
+			}
+			for k := range d.Labels {
+				if strings.Contains(k, "tp.dev") {
+					t.Errorf("%s keeps label %s", name, k)
+				}
+			}
+		}
+		svc, _ := cs.CoreV1().Services(ns).Get(context.Background(), "numeric", metav1.GetOptions{})
+		if svc.Spec.Ports[0].TargetPort != intstr.FromInt32(kit.HTTPPort) {
+			t.Errorf("the numeric Service's targetPort after uninstall: %v", svc.Spec.Ports[0].TargetPort)
+		}
+		eventually(t, 60*time.Second, "after uninstall", w, "/end", "pod=")
+	})
+}
+
+// numericTargetPort makes the workload's Service target its HTTP port by number.
+func numericTargetPort(t *testing.T, cs kubernetes.Interface, ns, name string) {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Ports = svc.Spec.Ports[:1] // http only
+	svc.Spec.Ports[0].TargetPort = intstr.FromInt32(kit.HTTPPort)
+	if _, err := cs.CoreV1().Services(ns).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// numericPortName is the port name tp gave the numeric target (the intercept is named after it).
+func numericPortName(t *testing.T, cs kubernetes.Interface, ns string) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(ns).Get(context.Background(), "numeric", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.Ports[0].TargetPort.String()
+}
+
+func assertHealthy(t *testing.T, cs kubernetes.Interface, ns, app string) {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue // a pod of the template before the agent, on its way out
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if c.RestartCount > 0 || !c.Ready {
+				t.Errorf("pod %s container %s: ready %v, restarts %d (probes must keep passing)", p.Name, c.Name, c.Ready, c.RestartCount)
+			}
+		}
+	}
+}
+
+func managerAddr(t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(deploy.DefaultNamespace).Get(context.Background(), deploy.ManagerName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(deploy.ClusterPort))
+}
+
+// agentWatch calls the manager's agent API as an agent would, with token.
+func agentWatch(addr, token, ns, pod string) error {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	stream, err := tunnelpb.NewAgentsClient(cc).Watch(ctx, &tunnelpb.AgentHello{Pod: pod, Namespace: ns})
+	if err != nil {
+		return err
+	}
+	_, err = stream.Recv()
+	if err == nil {
+		return errors.New("registered")
+	}
+	return err
+}
+
+// bareAgentPod runs a pod with a container named like tp's agent, owned by nothing.
+func bareAgentPod(t *testing.T, cs kubernetes.Interface, ns string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "forged-agent", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: manager.AgentContainer, Image: kit.WorkloadImage, ImagePullPolicy: corev1.PullNever, Args: []string{"-http=:8080"},
+		}}},
+	}
+	created, err := cs.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created
+}
+
+// someWorkloadPod returns a pod of a workload (an owner) that has no agent.
+func someWorkloadPod(t *testing.T, cs kubernetes.Interface, ns, name string) *corev1.Pod {
+	t.Helper()
+	deployWorkload(t, cs, ns, name)
+	pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + name})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("pods of %s: %v", name, err)
+	}
+	return &pods.Items[0]
+}
+
+// podToken mints a service-account token bound to pod, for audience.
+func podToken(t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod, audience string) string {
+	t.Helper()
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{
+			Audiences:      []string{audience},
+			BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
+}
