@@ -147,7 +147,9 @@ func interceptAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		hold = func(ctx context.Context, s session.InterceptSpec) (int, error) { return control.Intercept(ctx, daemon, s) }
+		hold = func(ctx context.Context, s session.InterceptSpec) (int, error) {
+			return control.Intercept(ctx, daemon, s)
+		}
 		leave = func(n string) error { return control.Leave(ctx, daemon, n) }
 	}
 	if err := waitForAgents(ctx, c.Duration("timeout"), spec, hold); err != nil {
