@@ -22,12 +22,12 @@ help: ## list the targets
 build: ## build bin/tp and bin/tp-cluster for this machine
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/tp ./cmd/tp-cluster
 
-images: ## build the image tarballs in bin/images: tp's cluster image, the test workload, pause
+images: ## build the image tarballs in bin/images: tp's cluster image (manager and agent), the test workload, pause
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
-		-o $(LINUX)/ ./cmd/tp-cluster ./tests/cmd/workload ./tests/cmd/pause
+		-o $(LINUX)/ ./cmd/tp-cluster ./cmd/tp-agent ./tests/cmd/workload ./tests/cmd/pause
 	$(GO) build -o bin/mkimage ./cmd/mkimage
 	@mkdir -p $(IMAGES)
-	bin/mkimage -arch $(ARCH) -bin $(LINUX)/tp-cluster -ref $(IMAGE) -user 65532:65532 -out $(IMAGES)/tp.tar
+	bin/mkimage -arch $(ARCH) -bin $(LINUX)/tp-cluster -extra $(LINUX)/tp-agent:/tp-agent -ref $(IMAGE) -user 65532:65532 -out $(IMAGES)/tp.tar
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/workload -ref localhost/tp/workload:test -out $(IMAGES)/workload.tar
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/pause -ref localhost/tp/pause:test -out $(IMAGES)/pause.tar
 

@@ -45,7 +45,7 @@
 //
 // # The agent
 //
-// A container named "tp-agent" (image AgentConfig.Image, args ["agent"]) listening from
+// A container named "tp-agent" (image AgentConfig.Image, command /tp-agent) listening from
 // port 9900 up on ports the pod does not declare or probe; TP_AGENT_PORTS lists
 // name:agentPort:appPort for every intercepted port, and the agent passes connections to
 // 127.0.0.1:appPort when not intercepted. It presents a projected service-account token

@@ -84,7 +84,7 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 		t.Errorf("startup probe of another port changed: %v", p.String())
 	}
 	agent := container(t, spec, AgentContainer)
-	if agent.Image != testAgent.Image || !slices.Equal(agent.Args, []string{"agent"}) {
+	if agent.Image != testAgent.Image || !slices.Equal(agent.Command, []string{"/tp-agent"}) {
 		t.Errorf("agent image %q args %q", agent.Image, agent.Args)
 	}
 	if len(agent.Ports) != 1 || agent.Ports[0] != (corev1.ContainerPort{Name: "http", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}) {

@@ -321,10 +321,10 @@ func agentContainer(agent AgentConfig, ports []corev1.ContainerPort, portList st
 	// Fields the API server would default are set here, so that what is read back equals
 	// what was written: that equality is how a repeated injection knows it has nothing to do.
 	return corev1.Container{
-		Name:  AgentContainer,
-		Image: agent.Image,
-		Args:  []string{"agent"},
-		Ports: ports,
+		Name:    AgentContainer,
+		Image:   agent.Image,
+		Command: []string{"/tp-agent"},
+		Ports:   ports,
 		Env: []corev1.EnvVar{
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -79,6 +80,11 @@ type Config struct {
 	// MaxUDPFlows bounds the UDP flows alive at once; a new flow beyond it evicts the flow
 	// that has been idle longest. Default DefaultMaxUDPFlows.
 	MaxUDPFlows int
+	// Address, when valid, is the stack's own IPv4 address on the link: DialNamespace's
+	// connections into the namespace come from it. It must be an address the namespace
+	// routes to the link and that no flow of the namespace dials (flows to it end in the
+	// stack, not in Dial).
+	Address netip.Addr
 	// Log receives the stack's messages; nil discards them.
 	Log *slog.Logger
 }
@@ -259,6 +265,14 @@ func (s *Stack) attachLocked(ep stack.LinkEndpoint, release func() error) error 
 		{Destination: header.IPv4EmptySubnet, NIC: nicID},
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
+	if s.cfg.Address.Is4() {
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddrFrom4(s.cfg.Address.As4()).WithPrefix()}
+		if err := s.ipstack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			s.ipstack.RemoveNIC(nicID)
+			return fmt.Errorf("netstack: add address %s: %s", s.cfg.Address, err)
+		}
+	}
 	if err := s.ipstack.EnableNIC(nicID); err != nil {
 		s.ipstack.RemoveNIC(nicID)
 		return fmt.Errorf("netstack: enable NIC: %s", err)
@@ -383,4 +397,18 @@ func closeAll(cs ...io.Closer) {
 func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
 	return netip.AddrPortFrom(ip.Unmap(), port)
+}
+
+// DialNamespace opens a TCP connection from the stack's Address into the namespace, to a
+// program listening there (an intercepted connection coming to the program tp run runs).
+func (s *Stack) DialNamespace(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if !s.cfg.Address.Is4() || !dst.Addr().Is4() {
+		return nil, fmt.Errorf("netstack: dial into the namespace: the stack has no IPv4 address (Config.Address)")
+	}
+	c, err := gonet.DialContextTCP(ctx, s.ipstack,
+		tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(dst.Addr().As4()), Port: dst.Port()}, ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: dial %s in the namespace: %w", dst, err)
+	}
+	return c, nil
 }

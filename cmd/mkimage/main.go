@@ -19,6 +19,7 @@ func main() {
 	spec := image.Spec{}
 	out := flag.String("out", "", "tarball to write")
 	args := flag.String("args", "", "default arguments, space separated")
+	extra := flag.String("extra", "", "more binaries, BINARY:PATH, comma separated")
 	flag.StringVar(&spec.Binary, "bin", "", "static binary to put in the image")
 	flag.StringVar(&spec.Ref, "ref", "", "image reference, e.g. localhost/tp/workload:test")
 	flag.StringVar(&spec.Path, "path", "", "path of the binary in the image (default /NAME)")
@@ -34,6 +35,17 @@ func main() {
 		spec.Path = "/" + path.Base(spec.Binary)
 	}
 	spec.Args = strings.Fields(*args)
+	for _, e := range strings.Split(*extra, ",") {
+		if e == "" {
+			continue
+		}
+		bin, p, ok := strings.Cut(e, ":")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "mkimage: -extra %q: want BINARY:PATH\n", e)
+			os.Exit(2)
+		}
+		spec.Extra = append(spec.Extra, image.File{Binary: bin, Path: p})
+	}
 	if err := image.WriteFile(spec, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)

@@ -23,7 +23,6 @@ func main() {
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			managerCommand(),
-			agentCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

@@ -68,65 +68,15 @@ func interceptAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return userErrorf("name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
 	}
-	if c.String("port") == "" {
-		return userErrorf("--port is required: tp intercept %s --port LOCAL[:REMOTE]", c.Args().First())
-	}
-	local, remotePort, err := parsePort(c.String("port"))
-	if err != nil {
-		return err
-	}
 	k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
 	if err != nil {
 		return userError(err)
 	}
-	cs, err := kubernetes.NewForConfig(k.cfg)
-	if err != nil {
+	ctx := c.Context
+	in, err := prepareIntercept(c, k, c.Args().First(), c.String("port"), c.String("name"), c.Bool("dry-run"))
+	if err != nil || in == nil {
 		return err
 	}
-	ctx := c.Context
-	ref, err := intercept.ParseRef(k.namespace, c.Args().First())
-	if err != nil {
-		return deployError(err)
-	}
-	if err := intercept.CheckAllowed(ctx, cs, ref.Namespace); err != nil {
-		return deployError(err)
-	}
-	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
-	if err != nil {
-		return deployError(err)
-	}
-	mgrNS := c.String("manager-namespace")
-	inst, err := deploy.Status(ctx, k.cfg, mgrNS)
-	if err != nil {
-		return deployError(err)
-	}
-	agentCfg := intercept.AgentConfig{
-		Image:          inst.Image,
-		ManagerAddress: fmt.Sprintf("%s.%s.svc:%d", deploy.ManagerName, mgrNS, deploy.ClusterPort),
-		TokenAudience:  manager.AgentAudience,
-	}
-	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, c.Bool("dry-run"))
-	if err != nil {
-		return deployError(err)
-	}
-	if c.Bool("dry-run") {
-		printPlan(c.App.Writer, plan)
-		return nil
-	}
-	if !plan.AlreadyInjected {
-		fmt.Fprintf(c.App.ErrWriter, "tp: added tp's traffic agent to %s %s/%s; waiting for its pods\n", ref.Kind, ref.Namespace, ref.Name)
-	}
-	for _, warn := range plan.Warnings {
-		fmt.Fprintf(c.App.ErrWriter, "tp: note: %s\n", warn)
-	}
-
-	name := c.String("name")
-	if name == "" {
-		name = ref.Name + "-" + target.TargetPortName
-	}
-	spec := session.InterceptSpec{Name: name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
-		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local)}
-
 	cmdArgs := c.Args().Tail()
 	if len(cmdArgs) > 0 && cmdArgs[0] == "--" {
 		cmdArgs = cmdArgs[1:]
@@ -135,7 +85,7 @@ func interceptAction(c *cli.Context) error {
 	var leave func(string) error
 	if len(cmdArgs) > 0 {
 		// The intercept lives exactly as long as the command: this process holds it.
-		o := connectOptions{listen: "127.0.0.1:0", managerNS: mgrNS, timeout: 30 * time.Second}
+		o := connectOptions{listen: "127.0.0.1:0", managerNS: in.managerNS, timeout: 30 * time.Second}
 		conn, err := openConnection(ctx, o, k, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return err
@@ -143,7 +93,7 @@ func interceptAction(c *cli.Context) error {
 		defer conn.Close()
 		hold, leave = conn.sess.Intercept, conn.sess.Leave
 	} else {
-		daemon, err := ensureDaemon(c, k, mgrNS)
+		daemon, err := ensureDaemon(c, k, in.managerNS)
 		if err != nil {
 			return err
 		}
@@ -152,20 +102,9 @@ func interceptAction(c *cli.Context) error {
 		}
 		leave = func(n string) error { return control.Leave(ctx, daemon, n) }
 	}
-	if err := waitForAgents(ctx, c.Duration("timeout"), spec, hold); err != nil {
-		_ = leave(spec.Name)
-		return err
-	}
-	svc := fmt.Sprintf("%s:%d", target.Service, target.ServicePort)
-	fmt.Fprintf(c.App.ErrWriter, "tp: intercepting %s %s/%s: requests to Service %s come to %s (intercept %q)\n",
-		ref.Kind, ref.Namespace, ref.Name, svc, spec.Local, spec.Name)
-
 	var env []intercept.EnvVar
 	if c.String("env-file") != "" || c.String("env-json") != "" || len(cmdArgs) > 0 {
-		if env, err = remoteEnv(ctx, cs, ref, target); err != nil {
-			if len(cmdArgs) > 0 {
-				_ = leave(spec.Name)
-			}
+		if env, err = remoteEnv(ctx, in.cs, in.ref, in.target); err != nil {
 			return err
 		}
 		if err := writeEnv(c.String("env-file"), env, intercept.WriteEnvFile); err != nil {
@@ -175,11 +114,14 @@ func interceptAction(c *cli.Context) error {
 			return err
 		}
 	}
+	if err := in.hold(c, hold, leave); err != nil {
+		return err
+	}
 	if len(cmdArgs) == 0 {
-		fmt.Fprintf(c.App.ErrWriter, "tp: end it with: tp leave %s\n", spec.Name)
+		fmt.Fprintf(c.App.ErrWriter, "tp: end it with: tp leave %s\n", in.spec.Name)
 		return nil
 	}
-	defer func() { _ = leave(spec.Name) }()
+	defer func() { _ = leave(in.spec.Name) }()
 	cmd := exec.Command(cmdArgs[0], cmdArgs[1:]...)
 	cmd.Env = withEnv(os.Environ(), env)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -187,6 +129,93 @@ func interceptAction(c *cli.Context) error {
 		return userErrorf("running %s: %v", cmdArgs[0], err)
 	}
 	return waitCommand(cmd)
+}
+
+// pendingIntercept is an intercept whose agent is in place (or on its way): what is left is
+// to hold it.
+type pendingIntercept struct {
+	cs        kubernetes.Interface
+	ref       intercept.Ref
+	target    *intercept.Target
+	plan      *intercept.Plan
+	spec      session.InterceptSpec
+	managerNS string
+}
+
+// prepareIntercept resolves WORKLOAD and LOCAL[:REMOTE] and puts the agent in the
+// workload (or, with dryRun, prints what that changes and returns nil).
+func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryRun bool) (*pendingIntercept, error) {
+	if port == "" {
+		return nil, userErrorf("--port is required: tp intercept %s --port LOCAL[:REMOTE]", workload)
+	}
+	local, remotePort, err := parsePort(port)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(k.cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx := c.Context
+	ref, err := intercept.ParseRef(k.namespace, workload)
+	if err != nil {
+		return nil, deployError(err)
+	}
+	if err := intercept.CheckAllowed(ctx, cs, ref.Namespace); err != nil {
+		return nil, deployError(err)
+	}
+	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
+	if err != nil {
+		return nil, deployError(err)
+	}
+	mgrNS := c.String("manager-namespace")
+	inst, err := deploy.Status(ctx, k.cfg, mgrNS)
+	if err != nil {
+		return nil, deployError(err)
+	}
+	agentCfg := intercept.AgentConfig{
+		Image:          inst.Image,
+		ManagerAddress: fmt.Sprintf("%s.%s.svc:%d", deploy.ManagerName, mgrNS, deploy.ClusterPort),
+		TokenAudience:  manager.AgentAudience,
+	}
+	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, dryRun)
+	if err != nil {
+		return nil, deployError(err)
+	}
+	if dryRun {
+		printPlan(c.App.Writer, plan)
+		return nil, nil
+	}
+	if !plan.AlreadyInjected {
+		fmt.Fprintf(c.App.ErrWriter, "tp: added tp's traffic agent to %s %s/%s; waiting for its pods\n", ref.Kind, ref.Namespace, ref.Name)
+	}
+	for _, warn := range plan.Warnings {
+		fmt.Fprintf(c.App.ErrWriter, "tp: note: %s\n", warn)
+	}
+	if name == "" {
+		name = ref.Name + "-" + target.TargetPortName
+	}
+	spec := session.InterceptSpec{Name: name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
+		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local)}
+	return &pendingIntercept{cs: cs, ref: ref, target: target, plan: plan, spec: spec, managerNS: mgrNS}, nil
+}
+
+// hold asks for the intercept until the agents serve it and the workload's pods are all
+// theirs.
+func (in *pendingIntercept) hold(c *cli.Context, hold func(context.Context, session.InterceptSpec) (int, error), leave func(string) error) error {
+	if err := waitForAgents(c.Context, c.Duration("timeout"), in.spec, hold); err != nil {
+		_ = leave(in.spec.Name)
+		return err
+	}
+	if !in.plan.AlreadyInjected {
+		if err := intercept.WaitRolledOut(c.Context, in.cs, in.ref, in.target.Service, c.Duration("timeout")); err != nil {
+			_ = leave(in.spec.Name)
+			return err
+		}
+	}
+	fmt.Fprintf(c.App.ErrWriter, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
+		in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, in.spec.Local, in.spec.Name)
+	return nil
 }
 
 // waitForAgents asks for the intercept until an agent serves it: after a first injection

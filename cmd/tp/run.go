@@ -32,6 +32,8 @@ import (
 var (
 	vifAddr = netip.MustParseAddr("198.18.0.2")
 	vifHost = netip.MustParseAddr("198.18.0.1")
+	// vifInbound is where intercepted connections come from, into the namespace.
+	vifInbound = netip.MustParseAddr("198.18.0.3")
 )
 
 const vifMTU = 65520
@@ -58,7 +60,9 @@ command gets the proxy variables (ALL_PROXY, HTTP(S)_PROXY, JAVA_TOOL_OPTIONS, .
 			&cli.StringFlag{Name: "vif", Value: "auto", Usage: "auto, on or off: run the command in a private network namespace"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
 			&cli.StringFlag{Name: "transport", Value: "auto", Usage: "port-forward transport, for a connection opened for this command"},
-			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for a connection opened for this command"},
+			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for a connection opened for this command (and an intercept's agents)"},
+			&cli.StringFlag{Name: "intercept", Usage: "also intercept this workload for the command's lifetime (with --port); the command gets its app container's environment"},
+			&cli.StringFlag{Name: "port", Usage: "with --intercept: LOCAL[:REMOTE], the command's port and the Service's port"},
 			&cli.BoolFlag{Name: "debug", Usage: "log tp's own work to stderr"},
 		),
 		Action: runAction,
@@ -107,24 +111,60 @@ func runAction(c *cli.Context) error {
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	// The running connection for this cluster and namespace, or one for this command.
+	// An intercept for the command's lifetime: its agent first, then the command with the
+	// app's environment, then the intercept itself, held by this process.
+	var in *pendingIntercept
+	var env []string
+	if c.String("intercept") != "" {
+		if in, err = prepareIntercept(c, k, c.String("intercept"), c.String("port"), "", false); err != nil {
+			return err
+		}
+		vars, err := remoteEnv(c.Context, in.cs, in.ref, in.target)
+		if err != nil {
+			return err
+		}
+		env = withEnv(os.Environ(), vars)
+	} else if c.String("port") != "" {
+		return userErrorf("--port goes with --intercept WORKLOAD")
+	}
+
+	// The running connection for this cluster and namespace, or one for this command (always
+	// with an intercept, which must end with the command).
 	listen, dnsAddr := "", ""
-	if info, ok := runningConnection(c.Context, k); ok {
+	var conn *connection
+	if info, ok := runningConnection(c.Context, k); ok && in == nil {
 		listen, dnsAddr = info.Listen, info.DNSListen
 		log.Debug("using the running connection", "name", info.Name, "proxy", listen, "dns", dnsAddr)
 	} else {
 		o := connectOptions{listen: "127.0.0.1:0", managerNS: c.String("manager-namespace"), transport: transport, timeout: c.Duration("timeout")}
-		conn, err := openConnection(c.Context, o, k, log)
-		if err != nil {
+		if conn, err = openConnection(c.Context, o, k, log); err != nil {
 			return err
 		}
 		defer conn.Close()
 		listen, dnsAddr = conn.listen, conn.dnsListen
 	}
-	if useVIF {
-		return runInVIF(c, args, listen, dnsAddr, log)
+	if env == nil {
+		env = os.Environ()
 	}
-	return runWithProxy(c, args, listen)
+	started := func(*netstack.Stack) error { return nil }
+	if in != nil {
+		started = func(stack *netstack.Stack) error {
+			if stack != nil {
+				// Intercepted connections come into the namespace, where the command listens.
+				conn.sess.SetLocalDial(func(ctx context.Context, addr string) (net.Conn, error) {
+					_, port, _ := net.SplitHostPort(addr)
+					p, _ := strconv.Atoi(port)
+					return stack.DialNamespace(ctx, netip.AddrPortFrom(vifAddr, uint16(p)))
+				})
+			}
+			return in.hold(c, conn.sess.Intercept, conn.sess.Leave)
+		}
+		defer func() { _ = conn.sess.Leave(in.spec.Name) }()
+	}
+	if useVIF {
+		return runInVIF(c, args, env, listen, dnsAddr, log, started)
+	}
+	return runWithProxy(c, args, env, listen, started)
 }
 
 // runningConnection finds a running daemon for the cluster, context and namespace of k.
@@ -139,13 +179,18 @@ func runningConnection(ctx context.Context, k *kube) (control.Info, bool) {
 	return control.Info{}, false
 }
 
-// runWithProxy runs the command with the proxy variables set.
-func runWithProxy(c *cli.Context, args []string, listen string) error {
+// runWithProxy runs the command with the proxy variables set; started runs once it runs.
+func runWithProxy(c *cli.Context, args, env []string, listen string, started func(*netstack.Stack) error) error {
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = proxyEnv(os.Environ(), listen)
+	cmd.Env = proxyEnv(env, listen)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return userErrorf("running %s: %v", args[0], err)
+	}
+	if err := started(nil); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return err
 	}
 	return waitCommand(cmd)
 }
@@ -184,7 +229,7 @@ func proxyEnv(env []string, listen string) []string {
 // stack takes: the host's address 198.18.0.1 is this machine's loopback (port 53: tp's DNS
 // server), everything else goes through the connection's proxy, which sends cluster
 // destinations through the tunnel and dials the rest from here.
-func runInVIF(c *cli.Context, args []string, listen, dnsAddr string, log *slog.Logger) error {
+func runInVIF(c *cli.Context, args, env []string, listen, dnsAddr string, log *slog.Logger, started func(*netstack.Stack) error) error {
 	dir, err := os.MkdirTemp("", "tp-run-")
 	if err != nil {
 		return fmt.Errorf("vif: %w", err)
@@ -202,13 +247,13 @@ func runInVIF(c *cli.Context, args []string, listen, dnsAddr string, log *slog.L
 		}
 		return socks.DialContext(ctx, network, dst.String())
 	}
-	stack, err := netstack.New(netstack.Config{Dial: dial, MTU: vifMTU, Log: log})
+	stack, err := netstack.New(netstack.Config{Dial: dial, MTU: vifMTU, Address: vifInbound, Log: log})
 	if err != nil {
 		return fmt.Errorf("vif: %w", err)
 	}
 	defer stack.Close()
 	link := ns.Link{Name: "tp0", Addr: vifAddr, MTU: vifMTU, Resolv: vifResolvConf(), HostDir: dir}
-	cmd, err := ns.Start(link, args, os.Environ(), os.Stdin, os.Stdout, os.Stderr)
+	cmd, err := ns.Start(link, args, env, os.Stdin, os.Stdout, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -220,6 +265,11 @@ func runInVIF(c *cli.Context, args []string, listen, dnsAddr string, log *slog.L
 		return fmt.Errorf("vif: %w", err)
 	}
 	if err := cmd.Release(); err != nil {
+		_ = cmd.Cmd.Process.Kill()
+		_ = cmd.Cmd.Wait()
+		return err
+	}
+	if err := started(stack); err != nil {
 		_ = cmd.Cmd.Process.Kill()
 		_ = cmd.Cmd.Wait()
 		return err

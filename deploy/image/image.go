@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sort"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -27,7 +28,12 @@ type Spec struct {
 	Args   []string // default arguments (the image's Cmd)
 	User   string   // e.g. "65532:65532"; empty means root
 	Arch   string   // GOARCH of the binary, e.g. amd64
+	// Extra are more binaries in the same layer (a container picks one with its command).
+	Extra []File
 }
+
+// File is one more binary of an image: Binary on disk lands at Path.
+type File struct{ Binary, Path string }
 
 // epoch is the fixed time of every file and of the image, so the same binary gives the same
 // digest and a loader can tell it already has the image.
@@ -39,11 +45,15 @@ func Build(spec Spec) (name.Reference, v1.Image, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("image reference %q: %w", spec.Ref, err)
 	}
-	bin, err := os.ReadFile(spec.Binary)
-	if err != nil {
-		return nil, nil, fmt.Errorf("image binary: %w", err)
+	var files []layerFile
+	for _, f := range append([]File{{Binary: spec.Binary, Path: spec.Path}}, spec.Extra...) {
+		data, err := os.ReadFile(f.Binary)
+		if err != nil {
+			return nil, nil, fmt.Errorf("image binary: %w", err)
+		}
+		files = append(files, layerFile{path: f.Path, data: data})
 	}
-	layerTar, err := layerOf(spec.Path, bin)
+	layerTar, err := layerOf(files)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,29 +100,43 @@ func WriteFile(spec Spec, out string) error {
 	return os.Rename(tmp, out)
 }
 
-// layerOf is a tar holding the binary at p, its parent folders and an empty /tmp.
-func layerOf(p string, bin []byte) ([]byte, error) {
+type layerFile struct {
+	path string
+	data []byte
+}
+
+// layerOf is a tar holding the binaries at their paths, their parent folders and an empty /tmp.
+func layerOf(files []layerFile) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	dirs := []string{"tmp/"}
-	for d := path.Dir(path.Clean("/" + p)); d != "/"; d = path.Dir(d) {
-		dirs = append(dirs, d[1:]+"/")
+	dirs := map[string]bool{"tmp/": true}
+	for _, f := range files {
+		for d := path.Dir(path.Clean("/" + f.path)); d != "/"; d = path.Dir(d) {
+			dirs[d[1:]+"/"] = true
+		}
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
+	sorted := make([]string, 0, len(dirs))
+	for d := range dirs {
+		sorted = append(sorted, d)
+	}
+	sort.Strings(sorted) // parents before children, and the same bytes every time
+	for _, d := range sorted {
 		mode := int64(0o755)
-		if dirs[i] == "tmp/" {
+		if d == "tmp/" {
 			mode = 0o1777
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dirs[i], Mode: mode, ModTime: epoch}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: mode, ModTime: epoch}); err != nil {
 			return nil, fmt.Errorf("image layer: %w", err)
 		}
 	}
-	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: path.Clean(p)[1:], Mode: 0o755, Size: int64(len(bin)), ModTime: epoch}
-	if err := tw.WriteHeader(hdr); err != nil {
-		return nil, fmt.Errorf("image layer: %w", err)
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, fmt.Errorf("image layer: %w", err)
+	for _, f := range files {
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: path.Clean(f.path)[1:], Mode: 0o755, Size: int64(len(f.data)), ModTime: epoch}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("image layer: %w", err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, fmt.Errorf("image layer: %w", err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("image layer: %w", err)

@@ -17,7 +17,12 @@ func TestWriteFileMakesALoadableSingleLayerImage(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!binary"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spec := Spec{Ref: "localhost/tp/prog:test", Binary: bin, Path: "/usr/bin/prog", Args: []string{"-v"}, User: "65532:65532", Arch: "amd64"}
+	extra := filepath.Join(dir, "helper")
+	if err := os.WriteFile(extra, []byte("#!helper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Ref: "localhost/tp/prog:test", Binary: bin, Path: "/usr/bin/prog", Args: []string{"-v"}, User: "65532:65532", Arch: "amd64",
+		Extra: []File{{Binary: extra, Path: "/helper"}}}
 	out := filepath.Join(dir, "prog.tar")
 	if err := WriteFile(spec, out); err != nil {
 		t.Fatal(err)
@@ -58,6 +63,9 @@ func TestWriteFileMakesALoadableSingleLayerImage(t *testing.T) {
 	}
 	if h := files["usr/bin/prog"]; h == nil || h.Mode != 0o755 || !bytes.Equal(content, []byte("#!binary")) {
 		t.Fatalf("binary in layer: %+v %q", h, content)
+	}
+	if files["helper"] == nil || files["helper"].Mode != 0o755 {
+		t.Fatalf("extra binary missing: %v", files)
 	}
 	if files["usr/"] == nil || files["usr/bin/"] == nil || files["tmp/"] == nil {
 		t.Fatalf("parent folders or /tmp missing: %v", files)

@@ -121,6 +121,12 @@ func (s *Session) Leave(name string) error {
 	return nil
 }
 
+// SetLocalDial sets how intercepted connections reach their local address (by default a
+// TCP dial on this machine): tp run's VIF dials into its namespace instead.
+func (s *Session) SetLocalDial(dial func(ctx context.Context, addr string) (net.Conn, error)) {
+	s.localDial.Store(&dial)
+}
+
 // Intercepts lists the intercepts this session holds.
 func (s *Session) Intercepts() []InterceptSpec {
 	ic := s.icState()
@@ -260,7 +266,15 @@ func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
 		reject("no such intercept here")
 		return
 	}
-	local, err := net.DialTimeout("tcp", spec.Local, localDial)
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	if d := s.localDial.Load(); d != nil {
+		dial = *d
+	}
+	dctx, dcancel := context.WithTimeout(s.ctx, localDial)
+	local, err := dial(dctx, spec.Local)
+	dcancel()
 	if err != nil {
 		s.cfg.Log.Info("intercepted connection refused here", "intercept", spec.Name, "local", spec.Local, "err", err)
 		reject(fmt.Sprintf("nothing answers at %s on the intercepting machine", spec.Local))

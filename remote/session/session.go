@@ -61,16 +61,17 @@ const (
 
 // Session is a live tunnel to the cluster.
 type Session struct {
-	cfg      Config
-	cs       kubernetes.Interface
-	fw       *portforward.Forwarder
-	cc       *grpc.ClientConn
-	client   tunnelpb.ManagerClient
-	icClient tunnelpb.InterceptsClient
-	icOnce   sync.Once
-	ic       *intercepts
-	ctx      context.Context
-	cancel   context.CancelFunc
+	cfg       Config
+	cs        kubernetes.Interface
+	fw        *portforward.Forwarder
+	cc        *grpc.ClientConn
+	client    tunnelpb.ManagerClient
+	icClient  tunnelpb.InterceptsClient
+	icOnce    sync.Once
+	ic        *intercepts
+	localDial atomic.Pointer[func(ctx context.Context, addr string) (net.Conn, error)]
+	ctx       context.Context
+	cancel    context.CancelFunc
 
 	info atomic.Pointer[tunnelpb.InfoResponse]
 

@@ -10,6 +10,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/tpdev/tp/remote/portforward"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
+	"github.com/tpdev/tp/tests/workload"
 )
 
 const (
@@ -260,4 +262,111 @@ func report(t *testing.T, rs []result) {
 	if out := os.Getenv("TP_BENCH_OUT"); out != "" {
 		_ = os.WriteFile(out, []byte(b.String()), 0o644)
 	}
+}
+
+// TestBenchIntercept measures requests that reach a Service from inside the cluster (here:
+// the node, through kube-proxy): to an app without tp's agent, through an idle agent (its
+// pass-through cost), and intercepted to a server on the laptop; and the agent's memory.
+func TestBenchIntercept(t *testing.T) {
+	cs := kit.Clientset(t)
+	ns := kit.Namespace(t, cs, "tp-bench-icpt")
+	plain := kit.DeployWorkload(t, cs, ns, "plain")
+	idle := kit.DeployWorkload(t, cs, ns, "idle")
+	icpt := kit.DeployWorkload(t, cs, ns, "icpt")
+	l := kit.NewLaptop(t)
+	l.MustTP(t, 3*time.Minute, "install")
+
+	// The laptop's server: the same workload handler, on the laptop's loopback.
+	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { _ = http.Serve(ln, workload.Handler("laptop")) }()
+	local := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+
+	l.MustTP(t, 3*time.Minute, "intercept", "idle", "--namespace", ns, "--port", local+":80")
+	l.MustTP(t, time.Minute, "leave", "idle-http") // the agent stays, idle
+	l.MustTP(t, 3*time.Minute, "intercept", "icpt", "--namespace", ns, "--port", local+":80")
+	idleRSS := agentRSS(t, ns, "idle-")
+
+	direct := func(keep bool) *http.Client {
+		return &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: !keep, DisableCompression: true}}
+	}
+	results := measure([]path{
+		{name: "to the app (no agent)", client: direct, base: "http://" + plain.ClusterIP},
+		{name: "through an idle agent", client: direct, base: "http://" + idle.ClusterIP},
+		{name: "intercepted to the laptop", client: direct, base: "http://" + icpt.ClusterIP},
+	})
+	for _, r := range results {
+		if r.bulkErr != nil || r.reqErr != nil {
+			t.Errorf("%s: %v %v", r.name, r.bulkErr, r.reqErr)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nrequests from inside the cluster to a Service\n%-40s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
+	for _, r := range results {
+		fmt.Fprintf(&b, "%-40s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
+	}
+	if base := results[0]; base.mbps > 0 {
+		fmt.Fprintf(&b, "\nidle agent: bulk %.2fx of the app alone, request p50 +%s\n", results[1].mbps/base.mbps, (results[1].p50 - base.p50).Round(10*time.Microsecond))
+		fmt.Fprintf(&b, "intercepted: bulk %.2fx of the app alone, request p50 %.1fx\n", results[2].mbps/base.mbps, float64(results[2].p50)/float64(base.p50))
+	}
+	busy := agentPeakRSS(t, ns, "icpt-")
+	fmt.Fprintf(&b, "agent memory: idle RSS %.1f MiB (target <= 20 MiB); peak RSS of the intercepted one under this load %.1f MiB\n",
+		float64(idleRSS)/(1<<20), float64(busy)/(1<<20))
+	t.Log(b.String())
+	if out := os.Getenv("TP_BENCH_OUT"); out != "" {
+		f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, _ = f.WriteString(b.String())
+			f.Close()
+		}
+	}
+}
+
+// agentProc finds, on this node, the agent process of a pod whose name starts with prefix.
+func agentProc(t *testing.T, ns, prefix string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if string(cmd) != "/tp-agent\x00" {
+			continue
+		}
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		vars := strings.Split(string(env), "\x00")
+		if slices.Contains(vars, "POD_NAMESPACE="+ns) && slices.ContainsFunc(vars, func(v string) bool { return strings.HasPrefix(v, "POD_NAME="+prefix) }) {
+			return pid
+		}
+	}
+	t.Fatalf("no agent process of %s/%s* on this node", ns, prefix)
+	return 0
+}
+
+func procStatus(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func agentRSS(t *testing.T, ns, prefix string) int64 {
+	return procStatus(t, agentProc(t, ns, prefix), "VmRSS")
+}
+
+func agentPeakRSS(t *testing.T, ns, prefix string) int64 {
+	return procStatus(t, agentProc(t, ns, prefix), "VmHWM")
 }

@@ -25,10 +25,6 @@ import (
 	"github.com/tpdev/tp/intercept"
 )
 
-// injPauseImage is the cluster's sandbox image: it runs, listens nowhere and ignores its
-// arguments, so as a stand-in agent it keeps the pod up without serving anything.
-const injPauseImage = "localhost/tp/pause:test"
-
 func injAgent(image string) intercept.AgentConfig {
 	return intercept.AgentConfig{Image: image, ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent"}
 }
@@ -211,8 +207,8 @@ func TestInject(t *testing.T) {
 	})
 }
 
-// TestInjectRedirectsTheService checks, with the pause image as the agent (it runs and
-// serves nothing), what the cluster makes of the injected template: the pod stays ready
+// TestInjectRedirectsTheService checks, with tp's real agent and no manager to register
+// with (it serves and keeps retrying), what the cluster makes of the injected template: the pod stays ready
 // (its probes reach the app by number) and the Service's endpoints for port http move to
 // the agent's port; after Restore they are back on the app's.
 func TestInjectRedirectsTheService(t *testing.T) {
@@ -225,7 +221,7 @@ func TestInjectRedirectsTheService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := intercept.Inject(ctx, cs, ref, injAgent(injPauseImage), []intercept.Target{*tg}, false); err != nil {
+	if _, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false); err != nil {
 		t.Fatal(err)
 	}
 	injWaitEndpointPort(t, cs, ns, "web", "http", intercept.FirstAgentPort)
@@ -302,7 +298,7 @@ func TestInjectNumericTargetPort(t *testing.T) {
 	if !tg.Numeric || tg.TargetPortName != "tp-8080" || tg.AppPort != HTTPPort {
 		t.Fatalf("target %+v", *tg)
 	}
-	plan, err := intercept.Inject(ctx, cs, ref, injAgent(injPauseImage), []intercept.Target{*tg}, false)
+	plan, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +311,7 @@ func TestInjectNumericTargetPort(t *testing.T) {
 	}
 	injWaitEndpointPort(t, cs, ns, "web", "http", intercept.FirstAgentPort)
 	// Again: the Service is left alone too.
-	if plan, err := intercept.Inject(ctx, cs, ref, injAgent(injPauseImage), []intercept.Target{*tg}, false); err != nil || plan.Changed {
+	if plan, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false); err != nil || plan.Changed {
 		t.Errorf("second inject: %v changed %v", err, plan != nil && plan.Changed)
 	}
 	if _, err := intercept.Restore(ctx, cs, ref, false); err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -193,6 +194,33 @@ func TestIntercept(t *testing.T) {
 		eventually(t, 5*time.Second, "after the command", w, "/after-cmd", "pod=")
 	})
 
+	for _, vif := range []string{"--vif=on", "--vif=off"} {
+		t.Run("TpRunIntercept/"+vif, func(t *testing.T) {
+			netcheck := l.Copy(t, netcheckPath(t))
+			during := make(chan string, 1)
+			go func() {
+				start := time.Now()
+				got := ""
+				for time.Since(start) < 60*time.Second {
+					if got = get(w, "/in-run"); strings.HasPrefix(got, "served /in-run") {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				during <- got
+			}()
+			r := l.TPRun(3*time.Minute, "run", "--namespace", ns, vif, "--intercept", "web-app", "--port", "18081:80", "--",
+				netcheck, "serve", "18081", "6")
+			if r.Err != nil || !strings.Contains(r.Stdout, "POD_NAME=web-app-") {
+				t.Fatalf("tp run --intercept: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+			}
+			if got := <-during; !strings.HasPrefix(got, "served /in-run") {
+				t.Errorf("requests to the Service never reached the command tp run ran: last answer %q", got)
+			}
+			eventually(t, 5*time.Second, "after tp run", w, "/after-run", "pod=")
+		})
+	}
+
 	t.Run("ForgedAgentsCannotRegister", func(t *testing.T) {
 		mgr := managerAddr(t, cs)
 		bare := bareAgentPod(t, cs, ns)                 // has a tp-agent container but no owning workload
@@ -363,4 +391,13 @@ func podToken(t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod,
 		t.Fatal(err)
 	}
 	return tr.Status.Token
+}
+
+func netcheckPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("TP_E2E_NETCHECK")
+	if p == "" {
+		t.Fatal("TP_E2E_NETCHECK is not set: run the e2e tests with make e2e")
+	}
+	return p
 }

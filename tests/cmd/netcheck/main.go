@@ -9,6 +9,7 @@
 //	netcheck udp HOST:PORT MSG    sends one datagram, prints the answer
 //	netcheck tcp HOST:PORT N      sends N bytes, half-closes, checks the echo
 //	netcheck refused HOST:PORT    expects the connection to be refused (not reset after)
+//	netcheck serve PORT SECONDS   serves HTTP on 0.0.0.0:PORT ("served <path>") that long; prints $POD_NAME first
 //	netcheck bulk URL             one GET, prints MB/s of its body
 //	netcheck requests URL N       N GETs on new connections, prints each one's microseconds
 package main
@@ -124,6 +125,19 @@ func check(ctx context.Context, args []string) error {
 			return fmt.Errorf("dial %s: %v; want connection refused", args[1], err)
 		}
 		fmt.Println("refused")
+	case "serve":
+		secs, _ := strconv.Atoi(args[2])
+		fmt.Printf("POD_NAME=%s\n", os.Getenv("POD_NAME"))
+		ln, err := net.Listen("tcp", ":"+args[1])
+		if err != nil {
+			return err
+		}
+		go func() {
+			_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "served %s\n", r.URL.Path)
+			}))
+		}()
+		time.Sleep(time.Duration(secs) * time.Second)
 	case "bulk":
 		c := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: d.DialContext, DisableCompression: true}}
 		start := time.Now()
