@@ -14,7 +14,7 @@ LINUX   := bin/linux_$(ARCH)
 IMAGES  := bin/images
 E2E_TIMEOUT ?= 40m
 
-.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit cross e2e test clean
+.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -57,6 +57,14 @@ vet: ## go vet, the e2e suites included
 unit: ## unit tests (no cluster)
 	$(GO) test -count=1 ./...
 
+FUZZTIME ?= 5s
+fuzz: ## run every fuzz target for FUZZTIME (seed corpora under testdata/fuzz run with unit too)
+	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9]*\).*/\1/'); do \
+			echo "fuzz $$t $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) $$t || exit 1; \
+		done; \
+	done
+
 cross: ## tp builds for macOS and Windows too
 	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
 	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
@@ -76,7 +84,7 @@ bench: build cluster-up ## measure tp against raw port-forward and the direct pa
 	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_BENCH_OUT=$(abspath bin/bench.txt) $(GO) test -tags bench -count=1 -timeout 30m -v -run TestBench ./tests/bench/
 	@cat bin/bench.txt
 
-test: vet unit cross cluster-cycle e2e ## everything CI runs: vet, unit tests, cross builds, cluster lifecycle, e2e
+test: vet unit fuzz cross cluster-cycle e2e ## everything CI runs: vet, unit tests, a short fuzz of every decoder, cross builds, cluster lifecycle, e2e
 
 clean: ## remove build outputs (not the cluster, not the build cache)
 	rm -rf bin

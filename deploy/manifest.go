@@ -72,6 +72,12 @@ type Options struct {
 	Log io.Writer
 }
 
+// ClientRoles is client-roles.yaml: the ClusterRoles tp-connect and tp-intercept that give
+// developers what tp needs (README's "Rights"), to bind with RoleBindings.
+//
+//go:embed client-roles.yaml
+var ClientRoles string
+
 //go:embed manager.yaml
 var managerTemplate string
 

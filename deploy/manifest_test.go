@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -331,5 +332,16 @@ func readOnly(t *testing.T, what string, rules []rbacv1.PolicyRule) {
 				t.Errorf("%s grants %q", what, res)
 			}
 		}
+	}
+}
+
+// TestReadmeShowsTheClientRoles keeps README's role sets the ones tp ships and tests.
+func TestReadmeShowsTheClientRoles(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), ClientRoles) {
+		t.Error("README.md does not show deploy/client-roles.yaml verbatim: paste it again")
 	}
 }

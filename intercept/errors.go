@@ -17,7 +17,9 @@ import (
 // package makes, so one grant fixes all of them.
 const interceptNeeds = "tp intercept needs, in the workload's namespace: get, list and update on deployments, " +
 	"statefulsets and replicasets (apps); get, list and update on services; get and list on pods, " +
-	"configmaps and secrets (for its environment); delete on pods for a ReplicaSet"
+	"configmaps and secrets (for its environment); delete on pods for a ReplicaSet: ClusterRole " +
+	"tp-intercept of tp's client-roles.yaml, bound there (kubectl create rolebinding USER-tp-intercept " +
+	"--clusterrole=tp-intercept --user=USER -n NAMESPACE)"
 
 func usage(msg, hint string) *deploy.Error {
 	return &deploy.Error{Category: deploy.Usage, Msg: msg, Hint: hint}

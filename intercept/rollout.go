@@ -40,13 +40,19 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, ref Ref, servic
 			for _, c := range p.Spec.Containers {
 				agent = agent || c.Name == AgentContainer
 			}
-			if !agent || !podReady(p) || p.DeletionTimestamp != nil {
+			if p.DeletionTimestamp != nil {
+				// A terminating pod counts only while the Service still sends it traffic,
+				// which endpointsAre sees; a pod stuck terminating after its containers
+				// stopped (a node that cannot tear down its sandbox) must not block.
+				continue
+			}
+			if !agent || !podReady(p) {
 				waiting++
 			} else {
 				withAgent[p.Name] = true
 			}
 		}
-		if waiting == 0 && len(pods.Items) > 0 {
+		if waiting == 0 && len(withAgent) > 0 {
 			settled, err := endpointsAre(ctx, cs, ref.Namespace, service, withAgent)
 			if err != nil {
 				return err
@@ -56,7 +62,10 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, ref Ref, servic
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d of %d pods still without a ready agent after %s", ref.describe(), waiting, len(pods.Items), timeout)
+			if waiting == 0 && len(withAgent) > 0 {
+				return fmt.Errorf("%s: its pods run the agent, but after %s Service %q still sends traffic to other pods (old ones still terminating?): kubectl -n %s get endpointslices,pods", ref.describe(), timeout, service, ref.Namespace)
+			}
+			return fmt.Errorf("%s: %d of %d pods still without a ready agent after %s", ref.describe(), waiting, waiting+len(withAgent), timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -66,7 +75,8 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, ref Ref, servic
 	}
 }
 
-// endpointsAre says whether the Service's endpoints are exactly pods (none terminating).
+// endpointsAre says whether the Service's endpoints that can receive traffic are exactly
+// pods, all ready.
 func endpointsAre(ctx context.Context, cs kubernetes.Interface, namespace, service string, pods map[string]bool) (bool, error) {
 	if service == "" {
 		return true, nil
@@ -78,6 +88,9 @@ func endpointsAre(ctx context.Context, cs kubernetes.Interface, namespace, servi
 	seen := 0
 	for _, s := range slices.Items {
 		for _, e := range s.Endpoints {
+			if isTrue(e.Conditions.Terminating) && !isTrue(e.Conditions.Serving) {
+				continue // kube-proxy sends it nothing
+			}
 			if e.TargetRef == nil || !pods[e.TargetRef.Name] {
 				return false, nil
 			}
@@ -89,3 +102,5 @@ func endpointsAre(ctx context.Context, cs kubernetes.Interface, namespace, servi
 	}
 	return seen >= len(pods), nil
 }
+
+func isTrue(b *bool) bool { return b != nil && *b }

@@ -13,5 +13,9 @@
 // tunnel to the cluster or directly from this machine (cluster CIDRs and names the cluster
 // can resolve go through the tunnel; everything else goes direct).
 //
+// With Config.Credentials every client must authenticate (SOCKS5 username/password, HTTP
+// Proxy-Authorization: Basic), for a port that other machines reach; without, the port is
+// meant for loopback and open to every client.
+//
 // The DNS shim lives in the subpackage dnsshim. Nothing here imports Kubernetes or gRPC.
 package localproxy

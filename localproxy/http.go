@@ -69,15 +69,21 @@ func (s *Server) newHTTPServer(ctx context.Context) *http.Server {
 	}
 }
 
+// serveHTTP answers a request that is not a proxy request without asking for credentials
+// (it reaches nothing), and a proxy request only once httpAuthorized lets it through.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.Method == http.MethodConnect:
-		s.serveConnect(w, r)
-	case !r.URL.IsAbs():
+	if r.Method != http.MethodConnect && !r.URL.IsAbs() {
 		notAProxyRequest(w, r)
-	default:
-		s.httpProxy.ServeHTTP(w, r)
+		return
 	}
+	if !s.httpAuthorized(w, r) {
+		return
+	}
+	if r.Method == http.MethodConnect {
+		s.serveConnect(w, r)
+		return
+	}
+	s.httpProxy.ServeHTTP(w, r)
 }
 
 // notAProxyRequest answers someone browsing the proxy port itself.

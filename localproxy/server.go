@@ -47,6 +47,13 @@ type Config struct {
 	// UDPIdleTimeout closes a UDP flow that carried no datagram either way for this long;
 	// 0 means DefaultUDPIdleTimeout.
 	UDPIdleTimeout time.Duration
+	// Credentials, when set, are what every client must give: SOCKS5 username/password
+	// authentication (RFC 1929; "no authentication" is then not offered) and, for HTTP,
+	// Proxy-Authorization: Basic (else 407). A proxy that other machines reach needs them,
+	// or anyone on the network could use it to reach the cluster. nil accepts every client,
+	// with or without credentials, since some clients send whatever their proxy URL holds.
+	// New panics if they are not valid (see Credentials.Validate).
+	Credentials *Credentials
 }
 
 // Stats are a Server's counters since New.
@@ -70,6 +77,7 @@ type Server struct {
 	dialTimeout   time.Duration
 	hsTimeout     time.Duration
 	udpIdle       time.Duration
+	creds         *credentialStore // nil: no credentials asked
 	socks         *socks5.Server
 	httpProxy     *goproxy.ProxyHttpServer
 	httpTransport *http.Transport
@@ -81,10 +89,17 @@ type Server struct {
 }
 
 // New makes a Server. It panics if cfg.Dialer is nil, since such a server could serve
-// nothing.
+// nothing, or if cfg.Credentials are invalid, since no client could give them.
 func New(cfg Config) *Server {
 	if cfg.Dialer == nil {
 		panic("localproxy: Config.Dialer is nil")
+	}
+	var creds *credentialStore
+	if cfg.Credentials != nil {
+		if err := cfg.Credentials.Validate(); err != nil {
+			panic("localproxy: Config.Credentials: " + err.Error())
+		}
+		creds = newCredentialStore(*cfg.Credentials)
 	}
 	s := &Server{
 		dialer:      cfg.Dialer,
@@ -92,6 +107,7 @@ func New(cfg Config) *Server {
 		dialTimeout: orDefault(cfg.DialTimeout, DefaultDialTimeout),
 		hsTimeout:   orDefault(cfg.HandshakeTimeout, DefaultHandshakeTimeout),
 		udpIdle:     orDefault(cfg.UDPIdleTimeout, DefaultUDPIdleTimeout),
+		creds:       creds,
 		self:        slices.Clone(cfg.SelfAddrs),
 	}
 	if s.log == nil {

@@ -21,12 +21,7 @@ import (
 // net.Dial, never time out, and pick reply codes by matching words in error text.
 func (s *Server) newSOCKS() *socks5.Server {
 	return socks5.NewServer(
-		// Some clients always offer username/password; the port is loopback-only and already
-		// open without credentials, so any credentials are accepted rather than refused.
-		socks5.WithAuthMethods([]socks5.Authenticator{
-			socks5.NoAuthAuthenticator{},
-			socks5.UserPassAuthenticator{Credentials: anyCredentials{}},
-		}),
+		socks5.WithAuthMethods(s.socksAuthMethods()),
 		socks5.WithResolver(passThroughResolver{}),
 		socks5.WithConnectHandle(s.socksConnect),
 		socks5.WithAssociateHandle(s.socksAssociate),
@@ -34,9 +29,32 @@ func (s *Server) newSOCKS() *socks5.Server {
 	)
 }
 
+// socksAuthMethods are the methods a client may choose. With credentials, only
+// username/password: were "no authentication" offered too, any client could choose it.
+// Without, some clients always offer username/password (curl does when the proxy URL holds
+// them); the port is then meant for loopback (tp connect refuses another address without
+// credentials) and open anyway, so any credentials are accepted rather than refused.
+func (s *Server) socksAuthMethods() []socks5.Authenticator {
+	if s.creds != nil {
+		return []socks5.Authenticator{socks5.UserPassAuthenticator{Credentials: s.creds}}
+	}
+	return []socks5.Authenticator{
+		socks5.NoAuthAuthenticator{},
+		socks5.UserPassAuthenticator{Credentials: anyCredentials{}},
+	}
+}
+
 // serveSOCKS runs the library's handshake on fc; it closes fc when done.
 func (s *Server) serveSOCKS(fc *frontConn) {
-	if err := s.socks.ServeConn(fc); err != nil {
+	err := s.socks.ServeConn(fc)
+	switch {
+	case err == nil:
+	case errors.Is(err, statute.ErrUserAuthFailed):
+		s.log.Info("socks5: rejected client: wrong user or password", clientAttr(fc))
+	case errors.Is(err, statute.ErrNoSupportedAuth) && s.creds != nil:
+		s.log.Info("socks5: rejected client: it did not offer username/password authentication, which this proxy asks for",
+			clientAttr(fc), "hint", "give the proxy as socks5h://USER:PASSWORD@HOST:PORT")
+	default:
 		s.log.Info("socks5: closing connection", clientAttr(fc), "err", err)
 	}
 }

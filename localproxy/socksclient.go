@@ -27,12 +27,16 @@ import (
 // derived it from (0x05 Refused, 0x04 NoSuchHost, 0x03 Unreachable, 0x06 Timeout, anything
 // else Failed), and a proxy that isn't listening is TunnelDown.
 //
-// Only the "no authentication" method is offered, and the greeting and request go out in
-// one write (tp's server reads them buffered), so a dial costs one round trip to the
-// proxy after the TCP handshake.
+// Only one method is offered: "no authentication", or username/password when Credentials
+// are set. The greeting, the credentials and the request go out in one write (tp's server
+// reads them buffered), so a dial costs one round trip to the proxy after the TCP
+// handshake.
 type SOCKSDialer struct {
 	// Proxy is the host:port of the proxy.
 	Proxy string
+	// Credentials, when set, are given with username/password authentication (RFC 1929),
+	// for a tp proxy that asks for them (Config.Credentials).
+	Credentials *Credentials
 	// Dial reaches the proxy: network "tcp" for the proxy connection, "udp" for its UDP
 	// relay. nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -63,6 +67,11 @@ func (d *SOCKSDialer) DialContext(ctx context.Context, network, address string) 
 	dst, err := parseSOCKSTarget(address)
 	if err != nil {
 		return nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dialing %q via tp's proxy %s: %v", address, d.Proxy, err)}
+	}
+	if d.Credentials != nil {
+		if err := d.Credentials.Validate(); err != nil {
+			return nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dialing %s via tp's proxy %s: proxy credentials: %v", address, d.Proxy, err)}
+		}
 	}
 	if cmd == statute.CommandConnect {
 		return d.connect(ctx, dst)
@@ -197,9 +206,8 @@ func (d *SOCKSDialer) exchange(conn net.Conn, cmd byte, t socksTargetAddr, req [
 		return "", &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: %s does not speak SOCKS5 (its first byte was %#02x)", t.address, d.Proxy, b[0])}
 	}
-	if b[1] != statute.MethodNoAuth {
-		return "", &remote.Error{Kind: remote.Failed,
-			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s wants authentication (method %#02x); tp's proxy needs none", t.address, d.Proxy, b[1])}
+	if err := d.authenticate(conn, t, b[1]); err != nil {
+		return "", err
 	}
 	// VER REP RSV ATYP and the first byte of BND.ADDR, the fewest any reply has.
 	n, err := io.ReadFull(conn, b[:5])
@@ -241,15 +249,44 @@ func (d *SOCKSDialer) exchange(conn net.Conn, cmd byte, t socksTargetAddr, req [
 	return net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b[end-2:end])))), nil
 }
 
-// socksRequestBytes is the greeting (no authentication only) followed by the request for
-// cmd to t.
-func socksRequestBytes(cmd byte, t socksTargetAddr) []byte {
-	b := []byte{statute.VersionSocks5, 1, statute.MethodNoAuth, statute.VersionSocks5, cmd, 0}
-	return t.appendSOCKS(b)
+// authenticate checks the method the proxy chose and, for username/password, reads the
+// verdict on the credentials sent with the greeting.
+func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte) error {
+	switch {
+	case d.Credentials == nil && method != statute.MethodNoAuth:
+		return &remote.Error{Kind: remote.Failed,
+			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s wants authentication (method %#02x) and no proxy credentials were given", t.address, d.Proxy, method)}
+	case d.Credentials == nil:
+		return nil
+	case method != statute.MethodUserPassAuth:
+		return &remote.Error{Kind: remote.Failed,
+			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s does not take username/password authentication (it chose method %#02x)", t.address, d.Proxy, method)}
+	}
+	var status [2]byte
+	if _, err := io.ReadFull(conn, status[:]); err != nil {
+		return err
+	}
+	if status[1] != statute.AuthSuccess {
+		return &remote.Error{Kind: remote.Failed,
+			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s refused the proxy credentials: wrong user or password", t.address, d.Proxy)}
+	}
+	return nil
+}
+
+// requestBytes is the greeting (one method: no authentication, or username/password
+// followed by the credentials) and the request for cmd to t.
+func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
+	b := []byte{statute.VersionSocks5, 1, statute.MethodNoAuth}
+	if c := d.Credentials; c != nil {
+		b = []byte{statute.VersionSocks5, 1, statute.MethodUserPassAuth, statute.UserPassAuthVersion, byte(len(c.User))}
+		b = append(append(b, c.User...), byte(len(c.Password)))
+		b = append(b, c.Password...)
+	}
+	return t.appendSOCKS(append(b, statute.VersionSocks5, cmd, 0))
 }
 
 func (d *SOCKSDialer) connect(ctx context.Context, t socksTargetAddr) (net.Conn, error) {
-	conn, _, err := d.handshake(ctx, statute.CommandConnect, t, socksRequestBytes(statute.CommandConnect, t))
+	conn, _, err := d.handshake(ctx, statute.CommandConnect, t, d.requestBytes(statute.CommandConnect, t))
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +373,7 @@ func (d *SOCKSDialer) associate(ctx context.Context, network string, t socksTarg
 	// dialed after the reply), so it is 0.0.0.0:0. tp's server then takes the first sender
 	// from the control connection's host as the client.
 	unspecified := socksTargetAddr{ip: netip.IPv4Unspecified()}
-	req := socksRequestBytes(statute.CommandAssociate, unspecified)
+	req := d.requestBytes(statute.CommandAssociate, unspecified)
 	ctrl, relay, err := d.handshake(ctx, statute.CommandAssociate, t, req)
 	if err != nil {
 		return nil, err

@@ -7,11 +7,20 @@ import (
 	"sync"
 )
 
-// spliceBuf is large so that bulk flows cost few syscalls: a tunnel Conn's Read fills it
-// with several frames at once.
-const spliceBuf = 256 << 10
+// A flow starts with a small buffer, because most flows are short and a thousand open ones
+// must not hold a quarter GiB; one that keeps filling it moves to the large buffer, with
+// which bulk flows cost few syscalls (a tunnel Conn's Read fills it with several frames).
+const (
+	smallBuf = 16 << 10
+	largeBuf = 256 << 10
+	// fullReads is how many full small reads in a row make a flow bulk.
+	fullReads = 8
+)
 
-var bufPool = sync.Pool{New: func() any { return new([spliceBuf]byte) }}
+var (
+	smallPool = sync.Pool{New: func() any { return new([smallBuf]byte) }}
+	largePool = sync.Pool{New: func() any { return new([largeBuf]byte) }}
+)
 
 // Splice copies between a and b in both directions until both are done, then closes both.
 // EOF in one direction is passed on as a half-close (CloseWrite) where the receiving conn
@@ -58,10 +67,7 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	if dok && sok {
 		n, err = dt.ReadFrom(st) // splice(2): the kernel moves the bytes
 	} else {
-		buf := bufPool.Get().(*[spliceBuf]byte)
-		// Hide ReadFrom and WriteTo, which would bring their own 32 KiB buffers.
-		n, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf[:])
-		bufPool.Put(buf)
+		n, err = copyAdaptive(dst, src)
 	}
 	if errors.Is(err, net.ErrClosed) {
 		return n, nil // the other direction's abort closed src
@@ -73,4 +79,54 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		_ = cw.CloseWrite()
 	}
 	return n, nil
+}
+
+// copyAdaptive copies src to dst until EOF or an error, like io.Copy, with a buffer that
+// grows once the flow shows it is bulk.
+func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
+	small := smallPool.Get().(*[smallBuf]byte)
+	var large *[largeBuf]byte
+	defer func() {
+		if small != nil {
+			smallPool.Put(small)
+		}
+		if large != nil {
+			largePool.Put(large)
+		}
+	}()
+	buf, full := small[:], 0
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if nw != nr {
+				return n, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+		if large != nil {
+			continue
+		}
+		if nr == len(buf) {
+			full++
+		} else {
+			full = 0
+		}
+		if full == fullReads {
+			large = largePool.Get().(*[largeBuf]byte)
+			buf = large[:]
+			smallPool.Put(small)
+			small = nil
+		}
+	}
 }

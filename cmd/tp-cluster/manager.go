@@ -79,60 +79,140 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods)
 
 	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Log: log})
-	gs := grpc.NewServer(append(flowControl(),
-		experimental.BufferPool(tunnel.BufferPool()),
-		grpc.ForceServerCodecV2(tunnel.Codec()),
-		// Clients ping every 10 s to notice a dead port-forward; allow it.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)...)
-	tunnelpb.RegisterManagerServer(gs, srv)
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), log)
 	go registry.Expire(ctx)
-	tunnelpb.RegisterInterceptsServer(gs, registry.ClientAPI())
 	ln, err := net.Listen("tcp", c.String("client-listen"))
 	if err != nil {
 		return fmt.Errorf("manager: client API: %w", err)
 	}
-	// The cluster port serves the probes (HTTP/1) and the agents (gRPC over cleartext HTTP/2)
-	// on one listener: one Service port, one place for network policies.
-	agents := grpc.NewServer(
-		grpc.ForceServerCodecV2(tunnel.Codec()),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
-	probes := healthHandler(srv)
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	health := &http.Server{Addr: c.String("cluster-listen"), ReadHeaderTimeout: 5 * time.Second, Protocols: protocols,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-				agents.ServeHTTP(w, r)
-				return
-			}
-			probes.ServeHTTP(w, r)
-		})}
-	errc := make(chan error, 2)
-	go func() { errc <- gs.Serve(ln) }()
-	go func() { errc <- health.ListenAndServe() }()
-	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", c.String("cluster-listen"))
+	cl, err := net.Listen("tcp", c.String("cluster-listen"))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("manager: cluster port: %w", err)
+	}
+	s := newServers(srv, registry, servingLimits(), log)
+	errc := s.serve(ln, cl)
+	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", cl.Addr().String())
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_ = health.Shutdown(shut)
-	gs.Stop()
-	agents.Stop()
+	s.stop()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("manager: %w", err)
 	}
 	return nil
 }
 
-func healthHandler(srv *manager.Server) http.Handler {
+// limits bound what a peer can make the manager hold, on the client API (reached by
+// port-forward) and on the cluster port (open to every pod).
+type limits struct {
+	// clientHandshake is how long a client API connection has to send the HTTP/2 preface
+	// and settings: gRPC's default, 120 s, lets connections that say nothing pile up.
+	clientHandshake time.Duration
+	// clusterHeaders is how long a cluster port connection has to send a request's
+	// headers (HTTP/1) or the HTTP/2 preface.
+	clusterHeaders time.Duration
+	// clusterIdle closes a cluster port connection with no request in flight (an agent
+	// always has its Watch in flight); without it an HTTP/2 connection that only sent
+	// its preface stays open for good.
+	clusterIdle time.Duration
+}
+
+func servingLimits() limits {
+	return limits{clientHandshake: 10 * time.Second, clusterHeaders: 5 * time.Second, clusterIdle: 2 * time.Minute}
+}
+
+const (
+	// clientKeepaliveTimeout is how long the manager waits for a client's answer to a
+	// ping (sent after 30 s of silence) before it drops the connection.
+	clientKeepaliveTimeout = 10 * time.Second
+	// maxMessage bounds a message the manager receives. The largest a peer of tp's sends is
+	// a Data frame or a Dial with early data, 64 KiB and a little; gRPC's default, 4 MiB,
+	// is that much memory per stream for nothing.
+	maxMessage = 1 << 20
+	// maxHeaders bounds a request's headers: an agent's token is the largest, a kilobyte
+	// or two (gRPC allows 16 MiB by default, net/http 1 MiB).
+	maxHeaders = 64 << 10
+)
+
+// servers are the manager's two ports: the client API (Manager and Intercepts) and the
+// cluster port, which serves the probes (HTTP/1) and the agents (gRPC over cleartext
+// HTTP/2) on one listener: one Service port, one place for network policies.
+type servers struct {
+	client, agents *grpc.Server
+	cluster        *http.Server
+	log            *slog.Logger
+}
+
+func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log *slog.Logger) *servers {
+	client := grpc.NewServer(append(flowControl(),
+		experimental.BufferPool(tunnel.BufferPool()),
+		grpc.ForceServerCodecV2(tunnel.Codec()),
+		// Clients ping every 10 s to notice a dead port-forward; allow it.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: clientKeepaliveTimeout}),
+		grpc.ConnectionTimeout(lim.clientHandshake),
+		grpc.MaxRecvMsgSize(maxMessage),
+		grpc.MaxHeaderListSize(maxHeaders),
+		grpc.StatsHandler(refusals{api: "client API", log: log}),
+		grpc.UnknownServiceHandler(unknownMethod),
+	)...)
+	tunnelpb.RegisterManagerServer(client, srv)
+	tunnelpb.RegisterInterceptsServer(client, registry.ClientAPI())
+	// Served through net/http, the agents' server takes no connection options: the
+	// cluster port's http.Server bounds connections and headers.
+	agents := grpc.NewServer(
+		grpc.ForceServerCodecV2(tunnel.Codec()),
+		grpc.MaxRecvMsgSize(maxMessage),
+		grpc.StatsHandler(refusals{api: "agent API", log: log}),
+		grpc.UnknownServiceHandler(unknownMethod),
+	)
+	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
+	probes := healthHandler(srv)
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	cluster := &http.Server{
+		Protocols:         protocols,
+		ReadHeaderTimeout: lim.clusterHeaders,
+		IdleTimeout:       lim.clusterIdle,
+		MaxHeaderBytes:    maxHeaders,
+		ConnContext:       withConn,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				markServed(r.Context())
+				agents.ServeHTTP(w, r)
+				return
+			}
+			if _, pattern := probes.Handler(r); pattern != "" {
+				markServed(r.Context())
+			}
+			probes.ServeHTTP(w, r)
+		}),
+	}
+	return &servers{client: client, agents: agents, cluster: cluster, log: log}
+}
+
+// serve serves the client API on client and the cluster port on cluster; the channel
+// has the first server's end.
+func (s *servers) serve(client, cluster net.Listener) <-chan error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.client.Serve(watchGRPC(client, "client API", clientKeepaliveTimeout, s.log)) }()
+	go func() { errc <- s.cluster.Serve(watchHTTP(cluster, "cluster port", s.log)) }()
+	return errc
+}
+
+func (s *servers) stop() {
+	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = s.cluster.Shutdown(shut)
+	s.client.Stop()
+	s.agents.Stop()
+}
+
+func healthHandler(srv *manager.Server) *http.ServeMux {
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 	mux.HandleFunc("GET /healthz", ok)

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote/portforward"
 )
 
@@ -40,10 +42,18 @@ variables to export. Cluster names (web-app, web-app.other-ns, *.svc.cluster.loc
 and pod IPs go through the tunnel; everything else is dialed directly from this machine.
 
    eval "$(tp connect)"; curl web-app
-   ALL_PROXY=socks5h://127.0.0.1:1080 curl http://web-app.default`,
+   ALL_PROXY=socks5h://127.0.0.1:1080 curl http://web-app.default
+
+The proxy listens on loopback, where only this machine reaches it. To let other machines use
+it, give it credentials that every client must then send (SOCKS5 username/password, HTTP
+Proxy-Authorization: Basic):
+
+   TP_PROXY_CREDENTIALS=user:password tp connect --listen 0.0.0.0:1080
+   ALL_PROXY=socks5h://user:password@laptop:1080 curl http://web-app.default`,
 		Flags: append(kubeFlags(),
 			&cli.StringFlag{Name: "name", Value: "default", Usage: "session name; a second, independent connection needs its own (and its own --listen)"},
-			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "address of the SOCKS5 + HTTP proxy (one port serves both)"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "address of the SOCKS5 + HTTP proxy (one port serves both); beyond loopback only with proxy credentials"},
+			proxyCredentialsFlag("file holding USER:PASSWORD that proxy clients must give (default: $"+credentialsEnv+"); needed for a --listen other machines reach"),
 			&cli.StringFlag{Name: "dns-listen", Usage: "also serve cluster DNS here (UDP and TCP), e.g. 127.0.0.1:1053"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
 			&cli.StringSliceFlag{Name: "also-proxy", Usage: "send this CIDR through the tunnel too (repeatable)"},
@@ -65,14 +75,20 @@ type connectOptions struct {
 	transport                          portforward.Transport
 	timeout                            time.Duration
 	debug                              bool
+	// credsFile is --proxy-credentials-file, made absolute for the daemon; creds are what
+	// the proxy asks clients for (from it or TP_PROXY_CREDENTIALS), nil for none.
+	credsFile string
+	creds     *localproxy.Credentials
 }
 
 // daemonArgs is the command line of the daemon that runs the connection o describes.
 func (o connectOptions) daemonArgs() []string {
 	args := []string{"connect", "--foreground", "--name", o.name, "--listen", o.listen,
 		"--manager-namespace", o.managerNS, "--timeout", o.timeout.String()}
+	// The credentials reach the daemon as the file's path or in the environment it
+	// inherits, never on its command line.
 	for flag, v := range map[string]string{"--kubeconfig": o.kubeconfig, "--context": o.context, "--namespace": o.namespace,
-		"--dns-listen": o.dnsListen, "--transport": string(o.transport)} {
+		"--dns-listen": o.dnsListen, "--transport": string(o.transport), "--" + credentialsFileFlag: o.credsFile} {
 		if v != "" {
 			args = append(args, flag, v)
 		}
@@ -98,15 +114,33 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	if o.name == "" || strings.ContainsAny(o.name, `/\. `) {
 		return o, userErrorf("--name %q: use letters, digits and dashes", o.name)
 	}
-	if _, err := netip.ParseAddrPort(o.listen); err != nil {
+	listen, err := netip.ParseAddrPort(o.listen)
+	if err != nil {
 		return o, userErrorf("--listen %q: want IP:PORT, e.g. 127.0.0.1:1080", o.listen)
 	}
-	if o.dnsListen != "" {
-		if _, err := netip.ParseAddrPort(o.dnsListen); err != nil {
-			return o, userErrorf("--dns-listen %q: want IP:PORT, e.g. 127.0.0.1:1053", o.dnsListen)
+	if o.credsFile = c.String(credentialsFileFlag); o.credsFile != "" {
+		// Absolute, so that the daemon reads this file wherever it starts.
+		if o.credsFile, err = filepath.Abs(o.credsFile); err != nil {
+			return o, userErrorf("--%s: %w", credentialsFileFlag, err)
 		}
 	}
-	var err error
+	if o.creds, err = proxyCredentials(o.credsFile, os.Getenv(credentialsEnv)); err != nil {
+		return o, err
+	}
+	if err := requireCredentials(o.listen, listen, o.creds); err != nil {
+		return o, err
+	}
+	if o.dnsListen != "" {
+		dl, err := netip.ParseAddrPort(o.dnsListen)
+		if err != nil {
+			return o, userErrorf("--dns-listen %q: want IP:PORT, e.g. 127.0.0.1:1053", o.dnsListen)
+		}
+		if !dl.Addr().Unmap().IsLoopback() {
+			// DNS has no way to ask for credentials: elsewhere it would tell anyone on the
+			// network the cluster's names and resolve through this machine.
+			return o, userErrorf("--dns-listen %s is reachable from other machines, and DNS cannot ask for credentials: use a loopback address, e.g. 127.0.0.1:1053", o.dnsListen)
+		}
+	}
 	if o.transport, err = portforward.ParseTransport(c.String("transport")); err != nil {
 		return o, userErrorf("--transport: %v", err)
 	}
@@ -138,6 +172,9 @@ func connect(c *cli.Context) error {
 	if info, err := control.Status(c.Context, o.name); err == nil {
 		if info.Context == k.context && info.Namespace == k.namespace && info.Cluster == k.cluster {
 			fmt.Fprintf(c.App.ErrWriter, "tp: already connected to context %q, namespace %q (session %q)\n", info.Context, info.Namespace, o.name)
+			if info.ProxyAuth {
+				noteCredentials(c.App.ErrWriter, info.Listen)
+			}
 			printExports(c.App.Writer, info.Listen)
 			return nil
 		}
@@ -197,6 +234,9 @@ func spawnDaemon(c *cli.Context, o connectOptions, exports io.Writer) error {
 			fmt.Fprintf(c.App.ErrWriter, ", DNS on %s", info.DNSListen)
 		}
 		fmt.Fprintf(c.App.ErrWriter, " (session %q, log %s)\n", o.name, logPath)
+		if info.ProxyAuth {
+			noteCredentials(c.App.ErrWriter, info.Listen)
+		}
 		printExports(exports, info.Listen)
 		return nil
 	}
@@ -214,6 +254,9 @@ func daemonFailed(logPath string) error {
 	return fmt.Errorf("the connection daemon exited during start; its log (%s) ends:\n%s", logPath, strings.Join(lines[max(0, len(lines)-10):], "\n"))
 }
 
+// daemonMemoryLimit is the daemon's soft memory limit unless GOMEMLIMIT says otherwise.
+const daemonMemoryLimit = 128 << 20
+
 // runConnection is the daemon (or a --foreground connection): the connection, its control
 // socket, until a signal or tp quit.
 func runConnection(c *cli.Context, o connectOptions, k *kube) error {
@@ -222,6 +265,11 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A laptop daemon should stay small: past this the collector works harder rather
+		// than letting a transfer's garbage pile up (it is a soft limit, never an OOM).
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
 	ctx, cancel := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
@@ -243,6 +291,9 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", conn.listen, "dns", conn.dnsListen)
 	if os.Getenv("TP_DAEMON") == "" {
 		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.context, k.namespace, conn.listen)
+		if o.creds != nil {
+			noteCredentials(c.App.ErrWriter, conn.listen)
+		}
 		printExports(c.App.Writer, conn.listen)
 	}
 	select {
@@ -255,8 +306,10 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	return err
 }
 
-// printExports prints what a shell needs to use the proxy: eval "$(tp connect)".
+// printExports prints what a shell needs to use the proxy: eval "$(tp connect)". Proxy
+// credentials are never printed (see noteCredentials).
 func printExports(w io.Writer, listen string) {
+	listen = clientAddr(listen)
 	vars := [][2]string{
 		{"ALL_PROXY", "socks5h://" + listen}, {"all_proxy", "socks5h://" + listen},
 		{"HTTP_PROXY", "http://" + listen}, {"http_proxy", "http://" + listen},

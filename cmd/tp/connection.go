@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/cmd/tp/control"
@@ -60,7 +61,7 @@ func openConnection(ctx context.Context, o connectOptions, k *kube, log *slog.Lo
 	c := &connection{k: k, o: o, sess: sess, listen: ln.Addr().String(), dnsListen: dnsUDP.LocalAddr().String(), errc: make(chan error, 3), cancel: cancel}
 	routes := func() []netip.Prefix { return append(sess.Routes(), o.also...) }
 	router := &localproxy.Router{Tunnel: sess, Direct: &net.Dialer{}, Names: sess, Routes: routes, Never: o.never, Log: log}
-	c.proxy = localproxy.New(localproxy.Config{Dialer: router, Log: log})
+	c.proxy = localproxy.New(localproxy.Config{Dialer: router, Log: log, Credentials: o.creds})
 	c.shim = dnsshim.New(dnsshim.Config{Cluster: sess, Upstream: hostResolver(log, c.dnsListen), Routes: routes, Log: log})
 	go func() { c.errc <- c.proxy.Serve(ctx, ln) }()
 	go func() { c.errc <- c.shim.ServeUDP(ctx, dnsUDP) }()
@@ -116,7 +117,8 @@ func hostResolver(log *slog.Logger, self string) dnsshim.Upstream {
 func (c *connection) info() control.Info {
 	i := control.Info{
 		Version: buildinfo.Version, Context: c.k.context, Cluster: c.k.cluster, Namespace: c.k.namespace,
-		ManagerNamespace: c.o.managerNS, Listen: c.listen, DNSListen: c.dnsListen,
+		ManagerNamespace: c.o.managerNS, Listen: c.listen, DNSListen: c.dnsListen, ProxyAuth: c.o.creds != nil,
+		Goroutines: runtime.NumGoroutine(),
 	}
 	i.Session, _ = json.Marshal(c.sess.Status())
 	i.Proxy, _ = json.Marshal(c.proxy.Stats())

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -53,6 +54,11 @@ names resolve through tp's DNS server; everything else still reaches the interne
 this machine; this machine's loopback is at 198.18.0.1 inside. Without it (--vif=off), the
 command gets the proxy variables (ALL_PROXY, HTTP(S)_PROXY, JAVA_TOOL_OPTIONS, ...).
 
+A running connection whose proxy asks for credentials (tp connect with TP_PROXY_CREDENTIALS)
+is used with the same credentials, from TP_PROXY_CREDENTIALS or --proxy-credentials-file:
+they go into the command's proxy variables (not JAVA_TOOL_OPTIONS, which the JVM prints).
+Without them, tp run opens a connection of its own, on loopback and without credentials.
+
    tp run -- ./myservice
    tp run --vif=off -- curl http://web-app/
    tp run --namespace other -- psql -h db`,
@@ -63,6 +69,7 @@ command gets the proxy variables (ALL_PROXY, HTTP(S)_PROXY, JAVA_TOOL_OPTIONS, .
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for a connection opened for this command (and an intercept's agents)"},
 			&cli.StringFlag{Name: "intercept", Usage: "also intercept this workload for the command's lifetime (with --port); the command gets its app container's environment"},
 			&cli.StringFlag{Name: "port", Usage: "with --intercept: LOCAL[:REMOTE], the command's port and the Service's port"},
+			proxyCredentialsFlag("file holding USER:PASSWORD for a running connection whose proxy asks for them (default: $"+credentialsEnv+")"),
 			&cli.BoolFlag{Name: "debug", Usage: "log tp's own work to stderr"},
 		),
 		Action: runAction,
@@ -132,10 +139,19 @@ func runAction(c *cli.Context) error {
 	// with an intercept, which must end with the command).
 	listen, dnsAddr := "", ""
 	var conn *connection
-	if info, ok := runningConnection(c.Context, k); ok && in == nil {
-		listen, dnsAddr = info.Listen, info.DNSListen
-		log.Debug("using the running connection", "name", info.Name, "proxy", listen, "dns", dnsAddr)
+	var info control.Info
+	var creds *localproxy.Credentials
+	ok := false
+	if in == nil {
+		if info, creds, ok, err = runningProxy(c.Context, k, c.String(credentialsFileFlag), os.Getenv(credentialsEnv), log); err != nil {
+			return err
+		}
+	}
+	if ok {
+		listen, dnsAddr = clientAddr(info.Listen), info.DNSListen
+		log.Debug("using the running connection", "name", info.Name, "proxy", listen, "dns", dnsAddr, "credentials", creds != nil)
 	} else {
+		// On loopback and without credentials: only this command uses it.
 		o := connectOptions{listen: "127.0.0.1:0", managerNS: c.String("manager-namespace"), transport: transport, timeout: c.Duration("timeout")}
 		if conn, err = openConnection(c.Context, o, k, log); err != nil {
 			return err
@@ -162,9 +178,28 @@ func runAction(c *cli.Context) error {
 		defer func() { _ = conn.sess.Leave(in.spec.Name) }()
 	}
 	if useVIF {
-		return runInVIF(c, args, env, listen, dnsAddr, log, started)
+		return runInVIF(c, args, env, listen, creds, dnsAddr, log, started)
 	}
-	return runWithProxy(c, args, env, listen, started)
+	return runWithProxy(c, args, env, listen, creds, started)
+}
+
+// runningProxy is the running connection for k that tp run can use, with the credentials
+// its proxy asks for (nil for none): one that asks for credentials is usable only with
+// them, from credsFile (--proxy-credentials-file) or env (TP_PROXY_CREDENTIALS's value).
+func runningProxy(ctx context.Context, k *kube, credsFile, env string, log *slog.Logger) (control.Info, *localproxy.Credentials, bool, error) {
+	info, ok := runningConnection(ctx, k)
+	if !ok || !info.ProxyAuth {
+		return info, nil, ok, nil
+	}
+	creds, err := proxyCredentials(credsFile, env)
+	if err != nil {
+		return info, nil, false, err
+	}
+	if creds == nil {
+		log.Debug("not using the running connection: its proxy asks for credentials and none were given", "name", info.Name)
+		return info, nil, false, nil
+	}
+	return info, creds, true, nil
 }
 
 // runningConnection finds a running daemon for the cluster, context and namespace of k.
@@ -180,9 +215,9 @@ func runningConnection(ctx context.Context, k *kube) (control.Info, bool) {
 }
 
 // runWithProxy runs the command with the proxy variables set; started runs once it runs.
-func runWithProxy(c *cli.Context, args, env []string, listen string, started func(*netstack.Stack) error) error {
+func runWithProxy(c *cli.Context, args, env []string, listen string, creds *localproxy.Credentials, started func(*netstack.Stack) error) error {
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = proxyEnv(env, listen)
+	cmd.Env = proxyEnv(env, listen, creds)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return userErrorf("running %s: %v", args[0], err)
@@ -197,12 +232,15 @@ func runWithProxy(c *cli.Context, args, env []string, listen string, started fun
 
 // proxyEnv adds the variables that make programs use tp's proxy: the de-facto standard
 // ones (upper and lower case: programs read one or the other) and the JVM's properties.
-func proxyEnv(env []string, listen string) []string {
+// creds, when the proxy asks for them, go into the URLs (the command's own environment,
+// printed nowhere) but not into JAVA_TOOL_OPTIONS, which every JVM prints to stderr.
+func proxyEnv(env []string, listen string, creds *localproxy.Credentials) []string {
 	host, port, _ := net.SplitHostPort(listen)
+	socks, httpProxy := proxyURL("socks5h", listen, creds), proxyURL("http", listen, creds)
 	vars := map[string]string{
-		"ALL_PROXY": "socks5h://" + listen, "all_proxy": "socks5h://" + listen,
-		"HTTP_PROXY": "http://" + listen, "http_proxy": "http://" + listen,
-		"HTTPS_PROXY": "http://" + listen, "https_proxy": "http://" + listen,
+		"ALL_PROXY": socks, "all_proxy": socks,
+		"HTTP_PROXY": httpProxy, "http_proxy": httpProxy,
+		"HTTPS_PROXY": httpProxy, "https_proxy": httpProxy,
 		"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
 	}
 	java := fmt.Sprintf("-Dhttp.proxyHost=%s -Dhttp.proxyPort=%s -Dhttps.proxyHost=%s -Dhttps.proxyPort=%s "+
@@ -225,18 +263,27 @@ func proxyEnv(env []string, listen string) []string {
 	return append(out, "JAVA_TOOL_OPTIONS="+java)
 }
 
+// proxyURL is scheme://[user:password@]listen, the credentials escaped as URLs need.
+func proxyURL(scheme, listen string, creds *localproxy.Credentials) string {
+	u := url.URL{Scheme: scheme, Host: listen}
+	if creds != nil {
+		u.User = url.UserPassword(creds.User, creds.Password)
+	}
+	return u.String()
+}
+
 // runInVIF runs the command in a private network namespace whose traffic tp's network
 // stack takes: the host's address 198.18.0.1 is this machine's loopback (port 53: tp's DNS
 // server), everything else goes through the connection's proxy, which sends cluster
 // destinations through the tunnel and dials the rest from here.
-func runInVIF(c *cli.Context, args, env []string, listen, dnsAddr string, log *slog.Logger, started func(*netstack.Stack) error) error {
+func runInVIF(c *cli.Context, args, env []string, listen string, creds *localproxy.Credentials, dnsAddr string, log *slog.Logger, started func(*netstack.Stack) error) error {
 	dir, err := os.MkdirTemp("", "tp-run-")
 	if err != nil {
 		return fmt.Errorf("vif: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	_, dnsPort, _ := net.SplitHostPort(dnsAddr)
-	socks := &localproxy.SOCKSDialer{Proxy: listen}
+	socks := &localproxy.SOCKSDialer{Proxy: listen, Credentials: creds}
 	dial := func(ctx context.Context, network string, _, dst netip.AddrPort) (net.Conn, error) {
 		if dst.Addr() == vifHost {
 			port := strconv.Itoa(int(dst.Port()))

@@ -66,18 +66,39 @@ func printStatus(w io.Writer, info control.Info) {
 	_ = json.Unmarshal(info.Session, &st)
 	var px localproxy.Stats
 	_ = json.Unmarshal(info.Proxy, &px)
-	fmt.Fprintf(w, "session %s: %s\n", info.Name, st.State)
+	fmt.Fprintf(w, "session %s: %s", info.Name, st.State)
+	if !st.Since.IsZero() {
+		fmt.Fprintf(w, " (for %s)", time.Since(st.Since).Round(time.Second))
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  context:     %s (%s)\n", info.Context, info.Cluster)
 	fmt.Fprintf(w, "  namespace:   %s\n", info.Namespace)
 	fmt.Fprintf(w, "  manager:     %s in %s (pod %s)\n", st.ManagerVersion, info.ManagerNamespace, st.ManagerPod)
-	fmt.Fprintf(w, "  proxy:       %s (SOCKS5 and HTTP)\n", info.Listen)
+	auth := ""
+	if info.ProxyAuth {
+		auth = ", asks for credentials"
+	}
+	fmt.Fprintf(w, "  proxy:       %s (SOCKS5 and HTTP%s)\n", info.Listen, auth)
 	if info.DNSListen != "" {
 		fmt.Fprintf(w, "  dns:         %s\n", info.DNSListen)
 	}
 	fmt.Fprintf(w, "  flows:       %d open, %d total, %d failed; %s in, %s out\n", st.OpenFlows, st.TotalFlows, st.FailedFlows, humanBytes(st.BytesIn), humanBytes(st.BytesOut))
 	fmt.Fprintf(w, "  reconnects:  %d", st.Reconnects)
 	if st.LastError != "" {
-		fmt.Fprintf(w, " (last error: %s)", st.LastError)
+		fmt.Fprintf(w, " (last error %s ago: %s)", time.Since(st.LastErrorAt).Round(time.Second), st.LastError)
+	}
+	if st.Reconnects > 0 {
+		// The latest changes, so that a flapping tunnel shows as one.
+		h := st.History
+		if len(h) > 4 {
+			h = h[len(h)-4:]
+		}
+		for _, tr := range h {
+			fmt.Fprintf(w, "\n    %s %s", tr.At.Format(time.TimeOnly), tr.State)
+			if tr.Error != "" {
+				fmt.Fprintf(w, ": %s", tr.Error)
+			}
+		}
 	}
 	fmt.Fprintf(w, "\n  up since:    %s (pid %d, tp %s)\n", info.Started.Format(time.RFC3339), info.PID, info.Version)
 }

@@ -37,28 +37,77 @@ type Port struct {
 	App    int
 }
 
-// ParsePorts reads TP_AGENT_PORTS: name:listen:app, comma separated.
+// ParsePorts reads TP_AGENT_PORTS: name:listen:app, comma separated. A name is the
+// container port name a Service targets, so a valid port name; each name and each listen
+// port appears once.
 func ParsePorts(s string) ([]Port, error) {
 	var out []Port
+	names, listens := map[string]bool{}, map[int]bool{}
 	for _, part := range strings.Split(s, ",") {
 		if part = strings.TrimSpace(part); part == "" {
 			continue
 		}
-		f := strings.Split(part, ":")
-		if len(f) != 3 {
-			return nil, fmt.Errorf("agent port %q: want name:listen:app", part)
+		p, err := parsePort(part)
+		if err != nil {
+			return nil, err
 		}
-		l, err1 := strconv.Atoi(f[1])
-		a, err2 := strconv.Atoi(f[2])
-		if err1 != nil || err2 != nil || l < 1 || l > 65535 || a < 1 || a > 65535 {
-			return nil, fmt.Errorf("agent port %q: ports must be 1-65535", part)
+		if names[p.Name] {
+			return nil, fmt.Errorf("agent port %q: another port is named %s", part, p.Name)
 		}
-		out = append(out, Port{Name: f[0], Listen: l, App: a})
+		if listens[p.Listen] {
+			return nil, fmt.Errorf("agent port %q: another port listens on %d", part, p.Listen)
+		}
+		names[p.Name], listens[p.Listen] = true, true
+		out = append(out, p)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("agent: no ports to serve")
 	}
 	return out, nil
+}
+
+func parsePort(part string) (Port, error) {
+	f := strings.Split(part, ":")
+	if len(f) != 3 {
+		return Port{}, fmt.Errorf("agent port %q: want name:listen:app", part)
+	}
+	if !validPortName(f[0]) {
+		return Port{}, fmt.Errorf("agent port %q: %q is not a port name (at most 15 lowercase letters, digits and inner single hyphens, a letter among them)", part, f[0])
+	}
+	l, err1 := strconv.Atoi(f[1])
+	a, err2 := strconv.Atoi(f[2])
+	if err1 != nil || err2 != nil || l < 1 || l > 65535 || a < 1 || a > 65535 {
+		return Port{}, fmt.Errorf("agent port %q: ports must be 1-65535", part)
+	}
+	return Port{Name: f[0], Listen: l, App: a}, nil
+}
+
+// validPortName reports whether name is a container port name (an IANA service name), as
+// the API server checks them: the manager refuses an agent whose ports are named otherwise.
+func validPortName(name string) bool {
+	if name == "" || len(name) > 15 || name[0] == '-' || name[len(name)-1] == '-' || strings.Contains(name, "--") {
+		return false
+	}
+	letter := false
+	for _, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9', c == '-':
+		default:
+			return false
+		}
+	}
+	return letter
+}
+
+// Hello is the registration an agent sends the manager.
+func Hello(pod, namespace, version string, ports []Port) *tunnelpb.AgentHello {
+	hello := &tunnelpb.AgentHello{Pod: pod, Namespace: namespace, Version: version}
+	for _, p := range ports {
+		hello.Ports = append(hello.Ports, &tunnelpb.AgentPort{Name: p.Name, Listen: int32(p.Listen), App: int32(p.App)})
+	}
+	return hello
 }
 
 // Config is what an agent needs to know.
@@ -138,10 +187,7 @@ func (a *Agent) authorized(ctx context.Context) (context.Context, error) {
 
 // watch keeps the agent registered and its intercepted ports current.
 func (a *Agent) watch(ctx context.Context) {
-	hello := &tunnelpb.AgentHello{Pod: a.cfg.Pod, Namespace: a.cfg.Namespace, Version: a.cfg.Version}
-	for _, p := range a.cfg.Ports {
-		hello.Ports = append(hello.Ports, &tunnelpb.AgentPort{Name: p.Name, Listen: int32(p.Listen), App: int32(p.App)})
-	}
+	hello := Hello(a.cfg.Pod, a.cfg.Namespace, a.cfg.Version, a.cfg.Ports)
 	go a.expire(ctx)
 	delay := 200 * time.Millisecond
 	for ctx.Err() == nil {

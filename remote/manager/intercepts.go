@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
@@ -328,20 +331,75 @@ type agentAPI struct {
 // identify verifies the token an agent's call carries.
 func (r *Registry) identify(ctx context.Context) (AgentIdentity, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	auth := md.Get("authorization")
-	if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
-		return AgentIdentity{}, status.Error(codes.Unauthenticated, "an agent must present its service account token")
-	}
-	id, err := r.verify.Verify(ctx, strings.TrimPrefix(auth[0], "Bearer "))
+	token, err := bearerToken(md)
 	if err != nil {
-		from := ""
-		if p, ok := peer.FromContext(ctx); ok {
-			from = p.Addr.String()
-		}
-		r.log.Warn("agent refused", "from", from, "err", err)
+		r.log.Warn("agent refused", "from", peerAddr(ctx), "err", err)
+		return AgentIdentity{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	id, err := r.verify.Verify(ctx, token)
+	if err != nil {
+		r.log.Warn("agent refused", "from", peerAddr(ctx), "err", err)
 		return AgentIdentity{}, status.Errorf(codes.PermissionDenied, "not a tp agent: %v", err)
 	}
 	return id, nil
+}
+
+// maxTokenLen bounds the token an agent presents: service-account tokens are JWTs of a
+// kilobyte or two, and every token the verifier has not seen costs the API server a review.
+const maxTokenLen = 16 << 10
+
+// bearerToken is the token of a call's one "authorization: Bearer ..." metadata value.
+func bearerToken(md metadata.MD) (string, error) {
+	auth := md.Get("authorization")
+	if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
+		return "", errors.New("an agent must present its service account token")
+	}
+	token := strings.TrimPrefix(auth[0], "Bearer ")
+	if token == "" || len(token) > maxTokenLen {
+		return "", fmt.Errorf("an agent's token is 1 to %d bytes, not %d", maxTokenLen, len(token))
+	}
+	return token, nil
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// maxAgentPorts bounds the ports one agent registers: a pod serves a handful, and the
+// registry holds them for as long as the agent is connected.
+const maxAgentPorts = 256
+
+// checkHello checks an agent's registration against the identity its token proved and
+// returns the names of the ports it serves. An agent tp injected always passes: its ports
+// are named after container ports (agent.ParsePorts checks the same).
+func checkHello(id AgentIdentity, hello *tunnelpb.AgentHello) (map[string]bool, error) {
+	if hello.GetPod() != id.Pod || hello.GetNamespace() != id.Namespace {
+		return nil, status.Errorf(codes.PermissionDenied, "the token is pod %s/%s's, not %q/%q's", id.Namespace, id.Pod, hello.GetNamespace(), hello.GetPod())
+	}
+	if n := len(hello.GetPorts()); n > maxAgentPorts {
+		return nil, status.Errorf(codes.InvalidArgument, "agent %s/%s registers %d ports; at most %d", id.Namespace, id.Pod, n, maxAgentPorts)
+	}
+	ports := map[string]bool{}
+	for _, p := range hello.GetPorts() {
+		if err := checkAgentPort(p); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "agent %s/%s: %v", id.Namespace, id.Pod, err)
+		}
+		ports[p.GetName()] = true
+	}
+	return ports, nil
+}
+
+func checkAgentPort(p *tunnelpb.AgentPort) error {
+	if msgs := validation.IsValidPortName(p.GetName()); len(msgs) > 0 {
+		return fmt.Errorf("port name %q: %s", p.GetName(), strings.Join(msgs, "; "))
+	}
+	if l, a := p.GetListen(), p.GetApp(); l < 1 || l > 65535 || a < 1 || a > 65535 {
+		return fmt.Errorf("port %s: %d to %d: ports must be 1-65535", p.GetName(), l, a)
+	}
+	return nil
 }
 
 func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_WatchServer) error {
@@ -350,17 +408,16 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 	if err != nil {
 		return err
 	}
-	if hello.GetPod() != id.Pod || hello.GetNamespace() != id.Namespace {
-		return status.Errorf(codes.PermissionDenied, "the token is pod %s/%s's, not %s/%s's", id.Namespace, id.Pod, hello.GetNamespace(), hello.GetPod())
+	ports, err := checkHello(id, hello)
+	if err != nil {
+		r.log.Warn("agent refused", "from", peerAddr(stream.Context()), "err", status.Convert(err).Message())
+		return err
 	}
-	ag := &agentConn{id: id, ports: map[string]bool{}, notify: make(chan struct{}, 1)}
-	for _, p := range hello.GetPorts() {
-		ag.ports[p.GetName()] = true
-	}
+	ag := &agentConn{id: id, ports: ports, notify: make(chan struct{}, 1)}
 	r.mu.Lock()
 	r.agents[ag] = struct{}{}
 	r.mu.Unlock()
-	r.log.Info("agent registered", "pod", id.Namespace+"/"+id.Pod, "workload", id.Kind+"/"+id.Workload, "ports", hello.GetPorts())
+	r.log.Info("agent registered", "pod", id.Namespace+"/"+id.Pod, "workload", id.Kind+"/"+id.Workload, "ports", slices.Sorted(maps.Keys(ports)))
 	defer func() {
 		r.mu.Lock()
 		delete(r.agents, ag)

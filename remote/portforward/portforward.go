@@ -1,9 +1,9 @@
 // Package portforward opens TCP streams to a pod's ports through the Kubernetes API server,
 // in-process with client-go: no kubectl, no local listener. Each stream is a net.Conn.
 //
-// One upgraded connection per pod carries every stream to that pod; it is cached and
-// evicted when it closes, and each stream is removed from it when closed (client-go keeps
-// every stream it ever made otherwise).
+// One upgraded connection per pod and lane carries every stream to that pod on that lane;
+// it is cached and evicted when it closes, and each stream is removed from it when closed
+// (client-go keeps every stream it ever made otherwise).
 package portforward
 
 import (
@@ -83,6 +83,7 @@ func newForwarder(upgrade func(namespace, pod string) (httpstream.Connection, er
 
 // podConn is one upgraded connection to a pod; ready closes when conn or err is set.
 type podConn struct {
+	key    string // in Forwarder.conns
 	ready  chan struct{}
 	conn   httpstream.Connection
 	err    error
@@ -93,7 +94,13 @@ type podConn struct {
 // connect to the port inside the pod's network namespace; when nothing listens there, the
 // returned conn's first Read fails with the runtime's message.
 func (f *Forwarder) DialPod(ctx context.Context, namespace, pod string, port uint16) (net.Conn, error) {
-	pc, err := f.podConn(ctx, namespace, pod)
+	return f.DialPodOn(ctx, 0, namespace, pod, port)
+}
+
+// DialPodOn is DialPod on the pod's upgraded connection number lane: streams on different
+// lanes share no connection (nor its buffers in the API server and kubelet).
+func (f *Forwarder) DialPodOn(ctx context.Context, lane int, namespace, pod string, port uint16) (net.Conn, error) {
+	pc, err := f.podConn(ctx, lane, namespace, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +111,7 @@ func (f *Forwarder) DialPod(ctx context.Context, namespace, pod string, port uin
 	hdr.Set(corev1.PortForwardRequestIDHeader, id)
 	errStream, err := pc.conn.CreateStream(hdr)
 	if err != nil {
-		f.evict(namespace, pod, pc)
+		f.evict(pc)
 		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: error stream: %w", namespace, pod, port, err)
 	}
 	// The client never writes on the error stream.
@@ -113,7 +120,7 @@ func (f *Forwarder) DialPod(ctx context.Context, namespace, pod string, port uin
 	dataStream, err := pc.conn.CreateStream(hdr)
 	if err != nil {
 		pc.conn.RemoveStreams(errStream)
-		f.evict(namespace, pod, pc)
+		f.evict(pc)
 		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: data stream: %w", namespace, pod, port, err)
 	}
 	c := &streamConn{
@@ -129,12 +136,12 @@ func (f *Forwarder) DialPod(ctx context.Context, namespace, pod string, port uin
 
 // podConn returns the cached connection to the pod or makes one; concurrent callers for the
 // same pod share one upgrade.
-func (f *Forwarder) podConn(ctx context.Context, namespace, pod string) (*podConn, error) {
-	key := namespace + "/" + pod
+func (f *Forwarder) podConn(ctx context.Context, lane int, namespace, pod string) (*podConn, error) {
+	key := namespace + "/" + pod + "#" + strconv.Itoa(lane)
 	f.mu.Lock()
 	pc, ok := f.conns[key]
 	if !ok {
-		pc = &podConn{ready: make(chan struct{})}
+		pc = &podConn{key: key, ready: make(chan struct{})}
 		f.conns[key] = pc
 		go f.connect(namespace, pod, pc)
 	}
@@ -157,13 +164,13 @@ func (f *Forwarder) connect(namespace, pod string, pc *podConn) {
 	conn, err := f.upgrade(namespace, pod)
 	if err != nil {
 		pc.err = fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
-		f.evict(namespace, pod, pc)
+		f.evict(pc)
 		return
 	}
 	pc.conn = conn
 	go func() {
 		<-pc.conn.CloseChan()
-		f.evict(namespace, pod, pc)
+		f.evict(pc)
 	}()
 }
 
@@ -199,11 +206,11 @@ func upgradeDialer(cfg *rest.Config, client rest.Interface, transport Transport,
 	}), nil
 }
 
-func (f *Forwarder) evict(namespace, pod string, pc *podConn) {
+func (f *Forwarder) evict(pc *podConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.conns[namespace+"/"+pod] == pc {
-		delete(f.conns, namespace+"/"+pod)
+	if f.conns[pc.key] == pc {
+		delete(f.conns, pc.key)
 	}
 }
 

@@ -281,7 +281,10 @@ func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
 		return
 	}
 	sctx, end := context.WithCancel(s.ctx)
-	stream, err := s.icClient.Accept(sctx)
+	// An intercepted flow rides a flow lane like an outbound one: a bulk upload to the
+	// laptop must not hold up names and other flows.
+	ln := s.pickLane()
+	stream, err := ln.intercepts.Accept(sctx)
 	if err != nil {
 		end()
 		local.Close()
@@ -294,7 +297,5 @@ func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
 		local.Close()
 		return
 	}
-	s.open.Add(1)
-	tc := &counted{Conn: c, s: s}
-	_, _, _ = remote.Splice(tc, local)
+	_, _, _ = remote.Splice(s.count(c, ln), local)
 }

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -46,7 +48,29 @@ type Config struct {
 	Transport        portforward.Transport
 	Version          string // the client's, sent to the manager
 	DialTimeout      time.Duration
-	Log              *slog.Logger
+	// FlowLanes is how many connections to the manager carry flows, besides the one for
+	// names, intercepts and state (0: DefaultFlowLanes).
+	FlowLanes int
+	Log       *slog.Logger
+}
+
+// DefaultFlowLanes is the default Config.FlowLanes. Flows on one connection share its
+// queues along the way (the API server's, kubelet's and TCP's buffers), so a bulk transfer
+// would delay every other flow's bytes behind its own; on separate lanes an interactive
+// flow stays as quick as on an idle tunnel. A new flow takes the lane with the fewest bulk
+// flows, then the fewest flows.
+const DefaultFlowLanes = 3
+
+// heavyFlow is how many bytes make a flow bulk for choosing lanes.
+const heavyFlow = 1 << 20
+
+// lane is one gRPC connection to the manager, over its own port-forward connection.
+type lane struct {
+	cc         *grpc.ClientConn
+	client     tunnelpb.ManagerClient
+	intercepts tunnelpb.InterceptsClient
+	open       atomic.Int64 // flows on it now
+	heavy      atomic.Int64 // of which bulk
 }
 
 // State is what a session is doing.
@@ -64,8 +88,9 @@ type Session struct {
 	cfg       Config
 	cs        kubernetes.Interface
 	fw        *portforward.Forwarder
-	cc        *grpc.ClientConn
-	client    tunnelpb.ManagerClient
+	cc        *grpc.ClientConn       // lanes[0]'s: names, intercepts, state
+	client    tunnelpb.ManagerClient // lanes[0]'s
+	lanes     []*lane
 	icClient  tunnelpb.InterceptsClient
 	icOnce    sync.Once
 	ic        *intercepts
@@ -77,9 +102,12 @@ type Session struct {
 
 	mu         sync.Mutex
 	state      State
-	lastErr    string
+	since      time.Time // when state last changed
+	lastErr    string    // the latest problem; kept after recovery, for tp status
+	lastErrAt  time.Time
 	reconnects int
 	pod        string
+	history    []Transition // the latest state changes, oldest first
 
 	open, total, failed atomic.Int64
 	bytesIn, bytesOut   atomic.Int64
@@ -122,7 +150,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{cfg: cfg, cs: cs, fw: fw, state: Connecting}
+	s := &Session{cfg: cfg, cs: cs, fw: fw, state: Connecting, since: time.Now()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	// The first contact gives a clear error rather than a retry loop.
@@ -133,11 +161,45 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s.cfg.Log.Debug("manager found", "pod", first)
 
-	cc, err := grpc.NewClient("passthrough:///tp-manager", append(flowControl(),
+	if s.cfg.FlowLanes <= 0 {
+		s.cfg.FlowLanes = DefaultFlowLanes
+	}
+	for i := range 1 + s.cfg.FlowLanes {
+		cc, err := s.newLane(i)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("session: %w", err)
+		}
+		s.lanes = append(s.lanes, &lane{cc: cc, client: tunnelpb.NewManagerClient(cc), intercepts: tunnelpb.NewInterceptsClient(cc)})
+		cc.Connect()
+	}
+	cc := s.lanes[0].cc
+	s.cc = cc
+	s.client = s.lanes[0].client
+	s.icClient = s.lanes[0].intercepts
+	if err := s.refreshInfo(ctx, true); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// The manager answered, so the channel is up; watchState follows it from here.
+	s.mu.Lock()
+	s.setStateLocked(Connected)
+	s.mu.Unlock()
+	go s.watchState()
+	for _, l := range s.lanes[1:] {
+		go s.keepUp(l.cc)
+	}
+	go s.refreshLoop()
+	return s, nil
+}
+
+// newLane makes lane i's gRPC connection, over port-forward connection i to the manager.
+func (s *Session) newLane(i int) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///tp-manager", append(flowControl(),
 		experimental.WithBufferPool(tunnel.BufferPool()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), // port-forward is the authenticated, encrypted channel
-		grpc.WithContextDialer(s.dialManager),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.dialManager(ctx, i) }),
 		// Pings notice a port-forward that went silent (laptop sleep, dead kubelet stream).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -146,25 +208,33 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		}),
 		grpc.WithIdleTimeout(0), // stay connected: an idle tunnel must still notice it broke
 	)...)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("session: %w", err)
+}
+
+// keepUp reconnects a flow lane as soon as it breaks, as watchState does for lane 0.
+func (s *Session) keepUp(cc *grpc.ClientConn) {
+	for st := cc.GetState(); st != connectivity.Shutdown; st = cc.GetState() {
+		if st == connectivity.Idle {
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(s.ctx, st) {
+			return
+		}
 	}
-	s.cc = cc
-	s.client = tunnelpb.NewManagerClient(cc)
-	s.icClient = tunnelpb.NewInterceptsClient(cc)
-	cc.Connect()
-	if err := s.refreshInfo(ctx, true); err != nil {
-		s.Close()
-		return nil, err
+}
+
+// pickLane chooses a new flow's lane: a ready flow lane with the fewest bulk flows, then the
+// fewest flows; lane 0 when no flow lane is ready.
+func (s *Session) pickLane() *lane {
+	best, bestScore := s.lanes[0], int64(math.MaxInt64)
+	for _, l := range s.lanes[1:] {
+		if l.cc.GetState() != connectivity.Ready {
+			continue
+		}
+		if score := l.heavy.Load()<<32 + l.open.Load(); score < bestScore {
+			best, bestScore = l, score
+		}
 	}
-	// The manager answered, so the channel is up; watchState follows it from here.
-	s.mu.Lock()
-	s.state = Connected
-	s.mu.Unlock()
-	go s.watchState()
-	go s.refreshLoop()
-	return s, nil
+	return best
 }
 
 // findManager returns the newest ready manager pod.
@@ -201,20 +271,20 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 
 // dialManager is gRPC's dialer: a port-forward stream to the manager's client port on
 // whichever manager pod is ready now.
-func (s *Session) dialManager(ctx context.Context, _ string) (net.Conn, error) {
+func (s *Session) dialManager(ctx context.Context, lane int) (net.Conn, error) {
 	pod, err := s.findManager(ctx)
 	if err == nil {
 		s.mu.Lock()
 		s.pod = pod
 		s.mu.Unlock()
 		var conn net.Conn
-		conn, err = s.fw.DialPod(ctx, s.cfg.ManagerNamespace, pod, uint16(s.cfg.ManagerPort))
+		conn, err = s.fw.DialPodOn(ctx, lane, s.cfg.ManagerNamespace, pod, uint16(s.cfg.ManagerPort))
 		if err == nil {
 			return conn, nil
 		}
 	}
 	s.mu.Lock()
-	s.lastErr = err.Error()
+	s.noteErrorLocked(err.Error())
 	s.mu.Unlock()
 	s.cfg.Log.Warn("cannot reach the traffic manager", "err", err)
 	return nil, err
@@ -258,14 +328,19 @@ func (s *Session) watchState() {
 		s.mu.Lock()
 		switch st {
 		case connectivity.Ready:
-			s.state = Connected
-			s.lastErr = ""
+			if s.state != Connected {
+				s.cfg.Log.Info("tunnel up again", "pod", s.pod, "after", time.Since(s.since).Round(time.Millisecond))
+			}
+			s.setStateLocked(Connected)
 		case connectivity.Shutdown:
-			s.state = Closed
+			s.setStateLocked(Closed)
 		default:
 			if s.state == Connected {
 				s.reconnects++
-				s.state = Reconnecting
+				// Until a dial says more, the loss itself is the problem to report.
+				s.noteErrorLocked("lost the connection to manager pod " + s.pod)
+				s.setStateLocked(Reconnecting)
+				s.cfg.Log.Warn("tunnel lost; reconnecting", "pod", s.pod)
 			}
 		}
 		s.mu.Unlock()
@@ -306,7 +381,8 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	}
 	// The stream outlives this dial; its own context ends it when the conn is closed.
 	sctx, end := context.WithCancel(s.ctx)
-	stream, err := s.client.Tunnel(sctx)
+	ln := s.pickLane()
+	stream, err := ln.client.Tunnel(sctx)
 	if err != nil {
 		end()
 		s.failed.Add(1)
@@ -322,8 +398,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 			s.failed.Add(1)
 			return nil, err
 		}
-		s.open.Add(1)
-		return &counted{Conn: c, s: s}, nil
+		return s.count(c, ln), nil
 	}
 	// Dial results arrive on the stream; a dial context that ends first must end it.
 	stop := context.AfterFunc(ctx, end)
@@ -339,8 +414,42 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 		}
 		return nil, err
 	}
+	return s.count(c, ln), nil
+}
+
+func (s *Session) count(c net.Conn, l *lane) net.Conn {
 	s.open.Add(1)
-	return &counted{Conn: c, s: s}, nil
+	l.open.Add(1)
+	return &counted{Conn: c, s: s, lane: l}
+}
+
+// historyMax bounds Status.History: enough to show a flapping tunnel.
+const historyMax = 16
+
+// Transition is one change of a session's state, with the problem that caused it, if any.
+type Transition struct {
+	State State     `json:"state"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
+}
+
+func (s *Session) setStateLocked(st State) {
+	if s.state == st {
+		return
+	}
+	s.state, s.since = st, time.Now()
+	tr := Transition{State: st, At: s.since}
+	if st != Connected && st != Closed {
+		tr.Error = s.lastErr
+	}
+	if len(s.history) == historyMax {
+		s.history = slices.Delete(s.history, 0, 1)
+	}
+	s.history = append(s.history, tr)
+}
+
+func (s *Session) noteErrorLocked(msg string) {
+	s.lastErr, s.lastErrAt = msg, time.Now()
 }
 
 func (s *Session) downError() error {
@@ -447,19 +556,22 @@ func (s *Session) State() State {
 
 // Status is a session's state and counters.
 type Status struct {
-	State          State    `json:"state"`
-	ManagerVersion string   `json:"managerVersion"`
-	ManagerPod     string   `json:"managerPod"`
-	ClusterDomain  string   `json:"clusterDomain"`
-	ServiceCIDRs   []string `json:"serviceCIDRs"`
-	PodCIDRs       []string `json:"podCIDRs"`
-	Reconnects     int      `json:"reconnects"`
-	LastError      string   `json:"lastError,omitempty"`
-	OpenFlows      int64    `json:"openFlows"`
-	TotalFlows     int64    `json:"totalFlows"`
-	FailedFlows    int64    `json:"failedFlows"`
-	BytesIn        int64    `json:"bytesIn"`  // from the cluster
-	BytesOut       int64    `json:"bytesOut"` // to the cluster
+	State          State        `json:"state"`
+	ManagerVersion string       `json:"managerVersion"`
+	ManagerPod     string       `json:"managerPod"`
+	ClusterDomain  string       `json:"clusterDomain"`
+	ServiceCIDRs   []string     `json:"serviceCIDRs"`
+	PodCIDRs       []string     `json:"podCIDRs"`
+	Since          time.Time    `json:"since"` // when State began
+	Reconnects     int          `json:"reconnects"`
+	LastError      string       `json:"lastError,omitempty"` // the latest problem, also after recovery
+	LastErrorAt    time.Time    `json:"lastErrorAt,omitzero"`
+	History        []Transition `json:"history,omitempty"` // the latest state changes, oldest first
+	OpenFlows      int64        `json:"openFlows"`
+	TotalFlows     int64        `json:"totalFlows"`
+	FailedFlows    int64        `json:"failedFlows"`
+	BytesIn        int64        `json:"bytesIn"`  // from the cluster
+	BytesOut       int64        `json:"bytesOut"` // to the cluster
 }
 
 // Status reports the session's state and counters.
@@ -468,9 +580,10 @@ func (s *Session) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Status{
-		State: s.state, ManagerVersion: info.GetVersion(), ManagerPod: s.pod, ClusterDomain: info.GetClusterDomain(),
+		State: s.state, Since: s.since, ManagerVersion: info.GetVersion(), ManagerPod: s.pod, ClusterDomain: info.GetClusterDomain(),
 		ServiceCIDRs: info.GetServiceCidrs(), PodCIDRs: info.GetPodCidrs(),
-		Reconnects: s.reconnects, LastError: s.lastErr,
+		Reconnects: s.reconnects, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
+		History:   slices.Clone(s.history),
 		OpenFlows: s.open.Load(), TotalFlows: s.total.Load(), FailedFlows: s.failed.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 	}
@@ -480,12 +593,14 @@ func (s *Session) Status() Status {
 func (s *Session) Close() error {
 	s.cancel()
 	var err error
-	if s.cc != nil {
-		err = s.cc.Close()
+	for i, l := range s.lanes {
+		if cerr := l.cc.Close(); i == 0 {
+			err = cerr
+		}
 	}
 	_ = s.fw.Close()
 	s.mu.Lock()
-	s.state = Closed
+	s.setStateLocked(Closed)
 	s.mu.Unlock()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("session close: %w", err)
@@ -496,26 +611,57 @@ func (s *Session) Close() error {
 // counted counts a flow's bytes and keeps the open-flow count.
 type counted struct {
 	net.Conn
-	s    *Session
-	once sync.Once
+	s      *Session
+	lane   *lane
+	moved  atomic.Int64
+	mu     sync.Mutex // guards heavy and closed, which keep the lane's bulk count exact
+	heavy  bool
+	bulk   atomic.Bool // heavy, for the fast path
+	closed bool
+	once   sync.Once
 }
 
 func (c *counted) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.s.bytesIn.Add(int64(n))
+	c.add(n)
 	return n, err
 }
 
 func (c *counted) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.s.bytesOut.Add(int64(n))
+	c.add(n)
 	return n, err
+}
+
+// add marks the flow bulk on its lane once it has moved heavyFlow bytes.
+func (c *counted) add(n int) {
+	if c.moved.Add(int64(n)) < heavyFlow || c.bulk.Load() {
+		return
+	}
+	c.mu.Lock()
+	if !c.heavy && !c.closed {
+		c.heavy = true
+		c.bulk.Store(true)
+		c.lane.heavy.Add(1)
+	}
+	c.mu.Unlock()
 }
 
 func (c *counted) CloseWrite() error { return c.Conn.(*tunnel.Conn).CloseWrite() }
 
 func (c *counted) Close() error {
-	c.once.Do(func() { c.s.open.Add(-1) })
+	c.once.Do(func() {
+		c.s.open.Add(-1)
+		c.lane.open.Add(-1)
+		c.mu.Lock()
+		c.closed = true
+		if c.heavy {
+			c.lane.heavy.Add(-1)
+		}
+		c.mu.Unlock()
+	})
 	return c.Conn.Close()
 }
 

@@ -42,7 +42,9 @@ func releasePayload(b []byte) {
 }
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
-	if f, ok := v.(*tunnelpb.Frame); ok {
+	// A frame with fields this side does not know (a newer peer's, relayed) takes the
+	// general path, which keeps them.
+	if f, ok := v.(*tunnelpb.Frame); ok && len(f.ProtoReflect().GetUnknown()) == 0 {
 		if d, ok := f.GetKind().(*tunnelpb.Frame_Data); ok {
 			var hdr [1 + binary.MaxVarintLen64]byte
 			hdr[0] = dataTag

@@ -26,6 +26,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 			c.drain(ctx)
 		}
 	}
+	unhideNetns()
 	c.laptopDown()
 	c.tunRestore()
 	specs := c.daemons()
@@ -132,6 +133,29 @@ func (c *Cluster) killShims() {
 			_ = syscall.Kill(kids[i], syscall.SIGKILL)
 		}
 		terminate(pid, 2*time.Second)
+	}
+}
+
+// unhideNetns undoes what `ip netns add` does where /run/netns is no mount point: it
+// bind-mounts /run/netns over itself, which hides the pod and laptop namespaces mounted
+// there before (containerd then cannot remove them and pods hang in Terminating). Run by
+// hand while the cluster is up, it must not leave a machine that cannot be cleaned.
+func unhideNetns() {
+	for range 10 {
+		b, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			return
+		}
+		self := false
+		for line := range strings.SplitSeq(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[4] == "/run/netns" && strings.HasSuffix(f[3], "/run/netns") {
+				self = true
+			}
+		}
+		if !self || syscall.Unmount("/run/netns", syscall.MNT_DETACH) != nil {
+			return
+		}
 	}
 }
 

@@ -7,7 +7,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -55,3 +58,20 @@ func waitFor(t testing.TB, timeout time.Duration, what string, check func() erro
 var laptopDial = cluster.LaptopDialContext
 
 func podStates(pods []corev1.Pod) string { return kit.PodStates(pods) }
+
+// laptopServer serves HTTP on the laptop's loopback, answering "<prefix> <path>", until the
+// test ends; it returns the port.
+func laptopServer(t testing.TB, prefix string) string {
+	t.Helper()
+	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		_ = http.Serve(ln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(rw, "%s %s\n", prefix, r.URL.Path)
+		}))
+	}()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}

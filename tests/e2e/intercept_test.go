@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -31,7 +30,6 @@ import (
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/remote/manager"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
-	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 )
 
@@ -56,17 +54,7 @@ func TestIntercept(t *testing.T) {
 	l.MustTP(t, 3*time.Minute, "install")
 
 	// The laptop's server.
-	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		_ = http.Serve(ln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(rw, "laptop %s\n", r.URL.Path)
-		}))
-	}()
-	local := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	local := laptopServer(t, "laptop")
 
 	get := func(svc kit.Workload, path string) string {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,19 +27,22 @@ import (
 // Info is what a daemon reports about itself; Session holds the tunnel's status and Proxy
 // and DNS the front ends' counters, as JSON objects of their packages' own shapes.
 type Info struct {
-	Name             string          `json:"name"`
-	PID              int             `json:"pid"`
-	Version          string          `json:"version"`
-	Context          string          `json:"context"`
-	Cluster          string          `json:"cluster"`
-	Namespace        string          `json:"namespace"`
-	ManagerNamespace string          `json:"managerNamespace"`
-	Listen           string          `json:"listen"`
-	DNSListen        string          `json:"dnsListen,omitempty"`
-	Started          time.Time       `json:"started"`
-	Session          json.RawMessage `json:"session,omitempty"`
-	Proxy            json.RawMessage `json:"proxy,omitempty"`
-	DNS              json.RawMessage `json:"dns,omitempty"`
+	Name             string    `json:"name"`
+	PID              int       `json:"pid"`
+	Version          string    `json:"version"`
+	Context          string    `json:"context"`
+	Cluster          string    `json:"cluster"`
+	Namespace        string    `json:"namespace"`
+	ManagerNamespace string    `json:"managerNamespace"`
+	Listen           string    `json:"listen"`
+	DNSListen        string    `json:"dnsListen,omitempty"`
+	ProxyAuth        bool      `json:"proxyAuth,omitempty"` // the proxy asks clients for credentials (never given here)
+	Started          time.Time `json:"started"`
+	// Goroutines is the daemon's count, to tell a leak.
+	Goroutines int             `json:"goroutines"`
+	Session    json.RawMessage `json:"session,omitempty"`
+	Proxy      json.RawMessage `json:"proxy,omitempty"`
+	DNS        json.RawMessage `json:"dns,omitempty"`
 }
 
 // Dir is the folder of the named session: $TP_HOME/sessions/NAME, else under the user's
@@ -133,6 +137,10 @@ func Serve(ctx context.Context, name string, api API) error {
 	}
 	_ = os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
+	// Profiles of a live daemon, for a bug report (curl --unix-socket SOCKET http://tp/debug/pprof/heap); the
+	// socket is its owner's alone.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.Info())
 	})

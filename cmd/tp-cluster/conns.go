@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+)
+
+// connLog wraps a server's listener to log the connections the server drops: gRPC and
+// net/http close a connection that sends garbage, a truncated greeting or nothing at all
+// without a word (gRPC's own log is off), and whoever runs the manager needs to see a
+// misconfigured client, a scanner or a peer holding connections open.
+type connLog struct {
+	net.Listener
+	api string
+	log *slog.Logger
+	// gRPC marks a port that speaks gRPC only: a connection is greeted once it sent the
+	// HTTP/2 preface, and the server closing it after that means a protocol error (or a
+	// missed keepalive). Otherwise a connection is greeted once it made a request the
+	// server serves (markServed): a 404 or a garbled request is no greeting.
+	grpc bool
+	// userTimeout is gRPC's keepalive timeout, which it sets as TCP_USER_TIMEOUT on the
+	// connections it accepts: only on a *net.TCPConn, so the listener sets it instead.
+	userTimeout time.Duration
+	closed      atomic.Bool
+}
+
+// watchGRPC wraps the listener of a gRPC server with keepalive timeout userTimeout.
+func watchGRPC(ln net.Listener, api string, userTimeout time.Duration, log *slog.Logger) *connLog {
+	return &connLog{Listener: ln, api: api, grpc: true, userTimeout: userTimeout, log: log}
+}
+
+// watchHTTP wraps the listener of an http.Server whose ConnContext is withConn and whose
+// handlers call markServed.
+func watchHTTP(ln net.Listener, api string, log *slog.Logger) *connLog {
+	return &connLog{Listener: ln, api: api, log: log}
+}
+
+func (l *connLog) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if err := setUserTimeout(c, l.userTimeout); err != nil {
+		l.log.Warn(l.api+": setting the connection's TCP user timeout", "from", c.RemoteAddr().String(), "err", err)
+	}
+	return &watchedConn{Conn: c, l: l, start: time.Now()}, nil
+}
+
+// Close marks the end of serving: the server then closes every connection, which is no
+// news.
+func (l *connLog) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+// headLen is how much of what a peer sent first is kept for the log: enough to tell the
+// HTTP/2 preface, a TLS hello or an HTTP/1 request line apart.
+const headLen = len(http2.ClientPreface)
+
+type watchedConn struct {
+	net.Conn
+	l     *connLog
+	start time.Time
+
+	mu      sync.Mutex
+	head    []byte
+	n       int64
+	readErr error // the first: the peer's end (EOF, reset) or a deadline
+	greeted bool
+	once    sync.Once
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.head) < headLen {
+		c.head = append(c.head, p[:min(n, headLen-len(c.head))]...)
+		c.greeted = c.greeted || (c.l.grpc && bytes.Equal(c.head, []byte(http2.ClientPreface)))
+	}
+	c.n += int64(n)
+	if err != nil && c.readErr == nil {
+		c.readErr = err
+	}
+	return n, err
+}
+
+// CloseWrite keeps the half-close net/http does before closing a connection it refused,
+// so that the peer reads the refusal before the end.
+func (c *watchedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *watchedConn) Close() error {
+	c.once.Do(c.report)
+	return c.Conn.Close()
+}
+
+// served marks that the connection made a request the server serves.
+func (c *watchedConn) served() {
+	c.mu.Lock()
+	c.greeted = true
+	c.mu.Unlock()
+}
+
+func (c *watchedConn) report() {
+	if c.l.closed.Load() {
+		return
+	}
+	c.mu.Lock()
+	head, n, rerr, greeted := string(c.head), c.n, c.readErr, c.greeted
+	c.mu.Unlock()
+	timedOut := errors.Is(rerr, os.ErrDeadlineExceeded)
+	args := []any{"from", c.RemoteAddr().String(), "bytes", n, "after", time.Since(c.start).Round(time.Millisecond)}
+	if n > 0 {
+		args = append(args, "first", head)
+	}
+	switch {
+	case !greeted && n == 0 && rerr != nil && !timedOut:
+		c.l.log.Debug(c.l.api+": a connection closed without sending anything", args...)
+	case !greeted && timedOut:
+		c.l.log.Warn(c.l.api+": dropped a connection that sent no valid request in time", args...)
+	case !greeted && rerr == nil:
+		c.l.log.Warn(c.l.api+": dropped a connection that sent no valid request", args...)
+	case !greeted:
+		c.l.log.Warn(c.l.api+": a connection hung up before a valid request", args...)
+	case c.l.grpc && timedOut:
+		c.l.log.Warn(c.l.api+": dropped a connection that did not finish its HTTP/2 handshake in time", args...)
+	case c.l.grpc && rerr == nil:
+		c.l.log.Warn(c.l.api+": closed a connection on an HTTP/2 protocol error or a missed keepalive", args...)
+	}
+}
+
+type connKey struct{}
+
+// withConn is an http.Server's ConnContext: it lets handlers mark their connection served.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+func markServed(ctx context.Context) {
+	if c, ok := ctx.Value(connKey{}).(*watchedConn); ok {
+		c.served()
+	}
+}
+
+// refusals logs the calls a gRPC server refuses for what the caller sent: a message over
+// the size limit or not protobuf, an unknown method (gRPC answers these before any
+// handler runs, and says nothing itself), and the invalid requests handlers refuse.
+type refusals struct {
+	api string
+	log *slog.Logger
+}
+
+type methodKey struct{}
+
+func (refusals) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, methodKey{}, info.FullMethodName)
+}
+
+func (h refusals) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	end, ok := s.(*stats.End)
+	if !ok || end.Error == nil {
+		return
+	}
+	st := status.Convert(end.Error)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.ResourceExhausted, codes.Internal, codes.Unimplemented:
+	default:
+		return
+	}
+	from := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		from = p.Addr.String()
+	}
+	method, _ := ctx.Value(methodKey{}).(string)
+	h.log.Warn(h.api+": refused a call", "method", method, "from", from, "code", st.Code(), "err", st.Message())
+}
+
+// unknownMethod refuses a call of a method the manager does not have, as gRPC would, but
+// as a handler, so that refusals sees it.
+func unknownMethod(_ any, stream grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(stream)
+	return status.Errorf(codes.Unimplemented, "unknown method %s", method)
+}
+
+func (refusals) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (refusals) HandleConn(context.Context, stats.ConnStats)                       {}

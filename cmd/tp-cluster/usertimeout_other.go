@@ -1,0 +1,11 @@
+//go:build !linux
+
+package main
+
+import (
+	"net"
+	"time"
+)
+
+// setUserTimeout does nothing where gRPC sets no TCP_USER_TIMEOUT either.
+func setUserTimeout(net.Conn, time.Duration) error { return nil }

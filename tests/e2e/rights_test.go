@@ -1,0 +1,208 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/tests/cluster"
+	"github.com/tpdev/tp/tests/kit"
+)
+
+// TestRoleSets gives two developers exactly the rights README lists (deploy's
+// client-roles.yaml, bound as README says): with "connect" one can connect and proxy but not
+// intercept; with "intercept" too, the other can intercept. Neither is a cluster admin.
+func TestRoleSets(t *testing.T) {
+	cs := clientset(t)
+	ns := namespace(t, cs, "tp-e2e-rights")
+	w := deployWorkload(t, cs, ns, "web-app")
+	admin := kit.NewLaptop(t)
+	admin.MustTP(t, 3*time.Minute, "install")
+	applyClientRoles(t, cs)
+
+	connectOnly := developer(t, cs, ns, "dev-connect", "tp-connect")
+	r := connectOnly.MustTP(t, time.Minute, "connect", "--namespace", ns)
+	t.Logf("connect with the connect rights: %s", strings.TrimSpace(r.Stderr))
+	r = connectOnly.Curl(20*time.Second, "-x", "http://127.0.0.1:1080", "http://web-app/rights")
+	if want := fmt.Sprintf("pod=%s path=/rights\n", w.Pod); r.Stdout != want {
+		t.Errorf("proxy with the connect rights: %q %s, want %q", r.Stdout, r.Stderr, want)
+	}
+	before, err := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = connectOnly.TPRun(time.Minute, "intercept", "web-app", "--namespace", ns, "--port", "8080:80")
+	if r.Err == nil || !strings.Contains(r.Stderr, "deployments") {
+		t.Errorf("intercept with the connect rights only: %v\n%s\nwant a refusal naming what is missing", r.Err, r.Stderr)
+	}
+	t.Logf("intercept with the connect rights only: %s", strings.TrimSpace(r.Stderr))
+	after, _ := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
+	if after.Generation != before.Generation {
+		t.Errorf("a refused intercept changed the Deployment (generation %d -> %d)", before.Generation, after.Generation)
+	}
+	connectOnly.MustTP(t, 30*time.Second, "quit")
+
+	dev := developer(t, cs, ns, "dev-intercept", "tp-connect", "tp-intercept")
+	local := laptopServer(t, "laptop")
+	dev.MustTP(t, 3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+	waitFor(t, 30*time.Second, "intercepted with the intercept rights", func() error {
+		if got := hostGet(w.ClusterIP, "/dev"); got != "laptop /dev\n" {
+			return fmt.Errorf("GET answers %q", got)
+		}
+		return nil
+	})
+	dev.MustTP(t, 30*time.Second, "leave", "web-app-http")
+	waitFor(t, 10*time.Second, "the pods answer again", func() error {
+		if got := hostGet(w.ClusterIP, "/back"); !strings.HasPrefix(got, "pod=") {
+			return fmt.Errorf("GET answers %q", got)
+		}
+		return nil
+	})
+}
+
+// TestProxyCredentials: a proxy that listens beyond loopback asks every client for the
+// credentials it was started with, over SOCKS5 and HTTP; without them tp refuses to start.
+func TestProxyCredentials(t *testing.T) {
+	cs := clientset(t)
+	ns := namespace(t, cs, "tp-e2e-creds")
+	w := deployWorkload(t, cs, ns, "web-app")
+	l := kit.NewLaptop(t)
+	l.MustTP(t, 3*time.Minute, "install")
+
+	r := l.TPRun(time.Minute, "connect", "--namespace", ns, "--listen", "0.0.0.0:1081")
+	if r.Err == nil || !strings.Contains(r.Stderr, "reachable from other machines") || !strings.Contains(r.Stderr, "TP_PROXY_CREDENTIALS") {
+		t.Fatalf("connect on 0.0.0.0 without credentials: %v %s", r.Err, r.Stderr)
+	}
+	const secret = "correct-horse"
+	r = l.Run(time.Minute, []string{"TP_PROXY_CREDENTIALS=alice:" + secret}, l.TP, "connect", "--namespace", ns, "--listen", "0.0.0.0:1081")
+	if r.Err != nil {
+		t.Fatalf("connect with credentials: %v %s", r.Err, r.Stderr)
+	}
+	if strings.Contains(r.Stdout+r.Stderr, secret) {
+		t.Errorf("tp connect printed the password:\n%s\n%s", r.Stdout, r.Stderr)
+	}
+	// Another machine: the host, through the laptop's address.
+	proxy := net.JoinHostPort(cluster.LaptopIP, "1081")
+	want := fmt.Sprintf("pod=%s path=/c\n", w.Pod)
+	curl := func(args ...string) (string, error) {
+		out, err := execOut("curl", append([]string{"-sS", "--max-time", "20", "-w", "\n%{http_code}"}, args...)...)
+		return out, err
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"HTTPWithout", []string{"-x", "http://" + proxy, "http://web-app/c"}, false},
+		{"HTTPWrongPassword", []string{"-x", "http://alice:wrong@" + proxy, "http://web-app/c"}, false},
+		{"HTTPRight", []string{"-x", "http://alice:" + secret + "@" + proxy, "http://web-app/c"}, true},
+		{"SOCKSWithout", []string{"-x", "socks5h://" + proxy, "http://web-app/c"}, false},
+		{"SOCKSWrongUser", []string{"-x", "socks5h://bob:" + secret + "@" + proxy, "http://web-app/c"}, false},
+		{"SOCKSRight", []string{"-x", "socks5h://alice:" + secret + "@" + proxy, "http://web-app/c"}, true},
+	} {
+		out, err := curl(c.args...)
+		got := strings.HasPrefix(out, want) && strings.HasSuffix(out, "200")
+		if got != c.ok {
+			t.Errorf("%s: curl %v: %q %v, want success %v", c.name, c.args, out, err, c.ok)
+		}
+		if !c.ok && c.name == "HTTPWithout" && !strings.HasSuffix(out, "407") {
+			t.Errorf("%s: %q, want 407 Proxy Authentication Required", c.name, out)
+		}
+	}
+	l.MustTP(t, 30*time.Second, "quit", "--all")
+}
+
+// applyClientRoles creates (or updates) the ClusterRoles of deploy/client-roles.yaml.
+func applyClientRoles(t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	ctx := context.Background()
+	for doc := range strings.SplitSeq(deploy.ClientRoles, "\n---\n") {
+		var cr rbacv1.ClusterRole
+		if err := yaml.UnmarshalStrict([]byte(doc), &cr); err != nil {
+			t.Fatalf("client-roles.yaml: %v", err)
+		}
+		old, err := cs.RbacV1().ClusterRoles().Get(ctx, cr.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, &cr, metav1.CreateOptions{})
+		case err == nil:
+			cr.ResourceVersion = old.ResourceVersion
+			_, err = cs.RbacV1().ClusterRoles().Update(ctx, &cr, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("ClusterRole %s: %v", cr.Name, err)
+		}
+	}
+}
+
+// developer is a laptop whose kubeconfig holds only a ServiceAccount token, bound as README
+// says: tp-connect in tp's namespace, tp-intercept in ns.
+func developer(t *testing.T, cs kubernetes.Interface, ns, name string, roles ...string) *kit.Laptop {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range roles {
+		where := ns
+		if role == "tp-connect" {
+			where = deploy.DefaultNamespace
+		}
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-" + role, Namespace: where},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}},
+		}
+		if _, err := cs.RbacV1().RoleBindings(where).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if where != ns {
+			t.Cleanup(func() {
+				_ = cs.RbacV1().RoleBindings(where).Delete(context.Background(), rb.Name, metav1.DeleteOptions{})
+			})
+		}
+	}
+	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := kit.NewLaptop(t)
+	cfg, err := clientcmd.LoadFromFile(l.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxName := cfg.CurrentContext
+	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{name: {Token: tok.Status.Token}}
+	cfg.Contexts[ctxName].AuthInfo = name
+	if err := clientcmd.WriteToFile(*cfg, l.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(l.Kubeconfig, kit.LaptopUID, kit.LaptopUID); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func execOut(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
