@@ -146,7 +146,7 @@ type servers struct {
 }
 
 func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log *slog.Logger) *servers {
-	client := grpc.NewServer(append(flowControl(),
+	opts := append(flowControl(),
 		experimental.BufferPool(tunnel.BufferPool()),
 		grpc.ForceServerCodecV2(tunnel.Codec()),
 		// Clients ping every 10 s to notice a dead port-forward; allow it.
@@ -155,19 +155,18 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log
 		grpc.ConnectionTimeout(lim.clientHandshake),
 		grpc.MaxRecvMsgSize(maxMessage),
 		grpc.MaxHeaderListSize(maxHeaders),
-		grpc.StatsHandler(refusals{api: "client API", log: log}),
 		grpc.UnknownServiceHandler(unknownMethod),
-	)...)
+	)
+	client := grpc.NewServer(append(opts, refusals{api: "client API", log: log}.options()...)...)
 	tunnelpb.RegisterManagerServer(client, srv)
 	tunnelpb.RegisterInterceptsServer(client, registry.ClientAPI())
 	// Served through net/http, the agents' server takes no connection options: the
 	// cluster port's http.Server bounds connections and headers.
-	agents := grpc.NewServer(
+	agents := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(tunnel.Codec()),
 		grpc.MaxRecvMsgSize(maxMessage),
-		grpc.StatsHandler(refusals{api: "agent API", log: log}),
 		grpc.UnknownServiceHandler(unknownMethod),
-	)
+	}, refusals{api: "agent API", log: log}.options()...)...)
 	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
 	probes := healthHandler(srv)
 	protocols := new(http.Protocols)

@@ -290,12 +290,13 @@ func TestSilentConnectionsAreClosedInTime(t *testing.T) {
 }
 
 // A gRPC message whose length prefix says 2 GiB is refused at once, without reading it:
-// the call ends with RESOURCE_EXHAUSTED and a log line, the connection serves on.
+// the call ends with RESOURCE_EXHAUSTED, the connection serves on. Streaming calls also
+// leave a log line; a unary one cannot (see refusals), and its line is "" here.
 func TestOversizedMessagesAreRefused(t *testing.T) {
 	m := startManager(t)
 	header := []byte{0, 0x80, 0, 0, 0} // uncompressed, 2^31 bytes
 	for _, c := range []struct{ addr, path, line string }{
-		{m.client, "/tp.tunnel.v1.Manager/Info", "client API: refused a call"},
+		{m.client, "/tp.tunnel.v1.Manager/Info", ""},
 		{m.client, "/tp.tunnel.v1.Manager/Tunnel", "client API: refused a call"},
 		{m.cluster, "/tp.tunnel.v1.Agents/Watch", "agent API: refused a call"},
 		{m.cluster, "/tp.tunnel.v1.Agents/Flow", "agent API: refused a call"},
@@ -305,7 +306,9 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 		if fields["grpc-status"] == "0" || fields["grpc-status"] == "" {
 			t.Errorf("%s: answered %v", c.path, fields)
 		}
-		m.logs.expect(t, c.line, before+1)
+		if c.line != "" {
+			m.logs.expect(t, c.line, before+1)
+		}
 	}
 	m.stillServes(t)
 }

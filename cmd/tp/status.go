@@ -83,6 +83,13 @@ func printStatus(w io.Writer, info control.Info) {
 		fmt.Fprintf(w, "  dns:         %s\n", info.DNSListen)
 	}
 	fmt.Fprintf(w, "  flows:       %d open, %d total, %d failed; %s in, %s out\n", st.OpenFlows, st.TotalFlows, st.FailedFlows, humanBytes(st.BytesIn), humanBytes(st.BytesOut))
+	if len(st.Lanes) > 0 {
+		fmt.Fprintf(w, "  lanes:      ")
+		for i, l := range st.Lanes {
+			fmt.Fprintf(w, " %d %s (%d flows, %d bulk)", i, l.State, l.Flows, l.Bulk)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "  reconnects:  %d", st.Reconnects)
 	if st.LastError != "" {
 		fmt.Fprintf(w, " (last error %s ago: %s)", time.Since(st.LastErrorAt).Round(time.Second), st.LastError)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -33,13 +34,26 @@ func (s *Server) safeAnswer(ctx context.Context, raw []byte, tcp bool) (out []by
 	return s.answer(ctx, raw, tcp)
 }
 
+// noteGarbage logs a malformed message, or counts it toward the next line when one was
+// logged less than garbageEvery ago.
+func (s *Server) noteGarbage(err error) {
+	s.garbageMu.Lock()
+	defer s.garbageMu.Unlock()
+	if time.Since(s.garbageLast) < garbageEvery {
+		s.garbageQuiet++
+		return
+	}
+	s.log.Info("dns shim: dropped a malformed message", "error", err, "also_dropped_since_last_line", s.garbageQuiet)
+	s.garbageLast, s.garbageQuiet = time.Now(), 0
+}
+
 // answer returns the wire response to the wire query raw, or nil when nothing must be sent:
 // raw is malformed or is not a query. Over UDP the response fits the client's buffer.
 func (s *Server) answer(ctx context.Context, raw []byte, tcp bool) []byte {
 	req := new(dns.Msg)
 	if err := req.Unpack(raw); err != nil {
 		s.stats.dropped.Add(1)
-		s.log.Debug("dns shim: dropping malformed message", "error", err)
+		s.noteGarbage(err)
 		return nil
 	}
 	if req.Response {

@@ -94,7 +94,15 @@ type Server struct {
 	stats struct {
 		queries, cluster, upstream, nxdomain, failures, rejected, dropped, truncated atomic.Uint64
 	}
+
+	// garbage says at most once per garbageEvery that malformed messages were dropped: a
+	// flood of them must show in the log without becoming the log.
+	garbageMu    sync.Mutex
+	garbageLast  time.Time
+	garbageQuiet int
 }
+
+const garbageEvery = 10 * time.Second
 
 const (
 	defaultTTL         = 5

@@ -1,10 +1,12 @@
 package dnsshim
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -691,5 +693,23 @@ func TestShutdownClosesConnections(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("read on the open connection = %v, want EOF", err)
+	}
+}
+
+// TestGarbageIsLoggedNotFlooded: malformed messages show in the log (at info, where a user
+// sees them), once per period however many arrive.
+func TestGarbageIsLoggedNotFlooded(t *testing.T) {
+	var buf bytes.Buffer
+	s := New(Config{Cluster: &fakeCluster{}, Log: slog.New(slog.NewTextHandler(&buf, nil))})
+	for range 100 {
+		if out := s.answer(context.Background(), []byte{1, 2, 3}, false); out != nil {
+			t.Fatalf("answered garbage: %x", out)
+		}
+	}
+	if n := strings.Count(buf.String(), "dropped a malformed message"); n != 1 {
+		t.Errorf("%d log lines for 100 malformed messages, want 1:\n%s", n, buf.String())
+	}
+	if got := s.Stats().Dropped; got != 100 {
+		t.Errorf("dropped %d, want 100", got)
 	}
 }

@@ -59,8 +59,49 @@ type Forwarder struct {
 	conns map[string]*podConn // by namespace/pod
 }
 
+// upgradeConnectTimeout bounds the TCP connect of a port-forward upgrade, and upgradeTimeout
+// the whole upgrade: a request sent into a path that then died may wait for TCP's next
+// retransmission long after the path is back, and meanwhile every stream of its lane waits.
+const (
+	upgradeConnectTimeout = 5 * time.Second
+	upgradeTimeout        = 15 * time.Second
+)
+
+// upgradeWithin runs an upgrade, giving up after timeout; a late connection is closed.
+func (f *Forwarder) upgradeWithin(namespace, pod string, timeout time.Duration) (httpstream.Connection, error) {
+	type result struct {
+		conn httpstream.Connection
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := f.upgrade(namespace, pod)
+		done <- result{conn, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.conn, r.err
+	case <-t.C:
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("the API server did not answer the upgrade within %s", timeout)
+	}
+}
+
 // New makes a Forwarder for the API server in cfg.
 func New(cfg *rest.Config, transport Transport) (*Forwarder, error) {
+	if cfg.Dial == nil {
+		// An upgrade has no context to end it, and every stream of its lane waits for it: a
+		// connect whose SYNs a dead path drops must give up in seconds, not after the
+		// kernel's two minutes of retries, so that the next attempt finds the path back.
+		cfg = rest.CopyConfig(cfg)
+		cfg.Dial = (&net.Dialer{Timeout: upgradeConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward client: %w", err)
@@ -161,7 +202,7 @@ func (f *Forwarder) podConn(ctx context.Context, lane int, namespace, pod string
 // a caller that gives up does not fail the others waiting on the same pod.
 func (f *Forwarder) connect(namespace, pod string, pc *podConn) {
 	defer close(pc.ready)
-	conn, err := f.upgrade(namespace, pod)
+	conn, err := f.upgradeWithin(namespace, pod, upgradeTimeout)
 	if err != nil {
 		pc.err = fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
 		f.evict(pc)

@@ -179,3 +179,25 @@ func TestParseTransport(t *testing.T) {
 		t.Error("ParseTransport(quic): want an error")
 	}
 }
+
+// An upgrade that never answers fails its lane after upgradeTimeout, and the next dial
+// makes a new one rather than waiting on the stuck one.
+func TestStuckUpgradeGivesUp(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	defer close(release)
+	f := newForwarder(func(namespace, pod string) (httpstream.Connection, error) {
+		calls.Add(1)
+		<-release
+		return nil, errors.New("too late")
+	})
+	start := time.Now()
+	conn, err := f.upgradeWithin("ns", "pod", 50*time.Millisecond)
+	if err == nil || conn != nil || time.Since(start) > time.Second {
+		t.Fatalf("stuck upgrade: %v %v after %s", conn, err, time.Since(start))
+	}
+	_, _ = f.upgradeWithin("ns", "pod", 50*time.Millisecond)
+	if calls.Load() != 2 {
+		t.Errorf("%d upgrades, want a new one for the second attempt", calls.Load())
+	}
+}

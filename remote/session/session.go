@@ -222,6 +222,14 @@ func (s *Session) keepUp(cc *grpc.ClientConn) {
 	}
 }
 
+func (s *Session) laneStatus() []LaneStatus {
+	out := make([]LaneStatus, 0, len(s.lanes))
+	for _, l := range s.lanes {
+		out = append(out, LaneStatus{State: strings.ToLower(l.cc.GetState().String()), Flows: l.open.Load(), Bulk: l.heavy.Load()})
+	}
+	return out
+}
+
 // pickLane chooses a new flow's lane: a ready flow lane with the fewest bulk flows, then the
 // fewest flows; lane 0 when no flow lane is ready.
 func (s *Session) pickLane() *lane {
@@ -426,6 +434,13 @@ func (s *Session) count(c net.Conn, l *lane) net.Conn {
 // historyMax bounds Status.History: enough to show a flapping tunnel.
 const historyMax = 16
 
+// LaneStatus is one connection to the manager: its gRPC state and the flows on it.
+type LaneStatus struct {
+	State string `json:"state"`
+	Flows int64  `json:"flows"`
+	Bulk  int64  `json:"bulk"`
+}
+
 // Transition is one change of a session's state, with the problem that caused it, if any.
 type Transition struct {
 	State State     `json:"state"`
@@ -567,6 +582,7 @@ type Status struct {
 	LastError      string       `json:"lastError,omitempty"` // the latest problem, also after recovery
 	LastErrorAt    time.Time    `json:"lastErrorAt,omitzero"`
 	History        []Transition `json:"history,omitempty"` // the latest state changes, oldest first
+	Lanes          []LaneStatus `json:"lanes,omitempty"`   // lane 0 first: names, intercepts, state
 	OpenFlows      int64        `json:"openFlows"`
 	TotalFlows     int64        `json:"totalFlows"`
 	FailedFlows    int64        `json:"failedFlows"`
@@ -583,7 +599,7 @@ func (s *Session) Status() Status {
 		State: s.state, Since: s.since, ManagerVersion: info.GetVersion(), ManagerPod: s.pod, ClusterDomain: info.GetClusterDomain(),
 		ServiceCIDRs: info.GetServiceCidrs(), PodCIDRs: info.GetPodCidrs(),
 		Reconnects: s.reconnects, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
-		History:   slices.Clone(s.history),
+		History: slices.Clone(s.history), Lanes: s.laneStatus(),
 		OpenFlows: s.open.Load(), TotalFlows: s.total.Load(), FailedFlows: s.failed.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 	}

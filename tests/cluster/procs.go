@@ -35,7 +35,10 @@ func (c *Cluster) pidFile(name string) string { return c.state("pids", name) }
 
 // launch starts d in its own session (it outlives the harness), logging to LogDir/NAME.log,
 // and records its pid and start time.
-func (c *Cluster) launch(d daemon) (*proc, error) {
+func (c *Cluster) launch(d daemon) (*proc, error) { return c.launchLog(d, os.O_TRUNC) }
+
+// launchLog is launch with the log opened with mode (os.O_TRUNC or os.O_APPEND).
+func (c *Cluster) launchLog(d daemon, mode int) (*proc, error) {
 	for rel, content := range d.files {
 		mode := os.FileMode(0o644)
 		if strings.HasPrefix(content, "#!") {
@@ -48,7 +51,7 @@ func (c *Cluster) launch(d daemon) (*proc, error) {
 	if err := os.MkdirAll(c.state("pids"), 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", d.name, err)
 	}
-	logFile, err := os.Create(c.logPath(d.name))
+	logFile, err := os.OpenFile(c.logPath(d.name), os.O_CREATE|os.O_WRONLY|mode, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.name, err)
 	}

@@ -295,3 +295,32 @@ func (c *Cluster) writeKubeconfig() error {
 	}
 	return clientcmd.WriteToFile(*cfg, c.KubeconfigPath())
 }
+
+// Restart stops one of the cluster's daemons by its recorded pid and starts it again, as a
+// crash and a supervisor would (tests restart kubelet to cut the port-forward streams it
+// carries). Its log goes on in the same file.
+func (c *Cluster) Restart(ctx context.Context, name string) error {
+	bins, err := c.build(ctx)
+	if err != nil {
+		return err
+	}
+	c.bins = bins
+	ready := map[string]func(context.Context) error{
+		kubelet: c.nodeReady, apiserver: c.apiReady, containerd: c.containerdReady, etcd: c.etcdReady,
+	}[name]
+	for _, d := range c.daemons() {
+		if d.name != name {
+			continue
+		}
+		c.stopRecorded(name, d.stop)
+		p, err := c.launchLog(d, os.O_APPEND)
+		if err != nil {
+			return err
+		}
+		if ready == nil {
+			return nil
+		}
+		return c.await(ctx, name, p, ready, 90*time.Second)
+	}
+	return fmt.Errorf("cluster: no daemon named %q", name)
+}

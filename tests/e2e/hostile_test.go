@@ -174,6 +174,10 @@ func TestHostileInput(t *testing.T) {
 			}
 		}
 		stillServes(t, "DNS garbage")
+		log, _ := os.ReadFile(filepath.Join(l.Home, ".tp", "sessions", "default", "daemon.log"))
+		if !strings.Contains(string(log), "dns shim: dropped a malformed message") {
+			t.Errorf("the daemon's log tells nothing of the DNS garbage it dropped")
+		}
 	})
 
 	t.Run("ManagerPorts", func(t *testing.T) {

@@ -116,6 +116,19 @@ func TestResilience(t *testing.T) {
 		if n := p.refusals.Load(); n > 0 {
 			t.Errorf("the proxy port refused %d connections during the fault; it must stay open", n)
 		}
+		// The flow lanes come back too (until they do, flows share lane 0). After a black hole
+		// they have been seen to take 30-50 s (an open question, see the daemon log lines
+		// printed then); the bound is loose until that is understood.
+		lanes := time.Since(start) - took + lanesReady(t, l)
+		if lanes > 15*time.Second {
+			log, _ := os.ReadFile(filepath.Join(l.Home, ".tp", "sessions", "default", "daemon.log"))
+			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+			t.Logf("the flow lanes were back only %s after the first new flow worked; the daemon's last lines:\n%s",
+				lanes.Round(100*time.Millisecond), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+		if lanes > 60*time.Second {
+			t.Errorf("the flow lanes were back only %s after the first new flow worked", lanes.Round(100*time.Millisecond))
+		}
 		return took
 	}
 
@@ -170,6 +183,24 @@ func TestResilience(t *testing.T) {
 		})
 		t.Logf("figure: port-forward cut -> new flows in %s", took.Round(100*time.Millisecond))
 		intercepted(20*time.Second, "after the cut")
+	})
+
+	t.Run("KubeletRestarted", func(t *testing.T) {
+		// The cut on the cluster's side: the kubelet that carries the port-forward streams
+		// goes away (the API server's stream to it ends) and comes back.
+		c, err := cluster.New(cluster.Config{Repo: filepath.Join(filepath.Dir(kit.KubeconfigPath()), "..")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := recovers(t, 15*time.Second, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := c.Restart(ctx, "kubelet"); err != nil {
+				t.Fatalf("restarting kubelet: %v", err)
+			}
+		})
+		t.Logf("figure: kubelet restarted -> new flows in %s", took.Round(100*time.Millisecond))
+		intercepted(30*time.Second, "after the kubelet's restart")
 	})
 
 	t.Run("BlackHoledTunnel", func(t *testing.T) {
@@ -242,6 +273,7 @@ func TestResilience(t *testing.T) {
 
 	pid := status(t, l, "default").PID
 	t.Run("ThousandConnections", func(t *testing.T) {
+		lanesReady(t, l)
 		base := daemonUsage(t, l, pid)
 		const n, size = 1000, 32 << 10
 		conns := make([]net.Conn, n)
@@ -297,6 +329,7 @@ func TestResilience(t *testing.T) {
 	})
 
 	t.Run("FiveGigabytesOnOneConnection", func(t *testing.T) {
+		lanesReady(t, l)
 		base := daemonUsage(t, l, pid)
 		const n = 5_000_000_000
 		px, _ := url.Parse("http://127.0.0.1:1080")
@@ -569,6 +602,27 @@ func hostGet(ip, path string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// lanesReady waits until every connection of the session to the manager is up, so that
+// a count of goroutines before a load compares with one after it.
+func lanesReady(t *testing.T, l *kit.Laptop) time.Duration {
+	t.Helper()
+	start := time.Now()
+	defer func() { t.Logf("every lane ready after %s", time.Since(start).Round(10*time.Millisecond)) }()
+	waitFor(t, 90*time.Second, "every lane of the session ready", func() error {
+		st := sessionStatus(t, l)
+		for i, ln := range st.Lanes {
+			if ln.State != "ready" {
+				return fmt.Errorf("lane %d is %s (all: %+v)", i, ln.State, st.Lanes)
+			}
+		}
+		if len(st.Lanes) < 2 {
+			return fmt.Errorf("lanes %+v", st.Lanes)
+		}
+		return nil
+	})
+	return time.Since(start)
 }
 
 // usage is what the tp daemon holds: goroutines (from tp status), descriptors and memory.
