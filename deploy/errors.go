@@ -102,9 +102,9 @@ func usageError(msg, hint string) *Error {
 	return &Error{Category: Usage, Msg: msg, Hint: hint}
 }
 
-// isTransport reports whether err failed to get an answer from the API server at all (as
+// IsTransport reports whether err failed to get an answer from the API server at all (as
 // opposed to an answer that says no).
-func isTransport(err error) bool {
+func IsTransport(err error) bool {
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
 		return false
@@ -195,7 +195,7 @@ func apiError(host, action, what, needs string, err error) error {
 	if e, ok := errors.AsType[*Error](err); ok {
 		return e
 	}
-	if isTransport(err) {
+	if IsTransport(err) {
 		return unreachable(host, err)
 	}
 	// The API's answer is the cause; what already names the request.

@@ -373,7 +373,7 @@ func (in *installer) waitReady(ctx context.Context, opts Options) (*Installed, e
 		switch {
 		case isContextErr(ctx, err):
 			return nil, fmt.Errorf("install tp: waiting for the manager: %w", err)
-		case err != nil && !isTransport(err):
+		case err != nil && !IsTransport(err):
 			return nil, apiError(in.host, "install tp", "watch the manager's rollout", statusNeeds, err)
 		case err != nil:
 			// The API server may blip (a restart, a load balancer): keep trying until the
@@ -696,7 +696,7 @@ func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) e
 				return nil
 			case isContextErr(ctx, err):
 				return fmt.Errorf("waiting for namespace %s to be deleted: %w", opts.Namespace, err)
-			case err != nil && !isTransport(err):
+			case err != nil && !IsTransport(err):
 				return apiError(in.host, "uninstall tp", "get namespace "+opts.Namespace, uninstallNeeds, err)
 			case err != nil:
 				state = err.Error()
@@ -713,7 +713,7 @@ func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) e
 			switch {
 			case isContextErr(ctx, err):
 				return fmt.Errorf("waiting for the manager's pods to go: %w", err)
-			case err != nil && !isTransport(err):
+			case err != nil && !IsTransport(err):
 				return apiError(in.host, "uninstall tp", "list the manager's pods", uninstallNeeds, err)
 			case err != nil:
 				state = err.Error()

@@ -2,10 +2,8 @@ package intercept
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,7 +42,7 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if isTransport(err) {
+	if deploy.IsTransport(err) {
 		cause := err
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			cause = ue.Err
@@ -68,22 +66,4 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 			Hint: interceptNeeds + "; ask a cluster admin for them; check with: " + canI}
 	}
 	return &deploy.Error{Category: deploy.Internal, Msg: "cannot " + what, Err: err}
-}
-
-// isTransport reports whether err got no answer from the API server at all.
-func isTransport(err error) bool {
-	var st apierrors.APIStatus
-	if errors.As(err, &st) {
-		return false
-	}
-	if _, ok := errors.AsType[*url.Error](err); ok {
-		return true
-	}
-	if _, ok := errors.AsType[net.Error](err); ok {
-		return true
-	}
-	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
-		return true
-	}
-	return false
 }

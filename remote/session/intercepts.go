@@ -145,7 +145,7 @@ func (s *Session) ListIntercepts(ctx context.Context, namespace string) ([]*tunn
 	if s.State() != Connected {
 		return nil, s.downError()
 	}
-	resp, err := s.icClient.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
+	resp, err := s.lanes[0].intercepts.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
 	if err != nil {
 		return nil, fmt.Errorf("listing intercepts: %w", err)
 	}
@@ -200,7 +200,7 @@ func (s *Session) interceptSession() error {
 	ic := s.icState()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	stream, err := s.icClient.Session(ctx)
+	stream, err := s.lanes[0].intercepts.Session(ctx)
 	if err != nil {
 		return err
 	}

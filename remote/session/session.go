@@ -88,10 +88,7 @@ type Session struct {
 	cfg       Config
 	cs        kubernetes.Interface
 	fw        *portforward.Forwarder
-	cc        *grpc.ClientConn       // lanes[0]'s: names, intercepts, state
-	client    tunnelpb.ManagerClient // lanes[0]'s
-	lanes     []*lane
-	icClient  tunnelpb.InterceptsClient
+	lanes     []*lane // lanes[0]: names, intercepts, state; the others: flows
 	icOnce    sync.Once
 	ic        *intercepts
 	localDial atomic.Pointer[func(ctx context.Context, addr string) (net.Conn, error)]
@@ -173,10 +170,6 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		s.lanes = append(s.lanes, &lane{cc: cc, client: tunnelpb.NewManagerClient(cc), intercepts: tunnelpb.NewInterceptsClient(cc)})
 		cc.Connect()
 	}
-	cc := s.lanes[0].cc
-	s.cc = cc
-	s.client = s.lanes[0].client
-	s.icClient = s.lanes[0].intercepts
 	if err := s.refreshInfo(ctx, true); err != nil {
 		s.Close()
 		return nil, err
@@ -301,7 +294,7 @@ func (s *Session) dialManager(ctx context.Context, lane int) (net.Conn, error) {
 func (s *Session) refreshInfo(ctx context.Context, first bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	info, err := s.client.Info(ctx, &tunnelpb.InfoRequest{ClientVersion: s.cfg.Version}, grpc.WaitForReady(first))
+	info, err := s.lanes[0].client.Info(ctx, &tunnelpb.InfoRequest{ClientVersion: s.cfg.Version}, grpc.WaitForReady(first))
 	if err != nil {
 		s.mu.Lock()
 		last := s.lastErr
@@ -331,7 +324,7 @@ func (s *Session) refreshLoop() {
 // watchState follows the gRPC connection's state: a drop shows as reconnecting until gRPC
 // has a new connection (to a new pod, if the old one went).
 func (s *Session) watchState() {
-	st := s.cc.GetState()
+	st := s.lanes[0].cc.GetState()
 	for {
 		s.mu.Lock()
 		switch st {
@@ -355,13 +348,13 @@ func (s *Session) watchState() {
 		// gRPC leaves a broken channel idle until the next RPC; a session reconnects at once,
 		// so that it is up again before the next flow asks (and says so in tp status).
 		if st == connectivity.Idle {
-			s.cc.Connect()
+			s.lanes[0].cc.Connect()
 		}
-		if st == connectivity.Shutdown || !s.cc.WaitForStateChange(s.ctx, st) {
+		if st == connectivity.Shutdown || !s.lanes[0].cc.WaitForStateChange(s.ctx, st) {
 			return
 		}
 		prev := st
-		st = s.cc.GetState()
+		st = s.lanes[0].cc.GetState()
 		if prev != connectivity.Ready && st == connectivity.Ready {
 			go func() { _ = s.refreshInfo(s.ctx, false) }()
 		}
@@ -534,7 +527,7 @@ func (s *Session) resolveRemote(ctx context.Context, name string, qtype uint16) 
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	resp, err := s.client.Resolve(ctx, &tunnelpb.ResolveRequest{Name: name, Namespace: s.cfg.Namespace, Qtype: uint32(qtype)})
+	resp, err := s.lanes[0].client.Resolve(ctx, &tunnelpb.ResolveRequest{Name: name, Namespace: s.cfg.Namespace, Qtype: uint32(qtype)})
 	if err != nil {
 		switch status.Code(err) {
 		case codes.Unavailable:
@@ -627,15 +620,18 @@ func (s *Session) Close() error {
 // counted counts a flow's bytes and keeps the open-flow count.
 type counted struct {
 	net.Conn
-	s      *Session
-	lane   *lane
-	moved  atomic.Int64
-	mu     sync.Mutex // guards heavy and closed, which keep the lane's bulk count exact
-	heavy  bool
-	bulk   atomic.Bool // heavy, for the fast path
-	closed bool
-	once   sync.Once
+	s     *Session
+	lane  *lane
+	moved atomic.Int64
+	state atomic.Int32 // flowLight, flowBulk or flowClosed: keeps the lane's bulk count exact
+	once  sync.Once
 }
+
+const (
+	flowLight int32 = iota
+	flowBulk
+	flowClosed
+)
 
 func (c *counted) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -653,16 +649,9 @@ func (c *counted) Write(p []byte) (int, error) {
 
 // add marks the flow bulk on its lane once it has moved heavyFlow bytes.
 func (c *counted) add(n int) {
-	if c.moved.Add(int64(n)) < heavyFlow || c.bulk.Load() {
-		return
-	}
-	c.mu.Lock()
-	if !c.heavy && !c.closed {
-		c.heavy = true
-		c.bulk.Store(true)
+	if c.moved.Add(int64(n)) >= heavyFlow && c.state.Load() == flowLight && c.state.CompareAndSwap(flowLight, flowBulk) {
 		c.lane.heavy.Add(1)
 	}
-	c.mu.Unlock()
 }
 
 func (c *counted) CloseWrite() error { return c.Conn.(*tunnel.Conn).CloseWrite() }
@@ -671,12 +660,9 @@ func (c *counted) Close() error {
 	c.once.Do(func() {
 		c.s.open.Add(-1)
 		c.lane.open.Add(-1)
-		c.mu.Lock()
-		c.closed = true
-		if c.heavy {
+		if c.state.Swap(flowClosed) == flowBulk {
 			c.lane.heavy.Add(-1)
 		}
-		c.mu.Unlock()
 	})
 	return c.Conn.Close()
 }
