@@ -67,6 +67,38 @@ const (
 	upgradeTimeout        = 15 * time.Second
 )
 
+// streamTimeout bounds the creation of one stream. A connection whose path went silent is
+// not closed by anyone (its TCP connection outlives a black hole), and client-go waits 30 s
+// for each stream's reply on it; a connection that does not answer in time is closed, so
+// that the next dial upgrades a new one.
+const streamTimeout = 10 * time.Second
+
+// createStream creates a stream on pc; on failure or timeout pc is evicted (and closed).
+func (f *Forwarder) createStream(pc *podConn, hdr http.Header) (httpstream.Stream, error) {
+	type result struct {
+		s   httpstream.Stream
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := pc.conn.CreateStream(hdr)
+		done <- result{s, err}
+	}()
+	t := time.NewTimer(streamTimeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			f.evict(pc)
+		}
+		return r.s, r.err
+	case <-t.C:
+		f.evict(pc)
+		_ = pc.conn.Close()
+		return nil, fmt.Errorf("no answer within %s: the connection to the API server is gone", streamTimeout)
+	}
+}
+
 // upgradeWithin runs an upgrade, giving up after timeout; a late connection is closed.
 func (f *Forwarder) upgradeWithin(namespace, pod string, timeout time.Duration) (httpstream.Connection, error) {
 	type result struct {
@@ -150,18 +182,16 @@ func (f *Forwarder) DialPodOn(ctx context.Context, lane int, namespace, pod stri
 	hdr.Set(corev1.StreamType, corev1.StreamTypeError)
 	hdr.Set(corev1.PortHeader, strconv.Itoa(int(port)))
 	hdr.Set(corev1.PortForwardRequestIDHeader, id)
-	errStream, err := pc.conn.CreateStream(hdr)
+	errStream, err := f.createStream(pc, hdr)
 	if err != nil {
-		f.evict(pc)
 		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: error stream: %w", namespace, pod, port, err)
 	}
 	// The client never writes on the error stream.
 	_ = errStream.Close()
 	hdr.Set(corev1.StreamType, corev1.StreamTypeData)
-	dataStream, err := pc.conn.CreateStream(hdr)
+	dataStream, err := f.createStream(pc, hdr)
 	if err != nil {
 		pc.conn.RemoveStreams(errStream)
-		f.evict(pc)
 		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: data stream: %w", namespace, pod, port, err)
 	}
 	c := &streamConn{
