@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/session"
 )
 
 // kubeFlags choose the cluster, as kubectl's do.
@@ -59,6 +61,7 @@ Proxy-Authorization: Basic):
 			&cli.StringSliceFlag{Name: "also-proxy", Usage: "send this CIDR through the tunnel too (repeatable)"},
 			&cli.StringSliceFlag{Name: "never-proxy", Usage: "never send this CIDR through the tunnel (repeatable)"},
 			&cli.StringFlag{Name: "transport", Value: "auto", Usage: "port-forward transport: auto (WebSocket, falling back to SPDY), websocket or spdy"},
+			&cli.IntFlag{Name: "lanes", Value: session.DefaultFlowLanes, Usage: fmt.Sprintf("port-forward connections to the manager that carry flows (1-%d); on separate lanes an interactive flow never waits behind a bulk one", maxLanes)},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for the connection"},
 			&cli.BoolFlag{Name: "foreground", Usage: "stay attached instead of leaving a background daemon (Ctrl-C ends it)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every failed dial"},
@@ -73,6 +76,7 @@ type connectOptions struct {
 	name, listen, dnsListen, managerNS string
 	also, never                        []netip.Prefix
 	transport                          portforward.Transport
+	lanes                              int // flow lanes; 0: session.DefaultFlowLanes
 	timeout                            time.Duration
 	debug                              bool
 	// credsFile is --proxy-credentials-file, made absolute for the daemon; creds are what
@@ -99,11 +103,17 @@ func (o connectOptions) daemonArgs() []string {
 	for _, p := range o.never {
 		args = append(args, "--never-proxy", p.String())
 	}
+	if o.lanes != 0 {
+		args = append(args, "--lanes", strconv.Itoa(o.lanes))
+	}
 	if o.debug {
 		args = append(args, "--debug")
 	}
 	return args
 }
+
+// maxLanes bounds --lanes: each lane is a connection the API server keeps open.
+const maxLanes = 8
 
 func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	o := connectOptions{
@@ -143,6 +153,9 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	}
 	if o.transport, err = portforward.ParseTransport(c.String("transport")); err != nil {
 		return o, userErrorf("--transport: %v", err)
+	}
+	if o.lanes = c.Int("lanes"); o.lanes < 1 || o.lanes > maxLanes {
+		return o, userErrorf("--lanes %d: want 1 to %d", o.lanes, maxLanes)
 	}
 	for _, f := range []struct {
 		flag string

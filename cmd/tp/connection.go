@@ -50,7 +50,7 @@ func openConnection(ctx context.Context, o connectOptions, k *kube, log *slog.Lo
 	sess, err := session.Connect(cctx, session.Config{
 		REST: k.cfg, Namespace: k.namespace, ManagerNamespace: o.managerNS,
 		ManagerSelector: deploy.ManagerLabelSelector, ManagerPort: deploy.ClientPort,
-		Transport: o.transport, Version: buildinfo.Version, Log: log,
+		Transport: o.transport, FlowLanes: o.lanes, Version: buildinfo.Version, Log: log,
 	})
 	ccancel()
 	if err != nil {

@@ -265,10 +265,7 @@ func upgradeDialer(cfg *rest.Config, client rest.Interface, transport Transport,
 	if transport == SPDY {
 		return spdyDialer, nil
 	}
-	ws, err := clientpf.NewSPDYOverWebsocketDialer(u, cfg)
-	if err != nil {
-		return nil, err
-	}
+	ws := &wsDialer{cfg: cfg, url: u}
 	if transport == WebSocket {
 		return ws, nil
 	}

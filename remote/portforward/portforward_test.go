@@ -3,8 +3,11 @@ package portforward
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/rest"
 )
 
 // fakeStream reads from r and records writes and closes.
@@ -199,5 +203,69 @@ func TestStuckUpgradeGivesUp(t *testing.T) {
 	_, _ = f.upgradeWithin("ns", "pod", 50*time.Millisecond)
 	if calls.Load() != 2 {
 		t.Errorf("%d upgrades, want a new one for the second attempt", calls.Load())
+	}
+}
+
+// upgradeServer refuses WebSocket upgrades (as an API server before 1.30, or a proxy that
+// does not pass them, does) and SPDY ones too, saying which it saw.
+func upgradeServer(t *testing.T) (*httptest.Server, *atomic.Int32, *atomic.Int32) {
+	var ws, spdy atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			ws.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"websocket upgrades are not served here"}`)
+			return
+		}
+		spdy.Add(1)
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"spdy upgrade reached the server"}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &ws, &spdy
+}
+
+// The WebSocket upgrade connects with the rest.Config's Dial, as the SPDY one does: client-go's
+// own WebSocket dialer ignores it (and with it tp's bounded connect).
+func TestWebSocketUpgradeDialsWithTheConfigsDial(t *testing.T) {
+	srv, ws, _ := upgradeServer(t)
+	var dialed atomic.Int32
+	// Loopback port 1, where nothing listens: a dial that bypasses the hook is refused at once.
+	cfg := &rest.Config{Host: "http://127.0.0.1:1", Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		dialed.Add(1)
+		if address != "127.0.0.1:1" {
+			return nil, fmt.Errorf("dialed %q", address)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}}
+	f, err := New(cfg, WebSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = f.DialPod(context.Background(), "ns", "pod", 80)
+	if dialed.Load() == 0 || ws.Load() == 0 {
+		t.Fatalf("the upgrade did not go through the config's Dial (dials %d, upgrades seen %d): %v", dialed.Load(), ws.Load(), err)
+	}
+	if !httpstream.IsUpgradeFailure(err) || !strings.Contains(err.Error(), "websocket upgrades are not served here") {
+		t.Fatalf("refused upgrade: %v, want an upgrade failure with the server's message", err)
+	}
+}
+
+// Auto falls back to SPDY when the WebSocket upgrade is refused.
+func TestAutoFallsBackToSPDY(t *testing.T) {
+	srv, ws, spdy := upgradeServer(t)
+	f, err := New(&rest.Config{Host: srv.URL}, Auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = f.DialPod(context.Background(), "ns", "pod", 80)
+	if ws.Load() != 1 || spdy.Load() != 1 {
+		t.Fatalf("upgrades seen: websocket %d, spdy %d, want one of each (%v)", ws.Load(), spdy.Load(), err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "spdy upgrade reached the server") {
+		t.Fatalf("dial: %v, want the SPDY upgrade's refusal", err)
 	}
 }

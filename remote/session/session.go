@@ -88,7 +88,8 @@ type Session struct {
 	cfg       Config
 	cs        kubernetes.Interface
 	fw        *portforward.Forwarder
-	lanes     []*lane // lanes[0]: names, intercepts, state; the others: flows
+	lanes     []*lane    // lanes[0]: names, intercepts, state; the others: flows
+	laneMu    sync.Mutex // makes pickLane's choice and count one step
 	icOnce    sync.Once
 	ic        *intercepts
 	localDial atomic.Pointer[func(ctx context.Context, addr string) (net.Conn, error)]
@@ -223,9 +224,14 @@ func (s *Session) laneStatus() []LaneStatus {
 	return out
 }
 
-// pickLane chooses a new flow's lane: a ready flow lane with the fewest bulk flows, then the
-// fewest flows; lane 0 when no flow lane is ready.
+// pickLane chooses a new flow's lane and counts the flow on it: a ready flow lane with the
+// fewest bulk flows, then the fewest flows; lane 0 when no flow lane is ready. The flow is
+// counted from the choice, not from its dial's answer, so that flows dialled together
+// spread over the lanes (counted after the answer, two bulk downloads started at once
+// were seen to share a lane). A dial that fails gives the lane back with l.open.Add(-1).
 func (s *Session) pickLane() *lane {
+	s.laneMu.Lock()
+	defer s.laneMu.Unlock()
 	best, bestScore := s.lanes[0], int64(math.MaxInt64)
 	for _, l := range s.lanes[1:] {
 		if l.cc.GetState() != connectivity.Ready {
@@ -235,6 +241,7 @@ func (s *Session) pickLane() *lane {
 			best, bestScore = l, score
 		}
 	}
+	best.open.Add(1)
 	return best
 }
 
@@ -386,6 +393,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	stream, err := ln.client.Tunnel(sctx)
 	if err != nil {
 		end()
+		ln.open.Add(-1)
 		s.failed.Add(1)
 		if status.Code(err) == codes.Unavailable {
 			return nil, s.downError()
@@ -396,6 +404,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	if remote.EarlyData(ctx) {
 		c, err := tunnel.OpenEarly(stream, end, d)
 		if err != nil {
+			ln.open.Add(-1)
 			s.failed.Add(1)
 			return nil, err
 		}
@@ -409,6 +418,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 		err = &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("dial %s through the tunnel: %v", address, ctx.Err())}
 	}
 	if err != nil {
+		ln.open.Add(-1)
 		s.failed.Add(1)
 		if remote.KindOf(err) == remote.TunnelDown {
 			return nil, s.downError()
@@ -418,9 +428,9 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	return s.count(c, ln), nil
 }
 
+// count wraps a flow's conn; pickLane has counted it on its lane already.
 func (s *Session) count(c net.Conn, l *lane) net.Conn {
 	s.open.Add(1)
-	l.open.Add(1)
 	return &counted{Conn: c, s: s, lane: l}
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,5 +127,19 @@ func TestStatParsesCommandNamesWithSpaces(t *testing.T) {
 	st, _ := startTime(os.Getpid())
 	if st == "" || st == "0" {
 		t.Fatalf("start time: %q", st)
+	}
+}
+
+func TestEstablishedToReadsProcNetTCP(t *testing.T) {
+	// Three sockets: a listener, an established connection to 10.250.0.1:6443 from port
+	// 45176, and one to another port of that host.
+	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0438 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534        0 1 1 0000000000000000 100 0 0 10 0
+   1: 02FBFA0A:B078 0100FA0A:192B 01 00000000:00000000 02:000A7B1C 00000000 65534        0 2 2 0000000000000000 20 4 30 10 -1
+   2: 02FBFA0A:B079 0100FA0A:0050 01 00000000:00000000 02:000A7B1C 00000000 65534        0 3 2 0000000000000000 20 4 30 10 -1
+`
+	got, err := establishedTo([]byte(table), netip.MustParseAddrPort("10.250.0.1:6443"))
+	if err != nil || !slices.Equal(got, []uint16{45176}) {
+		t.Fatalf("establishedTo = %v, %v; want [45176]", got, err)
 	}
 }

@@ -336,6 +336,11 @@ var socksReplies = map[byte]string{
 // socks5h does) through tp's port from the laptop. The client is written out here so the
 // test does not trust a library it shares with tp.
 func socksDialErr(l *kit.Laptop, target string) (net.Conn, error) {
+	return socksDialVia(l, "127.0.0.1:1080", target)
+}
+
+// socksDialVia is socksDialErr through the proxy at proxy.
+func socksDialVia(l *kit.Laptop, proxy, target string) (net.Conn, error) {
 	host, portStr, err := net.SplitHostPort(target)
 	if err != nil {
 		return nil, err
@@ -343,7 +348,7 @@ func socksDialErr(l *kit.Laptop, target string) (net.Conn, error) {
 	port, _ := strconv.Atoi(portStr)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := l.Dial(ctx, "tcp", "127.0.0.1:1080")
+	c, err := l.Dial(ctx, "tcp", proxy)
 	if err != nil {
 		return nil, err
 	}
