@@ -61,7 +61,7 @@ Proxy-Authorization: Basic):
 			&cli.StringSliceFlag{Name: "also-proxy", Usage: "send this CIDR through the tunnel too (repeatable)"},
 			&cli.StringSliceFlag{Name: "never-proxy", Usage: "never send this CIDR through the tunnel (repeatable)"},
 			&cli.StringFlag{Name: "transport", Value: "auto", Usage: "port-forward transport: auto (WebSocket, falling back to SPDY), websocket or spdy"},
-			&cli.IntFlag{Name: "lanes", Value: session.DefaultFlowLanes, Usage: fmt.Sprintf("port-forward connections to the manager that carry flows (1-%d); on separate lanes an interactive flow never waits behind a bulk one", maxLanes)},
+			&cli.IntFlag{Name: "lanes", Value: session.DefaultFlowLanes, Usage: fmt.Sprintf("at most this many port-forward connections to the manager carry flows (1-%d), opened as flows need them: on a lane of its own an interactive flow never waits behind a download", maxLanes)},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for the connection"},
 			&cli.BoolFlag{Name: "foreground", Usage: "stay attached instead of leaving a background daemon (Ctrl-C ends it)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every failed dial"},
@@ -113,7 +113,7 @@ func (o connectOptions) daemonArgs() []string {
 }
 
 // maxLanes bounds --lanes: each lane is a connection the API server keeps open.
-const maxLanes = 8
+const maxLanes = 16
 
 func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	o := connectOptions{

@@ -157,6 +157,7 @@ func newForwarder(upgrade func(namespace, pod string) (httpstream.Connection, er
 // podConn is one upgraded connection to a pod; ready closes when conn or err is set.
 type podConn struct {
 	key    string // in Forwarder.conns
+	lane   int
 	ready  chan struct{}
 	conn   httpstream.Connection
 	err    error
@@ -212,7 +213,7 @@ func (f *Forwarder) podConn(ctx context.Context, lane int, namespace, pod string
 	f.mu.Lock()
 	pc, ok := f.conns[key]
 	if !ok {
-		pc = &podConn{key: key, ready: make(chan struct{})}
+		pc = &podConn{key: key, lane: lane, ready: make(chan struct{})}
 		f.conns[key] = pc
 		go f.connect(namespace, pod, pc)
 	}
@@ -284,9 +285,24 @@ func (f *Forwarder) evict(pc *podConn) {
 
 // Close closes every cached connection and with them their streams.
 func (f *Forwarder) Close() error {
+	f.closeWhere(func(*podConn) bool { return true })
+	return nil
+}
+
+// CloseLane closes the connections of one lane (to any pod) and with them their streams.
+func (f *Forwarder) CloseLane(lane int) {
+	f.closeWhere(func(pc *podConn) bool { return pc.lane == lane })
+}
+
+func (f *Forwarder) closeWhere(match func(*podConn) bool) {
 	f.mu.Lock()
-	pcs := f.conns
-	f.conns = map[string]*podConn{}
+	var pcs []*podConn
+	for key, pc := range f.conns {
+		if match(pc) {
+			pcs = append(pcs, pc)
+			delete(f.conns, key)
+		}
+	}
 	f.mu.Unlock()
 	for _, pc := range pcs {
 		go func() {
@@ -296,7 +312,6 @@ func (f *Forwarder) Close() error {
 			}
 		}()
 	}
-	return nil
 }
 
 // streamConn is one port-forward stream pair seen as a net.Conn.

@@ -145,7 +145,7 @@ func (s *Session) ListIntercepts(ctx context.Context, namespace string) ([]*tunn
 	if s.State() != Connected {
 		return nil, s.downError()
 	}
-	resp, err := s.lanes[0].intercepts.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
+	resp, err := s.ctl.intercepts.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
 	if err != nil {
 		return nil, fmt.Errorf("listing intercepts: %w", err)
 	}
@@ -200,7 +200,7 @@ func (s *Session) interceptSession() error {
 	ic := s.icState()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	stream, err := s.lanes[0].intercepts.Session(ctx)
+	stream, err := s.ctl.intercepts.Session(ctx)
 	if err != nil {
 		return err
 	}
@@ -283,17 +283,19 @@ func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
 	sctx, end := context.WithCancel(s.ctx)
 	// An intercepted flow rides a flow lane like an outbound one: a bulk upload to the
 	// laptop must not hold up names and other flows.
-	ln := s.pickLane()
+	ctx, cancel := context.WithTimeout(s.ctx, resultWait)
+	defer cancel()
+	ln := s.pickLane(ctx)
 	stream, err := ln.intercepts.Accept(sctx)
 	if err != nil {
 		end()
+		ln.release()
 		local.Close()
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, resultWait)
-	defer cancel()
 	c, err := tunnel.OpenFlow(ctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: in.GetFlow()})
 	if err != nil {
+		ln.release()
 		local.Close()
 		return
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -20,12 +19,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,29 +43,10 @@ type Config struct {
 	Transport        portforward.Transport
 	Version          string // the client's, sent to the manager
 	DialTimeout      time.Duration
-	// FlowLanes is how many connections to the manager carry flows, besides the one for
-	// names, intercepts and state (0: DefaultFlowLanes).
+	// FlowLanes is the most connections to the manager that carry flows, besides the one
+	// for names, intercepts and state (0: DefaultFlowLanes).
 	FlowLanes int
 	Log       *slog.Logger
-}
-
-// DefaultFlowLanes is the default Config.FlowLanes. Flows on one connection share its
-// queues along the way (the API server's, kubelet's and TCP's buffers), so a bulk transfer
-// would delay every other flow's bytes behind its own; on separate lanes an interactive
-// flow stays as quick as on an idle tunnel. A new flow takes the lane with the fewest bulk
-// flows, then the fewest flows.
-const DefaultFlowLanes = 3
-
-// heavyFlow is how many bytes make a flow bulk for choosing lanes.
-const heavyFlow = 1 << 20
-
-// lane is one gRPC connection to the manager, over its own port-forward connection.
-type lane struct {
-	cc         *grpc.ClientConn
-	client     tunnelpb.ManagerClient
-	intercepts tunnelpb.InterceptsClient
-	open       atomic.Int64 // flows on it now
-	heavy      atomic.Int64 // of which bulk
 }
 
 // State is what a session is doing.
@@ -88,8 +64,11 @@ type Session struct {
 	cfg       Config
 	cs        kubernetes.Interface
 	fw        *portforward.Forwarder
-	lanes     []*lane    // lanes[0]: names, intercepts, state; the others: flows
-	laneMu    sync.Mutex // makes pickLane's choice and count one step
+	ctl       *lane // names, intercepts and state
+	newCC     func(id int) (*grpc.ClientConn, error)
+	laneMu    sync.Mutex // guards flowLanes and nextLane; makes pickLane's choice and count one step
+	flowLanes []*lane    // the lanes that carry flows; the first startLanes stay
+	nextLane  int        // the next lane's id (its port-forward connection's number)
 	icOnce    sync.Once
 	ic        *intercepts
 	localDial atomic.Pointer[func(ctx context.Context, addr string) (net.Conn, error)]
@@ -162,14 +141,10 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	if s.cfg.FlowLanes <= 0 {
 		s.cfg.FlowLanes = DefaultFlowLanes
 	}
-	for i := range 1 + s.cfg.FlowLanes {
-		cc, err := s.newLane(i)
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("session: %w", err)
-		}
-		s.lanes = append(s.lanes, &lane{cc: cc, client: tunnelpb.NewManagerClient(cc), intercepts: tunnelpb.NewInterceptsClient(cc)})
-		cc.Connect()
+	s.newCC = s.newLane
+	if err := s.openLanes(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("session: %w", err)
 	}
 	if err := s.refreshInfo(ctx, true); err != nil {
 		s.Close()
@@ -180,69 +155,8 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	s.setStateLocked(Connected)
 	s.mu.Unlock()
 	go s.watchState()
-	for _, l := range s.lanes[1:] {
-		go s.keepUp(l.cc)
-	}
 	go s.refreshLoop()
 	return s, nil
-}
-
-// newLane makes lane i's gRPC connection, over port-forward connection i to the manager.
-func (s *Session) newLane(i int) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///tp-manager", append(flowControl(),
-		experimental.WithBufferPool(tunnel.BufferPool()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), // port-forward is the authenticated, encrypted channel
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.dialManager(ctx, i) }),
-		// Pings notice a port-forward that went silent (laptop sleep, dead kubelet stream).
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 10 * time.Second,
-		}),
-		grpc.WithIdleTimeout(0), // stay connected: an idle tunnel must still notice it broke
-	)...)
-}
-
-// keepUp reconnects a flow lane as soon as it breaks, as watchState does for lane 0.
-func (s *Session) keepUp(cc *grpc.ClientConn) {
-	for st := cc.GetState(); st != connectivity.Shutdown; st = cc.GetState() {
-		if st == connectivity.Idle {
-			cc.Connect()
-		}
-		if !cc.WaitForStateChange(s.ctx, st) {
-			return
-		}
-	}
-}
-
-func (s *Session) laneStatus() []LaneStatus {
-	out := make([]LaneStatus, 0, len(s.lanes))
-	for _, l := range s.lanes {
-		out = append(out, LaneStatus{State: strings.ToLower(l.cc.GetState().String()), Flows: l.open.Load(), Bulk: l.heavy.Load()})
-	}
-	return out
-}
-
-// pickLane chooses a new flow's lane and counts the flow on it: a ready flow lane with the
-// fewest bulk flows, then the fewest flows; lane 0 when no flow lane is ready. The flow is
-// counted from the choice, not from its dial's answer, so that flows dialled together
-// spread over the lanes (counted after the answer, two bulk downloads started at once
-// were seen to share a lane). A dial that fails gives the lane back with l.open.Add(-1).
-func (s *Session) pickLane() *lane {
-	s.laneMu.Lock()
-	defer s.laneMu.Unlock()
-	best, bestScore := s.lanes[0], int64(math.MaxInt64)
-	for _, l := range s.lanes[1:] {
-		if l.cc.GetState() != connectivity.Ready {
-			continue
-		}
-		if score := l.heavy.Load()<<32 + l.open.Load(); score < bestScore {
-			best, bestScore = l, score
-		}
-	}
-	best.open.Add(1)
-	return best
 }
 
 // findManager returns the newest ready manager pod.
@@ -301,7 +215,7 @@ func (s *Session) dialManager(ctx context.Context, lane int) (net.Conn, error) {
 func (s *Session) refreshInfo(ctx context.Context, first bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	info, err := s.lanes[0].client.Info(ctx, &tunnelpb.InfoRequest{ClientVersion: s.cfg.Version}, grpc.WaitForReady(first))
+	info, err := s.ctl.client.Info(ctx, &tunnelpb.InfoRequest{ClientVersion: s.cfg.Version}, grpc.WaitForReady(first))
 	if err != nil {
 		s.mu.Lock()
 		last := s.lastErr
@@ -315,15 +229,20 @@ func (s *Session) refreshInfo(ctx context.Context, first bool) error {
 	return nil
 }
 
+// refreshLoop asks the manager for the cluster's ranges now and then, and closes the lanes
+// that flows no longer need.
 func (s *Session) refreshLoop() {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
+	info, lanes := time.NewTicker(30*time.Second), time.NewTicker(laneIdle/4)
+	defer info.Stop()
+	defer lanes.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-t.C:
+		case <-info.C:
 			_ = s.refreshInfo(s.ctx, false)
+		case now := <-lanes.C:
+			s.shrinkLanes(now)
 		}
 	}
 }
@@ -331,7 +250,7 @@ func (s *Session) refreshLoop() {
 // watchState follows the gRPC connection's state: a drop shows as reconnecting until gRPC
 // has a new connection (to a new pod, if the old one went).
 func (s *Session) watchState() {
-	st := s.lanes[0].cc.GetState()
+	st := s.ctl.cc.GetState()
 	for {
 		s.mu.Lock()
 		switch st {
@@ -355,13 +274,13 @@ func (s *Session) watchState() {
 		// gRPC leaves a broken channel idle until the next RPC; a session reconnects at once,
 		// so that it is up again before the next flow asks (and says so in tp status).
 		if st == connectivity.Idle {
-			s.lanes[0].cc.Connect()
+			s.ctl.cc.Connect()
 		}
-		if st == connectivity.Shutdown || !s.lanes[0].cc.WaitForStateChange(s.ctx, st) {
+		if st == connectivity.Shutdown || !s.ctl.cc.WaitForStateChange(s.ctx, st) {
 			return
 		}
 		prev := st
-		st = s.lanes[0].cc.GetState()
+		st = s.ctl.cc.GetState()
 		if prev != connectivity.Ready && st == connectivity.Ready {
 			go func() { _ = s.refreshInfo(s.ctx, false) }()
 		}
@@ -389,11 +308,11 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	}
 	// The stream outlives this dial; its own context ends it when the conn is closed.
 	sctx, end := context.WithCancel(s.ctx)
-	ln := s.pickLane()
+	ln := s.pickLane(ctx)
 	stream, err := ln.client.Tunnel(sctx)
 	if err != nil {
 		end()
-		ln.open.Add(-1)
+		ln.release()
 		s.failed.Add(1)
 		if status.Code(err) == codes.Unavailable {
 			return nil, s.downError()
@@ -404,7 +323,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	if remote.EarlyData(ctx) {
 		c, err := tunnel.OpenEarly(stream, end, d)
 		if err != nil {
-			ln.open.Add(-1)
+			ln.release()
 			s.failed.Add(1)
 			return nil, err
 		}
@@ -418,7 +337,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 		err = &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("dial %s through the tunnel: %v", address, ctx.Err())}
 	}
 	if err != nil {
-		ln.open.Add(-1)
+		ln.release()
 		s.failed.Add(1)
 		if remote.KindOf(err) == remote.TunnelDown {
 			return nil, s.downError()
@@ -436,13 +355,6 @@ func (s *Session) count(c net.Conn, l *lane) net.Conn {
 
 // historyMax bounds Status.History: enough to show a flapping tunnel.
 const historyMax = 16
-
-// LaneStatus is one connection to the manager: its gRPC state and the flows on it.
-type LaneStatus struct {
-	State string `json:"state"`
-	Flows int64  `json:"flows"`
-	Bulk  int64  `json:"bulk"`
-}
 
 // Transition is one change of a session's state, with the problem that caused it, if any.
 type Transition struct {
@@ -537,7 +449,7 @@ func (s *Session) resolveRemote(ctx context.Context, name string, qtype uint16) 
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	resp, err := s.lanes[0].client.Resolve(ctx, &tunnelpb.ResolveRequest{Name: name, Namespace: s.cfg.Namespace, Qtype: uint32(qtype)})
+	resp, err := s.ctl.client.Resolve(ctx, &tunnelpb.ResolveRequest{Name: name, Namespace: s.cfg.Namespace, Qtype: uint32(qtype)})
 	if err != nil {
 		switch status.Code(err) {
 		case codes.Unavailable:
@@ -612,10 +524,15 @@ func (s *Session) Status() Status {
 func (s *Session) Close() error {
 	s.cancel()
 	var err error
-	for i, l := range s.lanes {
-		if cerr := l.cc.Close(); i == 0 {
-			err = cerr
-		}
+	if s.ctl != nil {
+		err = s.ctl.cc.Close()
+	}
+	s.laneMu.Lock()
+	flows := s.flowLanes
+	s.flowLanes = nil
+	s.laneMu.Unlock()
+	for _, l := range flows {
+		_ = l.cc.Close()
 	}
 	_ = s.fw.Close()
 	s.mu.Lock()
@@ -669,23 +586,10 @@ func (c *counted) CloseWrite() error { return c.Conn.(*tunnel.Conn).CloseWrite()
 func (c *counted) Close() error {
 	c.once.Do(func() {
 		c.s.open.Add(-1)
-		c.lane.open.Add(-1)
+		c.lane.release()
 		if c.state.Swap(flowClosed) == flowBulk {
 			c.lane.heavy.Add(-1)
 		}
 	})
 	return c.Conn.Close()
-}
-
-// flowControl sizes the tunnel's HTTP/2 windows. Measured (make bench): with gRPC's
-// estimated windows a download stalled on flow control at about half of a raw
-// port-forward's speed, because window updates queue behind the data in the API server's
-// and kubelet's buffers; a 32 MiB stream window reaches it. Both sizes are set (setting one
-// alone disables the estimator). This is what the laptop lets the manager send ahead; a
-// local client that stops reading holds at most that much in tp's memory.
-func flowControl() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(32 << 20), grpc.WithInitialConnWindowSize(128 << 20),
-		grpc.WithWriteBufferSize(256 << 10), grpc.WithReadBufferSize(256 << 10),
-	}
 }

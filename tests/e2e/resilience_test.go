@@ -408,10 +408,11 @@ func TestResilience(t *testing.T) {
 		c := socksDial(t, l, echo)
 		defer c.Close()
 
-		// A laptop's link is slower than this machine: the interactive flow and two bulk
-		// downloads share a 400 Mbit/s link that queues each connection apart, as fq_codel
-		// does. The downloads fill the link, the CPUs keep room, and what could still delay
-		// the interactive flow behind the bulk bytes is tp's own multiplexing.
+		// A laptop's link is slower than this machine: the interactive flow and four bulk
+		// downloads (started together, more than the lanes a session starts with) share a
+		// 400 Mbit/s link that queues each connection apart, as fq_codel does. The downloads
+		// fill the link, the CPUs keep room, and what could still delay the interactive flow
+		// behind the bulk bytes is tp's own multiplexing.
 		t.Run("SaturatedLink", func(t *testing.T) {
 			ports, undo, err := cluster.ShapeLaptopLink(linkMbit)
 			if err != nil {
@@ -419,8 +420,8 @@ func TestResilience(t *testing.T) {
 			}
 			defer undo()
 			t.Logf("the laptop's link: %d Mbit/s, a queue for each of its %d connections to the API server", linkMbit, len(ports))
-			m := underLoad(t, l, "127.0.0.1:1080", 100, c, raw)
-			t.Logf("figure: on a saturated %d Mbit/s link, an interactive round trip through tp takes %s idle and %s beside two bulk downloads (%.1fx); "+
+			m := underLoad(t, l, "127.0.0.1:1080", 4, 100, c, raw)
+			t.Logf("figure: on a saturated %d Mbit/s link, an interactive round trip through tp takes %s idle and %s beside four bulk downloads (%.1fx); "+
 				"a raw port-forward beside it: %s idle, %s (%.1fx); the downloads moved %.0f MB/s",
 				linkMbit, m.idle[0], m.busy[0], m.ratio(0), m.idle[1], m.busy[1], m.ratio(1), m.mbps)
 			if m.mbps < 0.8*linkMbit/8 {
@@ -428,6 +429,9 @@ func TestResilience(t *testing.T) {
 			}
 			if m.busy[0] > 3*m.idle[0] {
 				t.Errorf("interactive latency through tp beside bulk downloads is %s, want at most 3x its idle %s: flows wait behind each other in the tunnel", m.busy[0], m.idle[0])
+			}
+			if st := sessionStatus(t, l); len(st.Lanes) < 1+5 {
+				t.Errorf("tp status shows lanes %+v: five flows at once need five flow lanes", st.Lanes)
 			}
 		})
 
@@ -447,7 +451,7 @@ func TestResilience(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer undo()
-			m := underLoad(t, l, "127.0.0.1:1081", 10, one)
+			m := underLoad(t, l, "127.0.0.1:1081", 2, 10, one)
 			t.Logf("figure: with one lane the same round trip takes %s idle and %s beside the downloads (%.0fx)", m.idle[0], m.busy[0], m.ratio(0))
 			if m.busy[0] <= 3*m.idle[0] {
 				t.Errorf("with every flow on one connection the interactive round trip took %s beside the downloads (idle %s): the load does not reach the tunnel, so SaturatedLink proves nothing", m.busy[0], m.idle[0])
@@ -459,7 +463,7 @@ func TestResilience(t *testing.T) {
 		// port-forward beside them slows 8-25x too. tp is held to a multiple of what the
 		// machine allows an interactive flow then, not to its idle latency.
 		t.Run("SaturatedMachine", func(t *testing.T) {
-			m := underLoad(t, l, "127.0.0.1:1080", 100, c, raw)
+			m := underLoad(t, l, "127.0.0.1:1080", 2, 100, c, raw)
 			t.Logf("figure: with the CPUs saturated, an interactive round trip through tp takes %s idle and %s beside two bulk downloads (%.1fx); "+
 				"a raw port-forward beside it: %s idle, %s (%.1fx); the downloads moved %.0f MB/s",
 				m.idle[0], m.busy[0], m.ratio(0), m.idle[1], m.busy[1], m.ratio(1), m.mbps)
@@ -673,7 +677,9 @@ func daemonUsage(t *testing.T, l *kit.Laptop, pid int) usage {
 func settles(t *testing.T, l *kit.Laptop, pid int, base usage) {
 	t.Helper()
 	var now usage
-	deadline := time.Now().Add(20 * time.Second)
+	// The lanes a load opened close 30 s after their last flow (session.laneIdle), checked
+	// every 7.5 s; what they hold must go with them.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		now = daemonUsage(t, l, pid)
 		if now.goroutines <= base.goroutines+10 && now.fds <= base.fds+5 {
@@ -720,9 +726,9 @@ type loadResult struct {
 
 func (m loadResult) ratio(i int) float64 { return float64(m.busy[i]) / float64(m.idle[i]) }
 
-// underLoad measures n round trips on each echo conn, then starts two bulk downloads
-// through the HTTP proxy at proxy and measures n more once they run.
-func underLoad(t *testing.T, l *kit.Laptop, proxy string, n int, conns ...net.Conn) loadResult {
+// underLoad measures n round trips on each echo conn, then starts bulk downloads (all at
+// once) through the HTTP proxy at proxy and measures n more once they run.
+func underLoad(t *testing.T, l *kit.Laptop, proxy string, downloads, n int, conns ...net.Conn) loadResult {
 	t.Helper()
 	m := loadResult{idle: medianRoundTrips(t, n, conns...)}
 	ctx, stop := context.WithCancel(context.Background())
@@ -731,7 +737,7 @@ func underLoad(t *testing.T, l *kit.Laptop, proxy string, n int, conns ...net.Co
 	px, _ := url.Parse("http://" + proxy)
 	bulk := l.HTTPClient(px, 0)
 	defer bulk.CloseIdleConnections()
-	for range 2 {
+	for range downloads {
 		wg.Go(func() {
 			req, _ := http.NewRequestWithContext(ctx, "GET", "http://data/bytes?n=100000000000", nil)
 			resp, err := bulk.Do(req)
