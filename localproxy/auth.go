@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Credentials are the user and password every client must give when Config.Credentials
@@ -55,23 +57,36 @@ func (c Credentials) GoString() string {
 // credentialStore checks what a client gives against the Server's Credentials. Both sides
 // are hashed to one length first, so subtle.ConstantTimeCompare's time does not even tell
 // the lengths; user and password are always both compared, so the time does not tell
-// which was wrong either. It is go-socks5's CredentialStore and the HTTP front end's check.
+// which was wrong either; and an address that keeps guessing is turned away for a while
+// (guessLimit). It is go-socks5's CredentialStore and the HTTP front end's check.
 type credentialStore struct {
 	user, password [sha256.Size]byte
+	guesses        *guessLimit
 }
 
 func newCredentialStore(c Credentials) *credentialStore {
-	return &credentialStore{user: sha256.Sum256([]byte(c.User)), password: sha256.Sum256([]byte(c.Password))}
+	return &credentialStore{user: sha256.Sum256([]byte(c.User)), password: sha256.Sum256([]byte(c.Password)), guesses: newGuessLimit()}
 }
 
-// Valid reports whether user and password are the Server's; the client's address does not
-// matter.
-func (s *credentialStore) Valid(user, password, _ string) bool {
+// Valid reports whether user and password are the Server's, given from clientAddr.
+func (s *credentialStore) Valid(user, password, clientAddr string) bool {
+	ok, _ := s.check(user, password, clientAddr)
+	return ok
+}
+
+// check is Valid that also says, when clientAddr is turned away for guessing, for how long
+// more (then user and password are not even compared).
+func (s *credentialStore) check(user, password, clientAddr string) (bool, time.Duration) {
+	if wait := s.guesses.wait(clientAddr); wait > 0 {
+		return false, wait
+	}
 	u := sha256.Sum256([]byte(user))
 	p := sha256.Sum256([]byte(password))
 	userOK := subtle.ConstantTimeCompare(u[:], s.user[:])
 	passwordOK := subtle.ConstantTimeCompare(p[:], s.password[:])
-	return userOK&passwordOK == 1
+	ok := userOK&passwordOK == 1
+	s.guesses.record(clientAddr, ok)
+	return ok, 0
 }
 
 // proxyBasicAuth parses a Proxy-Authorization header of the Basic scheme (RFC 7617), as
@@ -98,8 +113,17 @@ func (s *Server) httpAuthorized(w http.ResponseWriter, r *http.Request) bool {
 	_, given := r.Header["Proxy-Authorization"]
 	user, password, ok := proxyBasicAuth(r.Header)
 	r.Header.Del("Proxy-Authorization")
-	if ok && s.creds.Valid(user, password, "") {
-		return true
+	if wait := s.creds.guesses.wait(r.RemoteAddr); wait > 0 {
+		s.log.Info("http: rejected client", "client", r.RemoteAddr, "method", r.Method, "reason", "too many wrong passwords from its address", "for", wait.Round(time.Second))
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second).Seconds())+1))
+		w.Header().Set("Connection", "close")
+		writeText(w, http.StatusTooManyRequests, fmt.Sprintf("tp: too many wrong proxy passwords from this address; try again in %s.\n", wait.Round(time.Second)+time.Second))
+		return false
+	}
+	if ok {
+		if right, _ := s.creds.check(user, password, r.RemoteAddr); right {
+			return true
+		}
 	}
 	reason, body := "no Proxy-Authorization header", "tp: this proxy asks for a user and password."
 	switch {

@@ -50,13 +50,25 @@ func (s *Server) serveSOCKS(fc *frontConn) {
 	switch {
 	case err == nil:
 	case errors.Is(err, statute.ErrUserAuthFailed):
-		s.log.Info("socks5: rejected client: wrong user or password", clientAttr(fc))
+		if wait := s.lockout(fc); wait > 0 {
+			s.log.Info("socks5: rejected client: too many wrong passwords from its address", clientAttr(fc), "for", wait.Round(time.Second))
+		} else {
+			s.log.Info("socks5: rejected client: wrong user or password", clientAttr(fc))
+		}
 	case errors.Is(err, statute.ErrNoSupportedAuth) && s.creds != nil:
 		s.log.Info("socks5: rejected client: it did not offer username/password authentication, which this proxy asks for",
 			clientAttr(fc), "hint", "give the proxy as socks5h://USER:PASSWORD@HOST:PORT")
 	default:
 		s.log.Info("socks5: closing connection", clientAttr(fc), "err", err)
 	}
+}
+
+// lockout is how long more the client's address is turned away for guessing passwords.
+func (s *Server) lockout(fc *frontConn) time.Duration {
+	if s.creds == nil {
+		return 0
+	}
+	return s.creds.guesses.wait(fc.RemoteAddr().String())
 }
 
 // passThroughResolver leaves names unresolved: with an empty IP the library's AddrSpec

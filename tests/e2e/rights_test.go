@@ -127,6 +127,23 @@ func TestProxyCredentials(t *testing.T) {
 			t.Errorf("%s: %q, want 407 Proxy Authentication Required", c.name, out)
 		}
 	}
+	// A machine that keeps guessing is turned away for a while, right password or not.
+	for i := range 6 {
+		if out, _ := curl("-x", fmt.Sprintf("http://alice:guess%d@%s", i, proxy), "http://web-app/c"); !strings.HasSuffix(out, "407") {
+			t.Fatalf("wrong password %d: %q, want 407", i, out)
+		}
+	}
+	out, _ := curl("-x", "http://alice:"+secret+"@"+proxy, "http://web-app/c")
+	if !strings.HasSuffix(out, "429") || !strings.Contains(out, "too many wrong proxy passwords") {
+		t.Errorf("the right password after 6 wrong ones: %q, want 429 saying why", out)
+	}
+	if out, _ := curl("-x", "socks5h://alice:"+secret+"@"+proxy, "http://web-app/c"); strings.HasPrefix(out, want) {
+		t.Errorf("over SOCKS5 the guessing machine got in at once: %q", out)
+	}
+	time.Sleep(1100 * time.Millisecond) // the first lockout
+	if out, _ := curl("-x", "http://alice:"+secret+"@"+proxy, "http://web-app/c"); !strings.HasPrefix(out, want) {
+		t.Errorf("the right password after the lockout: %q", out)
+	}
 	l.MustTP(t, 30*time.Second, "quit", "--all")
 }
 
