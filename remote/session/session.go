@@ -1,6 +1,6 @@
-// Package session is the laptop's end of the tunnel: one gRPC connection to the traffic
-// manager, carried by an in-process port-forward to the manager pod's loopback, re-made on
-// its own when it breaks (the manager pod is found again each time). It offers the
+// Package session is the laptop's end of the tunnel: gRPC connections ("lanes", lanes.go)
+// to the traffic manager, each carried by an in-process port-forward to the manager pod's
+// loopback, re-made on their own when they break (the manager pod is found again each time). It offers the
 // remote.Dialer and remote.Resolver that the local front ends use.
 package session
 
