@@ -86,11 +86,14 @@ type wsUpgrader struct {
 	conn  *gwebsocket.Conn
 }
 
-// wsBuffer is client-go's WebSocket buffer size: a 32 KiB frame plus the channel byte.
-const wsBuffer = 32<<10 + 1024
+// client-go's WebSocket sizes: a 32 KiB frame, and buffers with room for the channel byte.
+const (
+	wsFrame  = 32 << 10
+	wsBuffer = wsFrame + 1024
+)
 
 func (u *wsUpgrader) Connection() *gwebsocket.Conn { return u.conn }
-func (u *wsUpgrader) DataBufferSize() int          { return 32 << 10 }
+func (u *wsUpgrader) DataBufferSize() int          { return wsFrame }
 
 func (u *wsUpgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {

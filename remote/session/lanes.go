@@ -155,11 +155,12 @@ func (s *Session) pickLane(ctx context.Context) *lane {
 	for {
 		s.laneMu.Lock()
 		c := s.survey()
+		canGrow := !c.down && len(s.flowLanes) < s.cfg.FlowLanes && s.ctx.Err() == nil
 		if c.empty == 0 && ctx.Err() == nil && s.ctx.Err() == nil {
 			if mine != nil && mine.cc.GetState() == connectivity.Ready {
 				mine = nil // another flow took it: open another
 			}
-			if mine == nil && !c.down && len(s.flowLanes) < s.cfg.FlowLanes {
+			if mine == nil && canGrow {
 				mine = s.growLocked()
 			}
 			if wait := cmp.Or(mine, c.opening); wait != nil {
@@ -174,7 +175,7 @@ func (s *Session) pickLane(ctx context.Context) *lane {
 		}
 		best.open.Add(1)
 		best.picked.Store(time.Now().UnixNano())
-		if c.empty == 0 && c.opening == nil && mine == nil && !c.down && len(s.flowLanes) < s.cfg.FlowLanes && s.ctx.Err() == nil {
+		if c.empty == 0 && c.opening == nil && mine == nil && canGrow {
 			s.growLocked() // the spare, for the next flow
 		}
 		s.laneMu.Unlock()
