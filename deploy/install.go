@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/tpdev/tp/intercept/grant"
 )
 
 // Installed describes the manager of one install.
@@ -45,9 +47,9 @@ const (
 	eventLines   = 10
 
 	installNeeds = "the rights to apply namespaces, serviceaccounts, services, deployments, " +
-		"clusterroles, clusterrolebindings, roles and rolebindings"
+		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies and their bindings"
 	uninstallNeeds = "the rights to delete namespaces, deployments, services, serviceaccounts, " +
-		"clusterroles, clusterrolebindings, roles and rolebindings"
+		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies, their bindings and leases"
 	statusNeeds = "read access to deployments, replicasets, pods and events in tp's namespace"
 )
 
@@ -624,6 +626,32 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 	if crbExists {
 		found = append(found, "ClusterRoleBinding "+name)
 	}
+	admission := in.cs.AdmissionregistrationV1()
+	_, err = admission.ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
+	if ignoreMissing(err) != nil {
+		return fail("get ValidatingAdmissionPolicy "+name, err)
+	}
+	vapExists := err == nil
+	if vapExists {
+		found = append(found, "ValidatingAdmissionPolicy "+name)
+	}
+	_, err = admission.ValidatingAdmissionPolicyBindings().Get(ctx, name, metav1.GetOptions{})
+	if ignoreMissing(err) != nil {
+		return fail("get ValidatingAdmissionPolicyBinding "+name, err)
+	}
+	vapbExists := err == nil
+	if vapbExists {
+		found = append(found, "ValidatingAdmissionPolicyBinding "+name)
+	}
+	// Intercept grants that clients left (a crashed laptop's): nothing honours them once
+	// the manager is gone.
+	grants, err := in.cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{LabelSelector: grant.Label})
+	if err != nil {
+		return fail("list intercept grants (leases) in all namespaces", err)
+	}
+	for _, l := range grants.Items {
+		found = append(found, "Lease "+l.Namespace+"/"+l.Name)
+	}
 	sel := metav1.ListOptions{LabelSelector: instanceSelector(nsName)}
 	roles, err := in.cs.RbacV1().Roles("").List(ctx, sel)
 	if err != nil {
@@ -662,6 +690,21 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 	if crExists {
 		if err := ignoreMissing(in.cs.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
 			return fail("delete ClusterRole "+name, err)
+		}
+	}
+	if vapbExists {
+		if err := ignoreMissing(admission.ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete ValidatingAdmissionPolicyBinding "+name, err)
+		}
+	}
+	if vapExists {
+		if err := ignoreMissing(admission.ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete ValidatingAdmissionPolicy "+name, err)
+		}
+	}
+	for _, l := range grants.Items {
+		if err := ignoreMissing(in.cs.CoordinationV1().Leases(l.Namespace).Delete(ctx, l.Name, metav1.DeleteOptions{})); err != nil {
+			return fail("delete intercept grant (Lease) "+l.Namespace+"/"+l.Name, err)
 		}
 	}
 	switch {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/tpdev/tp/intercept/grant"
 )
 
 // Names, labels and ports of the installed manager. The laptop side finds the manager's pod
@@ -139,8 +141,8 @@ type manifestData struct {
 	ManagedList       string
 	ConfigHash        string
 
-	Name, Container, RBACName, ClusterPortName, HashAnnotation string
-	ClientPort, ClusterPort                                    int
+	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel string
+	ClientPort, ClusterPort                                                int
 }
 
 // Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
@@ -164,6 +166,7 @@ func render(opts Options) ([]byte, error) {
 		RBACName:          RBACName(opts.Namespace),
 		ClusterPortName:   ClusterPortName,
 		HashAnnotation:    HashAnnotation,
+		GrantLabel:        grant.Label,
 		ClientPort:        ClientPort,
 		ClusterPort:       ClusterPort,
 	}

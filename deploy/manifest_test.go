@@ -8,12 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/tpdev/tp/intercept/grant"
 )
 
 // rendered is a rendered manifest read back as typed objects.
@@ -27,6 +30,8 @@ type rendered struct {
 	roleBindings []*rbacv1.RoleBinding
 	svc          *corev1.Service
 	dep          *appsv1.Deployment
+	policy       *admissionv1.ValidatingAdmissionPolicy
+	policyBind   *admissionv1.ValidatingAdmissionPolicyBinding
 }
 
 func renderObjects(t *testing.T, opts Options) rendered {
@@ -64,6 +69,10 @@ func renderObjects(t *testing.T, opts Options) rendered {
 			r.svc = convert[corev1.Service](t, o)
 		case "Deployment":
 			r.dep = convert[appsv1.Deployment](t, o)
+		case "ValidatingAdmissionPolicy":
+			r.policy = convert[admissionv1.ValidatingAdmissionPolicy](t, o)
+		case "ValidatingAdmissionPolicyBinding":
+			r.policyBind = convert[admissionv1.ValidatingAdmissionPolicyBinding](t, o)
 		default:
 			t.Errorf("unexpected kind %s", o.GetKind())
 		}
@@ -83,7 +92,7 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 
 func TestRenderDefaults(t *testing.T) {
 	r := renderObjects(t, Options{Image: "localhost/tp/tp:v1"})
-	if want := []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}; !slices.Equal(r.kinds, want) {
+	if want := []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Service", "Deployment"}; !slices.Equal(r.kinds, want) {
 		t.Fatalf("kinds %v, want %v (namespace first: the rest lives in it)", r.kinds, want)
 	}
 	if r.namespace.Name != DefaultNamespace || r.namespace.Labels[ManagedByLabel] != "tp" {
@@ -102,6 +111,28 @@ func TestRenderDefaults(t *testing.T) {
 		}
 	}
 	readOnly(t, "ClusterRole", r.clusterRole.Rules)
+	if !slices.ContainsFunc(r.clusterRole.Rules, func(p rbacv1.PolicyRule) bool {
+		return slices.Equal(p.APIGroups, []string{"coordination.k8s.io"}) && slices.Equal(p.Resources, []string{"leases"}) && slices.Equal(p.Verbs, []string{"get"})
+	}) {
+		t.Errorf("ClusterRole does not let the manager read intercept grants (leases, get)")
+	}
+
+	// Intercept grants: the admission policy holds a grant's holder to its writer.
+	p := r.policy
+	if p.Name != r.clusterRole.Name || *p.Spec.FailurePolicy != admissionv1.Fail || len(p.Spec.Validations) != 1 ||
+		!strings.Contains(p.Spec.Validations[0].Expression, "object.spec.holderIdentity == request.userInfo.username") {
+		t.Errorf("grant policy %s: %+v", p.Name, p.Spec)
+	}
+	if sel := p.Spec.MatchConstraints.ObjectSelector; sel == nil || len(sel.MatchExpressions) != 1 || sel.MatchExpressions[0].Key != grant.Label {
+		t.Errorf("grant policy selects %+v, want leases labelled %s", sel, grant.Label)
+	}
+	if rules := p.Spec.MatchConstraints.ResourceRules; len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"leases"}) ||
+		!slices.Equal(rules[0].Operations, []admissionv1.OperationType{admissionv1.Create, admissionv1.Update}) {
+		t.Errorf("grant policy rules %+v", rules)
+	}
+	if b := r.policyBind; b.Spec.PolicyName != p.Name || !slices.Equal(b.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("grant policy binding %+v", b.Spec)
+	}
 
 	svc := r.svc
 	if svc.Spec.Type != corev1.ServiceTypeClusterIP || len(svc.Spec.Ports) != 1 {

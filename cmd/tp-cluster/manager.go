@@ -79,7 +79,7 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods)
 
 	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Log: log})
-	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), log)
+	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), manager.LeaseAuthorizer{CS: cs}, log)
 	go registry.Expire(ctx)
 	ln, err := net.Listen("tcp", c.String("client-listen"))
 	if err != nil {

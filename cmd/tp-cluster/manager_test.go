@@ -96,7 +96,7 @@ func startManager(t *testing.T) testManager {
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := manager.New(manager.Config{Version: "test", Names: manager.NewNames("cluster.local", "127.0.0.1:1"), Log: log})
-	s := newServers(srv, manager.NewRegistry(oneAgent{}, log), testLimits(), log)
+	s := newServers(srv, manager.NewRegistry(oneAgent{}, nil, log), testLimits(), log)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

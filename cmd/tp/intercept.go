@@ -413,16 +413,21 @@ func listCommand() *cli.Command {
 			if err != nil {
 				return deployError(err)
 			}
+			// The daemon lists the grants this user may read and asks the manager which are
+			// live: the API server, not tp, decides which namespaces a developer sees.
 			var all control.Intercepts
+			var listErr error
 			if info, ok := runningConnection(c.Context, k); ok {
-				all, _ = control.ListIntercepts(c.Context, info.Name, ns)
+				all, listErr = control.ListIntercepts(c.Context, info.Name, ns)
 			} else if names, _ := control.Names(); len(names) > 0 {
 				for _, n := range names {
-					if l, err := control.ListIntercepts(c.Context, n, ns); err == nil {
-						all = l
+					if all, listErr = control.ListIntercepts(c.Context, n, ns); listErr == nil {
 						break
 					}
 				}
+			}
+			if listErr != nil {
+				fmt.Fprintf(c.App.ErrWriter, "tp: note: who intercepts what is not shown: %v\n", listErr)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "WORKLOAD\tAGENT\tINTERCEPT\tPORT\tBY\tSINCE")
@@ -430,7 +435,11 @@ func listCommand() *cli.Command {
 			for _, it := range all.All {
 				key := it.Namespace + "/" + strings.ToLower(it.Kind) + "/" + it.Workload
 				seen[key] = true
-				fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, it.Client,
+				by := it.Holder
+				if it.Client != "" {
+					by += " (" + it.Client + ")"
+				}
+				fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, by,
 					time.Unix(it.SinceUnix, 0).Format(time.RFC3339))
 			}
 			sort.Slice(refs, func(i, j int) bool { return refs[i].Namespace+refs[i].Name < refs[j].Namespace+refs[j].Name })

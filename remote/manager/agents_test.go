@@ -92,7 +92,7 @@ func TestWatchRegistersOnlyTheTokensPodWithPortsNamedLikeContainerPorts(t *testi
 		"empty port names": {[]string{"Bearer " + agentToken}, agent.Hello(webAgent.Pod, webAgent.Namespace, "v1", []agent.Port{{Listen: 9900, App: 8080}}), codes.InvalidArgument},
 	} {
 		var logs strings.Builder
-		r := NewRegistry(oneAgent{}, testLogger(&logs))
+		r := NewRegistry(oneAgent{}, nil, testLogger(&logs))
 		s, err := watch(t, r, c.auth, c.hello)
 		if status.Code(err) != c.code {
 			t.Errorf("%s: Watch = %v, want %v", name, err, c.code)
@@ -135,7 +135,7 @@ func FuzzAgentWatch(f *testing.F) {
 		if twice {
 			auth = append(auth, authorization)
 		}
-		r := NewRegistry(oneAgent{}, nil)
+		r := NewRegistry(oneAgent{}, nil, nil)
 		s, err := watch(t, r, auth, hello)
 		checkBearerToken(t, auth)
 		if len(r.agents) != 0 {
@@ -263,7 +263,7 @@ func FuzzAgentFlow(f *testing.F) {
 		if fr := new(tunnelpb.Frame); tunnel.Codec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, fr) == nil {
 			in = append(in, fr)
 		}
-		r := NewRegistry(oneAgent{}, nil)
+		r := NewRegistry(oneAgent{}, nil, nil)
 		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", authorization))
 		s := &flowStream{ctx: ctx, in: in}
 		err := r.AgentAPI().Flow(s)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/tpdev/tp/intercept/grant"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -40,10 +41,14 @@ type Verifier interface {
 // Registry holds the intercepts clients asked for and the agents that serve them, and
 // pairs each intercepted connection an agent receives with the client that holds it.
 type Registry struct {
-	verify   Verifier
-	log      *slog.Logger
-	leaseTTL time.Duration // a client that renews nothing for this long loses its intercepts
-	tick     time.Duration // how often agents hear their state, even unchanged
+	verify Verifier
+	auth   Authorizer
+	log    *slog.Logger
+	// maxPerHolder bounds the intercepts one Kubernetes user holds: each costs the manager
+	// a registry entry and a grant check on every re-assertion.
+	maxPerHolder int
+	leaseTTL     time.Duration // a client that renews nothing for this long loses its intercepts
+	tick         time.Duration // how often agents hear their state, even unchanged
 
 	mu      sync.Mutex
 	byKey   map[interceptKey]*intercept
@@ -59,6 +64,9 @@ type intercept struct {
 	name   string
 	client *clientSession
 	since  time.Time
+	// holder is the Kubernetes user the grant names; grant and grantHash identify the
+	// grant, so that List tells about it only to who can read it.
+	holder, grant, grantHash string
 }
 
 type clientSession struct {
@@ -80,13 +88,17 @@ type pendingFlow struct {
 	done     chan struct{} // closed when the relay ends, releasing the Accept handler
 }
 
-// NewRegistry makes a Registry; run Expire to enforce leases.
-func NewRegistry(verify Verifier, log *slog.Logger) *Registry {
+// DefaultMaxPerHolder is how many intercepts one Kubernetes user may hold at once.
+const DefaultMaxPerHolder = 32
+
+// NewRegistry makes a Registry that checks agents with verify and intercepts with auth;
+// run Expire to enforce leases.
+func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
-		verify: verify, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second,
+		verify: verify, auth: auth, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second, maxPerHolder: DefaultMaxPerHolder,
 		byKey: map[interceptKey]*intercept{}, agents: map[*agentConn]struct{}{},
 		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
 	}
@@ -175,12 +187,22 @@ func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
 		case <-recvErr:
 			return nil
 		case m := <-msgs:
-			r.handleClient(c, m)
+			r.handleClient(stream.Context(), c, m)
 		}
 	}
 }
 
-func (r *Registry) handleClient(c *clientSession, m *tunnelpb.InterceptClientMsg) {
+// authorizeWait bounds the API calls that check one intercept's grant.
+const authorizeWait = 10 * time.Second
+
+func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnelpb.InterceptClientMsg) {
+	// The grant is checked before the lock is taken: it asks the API server.
+	holder, authErr := "", error(nil)
+	if k, ok := m.GetKind().(*tunnelpb.InterceptClientMsg_Create); ok {
+		actx, cancel := context.WithTimeout(ctx, authorizeWait)
+		holder, authErr = r.authorize(actx, k.Create)
+		cancel()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c.lastRenew = time.Now()
@@ -190,14 +212,19 @@ func (r *Registry) handleClient(c *clientSession, m *tunnelpb.InterceptClientMsg
 		if req.GetClient() != "" {
 			c.who = req.GetClient()
 		}
-		res := &tunnelpb.InterceptResult{Name: req.GetName()}
+		res := &tunnelpb.InterceptResult{Name: req.GetName(), Holder: holder}
 		key := interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
 		switch held := r.byKey[key]; {
 		case req.GetName() == "" || key.namespace == "" || key.workload == "" || key.port == "":
 			res.Error = "an intercept needs a name, namespace, workload and port"
+		case authErr != nil:
+			res.Error = authErr.Error()
+			r.log.Warn("intercept refused", "name", req.GetName(), "workload", key, "client", c.who, "err", authErr)
 		case held != nil && held.client != c:
 			res.Error = fmt.Sprintf("port %s of %s %s/%s is already intercepted by %s (since %s, as %q)",
-				key.port, req.GetKind(), key.namespace, key.workload, held.client.who, held.since.UTC().Format(time.RFC3339), held.name)
+				key.port, req.GetKind(), key.namespace, key.workload, held.describeHolder(), held.since.UTC().Format(time.RFC3339), held.name)
+		case held == nil && r.heldByLocked(holder, c, req.GetName()) >= r.maxPerHolder:
+			res.Error = fmt.Sprintf("%s holds %d intercepts, the most tp's manager allows one user: tp leave one first", holder, r.maxPerHolder)
 		default:
 			for k, it := range r.byKey {
 				if it.client == c && it.name == req.GetName() && k != key {
@@ -209,10 +236,11 @@ func (r *Registry) handleClient(c *clientSession, m *tunnelpb.InterceptClientMsg
 			if held != nil {
 				since = held.since
 			}
-			r.byKey[key] = &intercept{key: key, name: req.GetName(), client: c, since: since}
+			r.byKey[key] = &intercept{key: key, name: req.GetName(), client: c, since: since,
+				holder: holder, grant: req.GetGrant(), grantHash: grant.Hash(req.GetSecret())}
 			r.notifyLocked(key)
 			res.Agents = int32(r.agentsLocked(key))
-			r.log.Info("intercept", "name", req.GetName(), "workload", key, "client", c.who)
+			r.log.Info("intercept", "name", req.GetName(), "workload", key, "holder", holder, "client", c.who)
 		}
 		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: res}})
 	case *tunnelpb.InterceptClientMsg_Leave:
@@ -231,6 +259,36 @@ func (r *Registry) handleClient(c *clientSession, m *tunnelpb.InterceptClientMsg
 			}
 		}
 	}
+}
+
+// authorize asks the Authorizer; a registry without one refuses every intercept (it cannot
+// tell who asks).
+func (r *Registry) authorize(ctx context.Context, req *tunnelpb.InterceptRequest) (string, error) {
+	if r.auth == nil {
+		return "", fmt.Errorf("%w: this manager checks no intercept grants", ErrNotAuthorized)
+	}
+	return r.auth.Authorize(ctx, req)
+}
+
+// heldByLocked counts holder's intercepts, but for the one named name of client c (asking
+// for it again re-points it rather than adding one).
+func (r *Registry) heldByLocked(holder string, c *clientSession, name string) int {
+	n := 0
+	for _, it := range r.byKey {
+		if it.holder == holder && (it.client != c || it.name != name) {
+			n++
+		}
+	}
+	return n
+}
+
+// describeHolder names who holds an intercept: the Kubernetes user, and where their
+// client runs.
+func (it *intercept) describeHolder() string {
+	if it.client.who == "" || it.client.who == it.holder {
+		return it.holder
+	}
+	return fmt.Sprintf("%s (%s)", it.holder, it.client.who)
 }
 
 // sendLocked queues a message to a client; a client too slow to take it loses it rather
@@ -305,18 +363,33 @@ func (c clientAPI) Accept(stream tunnelpb.Intercepts_AcceptServer) error {
 	return nil
 }
 
+// maxListGrants bounds the grants one List names.
+const maxListGrants = 4096
+
+// List tells about the intercepts whose grants the caller names, each with the secret hash
+// its Lease carries: a caller learns about an intercept only if it could read the grant
+// with its own Kubernetes rights, which the manager cannot see on a port-forwarded call.
 func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb.ListResponse, error) {
+	if n := len(req.GetGrants()); n > maxListGrants {
+		return nil, status.Errorf(codes.InvalidArgument, "list: %d grants named; at most %d", n, maxListGrants)
+	}
+	type ref struct{ ns, name string }
+	asked := map[ref]string{}
+	for _, g := range req.GetGrants() {
+		asked[ref{g.GetNamespace(), g.GetName()}] = g.GetSecretSha256()
+	}
 	r := c.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	resp := &tunnelpb.ListResponse{}
 	for k, it := range r.byKey {
-		if req.GetNamespace() != "" && k.namespace != req.GetNamespace() {
+		if hash, ok := asked[ref{k.namespace, it.grant}]; !ok || !strings.EqualFold(hash, it.grantHash) {
 			continue
 		}
 		resp.Intercepts = append(resp.Intercepts, &tunnelpb.InterceptInfo{
 			Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
 			Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
+			Holder: it.holder, Grant: it.grant,
 		})
 	}
 	sort.Slice(resp.Intercepts, func(i, j int) bool { return resp.Intercepts[i].Name < resp.Intercepts[j].Name })

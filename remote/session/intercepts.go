@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tpdev/tp/intercept/grant"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -26,6 +27,9 @@ type InterceptSpec struct {
 	Port      string    `json:"port"`  // the name the agent serves the intercepted port under
 	Local     string    `json:"local"` // host:port here
 	Since     time.Time `json:"since"`
+	// Holder is the Kubernetes user the intercept's grant names (set once the manager
+	// accepted it).
+	Holder string `json:"holder,omitempty"`
 }
 
 // intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
@@ -36,6 +40,7 @@ type intercepts struct {
 	stream  tunnelpb.Intercepts_SessionClient
 	sendMu  sync.Mutex
 	waiters map[string]chan *tunnelpb.InterceptResult
+	grants  map[string]heldGrant // by intercept name
 	who     string
 	running bool
 }
@@ -56,13 +61,14 @@ func (s *Session) icState() *intercepts {
 		if h, err := os.Hostname(); err == nil {
 			who += "@" + h
 		}
-		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, who: who}
+		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, grants: map[string]heldGrant{}, who: who}
 	})
 	return s.ic
 }
 
-// Intercept asks the manager for an intercept and keeps it (renewing it, and asserting it
-// again after a reconnection) until Leave or Close. It returns how many agents serve it.
+// Intercept writes the intercept's grant (once per name and target), asks the manager for
+// the intercept and keeps it (renewing it, and asserting it again after a reconnection)
+// until Leave or Close. It returns how many agents serve it.
 func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error) {
 	ic := s.icState()
 	if _, _, err := net.SplitHostPort(spec.Local); err != nil {
@@ -71,11 +77,31 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 	if spec.Since.IsZero() {
 		spec.Since = time.Now()
 	}
+	ic.mu.Lock()
+	oldGrant, hadGrant := ic.grants[spec.Name]
+	ic.mu.Unlock()
+	// A grant this session wrote for the same target serves again (tp intercept asks
+	// every second until the agents are up); anything else gets a fresh one. When it
+	// cannot be written the request goes without: the manager refuses it and says why.
+	g, grantErr, wrote := oldGrant, error(nil), false
+	if !hadGrant || oldGrant.target != spec.grantTarget() {
+		ownHash := ""
+		if hadGrant {
+			ownHash = grant.Hash(oldGrant.secret)
+		}
+		g, grantErr = s.writeGrant(ctx, spec, ic.who, ownHash, s.grantLive)
+		wrote = grantErr == nil
+	}
 	wait := make(chan *tunnelpb.InterceptResult, 1)
 	ic.mu.Lock()
 	old, had := ic.specs[spec.Name]
 	ic.specs[spec.Name] = spec
 	ic.waiters[spec.Name] = wait
+	if grantErr == nil {
+		ic.grants[spec.Name] = g
+	} else {
+		delete(ic.grants, spec.Name)
+	}
 	start := !ic.running
 	ic.running = true
 	ic.mu.Unlock()
@@ -94,9 +120,27 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 			} else {
 				delete(ic.specs, spec.Name)
 			}
+			if hadGrant {
+				ic.grants[spec.Name] = oldGrant
+			} else {
+				delete(ic.grants, spec.Name)
+			}
 			ic.mu.Unlock()
-			return 0, remote.Errorf(remote.Refused, "%s", res.GetError())
+			if wrote && !hadGrant {
+				_ = s.deleteGrant(s.ctx, spec.Namespace, g)
+			}
+			msg := res.GetError()
+			if grantErr != nil {
+				msg += " (" + grantErr.Error() + ")"
+			}
+			return 0, remote.Errorf(remote.Refused, "tp's manager refused the intercept: %s", msg)
 		}
+		ic.mu.Lock()
+		if sp, ok := ic.specs[spec.Name]; ok {
+			sp.Holder = res.GetHolder()
+			ic.specs[spec.Name] = sp
+		}
+		ic.mu.Unlock()
 		return int(res.GetAgents()), nil
 	case <-time.After(resultWait):
 		return 0, remote.Errorf(remote.Timeout, "the manager did not answer the intercept in %s: %v", resultWait, s.downError())
@@ -109,8 +153,10 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 func (s *Session) Leave(name string) error {
 	ic := s.icState()
 	ic.mu.Lock()
-	_, ok := ic.specs[name]
+	spec, ok := ic.specs[name]
+	g, hadGrant := ic.grants[name]
 	delete(ic.specs, name)
+	delete(ic.grants, name)
 	ic.mu.Unlock()
 	if !ok {
 		return remote.Errorf(remote.NoSuchHost, "no intercept named %q here", name)
@@ -118,7 +164,42 @@ func (s *Session) Leave(name string) error {
 	if err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Leave{Leave: name}}); err != nil && !errors.Is(err, errNoStream) {
 		return err
 	}
+	if hadGrant {
+		if err := s.deleteGrant(context.Background(), spec.Namespace, g); err != nil {
+			s.cfg.Log.Warn("intercept ended, its grant stays (harmless: its secret is gone)", "name", name, "err", err)
+		}
+	}
 	return nil
+}
+
+// dropGrants removes the grants of every intercept this session holds, as it closes.
+func (s *Session) dropGrants() {
+	ic := s.icState()
+	ic.mu.Lock()
+	type held struct {
+		ns string
+		g  heldGrant
+	}
+	var all []held
+	for name, g := range ic.grants {
+		all = append(all, held{ic.specs[name].Namespace, g})
+	}
+	ic.grants = map[string]heldGrant{}
+	ic.mu.Unlock()
+	for _, h := range all {
+		if err := s.deleteGrant(context.Background(), h.ns, h.g); err != nil {
+			s.cfg.Log.Warn("closing: an intercept grant stays (harmless: its secret is gone)", "lease", h.g.lease, "err", err)
+		}
+	}
+}
+
+// grantLive asks the manager whether an intercept holds the grant ns/lease with hash.
+func (s *Session) grantLive(ns, lease, hash string) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, grantWait)
+	defer cancel()
+	resp, err := s.ctl.intercepts.List(ctx, &tunnelpb.ListRequest{Grants: []*tunnelpb.GrantRef{{Namespace: ns, Name: lease, SecretSha256: hash}}})
+	// Not knowing counts as live: taking over another's grant must be sure.
+	return err != nil || len(resp.GetIntercepts()) > 0
 }
 
 // SetLocalDial sets how intercepted connections reach their local address (by default a
@@ -140,12 +221,20 @@ func (s *Session) Intercepts() []InterceptSpec {
 	return out
 }
 
-// ListIntercepts asks the manager for every intercept in namespace ("" = all).
+// ListIntercepts asks the manager about the intercepts in namespace ("" = all) whose grants
+// this session's credentials may read: the API server decides what a developer sees.
 func (s *Session) ListIntercepts(ctx context.Context, namespace string) ([]*tunnelpb.InterceptInfo, error) {
 	if s.State() != Connected {
 		return nil, s.downError()
 	}
-	resp, err := s.ctl.intercepts.List(ctx, &tunnelpb.ListRequest{Namespace: namespace})
+	refs, err := s.grantRefs(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	resp, err := s.ctl.intercepts.List(ctx, &tunnelpb.ListRequest{Grants: refs})
 	if err != nil {
 		return nil, fmt.Errorf("listing intercepts: %w", err)
 	}
@@ -169,8 +258,12 @@ func (s *Session) send(m *tunnelpb.InterceptClientMsg) error {
 
 func (s *Session) sendCreate(spec InterceptSpec) error {
 	ic := s.icState()
+	ic.mu.Lock()
+	g := ic.grants[spec.Name]
+	ic.mu.Unlock()
 	return s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: &tunnelpb.InterceptRequest{
 		Name: spec.Name, Namespace: spec.Namespace, Kind: spec.Kind, Workload: spec.Workload, Port: spec.Port, Client: ic.who,
+		Grant: g.lease, Secret: g.secret,
 	}}})
 }
 

@@ -522,6 +522,8 @@ func (s *Session) Status() Status {
 
 // Close ends every flow and the connection to the manager.
 func (s *Session) Close() error {
+	// Grants go first, while the API is reachable and before the context ends.
+	s.dropGrants()
 	s.cancel()
 	var err error
 	if s.ctl != nil {

@@ -8,28 +8,40 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	authnv1 "k8s.io/api/authentication/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/tunnel"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 )
 
 // TestRoleSets gives two developers exactly the rights README lists (deploy's
 // client-roles.yaml, bound as README says): with "connect" one can connect and proxy but not
-// intercept; with "intercept" too, the other can intercept. Neither is a cluster admin.
+// intercept; with "intercept" too, the other can intercept. Neither is a cluster admin. The
+// manager decides, not the CLI: requests that skip the CLI (on the daemon's control socket,
+// or straight to the manager's API through a port-forward) are refused by the manager with
+// the missing right named, also in a namespace annotated tp.dev/intercept=deny.
 func TestRoleSets(t *testing.T) {
 	cs := clientset(t)
 	ns := namespace(t, cs, "tp-e2e-rights")
@@ -37,31 +49,22 @@ func TestRoleSets(t *testing.T) {
 	admin := kit.NewLaptop(t)
 	admin.MustTP(t, 3*time.Minute, "install")
 	applyClientRoles(t, cs)
-
-	connectOnly := developer(t, cs, ns, "dev-connect", "tp-connect")
-	r := connectOnly.MustTP(t, time.Minute, "connect", "--namespace", ns)
-	t.Logf("connect with the connect rights: %s", strings.TrimSpace(r.Stderr))
-	r = connectOnly.Curl(20*time.Second, "-x", "http://127.0.0.1:1080", "http://web-app/rights")
-	if want := fmt.Sprintf("pod=%s path=/rights\n", w.Pod); r.Stdout != want {
-		t.Errorf("proxy with the connect rights: %q %s, want %q", r.Stdout, r.Stderr, want)
-	}
-	before, err := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r = connectOnly.TPRun(time.Minute, "intercept", "web-app", "--namespace", ns, "--port", "8080:80")
-	if r.Err == nil || !strings.Contains(r.Stderr, "deployments") {
-		t.Errorf("intercept with the connect rights only: %v\n%s\nwant a refusal naming what is missing", r.Err, r.Stderr)
-	}
-	t.Logf("intercept with the connect rights only: %s", strings.TrimSpace(r.Stderr))
-	after, _ := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
-	if after.Generation != before.Generation {
-		t.Errorf("a refused intercept changed the Deployment (generation %d -> %d)", before.Generation, after.Generation)
-	}
-	connectOnly.MustTP(t, 30*time.Second, "quit")
-
-	dev := developer(t, cs, ns, "dev-intercept", "tp-connect", "tp-intercept")
 	local := laptopServer(t, "laptop")
+	ctx := context.Background()
+	podsAnswer := func(what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, what, func() error {
+			if got := hostGet(w.ClusterIP, "/back"); !strings.HasPrefix(got, "pod=") {
+				return fmt.Errorf("GET answers %q", got)
+			}
+			return nil
+		})
+	}
+
+	// With the intercept rights: the intercept works (and puts the agent in the workload),
+	// and its grant names the ServiceAccount the API server knows, for tp list and kubectl.
+	dev := developer(t, cs, ns, "dev-intercept", "tp-connect", "tp-intercept")
+	devUser := "system:serviceaccount:" + ns + ":dev-intercept"
 	dev.MustTP(t, 3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
 	waitFor(t, 30*time.Second, "intercepted with the intercept rights", func() error {
 		if got := hostGet(w.ClusterIP, "/dev"); got != "laptop /dev\n" {
@@ -69,13 +72,143 @@ func TestRoleSets(t *testing.T) {
 		}
 		return nil
 	})
+	if r := dev.MustTP(t, 30*time.Second, "list", "--namespace", ns); !strings.Contains(r.Stdout, "web-app-http") || !strings.Contains(r.Stdout, devUser) {
+		t.Errorf("tp list does not name the holder %s:\n%s%s", devUser, r.Stdout, r.Stderr)
+	}
+	lease, err := cs.CoordinationV1().Leases(ns).Get(ctx, grant.LeaseName("web-app-http"), metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != devUser {
+		t.Fatalf("the intercept's grant: %v %+v", err, lease)
+	}
+	// A grant that names someone else than its writer is refused by the API server.
+	devCS := kubernetes.NewForConfigOrDie(developerConfig(t, dev, nil))
+	alice := "alice"
+	forged := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tp-forged", Labels: map[string]string{grant.Label: grant.Version}},
+		Spec: coordv1.LeaseSpec{HolderIdentity: &alice}}
+	if _, err := devCS.CoordinationV1().Leases(ns).Create(ctx, forged, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "must name the user who writes it") {
+		t.Errorf("a grant naming another holder: %v, want the admission policy's refusal", err)
+	}
 	dev.MustTP(t, 30*time.Second, "leave", "web-app-http")
-	waitFor(t, 10*time.Second, "the pods answer again", func() error {
-		if got := hostGet(w.ClusterIP, "/back"); !strings.HasPrefix(got, "pod=") {
-			return fmt.Errorf("GET answers %q", got)
+	podsAnswer("the pods answer again")
+	if _, err := cs.CoordinationV1().Leases(ns).Get(ctx, grant.LeaseName("web-app-http"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the grant stayed after tp leave: %v", err)
+	}
+
+	// With the connect rights only.
+	connectOnly := developer(t, cs, ns, "dev-connect", "tp-connect")
+	r := connectOnly.MustTP(t, time.Minute, "connect", "--namespace", ns)
+	t.Logf("connect with the connect rights: %s", strings.TrimSpace(r.Stderr))
+	r = connectOnly.Curl(20*time.Second, "-x", "http://127.0.0.1:1080", "http://web-app/rights")
+	if want := fmt.Sprintf("pod=%s path=/rights\n", w.Pod); r.Stdout != want {
+		t.Errorf("proxy with the connect rights: %q %s, want %q", r.Stdout, r.Stderr, want)
+	}
+	before, err := cs.AppsV1().Deployments(ns).Get(ctx, "web-app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = connectOnly.TPRun(time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+	if r.Err == nil || !strings.Contains(r.Stderr, "deployments") {
+		t.Errorf("intercept with the connect rights only: %v\n%s\nwant a refusal naming what is missing", r.Err, r.Stderr)
+	}
+	t.Logf("intercept with the connect rights only: %s", strings.TrimSpace(r.Stderr))
+	// The workload has the agent already: a request on the daemon's control socket skips
+	// every check of the CLI and reaches the manager, which refuses it.
+	spec := fmt.Sprintf(`{"name":"web-app-http","namespace":%q,"kind":"Deployment","workload":"web-app","port":"http","local":"127.0.0.1:%s"}`, ns, local)
+	raw := func(l *kit.Laptop) string {
+		sock := filepath.Join(l.Home, ".tp", "sessions", "default", "control.sock")
+		r := l.Run(time.Minute, nil, "curl", "-sS", "--max-time", "50", "--unix-socket", sock, "-X", "POST", "-d", spec, "http://tp/intercepts")
+		return r.Stdout + r.Stderr
+	}
+	if got := raw(connectOnly); !strings.Contains(got, "tp's manager refused") || !strings.Contains(got, "leases.coordination.k8s.io") {
+		t.Errorf("an intercept on the control socket with the connect rights only: %s\nwant the manager's refusal naming the missing right", got)
+	}
+	// Straight to the manager's API, as a tp without any check of its own would: without a
+	// grant, and with one guessed.
+	cfg := developerConfig(t, connectOnly, laptopDial)
+	for name, req := range map[string]*tunnelpb.InterceptRequest{
+		"NoGrant":      {Name: "web-app-http", Namespace: ns, Kind: "Deployment", Workload: "web-app", Port: "http"},
+		"GuessedGrant": {Name: "web-app-http", Namespace: ns, Kind: "Deployment", Workload: "web-app", Port: "http", Grant: grant.LeaseName("web-app-http"), Secret: "guess"},
+	} {
+		res := rawIntercept(t, cfg, req)
+		if res.GetError() == "" || !strings.Contains(res.GetError(), "not authorized") || !strings.Contains(res.GetError(), "leases.coordination.k8s.io") {
+			t.Errorf("%s: the manager answered %+v, want a refusal naming the missing right", name, res)
 		}
-		return nil
-	})
+	}
+	for i := 0; i < 10; i++ {
+		if got := hostGet(w.ClusterIP, "/refused"); !strings.HasPrefix(got, "pod=") {
+			t.Fatalf("after refused intercepts GET answers %q: a request reached the laptop", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after, _ := cs.AppsV1().Deployments(ns).Get(ctx, "web-app", metav1.GetOptions{})
+	if after.Generation != before.Generation {
+		t.Errorf("a refused intercept changed the Deployment (generation %d -> %d)", before.Generation, after.Generation)
+	}
+	connectOnly.MustTP(t, 30*time.Second, "quit")
+
+	// A namespace that denies intercepts: the manager refuses them, even to a developer with
+	// the rights whose request skips the CLI's check.
+	nsObj, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nsObj.Annotations == nil {
+		nsObj.Annotations = map[string]string{}
+	}
+	nsObj.Annotations[grant.DenyAnnotation] = "deny"
+	if _, err := cs.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw(dev); !strings.Contains(got, "tp's manager refused") || !strings.Contains(got, grant.DenyAnnotation+"=deny") {
+		t.Errorf("an intercept in a denying namespace, on the control socket: %s\nwant the manager's refusal", got)
+	}
+	podsAnswer("the pods answer in a denying namespace")
+}
+
+// developerConfig is the REST config of a developer laptop's kubeconfig (its
+// ServiceAccount token), dialing with dial.
+func developerConfig(t *testing.T, l *kit.Laptop, dial func(ctx context.Context, network, address string) (net.Conn, error)) *rest.Config {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dial = dial
+	return cfg
+}
+
+// rawIntercept asks the manager's client API for an intercept through a port-forward made
+// with cfg, as any program with the connect rights can, and returns its answer.
+func rawIntercept(t *testing.T, cfg *rest.Config, req *tunnelpb.InterceptRequest) *tunnelpb.InterceptResult {
+	t.Helper()
+	fw, err := portforward.New(cfg, portforward.Auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw.Close()
+	pod := managerPod(t, clientset(t))
+	cc, err := grpc.NewClient("passthrough:///manager", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return fw.DialPod(ctx, deploy.DefaultNamespace, pod, deploy.ClientPort)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := tunnelpb.NewInterceptsClient(cc).Session(ctx)
+	if err != nil {
+		t.Fatalf("intercept session: %v", err)
+	}
+	if err := st.Send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: req}}); err != nil {
+		t.Fatalf("intercept request: %v", err)
+	}
+	m, err := st.Recv()
+	if err != nil {
+		t.Fatalf("intercept answer: %v", err)
+	}
+	return m.GetResult()
 }
 
 // TestProxyCredentials: a proxy that listens beyond loopback asks every client for the

@@ -152,8 +152,13 @@ type InterceptRequest struct {
 	Workload string `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`
 	// The name under which the agent serves the intercepted port.
 	Port string `protobuf:"bytes,5,opt,name=port,proto3" json:"port,omitempty"`
-	// Who holds it, for others to read: user@host.
-	Client        string `protobuf:"bytes,6,opt,name=client,proto3" json:"client,omitempty"`
+	// Where the client runs, for others to read: user@host. Informational only: the holder
+	// the manager shows is the Kubernetes user its grant names.
+	Client string `protobuf:"bytes,6,opt,name=client,proto3" json:"client,omitempty"`
+	// The grant: the Lease the client wrote in the workload's namespace (its name), and the
+	// secret whose SHA-256 that Lease carries. Only a writer of that Lease knows the secret.
+	Grant         string `protobuf:"bytes,7,opt,name=grant,proto3" json:"grant,omitempty"`
+	Secret        string `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,6 +231,20 @@ func (x *InterceptRequest) GetPort() string {
 func (x *InterceptRequest) GetClient() string {
 	if x != nil {
 		return x.Client
+	}
+	return ""
+}
+
+func (x *InterceptRequest) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+func (x *InterceptRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
 	}
 	return ""
 }
@@ -407,7 +426,9 @@ type InterceptResult struct {
 	// Empty when the intercept is in place.
 	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// How many registered agents serve it now.
-	Agents        int32 `protobuf:"varint,3,opt,name=agents,proto3" json:"agents,omitempty"`
+	Agents int32 `protobuf:"varint,3,opt,name=agents,proto3" json:"agents,omitempty"`
+	// The Kubernetes user the intercept's grant names.
+	Holder        string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +482,13 @@ func (x *InterceptResult) GetAgents() int32 {
 		return x.Agents
 	}
 	return 0
+}
+
+func (x *InterceptResult) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
 }
 
 type Incoming struct {
@@ -526,8 +554,11 @@ func (x *Incoming) GetFrom() string {
 
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty: all namespaces.
-	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Unused since grants: the manager answers only about the grants a caller names.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Grants the caller read with its own Kubernetes rights; the manager tells about an
+	// intercept only when its grant is named here, with the secret hash the Lease carries.
+	Grants        []*GrantRef `protobuf:"bytes,2,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,6 +600,73 @@ func (x *ListRequest) GetNamespace() string {
 	return ""
 }
 
+func (x *ListRequest) GetGrants() []*GrantRef {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+type GrantRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	SecretSha256  string                 `protobuf:"bytes,3,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantRef) Reset() {
+	*x = GrantRef{}
+	mi := &file_intercept_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantRef) ProtoMessage() {}
+
+func (x *GrantRef) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantRef.ProtoReflect.Descriptor instead.
+func (*GrantRef) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GrantRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GrantRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GrantRef) GetSecretSha256() string {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return ""
+}
+
 type ListResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Intercepts    []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
@@ -578,7 +676,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +688,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +701,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{8}
+	return file_intercept_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListResponse) GetIntercepts() []*InterceptInfo {
@@ -614,22 +712,25 @@ func (x *ListResponse) GetIntercepts() []*InterceptInfo {
 }
 
 type InterceptInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Workload      string                 `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`
-	Port          string                 `protobuf:"bytes,5,opt,name=port,proto3" json:"port,omitempty"`
-	Client        string                 `protobuf:"bytes,6,opt,name=client,proto3" json:"client,omitempty"`
-	SinceUnix     int64                  `protobuf:"varint,7,opt,name=since_unix,json=sinceUnix,proto3" json:"since_unix,omitempty"`
-	Agents        int32                  `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Workload  string                 `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`
+	Port      string                 `protobuf:"bytes,5,opt,name=port,proto3" json:"port,omitempty"`
+	Client    string                 `protobuf:"bytes,6,opt,name=client,proto3" json:"client,omitempty"`
+	SinceUnix int64                  `protobuf:"varint,7,opt,name=since_unix,json=sinceUnix,proto3" json:"since_unix,omitempty"`
+	Agents    int32                  `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`
+	// The Kubernetes user the grant names, and the grant (Lease) itself.
+	Holder        string `protobuf:"bytes,9,opt,name=holder,proto3" json:"holder,omitempty"`
+	Grant         string `protobuf:"bytes,10,opt,name=grant,proto3" json:"grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +742,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +755,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{9}
+	return file_intercept_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InterceptInfo) GetName() string {
@@ -713,6 +814,20 @@ func (x *InterceptInfo) GetAgents() int32 {
 	return 0
 }
 
+func (x *InterceptInfo) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
 type AgentHello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pod           string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
@@ -725,7 +840,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +852,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +865,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{10}
+	return file_intercept_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentHello) GetPod() string {
@@ -792,7 +907,7 @@ type AgentPort struct {
 
 func (x *AgentPort) Reset() {
 	*x = AgentPort{}
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +919,7 @@ func (x *AgentPort) String() string {
 func (*AgentPort) ProtoMessage() {}
 
 func (x *AgentPort) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +932,7 @@ func (x *AgentPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPort.ProtoReflect.Descriptor instead.
 func (*AgentPort) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{11}
+	return file_intercept_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AgentPort) GetName() string {
@@ -851,7 +966,7 @@ type AgentState struct {
 
 func (x *AgentState) Reset() {
 	*x = AgentState{}
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +978,7 @@ func (x *AgentState) String() string {
 func (*AgentState) ProtoMessage() {}
 
 func (x *AgentState) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +991,7 @@ func (x *AgentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
 func (*AgentState) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{12}
+	return file_intercept_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AgentState) GetIntercepted() []string {
@@ -896,14 +1011,16 @@ const file_intercept_proto_rawDesc = "" +
 	"\x05leave\x18\x02 \x01(\tH\x00R\x05leave\x12+\n" +
 	"\x05renew\x18\x03 \x01(\v2\x13.tp.tunnel.v1.RenewH\x00R\x05renew\x12.\n" +
 	"\x06reject\x18\x04 \x01(\v2\x14.tp.tunnel.v1.RejectH\x00R\x06rejectB\x06\n" +
-	"\x04kind\"\xa0\x01\n" +
+	"\x04kind\"\xce\x01\n" +
 	"\x10InterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1a\n" +
 	"\bworkload\x18\x04 \x01(\tR\bworkload\x12\x12\n" +
 	"\x04port\x18\x05 \x01(\tR\x04port\x12\x16\n" +
-	"\x06client\x18\x06 \x01(\tR\x06client\"\a\n" +
+	"\x06client\x18\x06 \x01(\tR\x06client\x12\x14\n" +
+	"\x05grant\x18\a \x01(\tR\x05grant\x12\x16\n" +
+	"\x06secret\x18\b \x01(\tR\x06secret\"\a\n" +
 	"\x05Renew\"4\n" +
 	"\x06Reject\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x16\n" +
@@ -911,21 +1028,27 @@ const file_intercept_proto_rawDesc = "" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
 	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincomingB\x06\n" +
-	"\x04kind\"S\n" +
+	"\x04kind\"k\n" +
 	"\x0fInterceptResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
-	"\x06agents\x18\x03 \x01(\x05R\x06agents\"P\n" +
+	"\x06agents\x18\x03 \x01(\x05R\x06agents\x12\x16\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\"P\n" +
 	"\bIncoming\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tintercept\x18\x02 \x01(\tR\tintercept\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"+\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"[\n" +
 	"\vListRequest\x12\x1c\n" +
-	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"K\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n" +
+	"\x06grants\x18\x02 \x03(\v2\x16.tp.tunnel.v1.GrantRefR\x06grants\"a\n" +
+	"\bGrantRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
+	"\rsecret_sha256\x18\x03 \x01(\tR\fsecretSha256\"K\n" +
 	"\fListResponse\x12;\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1b.tp.tunnel.v1.InterceptInfoR\n" +
-	"intercepts\"\xd4\x01\n" +
+	"intercepts\"\x82\x02\n" +
 	"\rInterceptInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -935,7 +1058,10 @@ const file_intercept_proto_rawDesc = "" +
 	"\x06client\x18\x06 \x01(\tR\x06client\x12\x1d\n" +
 	"\n" +
 	"since_unix\x18\a \x01(\x03R\tsinceUnix\x12\x16\n" +
-	"\x06agents\x18\b \x01(\x05R\x06agents\"\x85\x01\n" +
+	"\x06agents\x18\b \x01(\x05R\x06agents\x12\x16\n" +
+	"\x06holder\x18\t \x01(\tR\x06holder\x12\x14\n" +
+	"\x05grant\x18\n" +
+	" \x01(\tR\x05grant\"\x85\x01\n" +
 	"\n" +
 	"AgentHello\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
@@ -970,7 +1096,7 @@ func file_intercept_proto_rawDescGZIP() []byte {
 	return file_intercept_proto_rawDescData
 }
 
-var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_intercept_proto_goTypes = []any{
 	(*InterceptClientMsg)(nil), // 0: tp.tunnel.v1.InterceptClientMsg
 	(*InterceptRequest)(nil),   // 1: tp.tunnel.v1.InterceptRequest
@@ -980,12 +1106,13 @@ var file_intercept_proto_goTypes = []any{
 	(*InterceptResult)(nil),    // 5: tp.tunnel.v1.InterceptResult
 	(*Incoming)(nil),           // 6: tp.tunnel.v1.Incoming
 	(*ListRequest)(nil),        // 7: tp.tunnel.v1.ListRequest
-	(*ListResponse)(nil),       // 8: tp.tunnel.v1.ListResponse
-	(*InterceptInfo)(nil),      // 9: tp.tunnel.v1.InterceptInfo
-	(*AgentHello)(nil),         // 10: tp.tunnel.v1.AgentHello
-	(*AgentPort)(nil),          // 11: tp.tunnel.v1.AgentPort
-	(*AgentState)(nil),         // 12: tp.tunnel.v1.AgentState
-	(*Frame)(nil),              // 13: tp.tunnel.v1.Frame
+	(*GrantRef)(nil),           // 8: tp.tunnel.v1.GrantRef
+	(*ListResponse)(nil),       // 9: tp.tunnel.v1.ListResponse
+	(*InterceptInfo)(nil),      // 10: tp.tunnel.v1.InterceptInfo
+	(*AgentHello)(nil),         // 11: tp.tunnel.v1.AgentHello
+	(*AgentPort)(nil),          // 12: tp.tunnel.v1.AgentPort
+	(*AgentState)(nil),         // 13: tp.tunnel.v1.AgentState
+	(*Frame)(nil),              // 14: tp.tunnel.v1.Frame
 }
 var file_intercept_proto_depIdxs = []int32{
 	1,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
@@ -993,23 +1120,24 @@ var file_intercept_proto_depIdxs = []int32{
 	3,  // 2: tp.tunnel.v1.InterceptClientMsg.reject:type_name -> tp.tunnel.v1.Reject
 	5,  // 3: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
 	6,  // 4: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
-	9,  // 5: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
-	11, // 6: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
-	0,  // 7: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	13, // 8: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	7,  // 9: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	10, // 10: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	13, // 11: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	4,  // 12: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	13, // 13: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	8,  // 14: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	12, // 15: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	13, // 16: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	8,  // 5: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
+	10, // 6: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
+	12, // 7: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
+	0,  // 8: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	14, // 9: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	7,  // 10: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	11, // 11: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	14, // 12: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	4,  // 13: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	14, // 14: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	9,  // 15: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	13, // 16: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	14, // 17: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }
@@ -1034,7 +1162,7 @@ func file_intercept_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_intercept_proto_rawDesc), len(file_intercept_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

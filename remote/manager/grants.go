@@ -1,0 +1,76 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// Authorizer decides whether an intercept may be made, from what the API server holds:
+// the client's word is never enough (see package grant for why a Lease).
+type Authorizer interface {
+	// Authorize returns the Kubernetes user who holds the intercept req asks for, or an
+	// error that says why it may not be made.
+	Authorize(ctx context.Context, req *tunnelpb.InterceptRequest) (holder string, err error)
+}
+
+// ErrNotAuthorized marks a refusal (as opposed to a failure to find out).
+var ErrNotAuthorized = errors.New("not authorized")
+
+// LeaseAuthorizer reads grants (Leases) and namespaces with the manager's own rights.
+type LeaseAuthorizer struct{ CS kubernetes.Interface }
+
+// Authorize checks the namespace's deny annotation and the request's grant.
+func (a LeaseAuthorizer) Authorize(ctx context.Context, req *tunnelpb.InterceptRequest) (string, error) {
+	ns, name := req.GetNamespace(), req.GetGrant()
+	if len(validation.IsDNS1123Label(ns)) > 0 {
+		return "", fmt.Errorf("%w: %q is not a namespace name", ErrNotAuthorized, ns)
+	}
+	nsObj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Errorf("%w: no namespace %q", ErrNotAuthorized, ns)
+	case apierrors.IsForbidden(err):
+		return "", fmt.Errorf("%w: tp's manager may not read namespace %q (is it one of the namespaces tp install manages?)", ErrNotAuthorized, ns)
+	case err != nil:
+		return "", fmt.Errorf("reading namespace %q: %w", ns, err)
+	}
+	if strings.TrimSpace(nsObj.Annotations[grant.DenyAnnotation]) == "deny" {
+		return "", fmt.Errorf("%w: intercepts are not allowed in namespace %q (it is annotated %s=deny); refused by tp's manager", ErrNotAuthorized, ns, grant.DenyAnnotation)
+	}
+	need := fmt.Sprintf("intercepting in namespace %q needs the tp-intercept rights there (create, get and update leases.coordination.k8s.io; check with: kubectl auth can-i create leases.coordination.k8s.io -n %s)", ns, ns)
+	if name == "" || req.GetSecret() == "" {
+		return "", fmt.Errorf("%w: the request carries no intercept grant: %s", ErrNotAuthorized, need)
+	}
+	if len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return "", fmt.Errorf("%w: %q is not a grant's name", ErrNotAuthorized, name)
+	}
+	lease, err := a.CS.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Errorf("%w: no intercept grant %s/%s: %s", ErrNotAuthorized, ns, name, need)
+	case apierrors.IsForbidden(err):
+		return "", fmt.Errorf("%w: tp's manager may not read leases in namespace %q (is it one of the namespaces tp install manages?)", ErrNotAuthorized, ns)
+	case err != nil:
+		return "", fmt.Errorf("reading intercept grant %s/%s: %w", ns, name, err)
+	}
+	holder := ""
+	if lease.Spec.HolderIdentity != nil {
+		holder = *lease.Spec.HolderIdentity
+	}
+	holder, err = grant.Check(grant.Lease{Labels: lease.Labels, Annotations: lease.Annotations, Holder: holder}, name,
+		grant.Request{Namespace: ns, Kind: req.GetKind(), Workload: req.GetWorkload(), Port: req.GetPort(), Secret: req.GetSecret()})
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNotAuthorized, err)
+	}
+	return holder, nil
+}
