@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tpdev/tp/intercept/grant"
 )
 
 const ns = "tp-system"
@@ -412,7 +416,10 @@ func TestUninstallRemovesItAll(t *testing.T) {
 	meta := metav1.ObjectMeta{Name: RBACName(ns), Labels: labels}
 	objs := append(newRollout(running()).done().objects(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
-		&rbacv1.ClusterRole{ObjectMeta: meta}, &rbacv1.ClusterRoleBinding{ObjectMeta: meta})
+		&rbacv1.ClusterRole{ObjectMeta: meta}, &rbacv1.ClusterRoleBinding{ObjectMeta: meta},
+		&admissionv1.ValidatingAdmissionPolicy{ObjectMeta: meta}, &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: meta},
+		&coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tp-web-http", Namespace: "shop", Labels: map[string]string{grant.Label: grant.Version}}},
+		&coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "leader", Namespace: "shop"}})
 	objs = append(objs, rbacObjects(ns, "a")...)
 	objs = append(objs, rbacObjects("other-install", "a")...)
 	f := newFake(t, objs...)
@@ -431,6 +438,18 @@ func TestUninstallRemovesItAll(t *testing.T) {
 	}
 	if _, err := f.cs.RbacV1().Roles("a").Get(ctx, RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("role in a: %v", err)
+	}
+	if _, err := f.cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("grant admission policy: %v", err)
+	}
+	if _, err := f.cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("grant admission policy binding: %v", err)
+	}
+	if _, err := f.cs.CoordinationV1().Leases("shop").Get(ctx, "tp-web-http", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a left-over intercept grant: %v", err)
+	}
+	if _, err := f.cs.CoordinationV1().Leases("shop").Get(ctx, "leader", metav1.GetOptions{}); err != nil {
+		t.Errorf("a lease that is no grant of tp's: %v", err)
 	}
 	if _, err := f.cs.RbacV1().Roles("a").Get(ctx, RBACName("other-install"), metav1.GetOptions{}); err != nil {
 		t.Errorf("another install's role: %v", err)
