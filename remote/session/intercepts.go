@@ -186,8 +186,11 @@ func (s *Session) dropGrants() {
 	}
 	ic.grants = map[string]heldGrant{}
 	ic.mu.Unlock()
+	// One bound for all: a session closing while the API is unreachable must not hang.
+	ctx, cancel := context.WithTimeout(context.Background(), grantWait)
+	defer cancel()
 	for _, h := range all {
-		if err := s.deleteGrant(context.Background(), h.ns, h.g); err != nil {
+		if err := s.deleteGrant(ctx, h.ns, h.g); err != nil {
 			s.cfg.Log.Warn("closing: an intercept grant stays (harmless: its secret is gone)", "lease", h.g.lease, "err", err)
 		}
 	}
