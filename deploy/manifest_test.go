@@ -372,3 +372,31 @@ func TestReadmeShowsTheClientRoles(t *testing.T) {
 		t.Error("README.md does not show deploy/client-roles.yaml verbatim: paste it again")
 	}
 }
+
+// tp-connect reads tp's CA bundle, which intercepts give the agent, and no other ConfigMap.
+func TestConnectRoleReadsTheCABundleOnly(t *testing.T) {
+	objs, err := Objects([]byte(ClientRoles))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetName() != "tp-connect" {
+			continue
+		}
+		role := convert[rbacv1.ClusterRole](t, o)
+		found := false
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "configmaps") {
+				found = slices.Equal(r.ResourceNames, []string{CAConfigMap}) && slices.Equal(r.Verbs, []string{"get"})
+				if !found {
+					t.Errorf("tp-connect's rule on configmaps: %+v", r)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("tp-connect cannot read ConfigMap %s", CAConfigMap)
+		}
+		return
+	}
+	t.Fatal("no tp-connect role")
+}
