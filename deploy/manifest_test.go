@@ -204,7 +204,7 @@ func TestRenderDefaults(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		for _, v := range pod.Volumes {
 			if m.MountPath == TLSDir && v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == TLSSecret {
-				mounted = m.ReadOnly && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode&0o007 == 0
+				mounted = m.ReadOnly && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode == 0o440
 			}
 		}
 	}
