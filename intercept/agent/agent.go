@@ -214,7 +214,33 @@ func transport(cfg Config) (credentials.TransportCredentials, error) {
 		}
 		name = host
 	}
-	return credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}), nil
+	return &saidCreds{TransportCredentials: credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}),
+		log: cfg.Log, last: new(atomic.Pointer[string])}, nil
+}
+
+// saidCreds logs why a handshake with the manager fails (an untrusted certificate, a
+// manager that does not speak TLS), once for each new reason: gRPC retries in silence,
+// and an agent that cannot verify its manager must say so.
+type saidCreds struct {
+	credentials.TransportCredentials
+	log  *slog.Logger
+	last *atomic.Pointer[string]
+}
+
+func (c *saidCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tc, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	if old := c.last.Swap(&why); err != nil && (old == nil || *old != why) {
+		c.log.Warn("agent: TLS handshake with the manager failed", "manager", authority, "err", err)
+	}
+	return tc, info, err
+}
+
+func (c *saidCreds) Clone() credentials.TransportCredentials {
+	return &saidCreds{TransportCredentials: c.TransportCredentials.Clone(), log: c.log, last: c.last}
 }
 
 // token adds the agent's current projected token to every call. gRPC sends it only over a

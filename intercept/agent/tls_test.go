@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,9 +74,29 @@ func newCA(t *testing.T) *pki.CA {
 	return ca
 }
 
-// runAgent runs an agent against addr, trusting ca, until the test ends.
-func runAgent(t *testing.T, addr string, ca []byte) {
+// syncBuffer is a log the test reads while the agent writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// runAgent runs an agent against addr, trusting ca, until the test ends; it returns the
+// agent's log.
+func runAgent(t *testing.T, addr string, ca []byte) *syncBuffer {
 	t.Helper()
+	logs := &syncBuffer{}
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte(secretToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -84,7 +105,7 @@ func runAgent(t *testing.T, addr string, ca []byte) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Config{Pod: "web-0", Namespace: "default", Manager: addr, ServerName: "tp-manager.tp-system.svc",
-			CA: ca, TokenFile: tok, Ports: []Port{{Name: "http", Listen: 0, App: 1}}})
+			CA: ca, TokenFile: tok, Ports: []Port{{Name: "http", Listen: 0, App: 1}}, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -92,6 +113,7 @@ func runAgent(t *testing.T, addr string, ca []byte) {
 			t.Errorf("agent: %v", err)
 		}
 	})
+	return logs
 }
 
 func TestAgentVerifiesTheManager(t *testing.T) {
@@ -112,11 +134,15 @@ func TestAgentVerifiesTheManager(t *testing.T) {
 // network) gets no call, so no token.
 func TestAgentRefusesAnUntrustedManager(t *testing.T) {
 	addr, w := manager(t, newCA(t))
-	runAgent(t, addr, newCA(t).CertPEM)
+	logs := runAgent(t, addr, newCA(t).CertPEM)
 	select {
 	case got := <-w.calls:
 		t.Fatalf("an untrusted manager got a call: %q", got)
 	case <-time.After(2 * time.Second):
+	}
+	// The agent says why, once, though gRPC tries again and again.
+	if n := strings.Count(logs.String(), "TLS handshake with the manager failed"); n != 1 || !strings.Contains(logs.String(), "x509") {
+		t.Errorf("%d log lines about the failed handshake, want 1 naming the certificate:\n%s", n, logs.String())
 	}
 }
 
