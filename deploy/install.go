@@ -46,9 +46,9 @@ const (
 	revisionKey  = "deployment.kubernetes.io/revision"
 	eventLines   = 10
 
-	installNeeds = "the rights to apply namespaces, serviceaccounts, services, deployments, " +
+	installNeeds = "the rights to apply namespaces, serviceaccounts, services, deployments, secrets, configmaps, " +
 		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies and their bindings"
-	uninstallNeeds = "the rights to delete namespaces, deployments, services, serviceaccounts, " +
+	uninstallNeeds = "the rights to delete namespaces, deployments, services, serviceaccounts, secrets, configmaps, " +
 		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies, their bindings and leases"
 	statusNeeds = "read access to deployments, replicasets, pods and events in tp's namespace"
 )
@@ -128,14 +128,6 @@ func Install(ctx context.Context, cfg *rest.Config, opts Options) (*Installed, e
 
 func (in *installer) install(ctx context.Context, opts Options) (*Installed, error) {
 	start := time.Now()
-	manifest, err := render(opts)
-	if err != nil {
-		return nil, err
-	}
-	objs, err := Objects(manifest)
-	if err != nil {
-		return nil, fmt.Errorf("install: %w", err)
-	}
 	fail := func(what string, err error) error {
 		if isContextErr(ctx, err) {
 			return fmt.Errorf("install tp: %s: %w", what, err)
@@ -150,6 +142,7 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 
 	// A namespace tp did not make (say, default) is installed into but never labelled as
 	// tp's, so uninstall leaves it.
+	ownNS := true
 	ns, err := in.cs.CoreV1().Namespaces().Get(ctx, opts.Namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -162,11 +155,39 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 		}
 	case ns.Labels[ManagedByLabel] != ManagedByValue:
 		in.logf("namespace %s exists and is not tp's: installing into it, and uninstall will leave it", opts.Namespace)
+		ownNS = false
+	}
+	certs, err := in.planCerts(ctx, opts.Namespace, opts.RotateCA, time.Now())
+	if err != nil {
+		if isContextErr(ctx, err) {
+			return nil, fail("read tp's certificates", err)
+		}
+		return nil, err
+	}
+	manifest, err := render(opts, certs.fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := Objects(manifest)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if !ownNS {
 		objs = slices.DeleteFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == "Namespace" })
 	}
 
 	in.logf("installing tp's manager in namespace %s (image %s)", opts.Namespace, opts.Image)
-	for _, obj := range objs {
+	for i, obj := range objs {
+		// The certificates go in once the namespace is there, before the manager that
+		// mounts them.
+		if obj.GetKind() != "Namespace" && (i == 0 || objs[i-1].GetKind() == "Namespace") {
+			if err := in.writeCerts(ctx, certs); err != nil {
+				return nil, err
+			}
+			for _, n := range certs.notes {
+				in.logf("  %s", n)
+			}
+		}
 		what := fmt.Sprintf("apply %s %s", obj.GetKind(), objectName(obj))
 		if err := in.apply(ctx, obj); err != nil {
 			if apierrors.IsNotFound(err) && obj.GetNamespace() != "" && obj.GetNamespace() != opts.Namespace {
@@ -573,40 +594,43 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 	// In a namespace tp did not make, its objects are found one by one (an install that
 	// failed halfway may have left any of them) and told from others by their labels.
 	type namespaced struct {
-		kind string
-		get  func() (metav1.Object, error)
-		del  func() error
+		kind, name string
+		get        func() (metav1.Object, error)
+		del        func() error
 	}
 	var inNS []namespaced
 	if nsExists && !ownNS {
+		deps, svcs, sas := in.cs.AppsV1().Deployments(nsName), in.cs.CoreV1().Services(nsName), in.cs.CoreV1().ServiceAccounts(nsName)
+		secrets, cms := in.cs.CoreV1().Secrets(nsName), in.cs.CoreV1().ConfigMaps(nsName)
+		del := metav1.DeleteOptions{}
+		get := metav1.GetOptions{}
 		for _, o := range []namespaced{
-			{"Deployment",
-				func() (metav1.Object, error) {
-					return in.cs.AppsV1().Deployments(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
-				},
-				func() error {
-					return in.cs.AppsV1().Deployments(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{})
-				}},
-			{"Service",
-				func() (metav1.Object, error) {
-					return in.cs.CoreV1().Services(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
-				},
-				func() error { return in.cs.CoreV1().Services(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{}) }},
-			{"ServiceAccount",
-				func() (metav1.Object, error) {
-					return in.cs.CoreV1().ServiceAccounts(nsName).Get(ctx, ManagerName, metav1.GetOptions{})
-				},
-				func() error {
-					return in.cs.CoreV1().ServiceAccounts(nsName).Delete(ctx, ManagerName, metav1.DeleteOptions{})
-				}},
+			{"Deployment", ManagerName,
+				func() (metav1.Object, error) { return deps.Get(ctx, ManagerName, get) },
+				func() error { return deps.Delete(ctx, ManagerName, del) }},
+			{"Service", ManagerName,
+				func() (metav1.Object, error) { return svcs.Get(ctx, ManagerName, get) },
+				func() error { return svcs.Delete(ctx, ManagerName, del) }},
+			{"ServiceAccount", ManagerName,
+				func() (metav1.Object, error) { return sas.Get(ctx, ManagerName, get) },
+				func() error { return sas.Delete(ctx, ManagerName, del) }},
+			{"Secret", TLSSecret,
+				func() (metav1.Object, error) { return secrets.Get(ctx, TLSSecret, get) },
+				func() error { return secrets.Delete(ctx, TLSSecret, del) }},
+			{"Secret", CASecret,
+				func() (metav1.Object, error) { return secrets.Get(ctx, CASecret, get) },
+				func() error { return secrets.Delete(ctx, CASecret, del) }},
+			{"ConfigMap", CAConfigMap,
+				func() (metav1.Object, error) { return cms.Get(ctx, CAConfigMap, get) },
+				func() error { return cms.Delete(ctx, CAConfigMap, del) }},
 		} {
 			obj, err := o.get()
 			if ignoreMissing(err) != nil {
-				return fail("get "+o.kind+" "+nsName+"/"+ManagerName, err)
+				return fail("get "+o.kind+" "+nsName+"/"+o.name, err)
 			}
 			if err == nil && obj.GetLabels()[ManagedByLabel] == ManagedByValue {
 				inNS = append(inNS, o)
-				found = append(found, o.kind+" "+nsName+"/"+ManagerName)
+				found = append(found, o.kind+" "+nsName+"/"+o.name)
 			}
 		}
 	}
@@ -716,7 +740,7 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 		// Not tp's namespace: take out only what tp put there.
 		for _, o := range inNS {
 			if err := ignoreMissing(o.del()); err != nil {
-				return fail("delete "+o.kind+" "+nsName+"/"+ManagerName, err)
+				return fail("delete "+o.kind+" "+nsName+"/"+o.name, err)
 			}
 		}
 	}

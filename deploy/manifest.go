@@ -35,6 +35,9 @@ const (
 	// ClusterPort is the manager's cluster-facing API (agents, probes), behind the Service.
 	ClusterPort     = 8082
 	ClusterPortName = "cluster"
+	// TLSDir is where the manager's container mounts TLSSecret: the cluster port serves
+	// TLSDir/tls.crt and TLSDir/tls.key.
+	TLSDir = "/var/run/secrets/tp/tls"
 	// FieldManager is tp's name in server-side apply.
 	FieldManager = "tp"
 
@@ -72,6 +75,8 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// RotateCA makes Install replace the CA agents verify the manager by (see CASecret).
+	RotateCA bool
 }
 
 // ClientRoles is client-roles.yaml: the ClusterRoles tp-connect and tp-intercept that give
@@ -141,8 +146,8 @@ type manifestData struct {
 	ManagedList       string
 	ConfigHash        string
 
-	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel string
-	ClientPort, ClusterPort                                                int
+	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel, TLSSecret, TLSDir string
+	ClientPort, ClusterPort                                                                   int
 }
 
 // Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
@@ -152,10 +157,13 @@ func Render(opts Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return render(opts)
+	return render(opts, "")
 }
 
-func render(opts Options) ([]byte, error) {
+// render renders the manifest; certFingerprint (of the manager's server certificate, which
+// is not in the manifest) goes into the config hash, so that a new certificate restarts
+// the manager.
+func render(opts Options, certFingerprint string) ([]byte, error) {
 	d := manifestData{
 		Namespace:         opts.Namespace,
 		Image:             opts.Image,
@@ -169,12 +177,15 @@ func render(opts Options) ([]byte, error) {
 		GrantLabel:        grant.Label,
 		ClientPort:        ClientPort,
 		ClusterPort:       ClusterPort,
+		TLSSecret:         TLSSecret,
+		TLSDir:            TLSDir,
 	}
 	// The hash covers everything rendered but itself: render once without it.
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("render manager manifest: %w", err)
 	}
+	buf.WriteString("\ncertificate " + certFingerprint)
 	sum := sha256.Sum256(buf.Bytes())
 	d.ConfigHash = hex.EncodeToString(sum[:8])
 	buf.Reset()

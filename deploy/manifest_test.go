@@ -164,7 +164,8 @@ func TestRenderDefaults(t *testing.T) {
 	if c.Name != ManagerContainer || c.Image != "localhost/tp/tp:v1" || c.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Errorf("container %s image %s policy %s", c.Name, c.Image, c.ImagePullPolicy)
 	}
-	if want := []string{"manager", "--client-listen=127.0.0.1:8081", "--cluster-listen=:8082"}; !slices.Equal(c.Args, want) {
+	if want := []string{"manager", "--client-listen=127.0.0.1:8081", "--cluster-listen=:8082",
+		"--tls-cert=/var/run/secrets/tp/tls/tls.crt", "--tls-key=/var/run/secrets/tp/tls/tls.key"}; !slices.Equal(c.Args, want) {
 		t.Errorf("args %q, want %q", c.Args, want)
 	}
 	env := map[string]corev1.EnvVar{}
@@ -181,7 +182,7 @@ func TestRenderDefaults(t *testing.T) {
 		t.Errorf("container ports %+v: only the cluster port, never the client API", c.Ports)
 	}
 	for name, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != ClusterPortName {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != ClusterPortName || p.HTTPGet.Scheme != corev1.URISchemeHTTPS {
 			t.Errorf("%s probe: %+v", name, p)
 		}
 	}
@@ -229,6 +230,20 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	if !tmp {
 		t.Error("no emptyDir at /tmp (the root filesystem is read-only)")
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if m.MountPath == TLSDir && v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == TLSSecret {
+				mounted = m.ReadOnly && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode == 0o440
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("Secret %s is not mounted read-only at %s, unreadable to others", TLSSecret, TLSDir)
+	}
+	if pod.SecurityContext == nil || pod.SecurityContext.FSGroup == nil || *pod.SecurityContext.FSGroup != *sc.RunAsGroup {
+		t.Errorf("pod security context %+v: the key's group must be the manager's", pod.SecurityContext)
 	}
 	if dep.Spec.Template.Annotations[HashAnnotation] == "" {
 		t.Error("no config hash on the pod template")
@@ -310,6 +325,18 @@ func TestRenderHashFollowsTheConfig(t *testing.T) {
 	if hash(Options{Image: "x/y:1", ManagedNamespaces: []string{"a", "b"}}) != hash(Options{Image: "x/y:1", ManagedNamespaces: []string{"b", "a"}}) {
 		t.Error("the order of managed namespaces changes the hash")
 	}
+	withCert := func(fp string) string {
+		o, _ := base.withDefaults(true)
+		m, err := render(o, fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, _ := Objects(m)
+		return convert[appsv1.Deployment](t, objs[len(objs)-1]).Spec.Template.Annotations[HashAnnotation]
+	}
+	if withCert("aa") == withCert("bb") || withCert("aa") != withCert("aa") {
+		t.Error("the hash does not follow the server certificate: a new one would not restart the manager")
+	}
 }
 
 func TestRenderQuotesValues(t *testing.T) {
@@ -375,4 +402,32 @@ func TestReadmeShowsTheClientRoles(t *testing.T) {
 	if !strings.Contains(string(readme), ClientRoles) {
 		t.Error("README.md does not show deploy/client-roles.yaml verbatim: paste it again")
 	}
+}
+
+// tp-connect reads tp's CA bundle, which intercepts give the agent, and no other ConfigMap.
+func TestConnectRoleReadsTheCABundleOnly(t *testing.T) {
+	objs, err := Objects([]byte(ClientRoles))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetName() != "tp-connect" {
+			continue
+		}
+		role := convert[rbacv1.ClusterRole](t, o)
+		found := false
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "configmaps") {
+				found = slices.Equal(r.ResourceNames, []string{CAConfigMap}) && slices.Equal(r.Verbs, []string{"get"})
+				if !found {
+					t.Errorf("tp-connect's rule on configmaps: %+v", r)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("tp-connect cannot read ConfigMap %s", CAConfigMap)
+		}
+		return
+	}
+	t.Fatal("no tp-connect role")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,13 +20,24 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/deploy/pki"
 )
 
 const ns = "shop"
 
 type fakeClient = fake.Clientset
 
-var testAgent = AgentConfig{Image: "registry.example.com/tp/tp:v1", ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent"}
+var testAgent = AgentConfig{Image: "registry.example.com/tp/tp:v1", ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent",
+	CABundle: string(newCA("test").CertPEM)}
+
+// newCA is a CA as tp install makes it.
+func newCA(name string) *pki.CA {
+	ca, err := pki.NewCA(name, time.Now())
+	if err != nil {
+		panic(err)
+	}
+	return ca
+}
 
 func namespaceObj(name string, annotations map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}

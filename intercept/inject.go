@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/deploy/pki"
 )
 
 // AgentConfig is how the injected agent runs.
@@ -32,6 +33,9 @@ type AgentConfig struct {
 	// TokenAudience is the audience of the projected service-account token the agent
 	// presents to the manager (e.g. "tp-agent").
 	TokenAudience string `json:"tokenAudience"`
+	// CABundle (PEM) is what the agent verifies the manager's certificate by: tp install's
+	// CA bundle (deploy.AgentCA). When it changes, the next injection updates the agent.
+	CABundle string `json:"caBundle"`
 }
 
 func (a AgentConfig) check() error {
@@ -45,6 +49,9 @@ func (a AgentConfig) check() error {
 	}
 	if _, port, err := net.SplitHostPort(a.ManagerAddress); err != nil || port == "" {
 		return usage(fmt.Sprintf("manager address %q is not host:port", a.ManagerAddress), hint)
+	}
+	if _, err := pki.Pool([]byte(a.CABundle)); err != nil {
+		return usage(fmt.Sprintf("the CA bundle for the agent is not usable: %v", err), "run tp install again to write it (ConfigMap tp-ca in tp's namespace)")
 	}
 	return nil
 }

@@ -96,6 +96,9 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	if v := envOf(agent, AgentManagerEnv); v != testAgent.ManagerAddress {
 		t.Errorf("%s=%q", AgentManagerEnv, v)
 	}
+	if v := envOf(agent, AgentCAEnv); v != testAgent.CABundle {
+		t.Errorf("%s=%q, want the CA bundle", AgentCAEnv, v)
+	}
 	for _, e := range agent.Env[:2] {
 		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
 			t.Errorf("env %s is not from the downward API", e.Name)
@@ -206,6 +209,41 @@ func TestInjectIsIdempotent(t *testing.T) {
 	}
 	if got.Annotations[OriginalTemplateAnnotation] != first.Annotations[OriginalTemplateAnnotation] {
 		t.Errorf("the saved original changed on the second injection")
+	}
+}
+
+// A new CA bundle (tp install --rotate-ca) updates the agent at the next injection: a
+// template change, so its pods roll; restoring still gives back the original exactly.
+func TestInjectFollowsTheCABundle(t *testing.T) {
+	orig := appTemplate("web")
+	cs := newClient(deployment("web", orig), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "http")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	first := getDeployment(t, cs, "web")
+	rotated := testAgent
+	rotated.CABundle = string(newCA("rotated").CertPEM) + testAgent.CABundle
+	plan, err := Inject(ctx, cs, ref, rotated, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject with a new CA bundle: %+v %v", plan, err)
+	}
+	got := getDeployment(t, cs, "web")
+	if v := envOf(container(t, &got.Spec.Template.Spec, AgentContainer), AgentCAEnv); v != rotated.CABundle {
+		t.Errorf("%s after the rotation: %q", AgentCAEnv, v)
+	}
+	if got.Spec.Template.Annotations[AgentHashAnnotation] == first.Spec.Template.Annotations[AgentHashAnnotation] {
+		t.Error("the agent hash did not change: the pods would keep the old CA")
+	}
+	if plan, err := Inject(ctx, cs, ref, rotated, []Target{tg}, false); err != nil || !plan.AlreadyInjected {
+		t.Errorf("inject again with the same bundle: %+v %v", plan, err)
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	if back := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(back.Spec.Template, orig) {
+		t.Errorf("restored template differs from the original:\n%v", back.Spec.Template)
 	}
 }
 
@@ -791,8 +829,12 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	wantCategory(t, err, deploy.Usage, "node's network")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, tg, false)
 	wantCategory(t, err, deploy.Usage, `already has a container named "tp-agent"`)
-	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, AgentConfig{Image: "x", ManagerAddress: "nope", TokenAudience: "a"}, tg, false)
+	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, AgentConfig{Image: "x", ManagerAddress: "nope", TokenAudience: "a", CABundle: testAgent.CABundle}, tg, false)
 	wantCategory(t, err, deploy.Usage, "not host:port")
+	noCA := testAgent
+	noCA.CABundle = ""
+	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, noCA, tg, false)
+	wantCategory(t, err, deploy.Usage, "the CA bundle for the agent is not usable")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, nil, false)
 	wantCategory(t, err, deploy.Usage, "no port to intercept")
 }

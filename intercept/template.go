@@ -29,6 +29,8 @@ const (
 	AgentPortsEnv = "TP_AGENT_PORTS"
 	// AgentManagerEnv is the manager's agent API, host:port.
 	AgentManagerEnv = "TP_MANAGER"
+	// AgentCAEnv is the CA bundle (PEM) the agent verifies the manager's certificate by.
+	AgentCAEnv = "TP_AGENT_CA"
 	// FirstAgentPort is where the search for free agent ports starts.
 	FirstAgentPort = 9900
 
@@ -329,6 +331,7 @@ func agentContainer(agent AgentConfig, ports []corev1.ContainerPort, portList st
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 			{Name: AgentManagerEnv, Value: agent.ManagerAddress},
+			{Name: AgentCAEnv, Value: agent.CABundle},
 			{Name: AgentPortsEnv, Value: portList},
 		},
 		Resources: corev1.ResourceRequirements{
@@ -358,7 +361,7 @@ func agentContainer(agent AgentConfig, ports []corev1.ContainerPort, portList st
 // agentHash digests what the agent runs with; it changes when pods must restart.
 func agentHash(agent AgentConfig, ports []agentPort) string {
 	var b strings.Builder
-	b.WriteString(agent.Image + "\n" + agent.ManagerAddress + "\n" + agent.TokenAudience + "\n")
+	b.WriteString(agent.Image + "\n" + agent.ManagerAddress + "\n" + agent.TokenAudience + "\n" + agent.CABundle + "\n")
 	for _, p := range ports {
 		fmt.Fprintf(&b, "%s:%d:%d:%t\n", p.name, p.agent, p.app, p.numericOnly)
 	}

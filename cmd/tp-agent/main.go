@@ -4,8 +4,9 @@
 // carries no Kubernetes client (about 10 MiB resident, against 30 in tp-cluster).
 //
 // It is configured by its environment, which tp's injection sets: TP_MANAGER,
-// TP_AGENT_PORTS (name:listen:app,...), POD_NAME, POD_NAMESPACE, and TP_AGENT_TOKEN (the
-// projected token's path, default /var/run/secrets/tp/token).
+// TP_AGENT_PORTS (name:listen:app,...), POD_NAME, POD_NAMESPACE, TP_AGENT_CA (the PEM bundle
+// the manager's certificate must chain to), and TP_AGENT_TOKEN (the projected token's path,
+// default /var/run/secrets/tp/token).
 package main
 
 import (
@@ -40,6 +41,7 @@ func run(ctx context.Context) error {
 	}
 	cfg := agent.Config{
 		Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), Manager: os.Getenv("TP_MANAGER"),
+		CA:        []byte(os.Getenv("TP_AGENT_CA")),
 		TokenFile: os.Getenv("TP_AGENT_TOKEN"), Ports: ports, Version: buildinfo.Version,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +37,12 @@ type connLog struct {
 	// userTimeout is gRPC's keepalive timeout, which it sets as TCP_USER_TIMEOUT on the
 	// connections it accepts: only on a *net.TCPConn, so the listener sets it instead.
 	userTimeout time.Duration
-	closed      atomic.Bool
+	// tls marks a port that speaks TLS only: a connection whose first byte is not a TLS
+	// handshake record is a plaintext client, told apart in the log (an agent injected
+	// before the manager spoke TLS, or a misconfigured client), at most every so often.
+	tls       bool
+	plaintext *sometimes
+	closed    atomic.Bool
 }
 
 // watchGRPC wraps the listener of a gRPC server with keepalive timeout userTimeout.
@@ -42,10 +50,11 @@ func watchGRPC(ln net.Listener, api string, userTimeout time.Duration, log *slog
 	return &connLog{Listener: ln, api: api, grpc: true, userTimeout: userTimeout, log: log}
 }
 
-// watchHTTP wraps the listener of an http.Server whose ConnContext is withConn and whose
-// handlers call markServed.
-func watchHTTP(ln net.Listener, api string, log *slog.Logger) *connLog {
-	return &connLog{Listener: ln, api: api, log: log}
+// watchTLS wraps the listener of an http.Server that serves TLS on it, whose ConnContext
+// is withConn and whose handlers call markServed; plaintext clients are logged as
+// plaintext lets them.
+func watchTLS(ln net.Listener, api string, plaintext *sometimes, log *slog.Logger) *connLog {
+	return &connLog{Listener: ln, api: api, tls: true, plaintext: plaintext, log: log}
 }
 
 func (l *connLog) Accept() (net.Conn, error) {
@@ -132,6 +141,13 @@ func (c *watchedConn) report() {
 		args = append(args, "first", head)
 	}
 	switch {
+	case !greeted && c.l.tls && n > 0 && head[0] != tlsHandshake:
+		if ok, skipped := c.l.plaintext.allow(time.Now()); ok {
+			if skipped > 0 {
+				args = append(args, "and", fmt.Sprintf("%d more not logged", skipped))
+			}
+			c.l.log.Warn(c.l.api+": closed a plaintext connection: this port speaks TLS only (an agent injected before tp's manager spoke TLS gets it at its workload's next tp intercept)", args...)
+		}
 	case !greeted && n == 0 && rerr != nil && !timedOut:
 		c.l.log.Debug(c.l.api+": a connection closed without sending anything", args...)
 	case !greeted && timedOut:
@@ -147,11 +163,79 @@ func (c *watchedConn) report() {
 	}
 }
 
+// tlsHandshake is the first byte of every TLS client's first record (a handshake record).
+const tlsHandshake = 0x16
+
 type connKey struct{}
 
 // withConn is an http.Server's ConnContext: it lets handlers mark their connection served.
 func withConn(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	return context.WithValue(ctx, connKey{}, c)
+}
+
+// sometimes lets through at most n events per period and counts the rest: a log line per
+// refused connection is what an operator needs, until a scanner or a crowd of outdated
+// agents makes it a flood.
+type sometimes struct {
+	n      int
+	period time.Duration
+
+	mu      sync.Mutex
+	start   time.Time
+	count   int
+	skipped int
+}
+
+func newSometimes(n int, period time.Duration) *sometimes {
+	return &sometimes{n: n, period: period}
+}
+
+// allow reports whether an event at now may be logged and, if so, how many were not since
+// the last one that was.
+func (s *sometimes) allow(now time.Time) (bool, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.start) >= s.period {
+		s.start, s.count = now, 0
+	}
+	if s.count >= s.n {
+		s.skipped++
+		return false, 0
+	}
+	s.count++
+	skipped := s.skipped
+	s.skipped = 0
+	return true, skipped
+}
+
+// handshakeLog is an http.Server's ErrorLog for a TLS port: failed handshakes are logged
+// at most as often as s lets them; a plaintext client's is left to connLog, which says
+// more about it.
+type handshakeLog struct {
+	log *slog.Logger
+	s   *sometimes
+}
+
+func (h handshakeLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(line, "first record does not look like a TLS handshake"),
+		strings.Contains(line, "client sent an HTTP request to an HTTPS server"):
+	case strings.Contains(line, "TLS handshake error"):
+		if ok, skipped := h.s.allow(time.Now()); ok {
+			args := []any{}
+			if skipped > 0 {
+				args = append(args, "and", fmt.Sprintf("%d more not logged", skipped))
+			}
+			h.log.Warn(line, args...)
+		}
+	default:
+		h.log.Warn(line)
+	}
+	return len(p), nil
 }
 
 func markServed(ctx context.Context) {

@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -31,7 +33,9 @@ func managerCommand() *cli.Command {
 		Usage: "run the traffic manager",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "client-listen", Value: "127.0.0.1:8081", Usage: "the client API; keep it on loopback: port-forward reaches it, other pods must not"},
-			&cli.StringFlag{Name: "cluster-listen", Value: ":8082", Usage: "health endpoints (and later the agents' API) on the pod network"},
+			&cli.StringFlag{Name: "cluster-listen", Value: ":8082", Usage: "the agents' API and the health endpoints on the pod network, TLS only"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "the cluster port's certificate chain (PEM), issued by tp install's CA"},
+			&cli.StringFlag{Name: "tls-key", Usage: "the cluster port's key (PEM)"},
 			&cli.StringFlag{Name: "cluster-domain", Usage: "the cluster's DNS domain (default: from /etc/resolv.conf, else cluster.local)"},
 			&cli.StringFlag{Name: "dns", Usage: "the cluster's DNS server host:port (default: from /etc/resolv.conf)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every failed dial"},
@@ -60,6 +64,10 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		}
 		dnsAddr = net.JoinHostPort(rc.nameserver, "53")
 	}
+	cert, err := loadCertificate(c.String("tls-cert"), c.String("tls-key"))
+	if err != nil {
+		return err
+	}
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
 		return fmt.Errorf("manager: not running in a cluster: %w", err)
@@ -76,7 +84,8 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	}
 	ranges := manager.NewClusterRanges(ctx, cs, managed, 30*time.Second, log)
 	svc, pods := ranges.Ranges()
-	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods)
+	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods,
+		"certificate", cert.Leaf.DNSNames, "certificateExpires", cert.Leaf.NotAfter.UTC().Format(time.DateOnly))
 
 	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Log: log})
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), manager.LeaseAuthorizer{CS: cs}, log)
@@ -90,7 +99,7 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		ln.Close()
 		return fmt.Errorf("manager: cluster port: %w", err)
 	}
-	s := newServers(srv, registry, servingLimits(), log)
+	s := newServers(srv, registry, servingLimits(), cert, log)
 	errc := s.serve(ln, cl)
 	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", cl.Addr().String())
 	select {
@@ -117,10 +126,15 @@ type limits struct {
 	// always has its Watch in flight); without it an HTTP/2 connection that only sent
 	// its preface stays open for good.
 	clusterIdle time.Duration
+	// refusalLines of plaintext clients and failed TLS handshakes on the cluster port are
+	// logged per refusalPeriod; the rest are counted.
+	refusalLines  int
+	refusalPeriod time.Duration
 }
 
 func servingLimits() limits {
-	return limits{clientHandshake: 10 * time.Second, clusterHeaders: 5 * time.Second, clusterIdle: 2 * time.Minute}
+	return limits{clientHandshake: 10 * time.Second, clusterHeaders: 5 * time.Second, clusterIdle: 2 * time.Minute,
+		refusalLines: 5, refusalPeriod: 10 * time.Second}
 }
 
 const (
@@ -136,16 +150,40 @@ const (
 	maxHeaders = 64 << 10
 )
 
+// loadCertificate reads the cluster port's certificate chain and key, which tp install
+// keeps in a Secret the manager's pod mounts.
+func loadCertificate(certFile, keyFile string) (tls.Certificate, error) {
+	if certFile == "" || keyFile == "" {
+		return tls.Certificate{}, errors.New("manager: the cluster port serves TLS only: pass --tls-cert and --tls-key (tp install mounts them from Secret tp-manager-tls)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("manager: the cluster port's certificate: %w (tp install writes it: run it again)", err)
+	}
+	return cert, nil
+}
+
 // servers are the manager's two ports: the client API (Manager and Intercepts) and the
-// cluster port, which serves the probes (HTTP/1) and the agents (gRPC over cleartext
-// HTTP/2) on one listener: one Service port, one place for network policies.
+// cluster port, which serves the probes (HTTP/1.1) and the agents (gRPC over HTTP/2) on one
+// listener, over TLS (ALPN picks the protocol): one Service port, one place for network
+// policies.
+//
+// Agent and manager are verified on both ends, each by what it can check: the agent
+// verifies the manager's certificate against the CA tp install made (given to the agent by
+// tp intercept) and the Service's name, so its token goes to no one else and intercepted
+// requests cross the pod network encrypted; the manager verifies the agent by its
+// projected service-account token, reviewed by the API server (TokenReview) and bound to a
+// pod of the workload. Client certificates would prove no more than the token, which the
+// kubelet already issues, rotates and binds to the pod, and would need a CA that signs
+// for every injected pod.
 type servers struct {
 	client, agents *grpc.Server
 	cluster        *http.Server
+	refusals       *sometimes // of plaintext clients and failed handshakes on the cluster port
 	log            *slog.Logger
 }
 
-func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log *slog.Logger) *servers {
+func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cert tls.Certificate, log *slog.Logger) *servers {
 	opts := append(flowControl(),
 		experimental.BufferPool(tunnel.BufferPool()),
 		grpc.ForceServerCodecV2(tunnel.Codec()),
@@ -169,16 +207,22 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log
 	}, refusals{api: "agent API", log: log}.options()...)...)
 	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
 	probes := healthHandler(srv)
+	// HTTP/2 only over TLS: a client speaking h2c (prior knowledge) or HTTP/1 in the clear
+	// fails the handshake and is closed.
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	refused := newSometimes(lim.refusalLines, lim.refusalPeriod)
 	cluster := &http.Server{
-		Protocols:         protocols,
+		Protocols: protocols,
+		// The agents are tp's own: TLS 1.3 only. The kubelet's probes speak it too.
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
+		// Bounds the TLS handshake too.
 		ReadHeaderTimeout: lim.clusterHeaders,
 		IdleTimeout:       lim.clusterIdle,
 		MaxHeaderBytes:    maxHeaders,
 		ConnContext:       withConn,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          stdlog.New(handshakeLog{log: log, s: refused}, "", 0),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 				markServed(r.Context())
@@ -191,7 +235,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log
 			probes.ServeHTTP(w, r)
 		}),
 	}
-	return &servers{client: client, agents: agents, cluster: cluster, log: log}
+	return &servers{client: client, agents: agents, cluster: cluster, refusals: refused, log: log}
 }
 
 // serve serves the client API on client and the cluster port on cluster; the channel
@@ -199,7 +243,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, log
 func (s *servers) serve(client, cluster net.Listener) <-chan error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.client.Serve(watchGRPC(client, "client API", clientKeepaliveTimeout, s.log)) }()
-	go func() { errc <- s.cluster.Serve(watchHTTP(cluster, "cluster port", s.log)) }()
+	go func() { errc <- s.cluster.ServeTLS(watchTLS(cluster, "cluster port", s.refusals, s.log), "", "") }()
 	return errc
 }
 

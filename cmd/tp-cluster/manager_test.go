@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,9 +21,13 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote/manager"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -29,7 +35,13 @@ import (
 
 // testLimits are servingLimits, short enough for tests.
 func testLimits() limits {
-	return limits{clientHandshake: 500 * time.Millisecond, clusterHeaders: 500 * time.Millisecond, clusterIdle: time.Second}
+	return limits{clientHandshake: 500 * time.Millisecond, clusterHeaders: 500 * time.Millisecond, clusterIdle: time.Second,
+		refusalLines: 5, refusalPeriod: 500 * time.Millisecond}
+}
+
+func otherCA(t *testing.T) *x509.CertPool {
+	_, pool := testCertificate(t)
+	return pool
 }
 
 // logBuffer is a log the test reads while the servers write it.
@@ -88,6 +100,63 @@ func testLogger(t *testing.T) *slog.Logger {
 type testManager struct {
 	client, cluster string
 	logs            *logBuffer
+	// ca is the bundle the manager's certificate verifies by, for the server name
+	// clusterName.
+	ca *x509.CertPool
+}
+
+const clusterName = "tp-manager.tp-system.svc"
+
+// testCertificate is a server certificate for clusterName from a new CA, as tp install
+// makes them.
+func testCertificate(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueServer(pki.ServerNames("tp-manager", "tp-system"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pki.Pool(ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, pool
+}
+
+// tlsConfig is an agent's: the manager verified by the test CA, offering protos.
+func (m testManager) tlsConfig(protos ...string) *tls.Config {
+	return &tls.Config{RootCAs: m.ca, ServerName: clusterName, NextProtos: protos, MinVersion: tls.VersionTLS13}
+}
+
+// dialTLS opens a TLS connection to the cluster port offering protos.
+func (m testManager) dialTLS(t *testing.T, protos ...string) net.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", m.cluster, m.tlsConfig(protos...))
+	if err != nil {
+		t.Fatalf("TLS to the cluster port: %v", err)
+	}
+	return c
+}
+
+// conn opens a connection to addr, one of the manager's ports, as a client of it does:
+// plain TCP to the client API, TLS offering HTTP/2 to the cluster port.
+func (m testManager) conn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	if addr == m.cluster {
+		return m.dialTLS(t, "h2")
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // startManager serves the manager's two ports on loopback, as runManager does.
@@ -96,7 +165,8 @@ func startManager(t *testing.T) testManager {
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := manager.New(manager.Config{Version: "test", Names: manager.NewNames("cluster.local", "127.0.0.1:1"), Log: log})
-	s := newServers(srv, manager.NewRegistry(oneAgent{}, nil, log), testLimits(), log)
+	cert, pool := testCertificate(t)
+	s := newServers(srv, manager.NewRegistry(oneAgent{}, nil, log), testLimits(), cert, log)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -115,7 +185,7 @@ func startManager(t *testing.T) testManager {
 			}
 		}
 	})
-	return testManager{client: lns[0].Addr().String(), cluster: lns[1].Addr().String(), logs: logs}
+	return testManager{client: lns[0].Addr().String(), cluster: lns[1].Addr().String(), logs: logs, ca: pool}
 }
 
 // stillServes checks that both ports answer well-behaved peers: a client's Info, the
@@ -128,7 +198,8 @@ func (m testManager) stillServes(t *testing.T) {
 	if err != nil || info.GetVersion() != "test" {
 		t.Fatalf("client API: Info = %v, %v", info, err)
 	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + m.cluster + "/healthz")
+	https := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: m.tlsConfig()}}
+	resp, err := https.Get("https://" + m.cluster + "/healthz")
 	if err != nil {
 		t.Fatalf("cluster port: /healthz: %v", err)
 	}
@@ -138,7 +209,7 @@ func (m testManager) stillServes(t *testing.T) {
 		t.Fatalf("cluster port: /healthz: %s %q", resp.Status, body)
 	}
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+agentToken)
-	stream, err := tunnelpb.NewAgentsClient(dial(t, m.cluster)).Watch(actx, &tunnelpb.AgentHello{Pod: webAgent.Pod, Namespace: webAgent.Namespace})
+	stream, err := tunnelpb.NewAgentsClient(m.dialAgent(t)).Watch(actx, &tunnelpb.AgentHello{Pod: webAgent.Pod, Namespace: webAgent.Namespace})
 	if err == nil {
 		_, err = stream.Recv()
 	}
@@ -150,6 +221,18 @@ func (m testManager) stillServes(t *testing.T) {
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// dialAgent is a gRPC client of the cluster port, as an agent makes it.
+func (m testManager) dialAgent(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+m.cluster, grpc.WithTransportCredentials(credentials.NewTLS(m.tlsConfig())),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())))
 	if err != nil {
 		t.Fatal(err)
@@ -181,50 +264,63 @@ func random(n int) []byte {
 var settings = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0}
 
 // The bytes no gRPC client or agent sends: each connection is closed, with a log line
-// naming the port, and both ports go on serving.
+// naming the port, and both ports go on serving. The cluster port speaks TLS only: sent in
+// the clear, the bytes are a plaintext client; sent inside TLS, they reach its HTTP
+// servers, which close the connection as before.
 func TestGarbageConnectionsAreClosedAndLogged(t *testing.T) {
 	preface := []byte(http2.ClientPreface)
 	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	// A WINDOW_UPDATE of 0 for the connection is a connection error.
 	badFrame := []byte{0, 0, 4, 0x8, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	const (
+		plaintext = "cluster port: closed a plaintext connection: this port speaks TLS only"
+		noRequest = "cluster port: dropped a connection that sent no valid request"
+	)
 	for _, c := range []struct {
-		name                string
-		in                  []byte
-		client, cluster     string // the log line on each port
-		clientIn, clusterIn time.Duration
+		name                           string
+		in                             []byte
+		client, plain, inTLS           string // the log line on each
+		clientIn, plainIn, inTLSWithin time.Duration
 	}{
 		{"random bytes", random(4096),
-			"client API: dropped a connection that sent no valid request", "cluster port: dropped a connection that sent no valid request", time.Second, time.Second},
+			"client API: dropped a connection that sent no valid request", plaintext, noRequest, time.Second, time.Second, time.Second},
 		{"truncated preface", preface[:20],
-			"client API: dropped a connection that sent no valid request in time", "cluster port: dropped a connection that sent no valid request in time", 2 * time.Second, 2 * time.Second},
+			"client API: dropped a connection that sent no valid request in time", plaintext, noRequest + " in time", 2 * time.Second, time.Second, 2 * time.Second},
 		{"tls hello", cat([]byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), random(500)),
-			"client API: dropped a connection that sent no valid request", "cluster port: dropped a connection that sent no valid request", time.Second, time.Second},
+			"client API: dropped a connection that sent no valid request", noRequest, noRequest, time.Second, time.Second, time.Second},
 		{"preface then random bytes", cat(preface, random(4096)),
-			"client API: closed a connection on an HTTP/2 protocol error", "cluster port: dropped a connection that sent no valid request", time.Second, 3 * time.Second},
+			"client API: closed a connection on an HTTP/2 protocol error", plaintext, noRequest, time.Second, time.Second, 3 * time.Second},
 		{"preface then a bad frame", cat(preface, settings, badFrame),
-			"client API: closed a connection on an HTTP/2 protocol error", "cluster port: dropped a connection that sent no valid request", time.Second, 3 * time.Second},
+			"client API: closed a connection on an HTTP/2 protocol error", plaintext, noRequest, time.Second, time.Second, 3 * time.Second},
 		// The client API keeps a connection past its handshake until keepalive finds it
 		// dead (30 s and 10 s); the cluster port closes it once idle.
 		{"preface then nothing", cat(preface, settings),
-			"", "cluster port: dropped a connection that sent no valid request", 0, 3 * time.Second},
+			"", plaintext, noRequest, 0, time.Second, 3 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := startManager(t)
+			protos := []string{"http/1.1"}
+			if bytes.HasPrefix(c.in, preface) {
+				protos = []string{"h2"}
+			}
 			for _, p := range []struct {
-				addr, line string
-				within     time.Duration
-			}{{m.client, c.client, c.clientIn}, {m.cluster, c.cluster, c.clusterIn}} {
+				dial   func() net.Conn
+				line   string
+				within time.Duration
+			}{
+				{func() net.Conn { return m.conn(t, m.client) }, c.client, c.clientIn},
+				{func() net.Conn { conn, _ := net.Dial("tcp", m.cluster); return conn }, c.plain, c.plainIn},
+				{func() net.Conn { return m.dialTLS(t, protos...) }, c.inTLS, c.inTLSWithin},
+			} {
 				if p.line == "" {
 					continue
 				}
-				conn, err := net.Dial("tcp", p.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
+				before := m.logs.count(p.line)
+				conn := p.dial()
 				_, _ = conn.Write(c.in)
 				expectClosed(t, conn, p.within)
 				conn.Close()
-				m.logs.expect(t, p.line, 1)
+				m.logs.expect(t, p.line, before+1)
 			}
 			m.stillServes(t)
 		})
@@ -232,7 +328,8 @@ func TestGarbageConnectionsAreClosedAndLogged(t *testing.T) {
 }
 
 // An HTTP/1.1 request is no gRPC call: the client API drops it, the cluster port answers
-// it as a probe, and neither passes it to the agents' API.
+// it as a probe (inside TLS; in the clear it is refused), and neither passes it to the
+// agents' API.
 func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 	m := startManager(t)
 	req := "POST /tp.tunnel.v1.Agents/Watch HTTP/1.1\r\nHost: manager\r\nContent-Type: application/grpc\r\nContent-Length: 0\r\n\r\n"
@@ -245,14 +342,26 @@ func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 	conn.Close()
 	m.logs.expect(t, "client API: dropped a connection that sent no valid request", 1)
 
+	// In the clear: net/http says it wants TLS, and closes.
 	conn, err = net.Dial("tcp", m.cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	_, _ = io.WriteString(conn, req)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("cluster port in the clear: %v %v", resp, err)
+	}
+	expectClosed(t, conn, time.Second)
+	conn.Close()
+	m.logs.expect(t, "cluster port: closed a plaintext connection", 1)
+
+	conn = m.dialTLS(t, "http/1.1")
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(conn, req)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("cluster port: %v %v", resp, err)
 	}
@@ -262,6 +371,74 @@ func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 		t.Fatalf("an HTTP/1 request reached the agents' API")
 	}
 	m.stillServes(t)
+}
+
+// The agents' API is served over TLS only: an h2c client gets no service, a TLS client
+// that does not trust tp's CA (or expects another name) cannot complete a verified
+// handshake, and one that trusts it is served.
+func TestClusterPortIsTLSOnly(t *testing.T) {
+	m := startManager(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+agentToken)
+	hello := &tunnelpb.AgentHello{Pod: webAgent.Pod, Namespace: webAgent.Namespace}
+	stream, err := tunnelpb.NewAgentsClient(dial(t, m.cluster)).Watch(actx, hello)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Watch over h2c: %v, want Unavailable (no service)", err)
+	}
+	m.logs.expect(t, "cluster port: closed a plaintext connection", 1)
+	if n := m.logs.count("agent refused") + m.logs.count("agent API: refused a call"); n != 0 {
+		t.Error("a call over h2c reached the agents' API")
+	}
+
+	for what, cfg := range map[string]*tls.Config{
+		"the system's roots":   {ServerName: clusterName, MinVersion: tls.VersionTLS13},
+		"another CA":           {RootCAs: otherCA(t), ServerName: clusterName, MinVersion: tls.VersionTLS13},
+		"another server name":  {RootCAs: m.ca, ServerName: "tp-manager.elsewhere.svc", MinVersion: tls.VersionTLS13},
+		"a Service IP as name": {RootCAs: m.ca, ServerName: "10.96.0.1", MinVersion: tls.VersionTLS13},
+	} {
+		c, err := tls.Dial("tcp", m.cluster, cfg)
+		if err == nil {
+			c.Close()
+			t.Errorf("%s: handshake verified", what)
+			continue
+		}
+		var unknown x509.UnknownAuthorityError
+		var name x509.HostnameError
+		if !errors.As(err, &unknown) && !errors.As(err, &name) {
+			t.Errorf("%s: %v, want a verification failure", what, err)
+		}
+	}
+	m.logs.expect(t, "TLS handshake error", 1)
+	m.stillServes(t)
+}
+
+// Refusals are logged a few at a time: a flood of plaintext clients costs a few lines.
+func TestPlaintextRefusalsAreLoggedSometimes(t *testing.T) {
+	m := startManager(t)
+	const line = "cluster port: closed a plaintext connection"
+	plain := func() {
+		conn, err := net.Dial("tcp", m.cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(conn, http2.ClientPreface)
+		expectClosed(t, conn, time.Second)
+		conn.Close()
+	}
+	for range 20 {
+		plain()
+	}
+	time.Sleep(200 * time.Millisecond) // the last reports
+	if n := m.logs.count(line); n != testLimits().refusalLines {
+		t.Fatalf("%d lines for 20 plaintext clients, want %d", n, testLimits().refusalLines)
+	}
+	time.Sleep(testLimits().refusalPeriod)
+	plain()
+	m.logs.expect(t, "15 more not logged", 1)
 }
 
 // Connections that send nothing are closed after the handshake limit; while they are
@@ -302,7 +479,7 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 		{m.cluster, "/tp.tunnel.v1.Agents/Flow", "agent API: refused a call"},
 	} {
 		before := m.logs.count(c.line)
-		fields := call(t, c.addr, c.path, append(header, random(100)...))
+		fields := call(t, m.conn(t, c.addr), c.path, append(header, random(100)...))
 		if fields["grpc-status"] == "0" || fields["grpc-status"] == "" {
 			t.Errorf("%s: answered %v", c.path, fields)
 		}
@@ -317,7 +494,7 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 func TestUnknownMethodsAreRefused(t *testing.T) {
 	m := startManager(t)
 	for _, c := range []struct{ addr, line string }{{m.client, "client API: refused a call"}, {m.cluster, "agent API: refused a call"}} {
-		fields := call(t, c.addr, "/tp.tunnel.v1.Nothing/Here", []byte{0, 0, 0, 0, 0})
+		fields := call(t, m.conn(t, c.addr), "/tp.tunnel.v1.Nothing/Here", []byte{0, 0, 0, 0, 0})
 		if fields["grpc-status"] != "12" {
 			t.Errorf("%s: answered %v", c.addr, fields)
 		}
@@ -328,12 +505,9 @@ func TestUnknownMethodsAreRefused(t *testing.T) {
 
 // call makes one gRPC call by hand (its request message as body) and returns the fields
 // of the answer's headers and trailers.
-func call(t *testing.T, addr, path string, body []byte) map[string]string {
+func call(t *testing.T, conn net.Conn, path string, body []byte) map[string]string {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := conn.RemoteAddr().String()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	_, _ = io.WriteString(conn, http2.ClientPreface)

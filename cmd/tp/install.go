@@ -20,6 +20,8 @@ func installCommand() *cli.Command {
 		Description: `Applies the manager (namespace, service account, read-only RBAC, deployment, service)
 with server-side apply and waits until it is ready. Running it again is harmless; with a
 new --image it upgrades. Without --image it installs the image this tp was built with.
+The first install makes a CA (Secret tp-ca-key) that signs the manager's certificate for its
+agents (Secret tp-manager-tls; the bundle to trust in ConfigMap tp-ca); later ones keep it.
 
    tp install
    tp install --image registry.example.com/tp/tp:v0.2 --managed-namespaces team-a,team-b`,
@@ -29,12 +31,13 @@ new --image it upgrades. Without --image it installs the image this tp was built
 			&cli.StringSliceFlag{Name: "managed-namespaces", Usage: "limit what the manager sees to these namespaces (default: the whole cluster)"},
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for the manager to be ready"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the manifest instead of applying it"},
+			&cli.BoolFlag{Name: "rotate-ca", Usage: "replace the CA agents verify the manager by; agents injected before keep working until their workload's next tp intercept"},
 		),
 		Action: func(c *cli.Context) error {
 			opts := deploy.Options{
 				Namespace: c.String("namespace"), Image: c.String("image"),
 				ManagedNamespaces: splitList(c.StringSlice("managed-namespaces")),
-				Timeout:           c.Duration("timeout"), Log: c.App.ErrWriter,
+				Timeout:           c.Duration("timeout"), Log: c.App.ErrWriter, RotateCA: c.Bool("rotate-ca"),
 			}
 			if c.Bool("dry-run") {
 				out, err := deploy.Render(opts)

@@ -173,10 +173,16 @@ func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryR
 	if err != nil {
 		return nil, deployError(err)
 	}
+	ca, err := deploy.AgentCA(ctx, k.cfg, mgrNS)
+	if err != nil {
+		return nil, deployError(err)
+	}
+	// The agent verifies the manager's certificate for the Service's name it dials.
 	agentCfg := intercept.AgentConfig{
 		Image:          inst.Image,
-		ManagerAddress: fmt.Sprintf("%s.%s.svc:%d", deploy.ManagerName, mgrNS, deploy.ClusterPort),
+		ManagerAddress: fmt.Sprintf("%s:%d", deploy.ManagerServerNames(mgrNS)[0], deploy.ClusterPort),
 		TokenAudience:  manager.AgentAudience,
+		CABundle:       string(ca),
 	}
 	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, dryRun)
 	if err != nil {

@@ -8,6 +8,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,10 +22,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 
+	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -114,9 +116,15 @@ func Hello(pod, namespace, version string, ports []Port) *tunnelpb.AgentHello {
 type Config struct {
 	Pod, Namespace string
 	Manager        string // host:port of the manager's agent API
-	TokenFile      string // the projected service-account token, re-read for every call (it rotates)
-	Ports          []Port
-	Version        string
+	// CA is the bundle (PEM) of the CAs the manager's certificate must chain to: tp
+	// install's, as tp intercept put it in the agent's pod template.
+	CA []byte
+	// ServerName is the name the manager's certificate must carry; default Manager's host
+	// (tp-manager.NAMESPACE.svc).
+	ServerName string
+	TokenFile  string // the projected service-account token, re-read for every call (it rotates)
+	Ports      []Port
+	Version    string
 	// Stale is how long the agent keeps intercepting without hearing from the manager.
 	Stale time.Duration
 	Log   *slog.Logger
@@ -142,8 +150,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	creds, err := transport(cfg)
+	if err != nil {
+		return err
+	}
 	cc, err := grpc.NewClient("passthrough:///"+cfg.Manager,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(token{file: cfg.TokenFile}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
@@ -176,14 +189,73 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// authorized adds the agent's current token to a call.
-func (a *Agent) authorized(ctx context.Context) (context.Context, error) {
-	tok, err := os.ReadFile(a.cfg.TokenFile)
+// transport is TLS to the manager, verified: its certificate must chain to cfg.CA and name
+// the Service. There is no plaintext fallback: without a CA the agent does not start.
+//
+// The agent and the manager are verified on both ends: the agent checks the manager's
+// certificate here, so its token and the intercepted requests go to the manager only,
+// encrypted; the manager checks the agent's projected service-account token with the API
+// server (TokenReview) and that it belongs to a pod of the intercepted workload. Client
+// certificates would prove no more than that token, which the kubelet already issues,
+// rotates and binds to the pod.
+func transport(cfg Config) (credentials.TransportCredentials, error) {
+	if len(cfg.CA) == 0 {
+		return nil, errors.New("agent: no CA to verify the manager by (TP_AGENT_CA is empty): tp intercept the workload again to update its agent")
+	}
+	roots, err := pki.Pool(cfg.CA)
+	if err != nil {
+		return nil, fmt.Errorf("agent: the CA bundle to verify the manager by: %w", err)
+	}
+	name := cfg.ServerName
+	if name == "" {
+		host, _, err := net.SplitHostPort(cfg.Manager)
+		if err != nil {
+			return nil, fmt.Errorf("agent: manager address %q: %w", cfg.Manager, err)
+		}
+		name = host
+	}
+	return &saidCreds{TransportCredentials: credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}),
+		log: cfg.Log, last: new(atomic.Pointer[string])}, nil
+}
+
+// saidCreds logs why a handshake with the manager fails (an untrusted certificate, a
+// manager that does not speak TLS), once for each new reason: gRPC retries in silence,
+// and an agent that cannot verify its manager must say so.
+type saidCreds struct {
+	credentials.TransportCredentials
+	log  *slog.Logger
+	last *atomic.Pointer[string]
+}
+
+func (c *saidCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tc, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	if old := c.last.Swap(&why); err != nil && (old == nil || *old != why) {
+		c.log.Warn("agent: TLS handshake with the manager failed", "manager", authority, "err", err)
+	}
+	return tc, info, err
+}
+
+func (c *saidCreds) Clone() credentials.TransportCredentials {
+	return &saidCreds{TransportCredentials: c.TransportCredentials.Clone(), log: c.log, last: c.last}
+}
+
+// token adds the agent's current projected token to every call. gRPC sends it only over a
+// secure transport: never in the clear, whatever else changes.
+type token struct{ file string }
+
+func (t token) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	tok, err := os.ReadFile(t.file)
 	if err != nil {
 		return nil, fmt.Errorf("agent token: %w", err)
 	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(tok))), nil
+	return map[string]string{"authorization": "Bearer " + strings.TrimSpace(string(tok))}, nil
 }
+
+func (token) RequireTransportSecurity() bool { return true }
 
 // watch keeps the agent registered and its intercepted ports current.
 func (a *Agent) watch(ctx context.Context) {
@@ -203,11 +275,7 @@ func (a *Agent) watch(ctx context.Context) {
 }
 
 func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error {
-	actx, err := a.authorized(ctx)
-	if err != nil {
-		return err
-	}
-	stream, err := a.client.Watch(actx, hello, grpc.WaitForReady(true))
+	stream, err := a.client.Watch(ctx, hello, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
@@ -284,11 +352,7 @@ func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 
 // handOver asks the manager to give the connection to the intercepting client.
 func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port) (net.Conn, error) {
-	actx, err := a.authorized(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sctx, end := context.WithCancel(actx)
+	sctx, end := context.WithCancel(ctx)
 	stream, err := a.client.Flow(sctx)
 	if err != nil {
 		end()

@@ -3,12 +3,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,8 +24,10 @@ import (
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tpdev/tp/deploy"
@@ -205,8 +211,8 @@ func TestHostileInput(t *testing.T) {
 			t.Errorf("the manager's client API answers on %s:%d from the cluster network", pod.Status.PodIP, deploy.ClientPort)
 		}
 		// The cluster port serves agents only: the client API (tunnels, names) is not on it.
-		addr := managerAddr(t, cs)
-		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		addr, agentTLS := managerAddr(t, cs), managerTLS(t, deploy.DefaultNamespace)
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(agentTLS)),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())))
 		if err != nil {
 			t.Fatal(err)
@@ -224,29 +230,115 @@ func TestHostileInput(t *testing.T) {
 				t.Errorf("Tunnel on the cluster port: %v, want Unimplemented", err)
 			}
 		}
-		// Garbage on the cluster port.
-		for _, send := range [][]byte{
-			random(1 << 20),
-			[]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + strings.Repeat("\x00\x00\x04\x08\x00\x00\x00\x00\x00", 1000)),
-			[]byte("PRI * HTTP/2.0\r\n\r\nSM"), // truncated preface
-			append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), random(4096)...),
-			[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		} {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
+		// Garbage on the cluster port, in the clear (refused by TLS) and inside a verified
+		// TLS connection (refused by the HTTP servers behind it).
+		dials := map[string]func(protos ...string) (net.Conn, error){
+			"in the clear": func(...string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) },
+			"inside TLS": func(protos ...string) (net.Conn, error) {
+				cfg := agentTLS.Clone()
+				cfg.NextProtos = protos
+				return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+			},
+		}
+		for how, dial := range dials {
+			for _, send := range [][]byte{
+				random(1 << 20),
+				[]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + strings.Repeat("\x00\x00\x04\x08\x00\x00\x00\x00\x00", 1000)),
+				[]byte("PRI * HTTP/2.0\r\n\r\nSM"), // truncated preface
+				append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), random(4096)...),
+				[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+			} {
+				protos := []string{"http/1.1"}
+				if bytes.HasPrefix(send, []byte("PRI")) {
+					protos = []string{"h2"}
+				}
+				c, err := dial(protos...)
+				if err != nil {
+					t.Fatalf("%s: %v", how, err)
+				}
+				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+				go func() { _, _ = c.Write(send) }()
+				// In the clear, even a short request is cut off at once.
+				if _, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) && (len(send) > 30 || how == "in the clear") {
+					t.Errorf("the manager kept a connection that sent %q... %s open", clip(send), how)
+				}
+				c.Close()
 			}
-			_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-			go func() { _, _ = c.Write(send) }()
-			if _, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) && len(send) > 30 {
-				t.Errorf("the manager kept a connection that sent %q... open", clip(send))
-			}
-			c.Close()
 		}
 		if after := restarts(); after != before {
 			t.Errorf("the manager restarted %d times under garbage", after-before)
 		}
 		stillServes(t, "garbage on the manager's cluster port")
+	})
+
+	// The agents' API is TLS only: a plaintext gRPC client gets no service, a TLS client
+	// that does not trust tp's CA (or expects another name) cannot complete a verified
+	// handshake, one that trusts it is served (its forged token then refused), and the
+	// manager logs the plaintext client.
+	t.Run("ClusterPortIsTLSOnly", func(t *testing.T) {
+		addr, agentTLS := managerAddr(t, cs), managerTLS(t, deploy.DefaultNamespace)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		h2c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h2c.Close()
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		stream, err := tunnelpb.NewAgentsClient(h2c).Watch(wctx, &tunnelpb.AgentHello{Pod: "p", Namespace: ns})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		wcancel()
+		if code := grpcstatus.Code(err); code != codes.Unavailable {
+			t.Errorf("Agents.Watch over h2c: %v, want Unavailable (no service; Unauthenticated would mean the call was read)", err)
+		}
+		t.Logf("Agents.Watch over h2c: %v", err)
+
+		for what, cfg := range map[string]*tls.Config{
+			"the system's roots":  {ServerName: agentTLS.ServerName, MinVersion: tls.VersionTLS12},
+			"another server name": {RootCAs: agentTLS.RootCAs, ServerName: "tp-manager.default.svc", MinVersion: tls.VersionTLS12},
+		} {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+			if err == nil {
+				c.Close()
+				t.Errorf("TLS trusting %s: the handshake verified", what)
+				continue
+			}
+			var unknown x509.UnknownAuthorityError
+			var name x509.HostnameError
+			if !errors.As(err, &unknown) && !errors.As(err, &name) {
+				t.Errorf("TLS trusting %s: %v, want a verification failure", what, err)
+			}
+			t.Logf("TLS trusting %s: %v", what, err)
+		}
+
+		if err := agentWatch(addr, agentTLS, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", ns, "p"); grpcstatus.Code(err) != codes.Unauthenticated && grpcstatus.Code(err) != codes.PermissionDenied {
+			t.Errorf("Agents.Watch over TLS with tp's CA and a forged token: %v, want it served and refused", err)
+		}
+		probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: agentTLS, Proxy: nil}}
+		resp, err := probe.Get("https://" + addr + "/healthz")
+		if err != nil {
+			t.Fatalf("GET /healthz over TLS with tp's CA: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+			t.Errorf("GET /healthz over TLS: %s %s %q", resp.Proto, resp.Status, body)
+		}
+
+		pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("manager pods: %v", err)
+		}
+		logs, err := cs.CoreV1().Pods(deploy.DefaultNamespace).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{Container: deploy.ManagerContainer}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(logs), "cluster port: closed a plaintext connection") {
+			t.Errorf("the manager's log does not tell of the plaintext clients:\n%s", clip(logs))
+		}
+		stillServes(t, "plaintext and untrusted TLS clients on the manager's cluster port")
 	})
 }
 

@@ -22,11 +22,21 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/intercept"
 )
 
+// injCA is a CA for the stand-in agents, which never reach a manager.
+var injCA = func() []byte {
+	ca, err := pki.NewCA("e2e", time.Now())
+	if err != nil {
+		panic(err)
+	}
+	return ca.CertPEM
+}()
+
 func injAgent(image string) intercept.AgentConfig {
-	return intercept.AgentConfig{Image: image, ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent"}
+	return intercept.AgentConfig{Image: image, ManagerAddress: "tp-manager.tp-system:8082", TokenAudience: "tp-agent", CABundle: string(injCA)}
 }
 
 func injGet(t *testing.T, cs kubernetes.Interface, ns, name string) *appsv1.Deployment {

@@ -5,10 +5,14 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/deploy/pki"
 )
 
 // managerImageEnv names the manager image the success paths install; make e2e passes the
@@ -139,6 +144,26 @@ func TestInstallLifecycle(t *testing.T) {
 		t.Fatalf("service: %v %+v", err, svc)
 	}
 
+	// The cluster port's certificates: a CA kept in a Secret nothing mounts, the server's
+	// in the one the manager mounts, the CA bundle public.
+	for _, name := range []string{deploy.CASecret, deploy.TLSSecret} {
+		if sec, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err != nil || sec.Labels[deploy.ManagedByLabel] != deploy.ManagedByValue {
+			t.Fatalf("Secret %s: %v", name, err)
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == deploy.CASecret {
+			t.Errorf("the manager's pod mounts the CA's key (Secret %s)", deploy.CASecret)
+		}
+	}
+	bundle, err := deploy.AgentCA(ctx, cfg, ns)
+	if err != nil {
+		t.Fatalf("the CA bundle: %v", err)
+	}
+	if err := verifiedHandshake(pod.Status.PodIP, ns, bundle); err != nil {
+		t.Fatalf("the manager does not serve a certificate of tp's CA: %v", err)
+	}
+
 	t.Run("AgainIsQuickAndKeepsThePod", func(t *testing.T) {
 		start := time.Now()
 		inst, err := deploy.Install(ctx, cfg, opts)
@@ -225,6 +250,52 @@ func TestInstallLifecycle(t *testing.T) {
 		}
 	})
 
+	// --rotate-ca: a new CA, the manager restarts with a certificate of it, and agents
+	// injected before (trusting only the old CA) still verify it.
+	t.Run("RotateCAKeepsOldAgentsVerifying", func(t *testing.T) {
+		before := readyStatus(t, cfg, ns)
+		old, err := deploy.AgentCA(ctx, cfg, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := opts
+		o.RotateCA = true
+		start := time.Now()
+		inst, err := deploy.Install(ctx, cfg, o)
+		if err != nil {
+			t.Fatalf("install --rotate-ca: %v", err)
+		}
+		t.Logf("rotated the CA in %s", time.Since(start).Round(time.Millisecond))
+		if inst.Pod == before.Pod {
+			t.Fatalf("the manager kept pod %s: it serves the old certificate", inst.Pod)
+		}
+		bundle, err := deploy.AgentCA(ctx, cfg, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := pki.ParseBundle(bundle)
+		if err != nil || len(certs) != 2 {
+			t.Fatalf("the bundle after a rotation: %d certificates, %v; want the new CA and the old", len(certs), err)
+		}
+		newCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})
+		if string(newCA) == string(old) {
+			t.Fatal("the bundle's first CA is the old one")
+		}
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, inst.Pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, roots := range map[string][]byte{"the old CA alone (an agent injected before)": old, "the new CA alone": newCA, "the bundle": bundle} {
+			if err := verifiedHandshake(pod.Status.PodIP, ns, roots); err != nil {
+				t.Errorf("trusting %s: %v", what, err)
+			}
+		}
+		again, err := deploy.Install(ctx, cfg, opts)
+		if err != nil || again.Pod != inst.Pod {
+			t.Errorf("install after the rotation: %v; pod %s -> %s, want it kept", err, inst.Pod, again.Pod)
+		}
+	})
+
 	t.Run("Status", func(t *testing.T) {
 		st := readyStatus(t, cfg, ns)
 		if st.Image != image || st.ReadyReplicas != 1 || len(st.ManagedNamespaces) != 0 {
@@ -253,6 +324,21 @@ func TestInstallLifecycle(t *testing.T) {
 			t.Error("errors.Is(err, ErrNotInstalled) is false")
 		}
 	})
+}
+
+// verifiedHandshake makes a TLS handshake with the manager's cluster port at podIP, as an
+// agent trusting roots (PEM) does.
+func verifiedHandshake(podIP, ns string, roots []byte) error {
+	pool, err := pki.Pool(roots)
+	if err != nil {
+		return err
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(podIP, strconv.Itoa(deploy.ClusterPort)),
+		&tls.Config{RootCAs: pool, ServerName: deploy.ManagerServerNames(ns)[0], MinVersion: tls.VersionTLS13})
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // readyStatus is the install's status, which must be Ready.
@@ -298,6 +384,14 @@ func TestInstallIntoANamespaceTpDidNotMake(t *testing.T) {
 	}
 	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, deploy.ManagerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("manager Deployment after uninstall: %v", err)
+	}
+	for _, name := range []string{deploy.CASecret, deploy.TLSSecret} {
+		if _, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Secret %s after uninstall: %v", name, err)
+		}
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, deploy.CAConfigMap, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap %s after uninstall: %v", deploy.CAConfigMap, err)
 	}
 	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, deploy.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("cluster role after uninstall: %v", err)

@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,7 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
@@ -28,6 +30,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/manager"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 	"github.com/tpdev/tp/tests/kit"
@@ -108,7 +112,29 @@ func TestIntercept(t *testing.T) {
 	t.Run("NamedTargetPort", func(t *testing.T) {
 		l.MustTP(t, 3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
 		took := eventually(t, 30*time.Second, "intercepted", w, "/first", "laptop /first")
-		t.Logf("intercepted requests reach the laptop %s after tp intercept returned", took)
+		t.Logf("intercepted requests reach the laptop %s, through the agent's TLS connection to the manager, after tp intercept returned", took)
+		// The agent verifies the manager by tp's CA bundle, as tp install keeps it.
+		bundle, err := deploy.AgentCA(context.Background(), restConfig(t, nil), deploy.DefaultNamespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name != manager.AgentContainer {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == intercept.AgentCAEnv && e.Value != string(bundle) {
+					t.Errorf("the agent's %s is not tp's CA bundle:\n%s", e.Name, e.Value)
+				}
+				if e.Name == intercept.AgentManagerEnv && e.Value != fmt.Sprintf("tp-manager.%s.svc:%d", deploy.DefaultNamespace, deploy.ClusterPort) {
+					t.Errorf("the agent dials %s", e.Value)
+				}
+			}
+		}
 		r := l.MustTP(t, 30*time.Second, "list", "--namespace", ns)
 		if !strings.Contains(r.Stdout, "web-app-http") || !strings.Contains(r.Stdout, "1 ready") {
 			t.Errorf("tp list:\n%s", r.Stdout)
@@ -210,7 +236,7 @@ func TestIntercept(t *testing.T) {
 	}
 
 	t.Run("ForgedAgentsCannotRegister", func(t *testing.T) {
-		mgr := managerAddr(t, cs)
+		mgr, mgrTLS := managerAddr(t, cs), managerTLS(t, deploy.DefaultNamespace)
 		bare := bareAgentPod(t, cs, ns)                 // has a tp-agent container but no owning workload
 		plain := someWorkloadPod(t, cs, ns, "no-agent") // owned by a workload, but no agent in it
 		for name, c := range map[string]struct {
@@ -224,7 +250,7 @@ func TestIntercept(t *testing.T) {
 			"pod without the agent": {podToken(t, cs, ns, plain, manager.AgentAudience), plain},
 			"another pod's token":   {podToken(t, cs, ns, plain, manager.AgentAudience), bare},
 		} {
-			err := agentWatch(mgr, c.token, ns, c.pod.Name)
+			err := agentWatch(mgr, mgrTLS, c.token, ns, c.pod.Name)
 			if code := grpcstatus.Code(err); code != codes.Unauthenticated && code != codes.PermissionDenied {
 				t.Errorf("%s: Watch answered %v, want it refused", name, err)
 			}
@@ -312,9 +338,25 @@ func managerAddr(t *testing.T, cs kubernetes.Interface) string {
 	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(deploy.ClusterPort))
 }
 
-// agentWatch calls the manager's agent API as an agent would, with token.
-func agentWatch(addr, token, ns, pod string) error {
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// managerTLS is an agent's TLS configuration for the manager installed in ns: tp's CA
+// bundle as tp intercept reads it, and the Service's name.
+func managerTLS(t *testing.T, ns string) *tls.Config {
+	t.Helper()
+	bundle, err := deploy.AgentCA(context.Background(), restConfig(t, nil), ns)
+	if err != nil {
+		t.Fatalf("tp's CA bundle: %v", err)
+	}
+	roots, err := pki.Pool(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: roots, ServerName: deploy.ManagerServerNames(ns)[0], MinVersion: tls.VersionTLS13}
+}
+
+// agentWatch calls the manager's agent API at addr as an agent would, over TLS with
+// config, with token.
+func agentWatch(addr string, config *tls.Config, token, ns, pod string) error {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(config)))
 	if err != nil {
 		return err
 	}
