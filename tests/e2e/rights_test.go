@@ -92,6 +92,7 @@ func TestRoleSets(t *testing.T) {
 	if _, err := cs.CoordinationV1().Leases(ns).Get(ctx, grant.LeaseName("web-app-http"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the grant stayed after tp leave: %v", err)
 	}
+	dev.MustTP(t, 30*time.Second, "quit") // the laptops share one network namespace, and port 1080
 
 	// With the connect rights only.
 	connectOnly := developer(t, cs, ns, "dev-connect", "tp-connect")
@@ -158,6 +159,7 @@ func TestRoleSets(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	dev.MustTP(t, time.Minute, "connect", "--namespace", ns)
 	if got := raw(dev); !strings.Contains(got, "tp's manager refused") || !strings.Contains(got, grant.DenyAnnotation+"=deny") {
 		t.Errorf("an intercept in a denying namespace, on the control socket: %s\nwant the manager's refusal", got)
 	}
