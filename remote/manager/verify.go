@@ -167,8 +167,8 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (AgentIdentity
 	switch {
 	case err == nil:
 		expires := now.Add(v.goodTTL)
-		if exp := time.Unix(int64(claims.Expiry), 0); exp.Before(expires) {
-			expires = exp // the review vouched for the token, not beyond its life
+		if claims.Expiry < float64(expires.Unix()) {
+			expires = time.Unix(int64(claims.Expiry), 0) // the review vouched for the token, not beyond its life
 		}
 		v.good.put(k, verdict{id: id, expires: expires})
 		v.sources.giveBack(src)
