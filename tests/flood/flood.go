@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,7 @@ type Config struct {
 type Result struct {
 	Sent       int            `json:"sent"`
 	ElapsedMS  int64          `json:"elapsed_ms"`
-	Codes      map[string]int `json:"codes"`      // gRPC status codes of the refusals
+	Codes      map[string]int `json:"codes"`      // the answers, by classify
 	Registered int            `json:"registered"` // calls the manager took for an agent's
 	Kinds      map[string]int `json:"kinds"`      // tokens sent, by kind
 	FirstError string         `json:"first_error,omitempty"`
@@ -101,8 +102,9 @@ func Agents(ctx context.Context, cfg Config) (Result, error) {
 				registered.Add(1)
 				return
 			}
-			res.Codes[status.Code(err).String()]++
-			if res.FirstError == "" && status.Code(err) == codes.Unknown {
+			answer := classify(err)
+			res.Codes[answer]++
+			if res.FirstError == "" && answer != "Refused" && answer != "Busy" {
 				res.FirstError = err.Error()
 			}
 		})
@@ -133,6 +135,20 @@ func withDefaults(cfg Config) Config {
 		cfg.Audience = "tp-agent"
 	}
 	return cfg
+}
+
+// classify names the manager's answer: "Refused" (PermissionDenied or Unauthenticated,
+// which only the manager sends), "Busy" (the manager's Unavailable: not reviewed now), else
+// the gRPC code, e.g. Unavailable for a manager that could not be reached at all.
+func classify(err error) string {
+	st := status.Convert(err)
+	switch {
+	case st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated:
+		return "Refused"
+	case st.Code() == codes.Unavailable && strings.Contains(st.Message(), "not reviewed"):
+		return "Busy"
+	}
+	return st.Code().String()
 }
 
 // register calls Agents.Watch as an agent would; nil means the manager sent it a state,

@@ -45,7 +45,7 @@ func TestFloodIsRefusedCheaply(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v; verifier %v", res, v.Stats())
-	if res.Sent != 400 || res.Registered != 0 || res.Codes["PermissionDenied"]+res.Codes["Unavailable"] != 400 {
+	if res.Sent != 400 || res.Registered != 0 || res.Codes["Refused"]+res.Codes["Busy"] != 400 {
 		t.Errorf("flood result %+v", res)
 	}
 	if n := reviews.Load(); n > 12 {
