@@ -72,6 +72,13 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("manager: not running in a cluster: %w", err)
 	}
+	// client-go's default, 5 requests a second (burst 10), is a laptop tool's: the manager
+	// reviews every new agent token (and reads its pod and owners, four calls), and a
+	// rollout of a few dozen intercepted pods would queue them for seconds behind each
+	// other and behind the address-range watches. The verifier itself bounds what bogus
+	// agents can spend (no review for malformed or known-bad tokens, a few per source, four
+	// at a time), so this is headroom for real work, not for garbage.
+	cfg.QPS, cfg.Burst = 50, 100
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
@@ -206,7 +213,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cer
 		grpc.UnknownServiceHandler(unknownMethod),
 	}, refusals{api: "agent API", log: log}.options()...)...)
 	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
-	probes := healthHandler(srv)
+	probes := healthHandler(srv, registry)
 	// HTTP/2 only over TLS: a client speaking h2c (prior knowledge) or HTTP/1 in the clear
 	// fails the handshake and is closed.
 	protocols := new(http.Protocols)
@@ -255,12 +262,18 @@ func (s *servers) stop() {
 	s.agents.Stop()
 }
 
-func healthHandler(srv *manager.Server) *http.ServeMux {
+func healthHandler(srv *manager.Server, registry *manager.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 	mux.HandleFunc("GET /healthz", ok)
 	mux.HandleFunc("GET /readyz", ok)
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, srv.Stats()) })
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		if v, ok := registry.VerifierStats(); ok {
+			fmt.Fprintln(w, srv.Stats(), v)
+			return
+		}
+		fmt.Fprintln(w, srv.Stats())
+	})
 	return mux
 }
 

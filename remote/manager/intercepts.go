@@ -410,6 +410,10 @@ func (r *Registry) identify(ctx context.Context) (AgentIdentity, error) {
 		return AgentIdentity{}, status.Error(codes.Unauthenticated, err.Error())
 	}
 	id, err := r.verify.Verify(ctx, token)
+	if errors.Is(err, ErrVerifierBusy) {
+		r.log.Warn("agent not verified", "from", peerAddr(ctx), "err", err)
+		return AgentIdentity{}, status.Errorf(codes.Unavailable, "the agent's token was not reviewed: %v", err)
+	}
 	if err != nil {
 		r.log.Warn("agent refused", "from", peerAddr(ctx), "err", err)
 		return AgentIdentity{}, status.Errorf(codes.PermissionDenied, "not a tp agent: %v", err)
