@@ -201,3 +201,28 @@ func TestKernelOwnerAnswers(t *testing.T) {
 		t.Errorf("no such socket: %v, want ErrNotFound", err)
 	}
 }
+
+// BenchmarkCheckConn is the cost the check adds to each new client connection.
+func BenchmarkCheckConn(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.Close()
+	g := New(Config{})
+	for b.Loop() {
+		if err := g.CheckConn(server); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
