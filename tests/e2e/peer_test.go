@@ -90,6 +90,17 @@ func TestPeerUsers(t *testing.T) {
 		}
 	})
 
+	// The control: with the check off, the same user's same curl gets through, so the
+	// refusals above are the check's and not a broken runner's.
+	t.Run("AllowOtherUsers", func(t *testing.T) {
+		l.MustTP(t, time.Minute, "connect", "--name", "shared", "--namespace", ns, "--listen", "127.0.0.1:1090", "--allow-other-users")
+		defer l.MustTP(t, 30*time.Second, "quit", "--name", "shared")
+		r := l.RunAs(otherUID, 25*time.Second, nil, "curl", "-sS", "--max-time", "20", "-x", "http://127.0.0.1:1090", "http://web-app/peer")
+		if r.Stdout != want {
+			t.Errorf("another user's curl through a proxy started with --allow-other-users: %q %s, want %q", r.Stdout, r.Stderr, want)
+		}
+	})
+
 	t.Run("CountedAndLogged", func(t *testing.T) {
 		info := status(t, l, "default")
 		var px localproxy.Stats
