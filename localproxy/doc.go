@@ -15,7 +15,8 @@
 //
 // With Config.Credentials every client must authenticate (SOCKS5 username/password, HTTP
 // Proxy-Authorization: Basic), for a port that other machines reach; without, the port is
-// meant for loopback and open to every client.
+// meant for loopback. Either way Config.Peers turns away other users of this machine
+// (package peer; on Linux), with a SOCKS5 0x02 reply or an HTTP 403 that says why.
 //
 // The DNS shim lives in the subpackage dnsshim. Nothing here imports Kubernetes or gRPC.
 package localproxy

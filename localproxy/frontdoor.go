@@ -140,6 +140,11 @@ func (sv *serving) handle(fc *frontConn) {
 		_ = fc.Close()
 		return
 	}
+	// Asked once the client has spoken, so that a refusal can be said in its protocol.
+	if err := s.peers.CheckConn(fc.Conn); err != nil {
+		s.refuseOtherUser(fc, first[0], err)
+		return
+	}
 	switch b := first[0]; {
 	case b == socks5Version:
 		s.serveSOCKS(fc)

@@ -17,6 +17,7 @@ import (
 	"github.com/elazarl/goproxy"
 	"github.com/things-go/go-socks5"
 
+	"github.com/tpdev/tp/localproxy/peer"
 	"github.com/tpdev/tp/remote"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	// with or without credentials, since some clients send whatever their proxy URL holds.
 	// New panics if they are not valid (see Credentials.Validate).
 	Credentials *Credentials
+	// Peers turns away clients that are other users of this machine (see package peer):
+	// the port carries this user's cluster rights. nil means peer.New with Log, which on
+	// Linux lets in only the user this process runs as.
+	Peers *peer.Guard
 }
 
 // Stats are a Server's counters since New.
@@ -67,6 +72,9 @@ type Stats struct {
 	BytesIn, BytesOut int64
 	// DialErrors counts dials that failed (including refused loops).
 	DialErrors int64
+	// OtherUsers counts client connections turned away as another user of this machine
+	// (or one the kernel could not name); they are in Total too.
+	OtherUsers int64
 }
 
 // Server is the SOCKS5 + HTTP proxy. Create it with New; Serve may be called on several
@@ -78,14 +86,16 @@ type Server struct {
 	hsTimeout     time.Duration
 	udpIdle       time.Duration
 	creds         *credentialStore // nil: no credentials asked
+	peers         *peer.Guard
 	socks         *socks5.Server
+	socksRefuse   *socks5.Server // answers clients the Guard turned away
 	httpProxy     *goproxy.ProxyHttpServer
 	httpTransport *http.Transport
 
 	selfMu sync.Mutex
 	self   []netip.AddrPort
 
-	open, total, bytesIn, bytesOut, dialErrors atomic.Int64
+	open, total, bytesIn, bytesOut, dialErrors, otherUsers atomic.Int64
 }
 
 // New makes a Server. It panics if cfg.Dialer is nil, since such a server could serve
@@ -108,12 +118,17 @@ func New(cfg Config) *Server {
 		hsTimeout:   orDefault(cfg.HandshakeTimeout, DefaultHandshakeTimeout),
 		udpIdle:     orDefault(cfg.UDPIdleTimeout, DefaultUDPIdleTimeout),
 		creds:       creds,
+		peers:       cfg.Peers,
 		self:        slices.Clone(cfg.SelfAddrs),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if s.peers == nil {
+		s.peers = peer.New(peer.Config{Log: s.log})
+	}
 	s.socks = s.newSOCKS()
+	s.socksRefuse = s.newSOCKSRefusal()
 	s.httpProxy, s.httpTransport = s.newHTTPProxy()
 	return s
 }
@@ -133,6 +148,7 @@ func (s *Server) Stats() Stats {
 		BytesIn:    s.bytesIn.Load(),
 		BytesOut:   s.bytesOut.Load(),
 		DialErrors: s.dialErrors.Load(),
+		OtherUsers: s.otherUsers.Load(),
 	}
 }
 

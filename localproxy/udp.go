@@ -131,6 +131,13 @@ func (a *association) acceptFrom(src netip.AddrPort) bool {
 	case a.ctrl.IsValid() && a.ctrl.Addr() != src.Addr():
 		return false
 	}
+	// The control connection's user was checked, but the relay port is open to every
+	// local user: the first datagram, which claims the association, must be theirs too.
+	// Later ones must come from the same address and port, which another user cannot
+	// take while the client's socket holds it (unless the client shares it: SO_REUSEADDR).
+	if a.s.peers.CheckDatagram(a.pc.LocalAddr(), src) != nil {
+		return false
+	}
 	a.client.Store(&src)
 	return true
 }

@@ -46,8 +46,9 @@ and pod IPs go through the tunnel; everything else is dialed directly from this 
    eval "$(tp connect)"; curl web-app
    ALL_PROXY=socks5h://127.0.0.1:1080 curl http://web-app.default
 
-The proxy listens on loopback, where only this machine reaches it. To let other machines use
-it, give it credentials that every client must then send (SOCKS5 username/password, HTTP
+The proxy listens on loopback, where only this machine reaches it; on Linux only your own
+user may use it and its DNS port (tp asks the kernel who each local client is and refuses
+other users; --allow-other-users turns that off). To let other machines use it, give it credentials that every client must then send (SOCKS5 username/password, HTTP
 Proxy-Authorization: Basic):
 
    TP_PROXY_CREDENTIALS=user:password tp connect --listen 0.0.0.0:1080
@@ -65,6 +66,7 @@ Proxy-Authorization: Basic):
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for the connection"},
 			&cli.BoolFlag{Name: "foreground", Usage: "stay attached instead of leaving a background daemon (Ctrl-C ends it)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every failed dial"},
+			&cli.BoolFlag{Name: "allow-other-users", Usage: "let every user of this machine use the proxy and DNS ports, which carry your cluster rights (Linux serves only you unless given this; needed where the kernel cannot say who a client is: no sock_diag)"},
 		),
 		Action: connect,
 	}
@@ -79,6 +81,10 @@ type connectOptions struct {
 	lanes                              int // flow lanes; 0: session.DefaultFlowLanes
 	timeout                            time.Duration
 	debug                              bool
+	// allowOthers turns off the check that local clients are this user (see localproxy/peer).
+	// Failing closed is the default because a check that silently passes everyone when
+	// the kernel cannot answer protects no one; this flag is the way out on such kernels.
+	allowOthers bool
 	// credsFile is --proxy-credentials-file, made absolute for the daemon; creds are what
 	// the proxy asks clients for (from it or TP_PROXY_CREDENTIALS), nil for none.
 	credsFile string
@@ -109,6 +115,9 @@ func (o connectOptions) daemonArgs() []string {
 	if o.debug {
 		args = append(args, "--debug")
 	}
+	if o.allowOthers {
+		args = append(args, "--allow-other-users")
+	}
 	return args
 }
 
@@ -120,6 +129,7 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 		kubeconfig: c.String("kubeconfig"), context: c.String("context"), namespace: c.String("namespace"),
 		name: c.String("name"), listen: c.String("listen"), dnsListen: c.String("dns-listen"),
 		managerNS: c.String("manager-namespace"), timeout: c.Duration("timeout"), debug: c.Bool("debug"),
+		allowOthers: c.Bool("allow-other-users"),
 	}
 	if o.name == "" || strings.ContainsAny(o.name, `/\. `) {
 		return o, userErrorf("--name %q: use letters, digits and dashes", o.name)

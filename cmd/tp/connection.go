@@ -14,6 +14,7 @@ import (
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
+	"github.com/tpdev/tp/localproxy/peer"
 	"github.com/tpdev/tp/remote/session"
 )
 
@@ -61,12 +62,23 @@ func openConnection(ctx context.Context, o connectOptions, k *kube, log *slog.Lo
 	c := &connection{k: k, o: o, sess: sess, listen: ln.Addr().String(), dnsListen: dnsUDP.LocalAddr().String(), errc: make(chan error, 3), cancel: cancel}
 	routes := func() []netip.Prefix { return append(sess.Routes(), o.also...) }
 	router := &localproxy.Router{Tunnel: sess, Direct: &net.Dialer{}, Names: sess, Routes: routes, Never: o.never, Log: log}
-	c.proxy = localproxy.New(localproxy.Config{Dialer: router, Log: log, Credentials: o.creds})
-	c.shim = dnsshim.New(dnsshim.Config{Cluster: sess, Upstream: hostResolver(log, c.dnsListen), Routes: routes, Log: log})
+	peers := peer.New(peer.Config{AllowOtherUsers: o.allowOthers, Log: log})
+	if !peers.Checks() {
+		log.Info("every user of this machine can use the proxy and DNS ports", "why", othersWhy(o.allowOthers))
+	}
+	c.proxy = localproxy.New(localproxy.Config{Dialer: router, Log: log, Credentials: o.creds, Peers: peers})
+	c.shim = dnsshim.New(dnsshim.Config{Cluster: sess, Upstream: hostResolver(log, c.dnsListen), Routes: routes, Log: log, Peers: peers})
 	go func() { c.errc <- c.proxy.Serve(ctx, ln) }()
 	go func() { c.errc <- c.shim.ServeUDP(ctx, dnsUDP) }()
 	go func() { c.errc <- c.shim.ServeTCP(ctx, dnsTCP) }()
 	return c, nil
+}
+
+func othersWhy(allowed bool) string {
+	if allowed {
+		return "--allow-other-users"
+	}
+	return "tp cannot ask this system which user a loopback client is (Linux only, so far)"
 }
 
 // listenDNS binds UDP and TCP on one address; with none given, on one free loopback port.

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tpdev/tp/localproxy/peer"
 	"github.com/tpdev/tp/remote"
 )
 
@@ -60,6 +61,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Log receives diagnostics; per-query lines are at debug level. nil discards.
 	Log *slog.Logger
+	// Peers turns away queries from other users of this machine (see package peer): the
+	// shim resolves with this user's cluster rights. nil means peer.New with Log, which on
+	// Linux answers only the user this process runs as.
+	Peers *peer.Guard
 }
 
 // Stats counts what a Server did since New. Every received message lands in Queries and,
@@ -72,6 +77,7 @@ type Stats struct {
 	Failures  uint64 // answered SERVFAIL: tunnel down, timeout, unreachable or broken upstream
 	Rejected  uint64 // answered FORMERR, NOTIMP or BADVERS: a query the shim does not serve
 	Dropped   uint64 // not answered: malformed, not a query, or over MaxInFlight
+	Refused   uint64 // answered REFUSED: from another user of this machine (see Config.Peers)
 	Truncated uint64 // UDP answers cut to the client's size with TC set
 }
 
@@ -85,6 +91,7 @@ type Server struct {
 	timeout  time.Duration
 	idle     time.Duration
 	log      *slog.Logger
+	peers    *peer.Guard
 
 	// inflight bounds goroutines answering queries; conns bounds TCP connection goroutines.
 	// Together they keep a flood from turning into unbounded goroutines and memory.
@@ -92,7 +99,7 @@ type Server struct {
 	conns    chan struct{}
 
 	stats struct {
-		queries, cluster, upstream, nxdomain, failures, rejected, dropped, truncated atomic.Uint64
+		queries, cluster, upstream, nxdomain, failures, rejected, dropped, refused, truncated atomic.Uint64
 	}
 
 	// garbage says at most once per garbageEvery that malformed messages were dropped: a
@@ -121,6 +128,7 @@ func New(cfg Config) *Server {
 		timeout:  cfg.Timeout,
 		idle:     cfg.IdleTimeout,
 		log:      cfg.Log,
+		peers:    cfg.Peers,
 	}
 	if s.ttl == 0 {
 		s.ttl = defaultTTL
@@ -133,6 +141,9 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.peers == nil {
+		s.peers = peer.New(peer.Config{Log: s.log})
 	}
 	n := cfg.MaxInFlight
 	if n <= 0 {
@@ -153,6 +164,7 @@ func (s *Server) Stats() Stats {
 		Failures:  s.stats.failures.Load(),
 		Rejected:  s.stats.rejected.Load(),
 		Dropped:   s.stats.dropped.Load(),
+		Refused:   s.stats.refused.Load(),
 		Truncated: s.stats.truncated.Load(),
 	}
 }
@@ -192,7 +204,14 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 		req := bytes.Clone(buf[:n])
 		wg.Go(func() {
 			defer func() { <-s.inflight }()
-			resp := s.safeAnswer(ctx, req, false)
+			var resp []byte
+			// Asked per datagram, since any local user can send to the port; on this
+			// goroutine, so that the question never holds up the read loop.
+			if s.otherUser(pc, addr) {
+				resp = s.refuse(req)
+			} else {
+				resp = s.safeAnswer(ctx, req, false)
+			}
 			if resp == nil {
 				return
 			}
@@ -267,6 +286,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
+	// Another user's queries are read and answered REFUSED, as over UDP, until it closes.
+	other := s.peers.CheckConn(c) != nil
 	r := bufio.NewReader(c)
 	for {
 		// The deadline covers the whole next message, so a client that trickles bytes
@@ -294,7 +315,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		}
 		wg.Go(func() {
 			defer func() { <-s.inflight }()
-			resp := s.safeAnswer(ctx, req, true)
+			var resp []byte
+			if other {
+				resp = s.refuse(req)
+			} else {
+				resp = s.safeAnswer(ctx, req, true)
+			}
 			if resp == nil {
 				// A stream that carried garbage is out of sync; nothing after it can be
 				// trusted to be framed right.

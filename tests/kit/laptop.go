@@ -90,8 +90,14 @@ func (l *Laptop) Copy(t testing.TB, src string) string {
 
 // Command is name args… run on the laptop: in its namespace, as its user, with its env.
 func (l *Laptop) Command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
+	return l.commandAs(ctx, LaptopUID, env, name, args...)
+}
+
+// commandAs is Command as uid (its group too): another user of the laptop unless uid is
+// LaptopUID.
+func (l *Laptop) commandAs(ctx context.Context, uid int, env []string, name string, args ...string) *exec.Cmd {
 	full := []string{"--net=" + cluster.LaptopNetns, "--",
-		"setpriv", fmt.Sprintf("--reuid=%d", LaptopUID), fmt.Sprintf("--regid=%d", LaptopUID), "--clear-groups", "--",
+		"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--",
 		"env", "-i"}
 	full = append(full, l.env...)
 	full = append(full, env...)
@@ -112,18 +118,24 @@ type Result struct {
 
 // Run runs a command on the laptop and waits for it (at most timeout).
 func (l *Laptop) Run(timeout time.Duration, env []string, name string, args ...string) Result {
-	return l.run(timeout, "", env, name, args...)
+	return l.run(LaptopUID, timeout, "", env, name, args...)
+}
+
+// RunAs is Run as uid: another user of the developer's machine, who must not get the
+// developer's cluster rights through tp's ports.
+func (l *Laptop) RunAs(uid int, timeout time.Duration, env []string, name string, args ...string) Result {
+	return l.run(uid, timeout, "", env, name, args...)
 }
 
 // RunStdin is Run with stdin.
 func (l *Laptop) RunStdin(timeout time.Duration, stdin string, name string, args ...string) Result {
-	return l.run(timeout, stdin, nil, name, args...)
+	return l.run(LaptopUID, timeout, stdin, nil, name, args...)
 }
 
-func (l *Laptop) run(timeout time.Duration, stdin string, env []string, name string, args ...string) Result {
+func (l *Laptop) run(uid int, timeout time.Duration, stdin string, env []string, name string, args ...string) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := l.Command(ctx, env, name, args...)
+	cmd := l.commandAs(ctx, uid, env, name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != "" {
@@ -159,9 +171,16 @@ func (l *Laptop) Curl(timeout time.Duration, args ...string) Result {
 	return l.Run(timeout+5*time.Second, nil, "curl", append(base, args...)...)
 }
 
-// Dial dials from the laptop's network namespace (as the test process's user).
+// Dial dials from the laptop's network namespace as the laptop's user (LaptopUID), as the
+// developer's programs would: tp's ports refuse other users of the machine.
 func (l *Laptop) Dial(ctx context.Context, network, address string) (net.Conn, error) {
-	return cluster.DialInNetns(ctx, cluster.LaptopNetns, network, address)
+	return l.DialAs(ctx, LaptopUID, network, address)
+}
+
+// DialAs dials from the laptop's network namespace with a socket that belongs to uid: another
+// user of the developer's machine when uid is not LaptopUID.
+func (l *Laptop) DialAs(ctx context.Context, uid int, network, address string) (net.Conn, error) {
+	return cluster.DialInNetnsAs(ctx, cluster.LaptopNetns, uid, network, address)
 }
 
 // HTTPClient is an HTTP client on the laptop that uses proxy (nil: none).
