@@ -74,9 +74,16 @@ func NeverDialed(addr netip.Addr) string {
 		return "link-local"
 	case addr.Is4() && addr.As4()[0] == 0: // 0.0.0.0/8: "this network", dials land on the pod itself
 		return "unspecified"
+	case nat64.Contains(addr):
+		// On an IPv6 cluster with NAT64 this is the IPv4 address in its last 4 bytes.
+		b := addr.As16()
+		return NeverDialed(netip.AddrFrom4([4]byte(b[12:])))
 	}
 	return ""
 }
+
+// nat64 is the well-known NAT64 prefix (RFC 6052).
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // ParseAllowedCIDRs reads the admin's ranges: CIDRs, comma-separated or one per element.
 // A range the policy never dials in full (169.254.0.0/16, 127.0.0.0/8, ...) is an error,

@@ -35,6 +35,8 @@ func TestPolicyDialsTheClusterAndWhatTheAdminAllowedOnly(t *testing.T) {
 		{addr: "169.254.169.254", byName: "metadata.default", want: "link-local"},
 		{addr: "::ffff:169.254.169.254", allowed: everything, want: "link-local"},
 		{addr: "fe80::1", allowed: everything, want: "link-local"},
+		{addr: "64:ff9b::a9fe:a9fe", allowed: everything, want: "link-local"}, // 169.254.169.254 through NAT64
+		{addr: "64:ff9b::a60:1", allowed: everything, want: ""},
 		{addr: "127.0.0.1", allowed: everything, want: "loopback"},
 		{addr: "127.1.2.3", byName: "web-app", want: "loopback"},
 		{addr: "::1", allowed: everything, want: "loopback"},
