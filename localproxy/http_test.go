@@ -130,6 +130,41 @@ func TestHTTPErrors(t *testing.T) {
 	}
 }
 
+// A plain request's dial sends the request with it (early data), so the manager's refusal
+// comes back as the first Read's error: it must still be a 403 naming the policy.
+func TestHTTPPlainRequestRefusedAtFirstRead(t *testing.T) {
+	refusal := kindErr(remote.Forbidden, "169.254.169.254:80 is link-local, which tp's dial policy never lets the manager dial")
+	d := &fakeDialer{fn: func(context.Context, string, string) (net.Conn, error) {
+		return refusingConn{err: refusal}, nil
+	}}
+	_, addr := startServer(t, Config{Dialer: d})
+	resp, err := proxyClient(t, addr).Get("http://169.254.169.254/latest/meta-data/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(resp.Header.Get("Proxy-Status"), "tp; error=destination_ip_prohibited") ||
+		string(body) != "tp: "+refusal.Error()+"\n" {
+		t.Fatalf("%d %q %q, want 403, destination_ip_prohibited and the refusal", resp.StatusCode, resp.Header.Get("Proxy-Status"), body)
+	}
+}
+
+// refusingConn takes what is written and fails every Read with err.
+type refusingConn struct {
+	net.Conn
+	err error
+}
+
+func (c refusingConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c refusingConn) Read([]byte) (int, error)         { return 0, c.err }
+func (c refusingConn) Close() error                     { return nil }
+func (c refusingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c refusingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c refusingConn) SetDeadline(time.Time) error      { return nil }
+func (c refusingConn) SetReadDeadline(time.Time) error  { return nil }
+func (c refusingConn) SetWriteDeadline(time.Time) error { return nil }
+
 // Proxy-Status details are an RFC 8941 string: a message cannot break out of it or the header.
 func TestProxyStatusDetailsAreAStructuredFieldString(t *testing.T) {
 	for in, want := range map[string]string{
