@@ -54,7 +54,7 @@ func TestDialPolicy(t *testing.T) {
 
 	// refusedHTTP checks a plain request through the HTTP proxy: 403, Proxy-Status, and a
 	// body that names the policy and the way out.
-	refusedHTTP := func(url, says string) {
+	refusedHTTP := func(t *testing.T, url, says string) {
 		t.Helper()
 		r := l.Curl(10*time.Second, "-i", "-x", httpProxy, "-w", "\n%{http_code} %{time_total}", url)
 		code, took := curlTail(r.Stdout)
@@ -65,10 +65,16 @@ func TestDialPolicy(t *testing.T) {
 		if took > time.Second {
 			t.Errorf("%s over the HTTP proxy: refused after %v, want within 1 s", url, took)
 		}
-		t.Logf("%s over HTTP: %s in %v", url, code, took)
+		said := ""
+		for _, line := range strings.Split(r.Stdout, "\n") {
+			if strings.HasPrefix(line, "tp: ") {
+				said = line
+			}
+		}
+		t.Logf("%s over HTTP: %s in %v: %s", url, code, took, said)
 	}
 	// refusedCONNECT checks an HTTPS request (CONNECT) through the HTTP proxy.
-	refusedCONNECT := func(url string) {
+	refusedCONNECT := func(t *testing.T, url string) {
 		t.Helper()
 		r := l.Curl(10*time.Second, "-k", "-i", "-x", httpProxy, "-w", "\n%{http_connect} %{time_total}", url)
 		code, took := curlTail(r.Stdout)
@@ -80,27 +86,27 @@ func TestDialPolicy(t *testing.T) {
 		}
 		t.Logf("%s over CONNECT: %s in %v", url, code, took)
 	}
-	// refusedSOCKS checks a request through the SOCKS5 proxy: reply 0x02, which curl reports
-	// as the ruleset's refusal.
-	refusedSOCKS := func(url string) {
+	// refusedSOCKS checks a request through the SOCKS5 proxy: reply 0x02, not allowed by
+	// ruleset, which curl (7.88) reports as exit status 97 (a proxy error) and the reply code.
+	refusedSOCKS := func(t *testing.T, url string) {
 		t.Helper()
-		r := l.Curl(10*time.Second, "-k", "-x", socks, "-w", "%{proxy_error} %{time_total}", url)
+		r := l.Curl(10*time.Second, "-k", "-x", socks, "-w", "socks %{time_total}", url)
 		code, took := curlTail(r.Stdout)
-		if code != "SOCKS5_REPLY_NOT_ALLOWED" || !strings.Contains(r.Stderr, "(2)") {
-			t.Errorf("%s over SOCKS5: %q %q, want reply 2 (not allowed by ruleset)", url, r.Stdout, r.Stderr)
+		if r.Code != 97 || !strings.Contains(r.Stderr, "Can't complete SOCKS5 connection") || !strings.HasSuffix(strings.TrimSpace(r.Stderr), ". (2)") || code != "socks" {
+			t.Errorf("%s over SOCKS5: exit %d %q %q, want 97 and reply 2 (not allowed by ruleset)", url, r.Code, r.Stdout, r.Stderr)
 		}
 		if took > time.Second {
 			t.Errorf("%s over SOCKS5: refused after %v, want within 1 s", url, took)
 		}
-		t.Logf("%s over SOCKS5: %s in %v (%s)", url, code, took, strings.TrimSpace(r.Stderr))
+		t.Logf("%s over SOCKS5: refused in %v (%s)", url, took, strings.TrimSpace(r.Stderr))
 	}
 
 	t.Run("Refused", func(t *testing.T) {
-		refusedHTTP("http://"+metadata+"/", metadata+":80 is link-local")
-		refusedHTTP("http://"+kubelet+"/", kubelet+" is outside what tp's manager may dial")
-		refusedCONNECT("https://" + kubelet + "/")
-		refusedSOCKS("http://" + metadata + "/")
-		refusedSOCKS("https://" + kubelet + "/")
+		refusedHTTP(t, "http://"+metadata+"/", metadata+":80 is link-local")
+		refusedHTTP(t, "http://"+kubelet+"/", kubelet+" is outside what tp's manager may dial")
+		refusedCONNECT(t, "https://"+kubelet+"/")
+		refusedSOCKS(t, "http://"+metadata+"/")
+		refusedSOCKS(t, "https://"+kubelet+"/")
 	})
 	t.Run("ClusterStillWorks", func(t *testing.T) {
 		for _, px := range []string{httpProxy, socks} {
@@ -121,8 +127,7 @@ func TestDialPolicy(t *testing.T) {
 	}
 
 	t.Run("Allowed", func(t *testing.T) {
-		// kubelet answers anonymous requests 401: an HTTP status from it proves the manager
-		// reached it.
+		// Any HTTP status from kubelet (it has no page at /) proves the manager reached it.
 		for _, px := range []string{httpProxy, socks} {
 			r := l.Curl(20*time.Second, "-k", "-x", px, "-o", "/dev/null", "-w", "%{http_code}", "https://"+kubelet+"/")
 			if code, _ := strconv.Atoi(r.Stdout); code < 400 || code > 499 {
@@ -137,8 +142,8 @@ func TestDialPolicy(t *testing.T) {
 		}
 		t.Logf("tp status:\n%s", r.Stdout)
 		// Link-local stays refused, whatever the admin allowed.
-		refusedHTTP("http://"+metadata+"/", metadata+":80 is link-local")
-		refusedSOCKS("http://" + metadata + "/")
+		refusedHTTP(t, "http://"+metadata+"/", metadata+":80 is link-local")
+		refusedSOCKS(t, "http://"+metadata+"/")
 	})
 }
 
