@@ -28,6 +28,9 @@ type Installed struct {
 	Image string
 	// ManagedNamespaces are the namespaces whose workloads the manager sees; empty: all.
 	ManagedNamespaces []string
+	// AllowedCIDRs are the ranges beyond the cluster's that the manager may dial (tp
+	// install --allow-cidr); empty: none.
+	AllowedCIDRs []string
 	// Replicas is the desired count; ReadyReplicas counts ready pods of any revision.
 	Replicas, ReadyReplicas int32
 	// Ready: the current revision is rolled out and its pod is Ready.
@@ -286,6 +289,9 @@ func (in *installer) observe(ctx context.Context, namespace string) (*observatio
 		for _, e := range c.Env {
 			if e.Name == ManagedNamespacesEnv && e.Value != "" {
 				inst.ManagedNamespaces = strings.Split(e.Value, ",")
+			}
+			if e.Name == AllowedCIDRsEnv && e.Value != "" {
+				inst.AllowedCIDRs = strings.Split(e.Value, ",")
 			}
 		}
 	}

@@ -75,7 +75,7 @@ func newRollout(cs *corev1.ContainerStatus, conds ...corev1.PodCondition) rollou
 			Annotations: map[string]string{revisionKey: "2"}},
 		Spec: appsv1.DeploymentSpec{Replicas: new(int32(1)), Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: ManagerContainer, Image: testImage,
-				Env: []corev1.EnvVar{{Name: ManagedNamespacesEnv, Value: "a,b"}}}}}}},
+				Env: []corev1.EnvVar{{Name: ManagedNamespacesEnv, Value: "a,b"}, {Name: AllowedCIDRsEnv, Value: "10.250.0.1/32"}}}}}}},
 		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 1, ReadyReplicas: 1, AvailableReplicas: 1},
 	}
 	rs := func(name, rev string) *appsv1.ReplicaSet {
@@ -118,7 +118,8 @@ func TestWaitReadyWhenTheRolloutIsDone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !inst.Ready || inst.Pod != "tp-manager-new-1" || inst.Image != testImage || !slices.Equal(inst.ManagedNamespaces, []string{"a", "b"}) {
+	if !inst.Ready || inst.Pod != "tp-manager-new-1" || inst.Image != testImage || !slices.Equal(inst.ManagedNamespaces, []string{"a", "b"}) ||
+		!slices.Equal(inst.AllowedCIDRs, []string{"10.250.0.1/32"}) {
 		t.Fatalf("installed: %+v", inst)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/manager"
 )
 
 // Names, labels and ports of the installed manager. The laptop side finds the manager's pod
@@ -52,6 +53,8 @@ const (
 	HashAnnotation = "tp.dev/config-hash"
 	// ManagedNamespacesEnv tells the manager which namespaces it may see (empty: all).
 	ManagedNamespacesEnv = "TP_MANAGED_NAMESPACES"
+	// AllowedCIDRsEnv tells the manager which ranges beyond the cluster's it may dial.
+	AllowedCIDRsEnv = manager.AllowedCIDRsEnv
 
 	// DefaultTimeout bounds the wait for the manager to be ready (or gone, on uninstall).
 	DefaultTimeout = 2 * time.Minute
@@ -70,6 +73,9 @@ type Options struct {
 	// ManagedNamespaces limits what the manager may see of workloads (services, pods,
 	// endpoints) to these namespaces, with a Role in each. Empty: the whole cluster.
 	ManagedNamespaces []string
+	// AllowedCIDRs are ranges beyond the cluster's service and pod ranges that the manager
+	// may dial for clients (its dial policy); link-local and loopback addresses never are.
+	AllowedCIDRs []string
 	// Timeout bounds the wait for the manager to be ready, or for it to be gone on
 	// uninstall; default DefaultTimeout.
 	Timeout time.Duration
@@ -124,6 +130,15 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	// Sorted, so the same set always renders (and hashes) the same.
 	slices.Sort(managed)
 	o.ManagedNamespaces = slices.Compact(managed)
+	allowed, err := manager.ParseAllowedCIDRs(o.AllowedCIDRs...)
+	if err != nil {
+		return o, usageError(err.Error(), "pass ranges outside link-local and loopback, comma separated: --allow-cidr 10.0.0.0/8,192.0.2.7/32")
+	}
+	// Canonical and sorted (ParseAllowedCIDRs sorts), so the same set renders the same.
+	o.AllowedCIDRs = nil
+	for _, p := range allowed {
+		o.AllowedCIDRs = append(o.AllowedCIDRs, p.String())
+	}
 	if needImage {
 		if o.Image == "" {
 			return o, usageError("no manager image given", "pass --image (tp version prints the image this tp installs by default)")
@@ -144,6 +159,7 @@ type manifestData struct {
 	Image             string
 	ManagedNamespaces []string
 	ManagedList       string
+	AllowedList       string
 	ConfigHash        string
 
 	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel, TLSSecret, TLSDir string
@@ -169,6 +185,7 @@ func render(opts Options, certFingerprint string) ([]byte, error) {
 		Image:             opts.Image,
 		ManagedNamespaces: opts.ManagedNamespaces,
 		ManagedList:       strings.Join(opts.ManagedNamespaces, ","),
+		AllowedList:       strings.Join(opts.AllowedCIDRs, ","),
 		Name:              ManagerName,
 		Container:         ManagerContainer,
 		RBACName:          RBACName(opts.Namespace),

@@ -308,6 +308,28 @@ func TestRenderManagedNamespaces(t *testing.T) {
 	}
 }
 
+func TestRenderAllowedCIDRs(t *testing.T) {
+	env := func(o Options) (string, bool) {
+		for _, e := range renderObjects(t, o).dep.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == AllowedCIDRsEnv {
+				return e.Value, true
+			}
+		}
+		return "", false
+	}
+	// The manager reads the variable at start: it is always there, empty for none.
+	if v, ok := env(Options{Image: "x/y:1"}); !ok || v != "" {
+		t.Errorf("no --allow-cidr: %s=%q (set %v), want empty", AllowedCIDRsEnv, v, ok)
+	}
+	if v, _ := env(Options{Image: "x/y:1", AllowedCIDRs: []string{"10.250.0.1/32,192.0.2.9/24", " 172.16.0.0/12", "10.250.0.0/24"}}); v != "10.250.0.0/24,172.16.0.0/12,192.0.2.0/24" {
+		t.Errorf("%s=%q, want the ranges canonical, sorted, without those inside another", AllowedCIDRsEnv, v)
+	}
+	hash := func(o Options) string { return renderObjects(t, o).dep.Spec.Template.Annotations[HashAnnotation] }
+	if hash(Options{Image: "x/y:1"}) == hash(Options{Image: "x/y:1", AllowedCIDRs: []string{"10.250.0.1/32"}}) {
+		t.Error("other allowed ranges, same hash: the manager would not restart with them")
+	}
+}
+
 func TestRenderHashFollowsTheConfig(t *testing.T) {
 	hash := func(o Options) string {
 		return renderObjects(t, o).dep.Spec.Template.Annotations[HashAnnotation]
@@ -353,6 +375,8 @@ func TestRenderRejectsBadOptions(t *testing.T) {
 		{Image: "x/y:z", Namespace: "Bad_Name"},
 		{Image: "x/y:z", ManagedNamespaces: []string{"ok", "not ok"}},
 		{Image: "UPPER/case:x"},
+		{Image: "x/y:z", AllowedCIDRs: []string{"10.0.0.1"}},
+		{Image: "x/y:z", AllowedCIDRs: []string{"10.250.0.1/32,169.254.0.0/16"}},
 		{Image: "x/y:z\nkind: Secret"},
 	} {
 		_, err := Render(o)

@@ -158,6 +158,11 @@ func httpError(err error) (status int, body, proxyStatus string) {
 	case remote.Timeout:
 		return http.StatusGatewayTimeout, "tp: " + withPrefix("timed out", msg) + "\n",
 			"tp; error=connection_timeout"
+	case remote.Forbidden:
+		// The manager refused by policy: 403 says "asking again will not help", and the
+		// body says what would (tp install --allow-cidr).
+		return http.StatusForbidden, "tp: " + msg + "\n",
+			"tp; error=destination_ip_prohibited; details=" + sfString(msg)
 	case remote.TunnelDown:
 		return http.StatusServiceUnavailable,
 			"tp: the tunnel to the cluster is down (reconnecting): " + msg + "\n",
@@ -165,6 +170,26 @@ func httpError(err error) (status int, body, proxyStatus string) {
 	default:
 		return http.StatusBadGateway, "tp: " + msg + "\n", "tp; error=proxy_internal_error"
 	}
+}
+
+// sfString is s as an RFC 8941 structured-field string: quoted, with \ and " escaped and
+// only printable ASCII kept (a header value must not carry control characters).
+func sfString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // withPrefix leads msg with what happened, unless msg already says it.

@@ -55,7 +55,11 @@ func TestHTTPErrors(t *testing.T) {
 		status     int
 		body       string // exact, without the trailing newline
 		bodyPrefix string
+		status9209 string // the Proxy-Status header, exact; "" for any
 	}{
+		{name: "forbidden by policy", err: kindErr(remote.Forbidden, `169.254.169.254:80 is outside what tp's manager may dial (tp's dial policy: ... tp install --allow-cidr)`),
+			status: 403, body: `tp: 169.254.169.254:80 is outside what tp's manager may dial (tp's dial policy: ... tp install --allow-cidr)`,
+			status9209: `tp; error=destination_ip_prohibited; details="169.254.169.254:80 is outside what tp's manager may dial (tp's dial policy: ... tp install --allow-cidr)"`},
 		{name: "no such host", err: kindErr(remote.NoSuchHost, `no service "web-ap" in namespace "default"`),
 			status: 502, body: `tp: no service "web-ap" in namespace "default"`},
 		{name: "refused", err: kindErr(remote.Refused, `nothing listens on web-app:8080`),
@@ -88,8 +92,8 @@ func TestHTTPErrors(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 				t.Errorf("Content-Type %q", ct)
 			}
-			if resp.Header.Get("Proxy-Status") == "" {
-				t.Error("no Proxy-Status header")
+			if ps := resp.Header.Get("Proxy-Status"); ps == "" || tt.status9209 != "" && ps != tt.status9209 {
+				t.Errorf("Proxy-Status %q, want %q", ps, tt.status9209)
 			}
 		}
 		t.Run(tt.name+"/plain", func(t *testing.T) {
@@ -123,6 +127,56 @@ func TestHTTPErrors(t *testing.T) {
 				t.Errorf("connection still open after the error response: %d %v", n, err)
 			}
 		})
+	}
+}
+
+// A plain request's dial sends the request with it (early data), so the manager's refusal
+// comes back as the first Read's error: it must still be a 403 naming the policy.
+func TestHTTPPlainRequestRefusedAtFirstRead(t *testing.T) {
+	refusal := kindErr(remote.Forbidden, "169.254.169.254:80 is link-local, which tp's dial policy never lets the manager dial")
+	d := &fakeDialer{fn: func(context.Context, string, string) (net.Conn, error) {
+		return refusingConn{err: refusal}, nil
+	}}
+	_, addr := startServer(t, Config{Dialer: d})
+	resp, err := proxyClient(t, addr).Get("http://169.254.169.254/latest/meta-data/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(resp.Header.Get("Proxy-Status"), "tp; error=destination_ip_prohibited") ||
+		string(body) != "tp: "+refusal.Error()+"\n" {
+		t.Fatalf("%d %q %q, want 403, destination_ip_prohibited and the refusal", resp.StatusCode, resp.Header.Get("Proxy-Status"), body)
+	}
+}
+
+// refusingConn takes what is written and fails every Read with err.
+type refusingConn struct {
+	net.Conn
+	err error
+}
+
+func (c refusingConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c refusingConn) Read([]byte) (int, error)         { return 0, c.err }
+func (c refusingConn) Close() error                     { return nil }
+func (c refusingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c refusingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c refusingConn) SetDeadline(time.Time) error      { return nil }
+func (c refusingConn) SetReadDeadline(time.Time) error  { return nil }
+func (c refusingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Proxy-Status details are an RFC 8941 string: a message cannot break out of it or the header.
+func TestProxyStatusDetailsAreAStructuredFieldString(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:             `"plain"`,
+		`say "no"`:          `"say \"no\""`,
+		`a\b`:               `"a\\b"`,
+		"line\r\nX-Evil: 1": `"line??X-Evil: 1"`,
+		"caf\u00e9":         `"caf?"`,
+	} {
+		if got := sfString(in); got != want {
+			t.Errorf("sfString(%q) = %s, want %s", in, got, want)
+		}
 	}
 }
 

@@ -157,6 +157,7 @@ func tcpAddrOf(a net.Addr) *net.TCPAddr {
 //	             (Tor uses it for timeouts too); 0x04 would look like "no such host"
 //	tunnel down  0x01 general failure; so is any other failure
 //	a loop       0x02 not allowed by ruleset
+//	forbidden    0x02 not allowed by ruleset: tp's dial policy refused the destination
 func socksReply(err error) uint8 {
 	if _, ok := errors.AsType[*loopError](err); ok {
 		return statute.RepRuleFailure
@@ -170,6 +171,8 @@ func socksReply(err error) uint8 {
 		return statute.RepNetworkUnreachable
 	case remote.Timeout:
 		return statute.RepTTLExpired
+	case remote.Forbidden:
+		return statute.RepRuleFailure
 	default:
 		return statute.RepServerFailure
 	}

@@ -108,6 +108,7 @@ func TestSOCKSReplyCodes(t *testing.T) {
 		{"no such host", kindErr(remote.NoSuchHost, `no service "web-ap" in namespace "default"`), 0x04},
 		{"unreachable", kindErr(remote.Unreachable, `no pod has 10.1.2.3`), 0x03},
 		{"timeout", kindErr(remote.Timeout, `web-app:8080 did not answer`), 0x06},
+		{"forbidden by policy", kindErr(remote.Forbidden, `169.254.169.254:80 is link-local, which tp's dial policy never lets the manager dial`), 0x02},
 		{"deadline", fmt.Errorf("dialing: %w", context.DeadlineExceeded), 0x06},
 		{"tunnel down", kindErr(remote.TunnelDown, `port-forward to the manager dropped`), 0x01},
 		{"failed", kindErr(remote.Failed, `manager said: boom`), 0x01},

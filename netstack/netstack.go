@@ -377,11 +377,12 @@ func (s *Stack) dial(ctx context.Context, network string, src, dst netip.AddrPor
 
 // logDialFailure logs a failed Dial: quietly when the program is told what happened (the
 // destination refused, does not exist, cannot be reached or did not answer), louder when
-// the cause is tp's own (the tunnel is down, or an unknown failure).
+// the cause is tp's own (the tunnel is down, or an unknown failure) or tp's dial policy
+// refused it: the program sees only a refused connection, the log says why.
 func (s *Stack) logDialFailure(network string, src, dst netip.AddrPort, err error) {
 	kind := remote.KindOf(err)
 	level := slog.LevelDebug
-	if kind == remote.TunnelDown || kind == remote.Failed {
+	if kind == remote.TunnelDown || kind == remote.Failed || kind == remote.Forbidden {
 		level = slog.LevelInfo
 	}
 	s.log.Log(context.Background(), level, "netstack: dial failed", "network", network, "src", src, "dst", dst, "kind", kind.String(), "err", err)

@@ -167,6 +167,7 @@ func TestTCPDialFailureRefusesConnect(t *testing.T) {
 		remote.Errorf(remote.Unreachable, "no route to 10.244.9.9"),
 		remote.Errorf(remote.Timeout, "dial 10.96.0.7:80 timed out"),
 		remote.Errorf(remote.TunnelDown, "the tunnel is reconnecting"),
+		remote.Errorf(remote.Forbidden, "169.254.169.254:80 is link-local, which tp's dial policy never lets the manager dial"),
 		errors.New("something else"),
 	}
 	for name, link := range testLinks() {

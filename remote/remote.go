@@ -57,11 +57,15 @@ const (
 	Timeout
 	// TunnelDown: the tunnel to the cluster is not up (it may be reconnecting).
 	TunnelDown
+	// Forbidden: tp's dial policy does not let the manager dial the destination (outside
+	// the cluster's ranges and names, or never dialed: link-local, loopback).
+	Forbidden
 )
 
 var kindNames = map[Kind]string{
 	Failed: "failed", Refused: "connection refused", NoSuchHost: "no such host",
 	Unreachable: "unreachable", Timeout: "timed out", TunnelDown: "tunnel down",
+	Forbidden: "not allowed by tp's dial policy",
 }
 
 func (k Kind) String() string {
@@ -104,6 +108,7 @@ var (
 	ErrUnreachable = &Error{Kind: Unreachable}
 	ErrTimeout     = &Error{Kind: Timeout}
 	ErrTunnelDown  = &Error{Kind: TunnelDown}
+	ErrForbidden   = &Error{Kind: Forbidden}
 )
 
 // KindOf returns the kind of err: that of the first *Error in its chain, Timeout for

@@ -89,12 +89,16 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 			managed = append(managed, ns)
 		}
 	}
+	allowed, err := manager.ParseAllowedCIDRs(os.Getenv(manager.AllowedCIDRsEnv))
+	if err != nil {
+		return fmt.Errorf("manager: %s: %w (tp install --allow-cidr sets it)", manager.AllowedCIDRsEnv, err)
+	}
 	ranges := manager.NewClusterRanges(ctx, cs, managed, 30*time.Second, log)
 	svc, pods := ranges.Ranges()
-	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods,
+	log.Info("traffic manager starting", "version", buildinfo.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods, "allowedCIDRs", allowed,
 		"certificate", cert.Leaf.DNSNames, "certificateExpires", cert.Leaf.NotAfter.UTC().Format(time.DateOnly))
 
-	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Log: log})
+	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: allowed, Log: log})
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), manager.LeaseAuthorizer{CS: cs}, log)
 	go registry.Expire(ctx)
 	ln, err := net.Listen("tcp", c.String("client-listen"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -257,6 +258,10 @@ func spawnDaemon(c *cli.Context, o connectOptions, exports io.Writer) error {
 			fmt.Fprintf(c.App.ErrWriter, ", DNS on %s", info.DNSListen)
 		}
 		fmt.Fprintf(c.App.ErrWriter, " (session %q, log %s)\n", o.name, logPath)
+		var st session.Status
+		if err := json.Unmarshal(info.Session, &st); err == nil {
+			warnBeyondPolicy(c.App.ErrWriter, o.also, st)
+		}
 		if info.ProxyAuth {
 			noteCredentials(c.App.ErrWriter, info.Listen)
 		}
@@ -314,6 +319,7 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	log.Info("connected", "context", k.context, "namespace", k.namespace, "manager", st.ManagerVersion, "proxy", conn.listen, "dns", conn.dnsListen)
 	if os.Getenv("TP_DAEMON") == "" {
 		fmt.Fprintf(c.App.ErrWriter, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.context, k.namespace, conn.listen)
+		warnBeyondPolicy(c.App.ErrWriter, o.also, st)
 		if o.creds != nil {
 			noteCredentials(c.App.ErrWriter, conn.listen)
 		}
@@ -327,6 +333,15 @@ func runConnection(c *cli.Context, o connectOptions, k *kube) error {
 	cancel()
 	log.Info("disconnecting")
 	return err
+}
+
+// warnBeyondPolicy names the --also-proxy ranges the manager's dial policy does not cover:
+// they go through the tunnel, and the manager refuses every dial there.
+func warnBeyondPolicy(w io.Writer, also []netip.Prefix, st session.Status) {
+	for _, p := range st.BeyondPolicy(also) {
+		fmt.Fprintf(w, "tp: warning: --also-proxy %s is outside what tp's manager may dial (its dial policy: the cluster's service and pod ranges and names, and ranges the admin allowed); "+
+			"connections there will be refused unless a cluster admin runs tp install --allow-cidr %s\n", p, p)
+	}
 }
 
 // printExports prints what a shell needs to use the proxy: eval "$(tp connect)". Proxy

@@ -24,11 +24,17 @@ The first install makes a CA (Secret tp-ca-key) that signs the manager's certifi
 agents (Secret tp-manager-tls; the bundle to trust in ConfigMap tp-ca); later ones keep it.
 
    tp install
-   tp install --image registry.example.com/tp/tp:v0.2 --managed-namespaces team-a,team-b`,
+   tp install --image registry.example.com/tp/tp:v0.2 --managed-namespaces team-a,team-b
+
+The manager dials, for developers, only the cluster's service and pod ranges and the names
+the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopback ones):
+
+   tp install --allow-cidr 10.20.0.0/16,192.0.2.7/32`,
 		Flags: append(kubeFlagsNoNamespace(),
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace for the manager"},
 			&cli.StringFlag{Name: "image", Value: buildinfo.Image, Usage: "the manager's image (tp's cluster image)"},
 			&cli.StringSliceFlag{Name: "managed-namespaces", Usage: "limit what the manager sees to these namespaces (default: the whole cluster)"},
+			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "let the manager dial this range for developers too, beyond the cluster's service and pod ranges (repeatable or comma separated)"},
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for the manager to be ready"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the manifest instead of applying it"},
 			&cli.BoolFlag{Name: "rotate-ca", Usage: "replace the CA agents verify the manager by; agents injected before keep working until their workload's next tp intercept"},
@@ -37,6 +43,7 @@ agents (Secret tp-manager-tls; the bundle to trust in ConfigMap tp-ca); later on
 			opts := deploy.Options{
 				Namespace: c.String("namespace"), Image: c.String("image"),
 				ManagedNamespaces: splitList(c.StringSlice("managed-namespaces")),
+				AllowedCIDRs:      splitList(c.StringSlice("allow-cidr")),
 				Timeout:           c.Duration("timeout"), Log: c.App.ErrWriter, RotateCA: c.Bool("rotate-ca"),
 			}
 			if c.Bool("dry-run") {
@@ -58,6 +65,9 @@ agents (Secret tp-manager-tls; the bundle to trust in ConfigMap tp-ca); later on
 			}
 			fmt.Fprintf(c.App.ErrWriter, "tp: traffic manager %s ready in namespace %q of context %q (pod %s, %s)\n",
 				inst.Image, inst.Namespace, k.context, inst.Pod, time.Since(start).Round(100*time.Millisecond))
+			if len(inst.AllowedCIDRs) > 0 {
+				fmt.Fprintf(c.App.ErrWriter, "tp: beyond the cluster's ranges and names, the manager may dial %s (--allow-cidr)\n", strings.Join(inst.AllowedCIDRs, ", "))
+			}
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -74,6 +75,11 @@ func printStatus(w io.Writer, info control.Info) {
 	fmt.Fprintf(w, "  context:     %s (%s)\n", info.Context, info.Cluster)
 	fmt.Fprintf(w, "  namespace:   %s\n", info.Namespace)
 	fmt.Fprintf(w, "  manager:     %s in %s (pod %s)\n", st.ManagerVersion, info.ManagerNamespace, st.ManagerPod)
+	allowed := "none (tp install --allow-cidr adds ranges)"
+	if len(st.AllowedCIDRs) > 0 {
+		allowed = strings.Join(st.AllowedCIDRs, ", ")
+	}
+	fmt.Fprintf(w, "  may dial:    the cluster's ranges and names; also allowed: %s\n", allowed)
 	auth := ""
 	if info.ProxyAuth {
 		auth = ", asks for credentials"

@@ -137,8 +137,10 @@ func TestTunnelDialsByClusterNameAndReportsFailures(t *testing.T) {
 	closedPort := closed.Addr().(*net.TCPAddr).Port
 	closed.Close()
 
-	names := &Names{Domain: "cluster.local", Exchange: fakeDNS(map[string]string{"web-app.default.svc.cluster.local.": "127.0.0.1"})}
-	client := serve(t, Config{Names: names})
+	// The policy never dials loopback: the service has a cluster address, and the dials to
+	// it land on this machine's loopback.
+	names := &Names{Domain: "cluster.local", Exchange: fakeDNS(map[string]string{"web-app.default.svc.cluster.local.": "10.96.0.7"})}
+	client := serve(t, Config{Names: names, Dial: onLoopback})
 
 	c, err := open(t, client, net.JoinHostPort("web-app", itoa(port)))
 	if err != nil {
@@ -160,13 +162,24 @@ func TestTunnelDialsByClusterNameAndReportsFailures(t *testing.T) {
 	}
 }
 
+// onLoopback dials the port of address on 127.0.0.1, standing in for the cluster.
+func onLoopback(ctx context.Context, network, address string) (net.Conn, error) {
+	_, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+}
+
 func TestInfoReportsRanges(t *testing.T) {
-	client := serve(t, Config{Version: "v9", Names: &Names{Domain: "cluster.local"}, Ranges: fixedRanges{}})
+	client := serve(t, Config{Version: "v9", Names: &Names{Domain: "cluster.local"}, Ranges: fixedRanges{},
+		Allowed: []netip.Prefix{netip.MustParsePrefix("10.250.0.1/32")}})
 	info, err := client.Info(context.Background(), &tunnelpb.InfoRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.GetVersion() != "v9" || !slices.Equal(info.GetServiceCidrs(), []string{"10.96.0.0/16"}) || !slices.Equal(info.GetPodCidrs(), []string{"10.244.0.0/24"}) {
+	if info.GetVersion() != "v9" || !slices.Equal(info.GetServiceCidrs(), []string{"10.96.0.0/16"}) || !slices.Equal(info.GetPodCidrs(), []string{"10.244.0.0/24"}) ||
+		!slices.Equal(info.GetAllowedCidrs(), []string{"10.250.0.1/32"}) {
 		t.Fatalf("info: %v", info)
 	}
 }

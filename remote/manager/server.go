@@ -36,9 +36,12 @@ type Ranges interface {
 
 // Config is what a Server needs; Dial and Names are injected so tests run without a cluster.
 type Config struct {
-	Version     string
-	Names       *Names
-	Ranges      Ranges
+	Version string
+	Names   *Names
+	Ranges  Ranges
+	// Allowed are the ranges the admin allowed beyond the cluster's (tp install
+	// --allow-cidr); the dial policy is built from them and Ranges.
+	Allowed     []netip.Prefix
 	Dial        func(ctx context.Context, network, address string) (net.Conn, error)
 	DialTimeout time.Duration // default 10 s
 	Log         *slog.Logger
@@ -47,7 +50,8 @@ type Config struct {
 // Server implements tunnelpb.ManagerServer.
 type Server struct {
 	tunnelpb.UnimplementedManagerServer
-	cfg Config
+	cfg    Config
+	policy *Policy
 
 	open, total, failed atomic.Int64
 	bytesIn, bytesOut   atomic.Int64
@@ -64,7 +68,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg}
+	return &Server{cfg: cfg, policy: &Policy{Ranges: cfg.Ranges, Allowed: cfg.Allowed}}
 }
 
 // Info describes the cluster.
@@ -78,6 +82,9 @@ func (s *Server) Info(ctx context.Context, _ *tunnelpb.InfoRequest) (*tunnelpb.I
 		for _, p := range pods {
 			resp.PodCidrs = append(resp.PodCidrs, p.String())
 		}
+	}
+	for _, p := range s.cfg.Allowed {
+		resp.AllowedCidrs = append(resp.AllowedCidrs, p.String())
 	}
 	return resp, nil
 }
@@ -164,27 +171,42 @@ func (s *Server) Tunnel(stream tunnelpb.Manager_TunnelServer) error {
 	return nil
 }
 
-// dial resolves the destination (cluster names with the client namespace's search path)
-// and connects to it.
+// dial resolves the destination (cluster names with the client namespace's search path),
+// checks each address against the dial policy and connects to the first allowed one that
+// answers. A destination with no allowed address is refused without a packet sent.
 func (s *Server) dial(ctx context.Context, d *tunnelpb.Dial) (net.Conn, error) {
 	host, port, _ := net.SplitHostPort(d.GetAddress()) // validated by Accept
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	what := d.GetAddress()
-	_, addrs, err := s.cfg.Names.LookupHost(ctx, host, d.GetNamespace())
+	fqdn, addrs, err := s.cfg.Names.LookupHost(ctx, host, d.GetNamespace())
 	if err != nil {
 		return nil, err
 	}
+	byName := ""
+	if fqdn != "" { // the cluster's DNS answered for the name
+		byName = host
+	}
 	var last error
 	for _, a := range addrs {
+		if err := s.policy.Check(a, port, byName); err != nil {
+			s.cfg.Log.Info("dial refused by the dial policy", "network", d.GetNetwork(), "address", d.GetAddress(), "ip", a.String(), "namespace", d.GetNamespace())
+			if last == nil {
+				last = err
+			}
+			continue
+		}
 		conn, err := s.cfg.Dial(ctx, d.GetNetwork(), net.JoinHostPort(a.String(), port))
 		if err == nil {
 			return conn, nil
 		}
+		what := d.GetAddress()
 		if a.String() != host {
 			what = fmt.Sprintf("%s (%s)", d.GetAddress(), net.JoinHostPort(a.String(), port))
 		}
 		last = dialError(what, err)
+	}
+	if last == nil {
+		last = remote.NoSuchHostError(host, d.GetNamespace())
 	}
 	return nil, last
 }

@@ -492,7 +492,8 @@ type Status struct {
 	ClusterDomain  string       `json:"clusterDomain"`
 	ServiceCIDRs   []string     `json:"serviceCIDRs"`
 	PodCIDRs       []string     `json:"podCIDRs"`
-	Since          time.Time    `json:"since"` // when State began
+	AllowedCIDRs   []string     `json:"allowedCIDRs,omitempty"` // what the admin let the manager dial beyond the cluster's ranges
+	Since          time.Time    `json:"since"`                  // when State began
 	Reconnects     int          `json:"reconnects"`
 	LastError      string       `json:"lastError,omitempty"` // the latest problem, also after recovery
 	LastErrorAt    time.Time    `json:"lastErrorAt,omitzero"`
@@ -505,6 +506,26 @@ type Status struct {
 	BytesOut       int64        `json:"bytesOut"` // to the cluster
 }
 
+// BeyondPolicy lists the prefixes of want (tp connect --also-proxy) that the manager's dial
+// policy does not cover in full: not inside one of the cluster's service and pod ranges or
+// a range the admin allowed (tp install --allow-cidr). The manager refuses dials there.
+func (st Status) BeyondPolicy(want []netip.Prefix) []netip.Prefix {
+	var covered []netip.Prefix
+	for _, c := range slices.Concat(st.ServiceCIDRs, st.PodCIDRs, st.AllowedCIDRs) {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			covered = append(covered, p.Masked())
+		}
+	}
+	var out []netip.Prefix
+	for _, w := range want {
+		w = w.Masked()
+		if !slices.ContainsFunc(covered, func(c netip.Prefix) bool { return c.Bits() <= w.Bits() && c.Contains(w.Addr()) }) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // Status reports the session's state and counters.
 func (s *Session) Status() Status {
 	info := s.info.Load()
@@ -512,7 +533,7 @@ func (s *Session) Status() Status {
 	defer s.mu.Unlock()
 	return Status{
 		State: s.state, Since: s.since, ManagerVersion: info.GetVersion(), ManagerPod: s.pod, ClusterDomain: info.GetClusterDomain(),
-		ServiceCIDRs: info.GetServiceCidrs(), PodCIDRs: info.GetPodCidrs(),
+		ServiceCIDRs: info.GetServiceCidrs(), PodCIDRs: info.GetPodCidrs(), AllowedCIDRs: info.GetAllowedCidrs(),
 		Reconnects: s.reconnects, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
 		History: slices.Clone(s.history), Lanes: s.laneStatus(),
 		OpenFlows: s.open.Load(), TotalFlows: s.total.Load(), FailedFlows: s.failed.Load(),

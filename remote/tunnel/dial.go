@@ -164,6 +164,7 @@ var codeKinds = map[tunnelpb.Code]remote.Kind{
 	tunnelpb.Code_CODE_UNREACHABLE:  remote.Unreachable,
 	tunnelpb.Code_CODE_TIMEOUT:      remote.Timeout,
 	tunnelpb.Code_CODE_FAILED:       remote.Failed,
+	tunnelpb.Code_CODE_FORBIDDEN:    remote.Forbidden,
 }
 
 // ResultError is the error a DialResult reports, nil for CODE_OK.

@@ -32,9 +32,11 @@ const (
 	APIPort     = 6443
 	ServiceCIDR = "10.96.0.0/16"
 	PodCIDR     = "10.244.0.0/16"
-	NodePodCIDR = "10.244.0.0/24" // the first /24 the controller-manager hands out
-	DNSIP       = "10.96.0.10"
-	Domain      = "cluster.local"
+	// LinkLocalCIDR is routed to NodeLink like the cluster ranges: nothing sent to it leaves.
+	LinkLocalCIDR = "169.254.0.0/16"
+	NodePodCIDR   = "10.244.0.0/24" // the first /24 the controller-manager hands out
+	DNSIP         = "10.96.0.10"
+	Domain        = "cluster.local"
 
 	NodeLink   = "tpnode0" // a bridge standing in for the node's interface (no dummy links here)
 	CNIBridge  = "tpbr0"
@@ -165,6 +167,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 
 // finish does what every Up ends with, on a new or a reused cluster.
 func (c *Cluster) finish(ctx context.Context) error {
+	if err := localRoutes(); err != nil {
+		return err
+	}
 	if err := c.Load(ctx, c.cfg.Images...); err != nil {
 		return err
 	}

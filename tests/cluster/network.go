@@ -34,11 +34,6 @@ func (c *Cluster) nodeNetworkUp() error {
 	steps := [][]string{
 		{"ip", "addr", "replace", NodeIP + "/32", "dev", NodeLink},
 		{"ip", "link", "set", NodeLink, "up"},
-		// Unallocated service IPs and pod IPs outside the node's /24 would otherwise follow the
-		// default route off the machine. Live pods' /24 on the CNI bridge is more specific,
-		// and kube-proxy rewrites live service IPs before routing.
-		{"ip", "route", "replace", ServiceCIDR, "dev", NodeLink},
-		{"ip", "route", "replace", PodCIDR, "dev", NodeLink},
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 	}
 	for _, s := range steps {
@@ -46,9 +41,31 @@ func (c *Cluster) nodeNetworkUp() error {
 			return fmt.Errorf("node network: %w", err)
 		}
 	}
+	if err := localRoutes(); err != nil {
+		return err
+	}
 	// Pods reach services on their own bridge only when bridged traffic passes iptables.
 	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
 		if _, err := run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+	}
+	return nil
+}
+
+// LocalRoutes are kept on NodeLink so that no packet to them follows the default route off
+// the machine. Unallocated service IPs and pod IPs outside the node's /24 would otherwise
+// leave (live pods' /24 on the CNI bridge is more specific, and kube-proxy rewrites live
+// service IPs before routing), and so would link-local addresses: the machine's default
+// gateway answers 169.254.169.254 on some hosts, and tests dial it to prove tp refuses to.
+var LocalRoutes = []string{ServiceCIDR, PodCIDR, LinkLocalCIDR}
+
+// localRoutes puts LocalRoutes on NodeLink. It runs on every Up, a reused cluster's too, so a
+// route added to the list later reaches clusters that were already up. Deleting NodeLink at
+// Down drops them.
+func localRoutes() error {
+	for _, cidr := range LocalRoutes {
+		if _, err := run("ip", "route", "replace", cidr, "dev", NodeLink); err != nil {
 			return fmt.Errorf("node network: %w", err)
 		}
 	}

@@ -34,6 +34,8 @@ const (
 	Code_CODE_UNREACHABLE  Code = 3
 	Code_CODE_TIMEOUT      Code = 4
 	Code_CODE_FAILED       Code = 5
+	// tp's dial policy does not let the manager dial the destination.
+	Code_CODE_FORBIDDEN Code = 6
 )
 
 // Enum value maps for Code.
@@ -45,6 +47,7 @@ var (
 		3: "CODE_UNREACHABLE",
 		4: "CODE_TIMEOUT",
 		5: "CODE_FAILED",
+		6: "CODE_FORBIDDEN",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":           0,
@@ -53,6 +56,7 @@ var (
 		"CODE_UNREACHABLE":  3,
 		"CODE_TIMEOUT":      4,
 		"CODE_FAILED":       5,
+		"CODE_FORBIDDEN":    6,
 	}
 )
 
@@ -133,6 +137,8 @@ type InfoResponse struct {
 	ServiceCidrs  []string               `protobuf:"bytes,2,rep,name=service_cidrs,json=serviceCidrs,proto3" json:"service_cidrs,omitempty"`
 	PodCidrs      []string               `protobuf:"bytes,3,rep,name=pod_cidrs,json=podCidrs,proto3" json:"pod_cidrs,omitempty"`
 	ClusterDomain string                 `protobuf:"bytes,4,opt,name=cluster_domain,json=clusterDomain,proto3" json:"cluster_domain,omitempty"`
+	// Ranges the admin allowed the manager to dial beyond the cluster's (tp install --allow-cidr).
+	AllowedCidrs  []string `protobuf:"bytes,5,rep,name=allowed_cidrs,json=allowedCidrs,proto3" json:"allowed_cidrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +199,13 @@ func (x *InfoResponse) GetClusterDomain() string {
 		return x.ClusterDomain
 	}
 	return ""
+}
+
+func (x *InfoResponse) GetAllowedCidrs() []string {
+	if x != nil {
+		return x.AllowedCidrs
+	}
+	return nil
 }
 
 type ResolveRequest struct {
@@ -623,12 +636,13 @@ const file_tunnel_proto_rawDesc = "" +
 	"\n" +
 	"\ftunnel.proto\x12\ftp.tunnel.v1\"4\n" +
 	"\vInfoRequest\x12%\n" +
-	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\"\x91\x01\n" +
+	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\"\xb6\x01\n" +
 	"\fInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12#\n" +
 	"\rservice_cidrs\x18\x02 \x03(\tR\fserviceCidrs\x12\x1b\n" +
 	"\tpod_cidrs\x18\x03 \x03(\tR\bpodCidrs\x12%\n" +
-	"\x0ecluster_domain\x18\x04 \x01(\tR\rclusterDomain\"X\n" +
+	"\x0ecluster_domain\x18\x04 \x01(\tR\rclusterDomain\x12#\n" +
+	"\rallowed_cidrs\x18\x05 \x03(\tR\fallowedCidrs\"X\n" +
 	"\x0eResolveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n" +
@@ -658,14 +672,15 @@ const file_tunnel_proto_rawDesc = "" +
 	"\vremote_addr\x18\x03 \x01(\tR\n" +
 	"remoteAddr\"\f\n" +
 	"\n" +
-	"CloseWrite*u\n" +
+	"CloseWrite*\x89\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x10\n" +
 	"\fCODE_REFUSED\x10\x01\x12\x15\n" +
 	"\x11CODE_NO_SUCH_HOST\x10\x02\x12\x14\n" +
 	"\x10CODE_UNREACHABLE\x10\x03\x12\x10\n" +
 	"\fCODE_TIMEOUT\x10\x04\x12\x0f\n" +
-	"\vCODE_FAILED\x10\x052\xc8\x01\n" +
+	"\vCODE_FAILED\x10\x05\x12\x12\n" +
+	"\x0eCODE_FORBIDDEN\x10\x062\xc8\x01\n" +
 	"\aManager\x12=\n" +
 	"\x04Info\x12\x19.tp.tunnel.v1.InfoRequest\x1a\x1a.tp.tunnel.v1.InfoResponse\x12F\n" +
 	"\aResolve\x12\x1c.tp.tunnel.v1.ResolveRequest\x1a\x1d.tp.tunnel.v1.ResolveResponse\x126\n" +
