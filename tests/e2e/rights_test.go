@@ -147,6 +147,19 @@ func TestRoleSets(t *testing.T) {
 	}
 	connectOnly.MustTP(t, 30*time.Second, "quit")
 
+	// With the connect rights and Kubernetes' own read-only "view" role in the namespace, tp
+	// intercept itself gets past every read the CLI makes, and the manager refuses it.
+	viewer := developer(t, cs, ns, "dev-view", "tp-connect", "view")
+	r = viewer.TPRun(time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
+	if r.Err == nil || !strings.Contains(r.Stderr, "tp's manager refused") || !strings.Contains(r.Stderr, "leases.coordination.k8s.io") {
+		t.Errorf("tp intercept with the connect and view rights: %v\n%s\nwant the manager's refusal naming the missing right", r.Err, r.Stderr)
+	}
+	t.Logf("tp intercept with the connect and view rights: %s", strings.TrimSpace(r.Stderr))
+	if got := hostGet(w.ClusterIP, "/viewer"); !strings.HasPrefix(got, "pod=") {
+		t.Errorf("after a refused intercept GET answers %q: a request reached the laptop", got)
+	}
+	viewer.MustTP(t, 30*time.Second, "quit")
+
 	// A namespace that denies intercepts: the manager refuses them, even to a developer with
 	// the rights whose request skips the CLI's check.
 	nsObj, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
