@@ -4,7 +4,11 @@ SHELL := bash
 .DEFAULT_GOAL := build
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Evaluated once per make run (:=): a commit made while a long target runs must not give
+# the images one tag and the binaries that install them another.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 # The cluster image `tp install` deploys by default; baked into bin/tp.
 IMAGE   ?= localhost/tp/tp:$(VERSION)
 ARCH    ?= $(shell $(GO) env GOARCH)
