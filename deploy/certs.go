@@ -227,15 +227,11 @@ func objectMeta(name, namespace string) metav1.ObjectMeta {
 // AgentCA returns the CA bundle (PEM) agents of the install in namespace ("" for
 // DefaultNamespace) verify the manager by: tp intercept puts it in the agent.
 func AgentCA(ctx context.Context, cfg *rest.Config, namespace string) ([]byte, error) {
-	opts, err := Options{Namespace: namespace}.withDefaults(false)
+	in, namespace, err := reader(cfg, namespace)
 	if err != nil {
 		return nil, err
 	}
-	in, err := newInstaller(cfg, opts.Log)
-	if err != nil {
-		return nil, err
-	}
-	return in.agentCA(ctx, opts.Namespace)
+	return in.agentCA(ctx, namespace)
 }
 
 func (in *installer) agentCA(ctx context.Context, namespace string) ([]byte, error) {

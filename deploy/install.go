@@ -485,15 +485,22 @@ func (in *installer) timeoutError(ctx context.Context, opts Options, obs *observ
 // Status reports on the install in namespace ("" for DefaultNamespace) without changing it.
 // With no install there, the error is an *Error of category NotInstalled.
 func Status(ctx context.Context, cfg *rest.Config, namespace string) (*Installed, error) {
+	in, namespace, err := reader(cfg, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return in.status(ctx, namespace)
+}
+
+// reader is an installer for questions about the install in namespace ("" for
+// DefaultNamespace), with the namespace checked and defaulted.
+func reader(cfg *rest.Config, namespace string) (*installer, string, error) {
 	opts, err := Options{Namespace: namespace}.withDefaults(false)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	in, err := newInstaller(cfg, opts.Log)
-	if err != nil {
-		return nil, err
-	}
-	return in.status(ctx, opts.Namespace)
+	return in, opts.Namespace, err
 }
 
 func (in *installer) status(ctx context.Context, namespace string) (*Installed, error) {
