@@ -146,8 +146,15 @@ func TestInject(t *testing.T) {
 		if ag.Image != WorkloadImage || len(ag.Ports) != 1 || ag.Ports[0].Name != "http" || ag.Ports[0].ContainerPort != intercept.FirstAgentPort {
 			t.Errorf("agent %s ports %+v", ag.Image, ag.Ports)
 		}
-		if env := ag.Env[3]; env.Name != intercept.AgentPortsEnv || env.Value != fmt.Sprintf("http:%d:%d", intercept.FirstAgentPort, HTTPPort) {
+		envs := map[string]string{}
+		for _, e := range ag.Env {
+			envs[e.Name] = e.Value
+		}
+		if v := envs[intercept.AgentPortsEnv]; v != fmt.Sprintf("http:%d:%d", intercept.FirstAgentPort, HTTPPort) {
 			t.Errorf("agent env %+v", ag.Env)
+		}
+		if !strings.Contains(envs[intercept.AgentCAEnv], "BEGIN CERTIFICATE") {
+			t.Errorf("the agent gets no CA to verify the manager by: %+v", ag.Env)
 		}
 		if sc := ag.SecurityContext; sc == nil || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation {
 			t.Errorf("agent security context %+v", sc)
