@@ -3,7 +3,10 @@
 package tests
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,6 +43,42 @@ func TestImportRules(t *testing.T) {
 	for _, dep := range strings.Fields(string(out)) {
 		if strings.Contains(strings.Split(dep, "/")[0], ".") && dep != "github.com/tpdev/tp/remote" {
 			t.Errorf("remote, the boundary package, must be standard library only; it depends on %s", dep)
+		}
+	}
+}
+
+// TestNoBuildOutputsTracked keeps build outputs out of git: every clone would carry them
+// (a 71 MB debug binary once was).
+func TestNoBuildOutputsTracked(t *testing.T) {
+	ls := exec.Command("git", "ls-files", "-z")
+	ls.Dir = ".." // the module's root: names come relative to it
+	out, err := ls.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	magics := map[string][]byte{
+		"an ELF binary": []byte("\x7fELF"), "a Mach-O binary": {0xcf, 0xfa, 0xed, 0xfe}, "a Windows binary": []byte("MZ"),
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		path := filepath.Join("..", name)
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // deleted in the work tree, or a link
+		}
+		if fi.Size() > 1<<20 {
+			t.Errorf("%s is tracked and %d bytes: build outputs belong in .gitignore", name, fi.Size())
+		}
+		head := make([]byte, 4)
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := f.Read(head)
+		f.Close()
+		for what, magic := range magics {
+			if n >= len(magic) && bytes.Equal(head[:len(magic)], magic) {
+				t.Errorf("%s is tracked and is %s: build outputs belong in .gitignore", name, what)
+			}
 		}
 	}
 }
