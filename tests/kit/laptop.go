@@ -62,8 +62,29 @@ func NewLaptop(t testing.TB) *Laptop {
 		"HOME=" + home, "KUBECONFIG=" + l.Kubeconfig, "TP_HOME=" + filepath.Join(home, ".tp"),
 		"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C",
 	}
-	t.Cleanup(func() { l.quitAll(t) })
+	t.Cleanup(func() {
+		l.quitAll(t)
+		if t.Failed() {
+			l.printDaemonLogs(t)
+		}
+	})
 	return l
+}
+
+// printDaemonLogs prints the end of every session's daemon log, for a failed test: the
+// laptop's home, and the logs with it, are gone once the test ends.
+func (l *Laptop) printDaemonLogs(t testing.TB) {
+	logs, _ := filepath.Glob(filepath.Join(l.Home, ".tp", "sessions", "*", "daemon.log"))
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if len(b) > 16<<10 {
+			b = b[len(b)-16<<10:]
+		}
+		t.Logf("the end of %s:\n%s", path, b)
+	}
 }
 
 func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
