@@ -146,6 +146,8 @@ func Serve(ctx context.Context, name string, api API) error {
 	})
 	mux.HandleFunc("POST /quit", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
+		// Answered before the daemon starts to end, which closes this connection.
+		http.NewResponseController(w).Flush()
 		go api.Quit()
 	})
 	mux.HandleFunc("POST /intercepts", func(w http.ResponseWriter, r *http.Request) {
@@ -305,11 +307,11 @@ func Quit(ctx context.Context, name string, timeout time.Duration) error {
 		return err
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://tp/quit", strings.NewReader(""))
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("session %q: %w", name, ErrNotRunning)
+	// The daemon may close the connection as it ends, before its answer arrives: what
+	// counts is that its process goes.
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
 	}
-	resp.Body.Close()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !alive(info.PID) {
