@@ -44,9 +44,6 @@ const (
 	// DenyAnnotation with the value "deny" on a namespace forbids intercepts there; the
 	// manager enforces it, the CLI checks it first for a better message.
 	DenyAnnotation = "tp.dev/intercept"
-	// PolicyName names the ValidatingAdmissionPolicy (and its binding) that holds a grant's
-	// holderIdentity to the user who writes it.
-	PolicyName = "tp-intercept-grant-holder"
 )
 
 // LeaseName is the name of the Lease that grants the intercept named name: the intercept's
