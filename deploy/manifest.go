@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tpdev/tp/intercept/grant"
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/remote/cluster/manager"
 )
 
 // Names, labels and ports of the installed manager. The laptop side finds the manager's pod

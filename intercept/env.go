@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept/agentspec"
 )
 
 // EnvVar is one variable of a container's environment.
@@ -117,7 +118,7 @@ func containerOf(pod *corev1.Pod, name string) (*corev1.Container, error) {
 		if name != "" && c.Name == name {
 			return c, nil
 		}
-		if c.Name != AgentContainer {
+		if c.Name != agentspec.Container {
 			names = append(names, c.Name)
 			only = c
 		}

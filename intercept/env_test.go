@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept/agentspec"
 )
 
 // The kubelet's own cases (third_party/forked/golang/expansion/expand_test.go).
@@ -265,7 +266,7 @@ func TestEnvDefaultContainer(t *testing.T) {
 	pod.Spec.Containers[0].EnvFrom = nil
 	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "WHO", Value: "app"}}
 	pod.Spec.Containers = append(pod.Spec.Containers,
-		corev1.Container{Name: AgentContainer, Env: []corev1.EnvVar{{Name: "WHO", Value: "agent"}}})
+		corev1.Container{Name: agentspec.Container, Env: []corev1.EnvVar{{Name: "WHO", Value: "agent"}}})
 	cs := envClient()
 	who := func(p *corev1.Pod, c string) string {
 		t.Helper()

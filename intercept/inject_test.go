@@ -20,6 +20,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept/agentspec"
 )
 
 var ctx = context.Background()
@@ -83,21 +84,21 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	if p := app.StartupProbe.HTTPGet.Port; p != intstr.FromString("metrics") {
 		t.Errorf("startup probe of another port changed: %v", p.String())
 	}
-	agent := container(t, spec, AgentContainer)
+	agent := container(t, spec, agentspec.Container)
 	if agent.Image != testAgent.Image || !slices.Equal(agent.Command, []string{"/tp-agent"}) {
 		t.Errorf("agent image %q args %q", agent.Image, agent.Args)
 	}
 	if len(agent.Ports) != 1 || agent.Ports[0] != (corev1.ContainerPort{Name: "http", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}) {
 		t.Errorf("agent ports %+v", agent.Ports)
 	}
-	if v := envOf(agent, AgentPortsEnv); v != "http:9901:8080" {
-		t.Errorf("%s=%q", AgentPortsEnv, v)
+	if v := envOf(agent, agentspec.PortsEnv); v != "http:9901:8080" {
+		t.Errorf("%s=%q", agentspec.PortsEnv, v)
 	}
-	if v := envOf(agent, AgentManagerEnv); v != testAgent.ManagerAddress {
-		t.Errorf("%s=%q", AgentManagerEnv, v)
+	if v := envOf(agent, agentspec.ManagerEnv); v != testAgent.ManagerAddress {
+		t.Errorf("%s=%q", agentspec.ManagerEnv, v)
 	}
-	if v := envOf(agent, AgentCAEnv); v != testAgent.CABundle {
-		t.Errorf("%s=%q, want the CA bundle", AgentCAEnv, v)
+	if v := envOf(agent, agentspec.CAEnv); v != testAgent.CABundle {
+		t.Errorf("%s=%q, want the CA bundle", agentspec.CAEnv, v)
 	}
 	for _, e := range agent.Env[:2] {
 		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
@@ -119,11 +120,11 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	if agent.ReadinessProbe != nil {
 		t.Errorf("the agent has a readiness probe")
 	}
-	if len(agent.VolumeMounts) != 1 || !equality.Semantic.DeepEqual(agent.VolumeMounts[0], corev1.VolumeMount{Name: AgentTokenVolume, MountPath: "/var/run/secrets/tp", ReadOnly: true}) {
+	if len(agent.VolumeMounts) != 1 || !equality.Semantic.DeepEqual(agent.VolumeMounts[0], corev1.VolumeMount{Name: agentspec.TokenVolume, MountPath: "/var/run/secrets/tp", ReadOnly: true}) {
 		t.Errorf("mounts %+v", agent.VolumeMounts)
 	}
 	vol := spec.Volumes[len(spec.Volumes)-1]
-	if vol.Name != AgentTokenVolume || vol.Projected == nil || len(vol.Projected.Sources) != 1 {
+	if vol.Name != agentspec.TokenVolume || vol.Projected == nil || len(vol.Projected.Sources) != 1 {
 		t.Fatalf("volume %+v", vol)
 	}
 	tok := vol.Projected.Sources[0].ServiceAccountToken
@@ -204,7 +205,7 @@ func TestInjectIsIdempotent(t *testing.T) {
 		t.Fatalf("inject with a new image: %+v %v", plan, err)
 	}
 	got := getDeployment(t, cs, "web")
-	if img := container(t, &got.Spec.Template.Spec, AgentContainer).Image; img != newer.Image {
+	if img := container(t, &got.Spec.Template.Spec, agentspec.Container).Image; img != newer.Image {
 		t.Errorf("agent image %q", img)
 	}
 	if got.Annotations[OriginalTemplateAnnotation] != first.Annotations[OriginalTemplateAnnotation] {
@@ -230,8 +231,8 @@ func TestInjectFollowsTheCABundle(t *testing.T) {
 		t.Fatalf("inject with a new CA bundle: %+v %v", plan, err)
 	}
 	got := getDeployment(t, cs, "web")
-	if v := envOf(container(t, &got.Spec.Template.Spec, AgentContainer), AgentCAEnv); v != rotated.CABundle {
-		t.Errorf("%s after the rotation: %q", AgentCAEnv, v)
+	if v := envOf(container(t, &got.Spec.Template.Spec, agentspec.Container), agentspec.CAEnv); v != rotated.CABundle {
+		t.Errorf("%s after the rotation: %q", agentspec.CAEnv, v)
 	}
 	if got.Spec.Template.Annotations[AgentHashAnnotation] == first.Spec.Template.Annotations[AgentHashAnnotation] {
 		t.Error("the agent hash did not change: the pods would keep the old CA")
@@ -274,9 +275,9 @@ func TestInjectAddsASecondPort(t *testing.T) {
 		t.Fatalf("plan %+v", plan)
 	}
 	spec := &getDeployment(t, cs, "web").Spec.Template.Spec
-	agent := container(t, spec, AgentContainer)
-	if v := envOf(agent, AgentPortsEnv); v != "grpc-api:9902:9000,http:9901:8080" {
-		t.Errorf("%s=%q: the first port must keep its agent port", AgentPortsEnv, v)
+	agent := container(t, spec, agentspec.Container)
+	if v := envOf(agent, agentspec.PortsEnv); v != "grpc-api:9902:9000,http:9901:8080" {
+		t.Errorf("%s=%q: the first port must keep its agent port", agentspec.PortsEnv, v)
 	}
 	app := container(t, spec, "app")
 	var names []string
@@ -342,7 +343,7 @@ func TestInjectNumericTargetPort(t *testing.T) {
 		t.Errorf("service marks: %v %v", gotSvc.Labels, gotSvc.Annotations)
 	}
 	spec := &getDeployment(t, cs, "api").Spec.Template.Spec
-	agent := container(t, spec, AgentContainer)
+	agent := container(t, spec, agentspec.Container)
 	if agent.Ports[0].Name != "tp-8080" || agent.Ports[0].ContainerPort != 9901 {
 		t.Errorf("agent port %+v", agent.Ports[0])
 	}
@@ -463,7 +464,7 @@ func TestInjectStatefulSet(t *testing.T) {
 		t.Errorf("warnings %v", plan.Warnings)
 	}
 	got, _ := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
-	container(t, &got.Spec.Template.Spec, AgentContainer)
+	container(t, &got.Spec.Template.Spec, agentspec.Container)
 	if got.Labels[InjectedLabel] != "true" {
 		t.Errorf("labels %v", got.Labels)
 	}
@@ -822,7 +823,7 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	host := appTemplate("h")
 	host.Spec.HostNetwork = true
 	foreign := appTemplate("f")
-	foreign.Spec.Containers = append(foreign.Spec.Containers, corev1.Container{Name: AgentContainer, Image: "x"})
+	foreign.Spec.Containers = append(foreign.Spec.Containers, corev1.Container{Name: agentspec.Container, Image: "x"})
 	cs := newClient(deployment("h", host), deployment("f", foreign))
 	tg := []Target{{Service: "s", ServicePort: 80, TargetPortName: "http", AppPort: 8080}}
 	_, err := Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "h"}, testAgent, tg, false)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tpdev/tp/intercept/agentspec"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -38,7 +39,7 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, ref Ref, servic
 			p := &pods.Items[i]
 			agent := false
 			for _, c := range p.Spec.Containers {
-				agent = agent || c.Name == AgentContainer
+				agent = agent || c.Name == agentspec.Container
 			}
 			if p.DeletionTimestamp != nil {
 				// A terminating pod counts only while the Service still sends it traffic,

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/tpdev/tp/intercept/agentspec"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -18,22 +20,6 @@ import (
 
 // Names tp gives the things it adds to or marks on workloads and Services.
 const (
-	// AgentContainer is the agent's container in the pod template (the manager checks
-	// for it by this name).
-	AgentContainer = "tp-agent"
-	// AgentTokenVolume is the projected service-account token the agent presents.
-	AgentTokenVolume = "tp-agent-token"
-	// AgentTokenDir is where the token volume is mounted; the token is the file "token".
-	AgentTokenDir = "/var/run/secrets/tp"
-	// AgentPortsEnv lists the agent's ports: name:agentPort:appPort, comma separated.
-	AgentPortsEnv = "TP_AGENT_PORTS"
-	// AgentManagerEnv is the manager's agent API, host:port.
-	AgentManagerEnv = "TP_MANAGER"
-	// AgentCAEnv is the CA bundle (PEM) the agent verifies the manager's certificate by.
-	AgentCAEnv = "TP_AGENT_CA"
-	// FirstAgentPort is where the search for free agent ports starts.
-	FirstAgentPort = 9900
-
 	// InjectedLabel marks workloads (and Services) tp changed, so they can be listed.
 	InjectedLabel = "tp.dev/injected"
 	// OriginalTemplateAnnotation holds the workload's pod template as it was before the
@@ -227,14 +213,14 @@ func inject(original *corev1.PodTemplateSpec, agent AgentConfig, targets []Targe
 	t := original.DeepCopy()
 	spec := &t.Spec
 	for _, c := range spec.Containers {
-		if c.Name == AgentContainer {
-			return nil, usage(fmt.Sprintf("the pod template already has a container named %q that tp did not add", AgentContainer),
+		if c.Name == agentspec.Container {
+			return nil, usage(fmt.Sprintf("the pod template already has a container named %q that tp did not add", agentspec.Container),
 				"rename that container, or remove it, to intercept this workload")
 		}
 	}
 	for _, v := range spec.Volumes {
-		if v.Name == AgentTokenVolume {
-			return nil, usage(fmt.Sprintf("the pod template already has a volume named %q that tp did not add", AgentTokenVolume),
+		if v.Name == agentspec.TokenVolume {
+			return nil, usage(fmt.Sprintf("the pod template already has a volume named %q that tp did not add", agentspec.TokenVolume),
 				"rename that volume to intercept this workload")
 		}
 	}
@@ -273,10 +259,10 @@ func inject(original *corev1.PodTemplateSpec, agent AgentConfig, targets []Targe
 	}
 	spec.Containers = append(spec.Containers, agentContainer(agent, agentCPorts, strings.Join(portList, ",")))
 	spec.Volumes = append(spec.Volumes, corev1.Volume{
-		Name: AgentTokenVolume,
+		Name: agentspec.TokenVolume,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: agent.TokenAudience, ExpirationSeconds: new(int64(tokenExpiry)), Path: "token",
+				Audience: agent.TokenAudience, ExpirationSeconds: new(int64(tokenExpiry)), Path: path.Base(agentspec.TokenPath),
 			}}},
 			// The API server's default, spelled out so that the template read back equals
 			// the one written and a second injection sees nothing to change.
@@ -323,16 +309,16 @@ func agentContainer(agent AgentConfig, ports []corev1.ContainerPort, portList st
 	// Fields the API server would default are set here, so that what is read back equals
 	// what was written: that equality is how a repeated injection knows it has nothing to do.
 	return corev1.Container{
-		Name:    AgentContainer,
+		Name:    agentspec.Container,
 		Image:   agent.Image,
 		Command: []string{"/tp-agent"},
 		Ports:   ports,
 		Env: []corev1.EnvVar{
-			fieldEnv("POD_NAME", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-			{Name: AgentManagerEnv, Value: agent.ManagerAddress},
-			{Name: AgentCAEnv, Value: agent.CABundle},
-			{Name: AgentPortsEnv, Value: portList},
+			fieldEnv(agentspec.PodNameEnv, "metadata.name"),
+			fieldEnv(agentspec.PodNamespaceEnv, "metadata.namespace"),
+			{Name: agentspec.ManagerEnv, Value: agent.ManagerAddress},
+			{Name: agentspec.CAEnv, Value: agent.CABundle},
+			{Name: agentspec.PortsEnv, Value: portList},
 		},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
@@ -341,7 +327,7 @@ func agentContainer(agent AgentConfig, ports []corev1.ContainerPort, portList st
 			},
 			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
 		},
-		VolumeMounts: []corev1.VolumeMount{{Name: AgentTokenVolume, MountPath: AgentTokenDir, ReadOnly: true}},
+		VolumeMounts: []corev1.VolumeMount{{Name: agentspec.TokenVolume, MountPath: agentspec.TokenDir, ReadOnly: true}},
 		// A crash's last log lines land in the pod's status, where the CLI can show them.
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -370,7 +356,7 @@ func agentHash(agent AgentConfig, ports []agentPort) string {
 }
 
 // assignAgentPorts merges add into existing: a target already there keeps its entry, a
-// new name gets the lowest free port from FirstAgentPort up (free: not used by the
+// new name gets the lowest free port from agentspec.FirstPort up (free: not used by the
 // original pod, not given to another name).
 func assignAgentPorts(original *corev1.PodSpec, existing, add []Target) ([]Target, error) {
 	merged := slices.Clone(existing)
@@ -380,7 +366,7 @@ func assignAgentPorts(original *corev1.PodSpec, existing, add []Target) ([]Targe
 		used[t.AgentPort] = true
 		byName[t.TargetPortName] = t.AgentPort
 	}
-	next := int32(FirstAgentPort)
+	next := int32(agentspec.FirstPort)
 	for _, t := range add {
 		if slices.ContainsFunc(merged, func(o Target) bool { return o.sameAs(t) }) {
 			continue
@@ -392,7 +378,7 @@ func assignAgentPorts(original *corev1.PodSpec, existing, add []Target) ([]Targe
 				next++
 			}
 			if next > 65535 {
-				return nil, fmt.Errorf("no free port for the agent from %d up", FirstAgentPort)
+				return nil, fmt.Errorf("no free port for the agent from %d up", agentspec.FirstPort)
 			}
 			t.AgentPort = next
 			used[next] = true

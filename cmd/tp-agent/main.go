@@ -19,6 +19,7 @@ import (
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/intercept/agent"
+	"github.com/tpdev/tp/intercept/agentspec"
 )
 
 func main() {
@@ -35,21 +36,21 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	ports, err := agent.ParsePorts(os.Getenv("TP_AGENT_PORTS"))
+	ports, err := agent.ParsePorts(os.Getenv(agentspec.PortsEnv))
 	if err != nil {
 		return err
 	}
 	cfg := agent.Config{
-		Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), Manager: os.Getenv("TP_MANAGER"),
-		CA:        []byte(os.Getenv("TP_AGENT_CA")),
-		TokenFile: os.Getenv("TP_AGENT_TOKEN"), Ports: ports, Version: buildinfo.Version,
+		Pod: os.Getenv(agentspec.PodNameEnv), Namespace: os.Getenv(agentspec.PodNamespaceEnv), Manager: os.Getenv(agentspec.ManagerEnv),
+		CA:        []byte(os.Getenv(agentspec.CAEnv)),
+		TokenFile: os.Getenv(agentspec.TokenEnv), Ports: ports, Version: buildinfo.Version,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
 	if cfg.TokenFile == "" {
-		cfg.TokenFile = "/var/run/secrets/tp/token"
+		cfg.TokenFile = agentspec.TokenPath
 	}
 	if cfg.Pod == "" || cfg.Namespace == "" || cfg.Manager == "" {
-		return fmt.Errorf("POD_NAME, POD_NAMESPACE and TP_MANAGER must be set")
+		return fmt.Errorf("%s, %s and %s must be set", agentspec.PodNameEnv, agentspec.PodNamespaceEnv, agentspec.ManagerEnv)
 	}
 	return agent.Run(ctx, cfg)
 }

@@ -22,7 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -99,7 +100,7 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 		"certificate", cert.Leaf.DNSNames, "certificateExpires", cert.Leaf.NotAfter.UTC().Format(time.DateOnly))
 
 	srv := manager.New(manager.Config{Version: buildinfo.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: allowed, Log: log})
-	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, manager.AgentAudience), manager.LeaseAuthorizer{CS: cs}, log)
+	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), manager.LeaseAuthorizer{CS: cs}, log)
 	go registry.Expire(ctx)
 	ln, err := net.Listen("tcp", c.String("client-listen"))
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tpdev/tp/deploy/pki"
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )

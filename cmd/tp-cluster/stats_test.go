@@ -8,12 +8,13 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/cluster/manager"
 )
 
 // /stats carries the agent verifier's counts beside the flows': the e2e flood reads them.
 func TestStatsCountTokenReviews(t *testing.T) {
-	v := manager.NewTokenVerifier(fake.NewClientset(), manager.AgentAudience)
+	v := manager.NewTokenVerifier(fake.NewClientset(), agentspec.Audience)
 	if _, err := v.Verify(context.Background(), "garbage"); err == nil {
 		t.Fatal("garbage verified")
 	}

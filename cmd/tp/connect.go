@@ -20,11 +20,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
-	"github.com/tpdev/tp/remote/portforward"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/portforward"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 // kubeFlags choose the cluster, as kubectl's do.

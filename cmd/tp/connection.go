@@ -10,12 +10,12 @@ import (
 	"runtime"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/localproxy/peer"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 // connection is one running connection: the tunnel session and the local front ends on

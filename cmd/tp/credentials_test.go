@@ -15,8 +15,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote/laptop/control"
 )
 
 const secret = "s3cret:pw" // in every test credential, to check no error or output shows it

@@ -17,11 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/remote/manager"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 func interceptCommand() *cli.Command {
@@ -181,7 +181,7 @@ func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryR
 	agentCfg := intercept.AgentConfig{
 		Image:          inst.Image,
 		ManagerAddress: fmt.Sprintf("%s:%d", deploy.ManagerServerNames(mgrNS)[0], deploy.ClusterPort),
-		TokenAudience:  manager.AgentAudience,
+		TokenAudience:  agentspec.Audience,
 		CABundle:       string(ca),
 	}
 	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, dryRun)
@@ -238,7 +238,7 @@ func waitForAgents(ctx context.Context, timeout time.Duration, spec session.Inte
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("no traffic agent of %s %s/%s registered within %s: see kubectl -n %s get pods (the agent's container is %s)",
-				spec.Kind, spec.Namespace, spec.Workload, timeout, spec.Namespace, manager.AgentContainer)
+				spec.Kind, spec.Namespace, spec.Workload, timeout, spec.Namespace, agentspec.Container)
 		}
 		select {
 		case <-ctx.Done():
@@ -272,7 +272,7 @@ func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, 
 	}
 	container := ""
 	for _, ctr := range pod.Spec.Containers {
-		if ctr.Name != manager.AgentContainer {
+		if ctr.Name != agentspec.Container {
 			container = ctr.Name
 			for _, p := range ctr.Ports {
 				if p.ContainerPort == target.AppPort {

@@ -18,13 +18,13 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/netstack"
 	"github.com/tpdev/tp/netstack/ns"
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 )
 
 // The VIF's addresses, from the benchmarking range (RFC 2544), which neither clusters nor

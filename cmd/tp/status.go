@@ -10,9 +10,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/localproxy"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 func statusCommand() *cli.Command {

@@ -22,7 +22,7 @@ import (
 
 	clientpf "k8s.io/client-go/tools/portforward"
 
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 	"github.com/tpdev/tp/tests/workload"

@@ -25,9 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/cmd/tp/control"
 	"github.com/tpdev/tp/deploy"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 	"github.com/tpdev/tp/tests/kit"
 	"github.com/tpdev/tp/tests/workload"
 )

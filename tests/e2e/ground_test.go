@@ -20,7 +20,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/workload"
 )

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/intercept/agentspec"
 )
 
 // injCA is a CA for the stand-in agents, which never reach a manager.
@@ -118,7 +119,7 @@ func TestInject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(plan.Targets) != 1 || plan.Targets[0].AgentPort != intercept.FirstAgentPort {
+		if len(plan.Targets) != 1 || plan.Targets[0].AgentPort != agentspec.FirstPort {
 			t.Errorf("targets %+v", plan.Targets)
 		}
 		injected = injGet(t, cs, ns, "web")
@@ -133,7 +134,7 @@ func TestInject(t *testing.T) {
 			t.Errorf("saved template differs from the original (%v)", err)
 		}
 		spec := injected.Spec.Template.Spec
-		if len(spec.Containers) != 2 || spec.Containers[1].Name != intercept.AgentContainer {
+		if len(spec.Containers) != 2 || spec.Containers[1].Name != agentspec.Container {
 			t.Fatalf("containers %d", len(spec.Containers))
 		}
 		app, ag := spec.Containers[0], spec.Containers[1]
@@ -143,24 +144,24 @@ func TestInject(t *testing.T) {
 		if p := app.ReadinessProbe.HTTPGet.Port; p != intstr.FromInt32(HTTPPort) {
 			t.Errorf("readiness probe port %s, want %d", p.String(), HTTPPort)
 		}
-		if ag.Image != WorkloadImage || len(ag.Ports) != 1 || ag.Ports[0].Name != "http" || ag.Ports[0].ContainerPort != intercept.FirstAgentPort {
+		if ag.Image != WorkloadImage || len(ag.Ports) != 1 || ag.Ports[0].Name != "http" || ag.Ports[0].ContainerPort != agentspec.FirstPort {
 			t.Errorf("agent %s ports %+v", ag.Image, ag.Ports)
 		}
 		envs := map[string]string{}
 		for _, e := range ag.Env {
 			envs[e.Name] = e.Value
 		}
-		if v := envs[intercept.AgentPortsEnv]; v != fmt.Sprintf("http:%d:%d", intercept.FirstAgentPort, HTTPPort) {
+		if v := envs[agentspec.PortsEnv]; v != fmt.Sprintf("http:%d:%d", agentspec.FirstPort, HTTPPort) {
 			t.Errorf("agent env %+v", ag.Env)
 		}
-		if !strings.Contains(envs[intercept.AgentCAEnv], "BEGIN CERTIFICATE") {
+		if !strings.Contains(envs[agentspec.CAEnv], "BEGIN CERTIFICATE") {
 			t.Errorf("the agent gets no CA to verify the manager by: %+v", ag.Env)
 		}
 		if sc := ag.SecurityContext; sc == nil || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation {
 			t.Errorf("agent security context %+v", sc)
 		}
 		vol := spec.Volumes[len(spec.Volumes)-1]
-		if vol.Name != intercept.AgentTokenVolume || vol.Projected.Sources[0].ServiceAccountToken.Audience != "tp-agent" {
+		if vol.Name != agentspec.TokenVolume || vol.Projected.Sources[0].ServiceAccountToken.Audience != "tp-agent" {
 			t.Errorf("token volume %+v", vol)
 		}
 	})
@@ -175,7 +176,7 @@ func TestInject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tg.AgentPort != intercept.FirstAgentPort || tg.TargetPortName != "http" || tg.AppPort != HTTPPort {
+		if tg.AgentPort != agentspec.FirstPort || tg.TargetPortName != "http" || tg.AppPort != HTTPPort {
 			t.Errorf("resolve of the injected workload: %+v", *tg)
 		}
 		plan, err := intercept.Inject(ctx, cs, ref, agent, []intercept.Target{*tg}, false)
@@ -241,7 +242,7 @@ func TestInjectRedirectsTheService(t *testing.T) {
 	if _, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false); err != nil {
 		t.Fatal(err)
 	}
-	injWaitEndpointPort(t, cs, ns, "web", "http", intercept.FirstAgentPort)
+	injWaitEndpointPort(t, cs, ns, "web", "http", agentspec.FirstPort)
 	injWaitEndpointPort(t, cs, ns, "web", "https", HTTPSPort)
 	pod, err := intercept.PodOf(ctx, cs, ref)
 	if err != nil {
@@ -326,7 +327,7 @@ func TestInjectNumericTargetPort(t *testing.T) {
 	if changed.Spec.Ports[0].TargetPort != intstr.FromString("tp-8080") || changed.Spec.Ports[1].TargetPort != intstr.FromString("https") {
 		t.Errorf("service ports %+v", changed.Spec.Ports)
 	}
-	injWaitEndpointPort(t, cs, ns, "web", "http", intercept.FirstAgentPort)
+	injWaitEndpointPort(t, cs, ns, "web", "http", agentspec.FirstPort)
 	// Again: the Service is left alone too.
 	if plan, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false); err != nil || plan.Changed {
 		t.Errorf("second inject: %v changed %v", err, plan != nil && plan.Changed)

@@ -31,8 +31,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/deploy/pki"
-	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/intercept/agentspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 	"github.com/tpdev/tp/tests/kit"
 )
@@ -100,7 +99,7 @@ func TestIntercept(t *testing.T) {
 
 	t.Run("DryRunChangesNothing", func(t *testing.T) {
 		r := l.MustTP(t, time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80", "--dry-run")
-		if !strings.Contains(r.Stdout, "+ ") || !strings.Contains(r.Stdout, manager.AgentContainer) {
+		if !strings.Contains(r.Stdout, "+ ") || !strings.Contains(r.Stdout, agentspec.Container) {
 			t.Errorf("dry run printed no change adding the agent:\n%s", r.Stdout)
 		}
 		d, _ := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
@@ -123,14 +122,14 @@ func TestIntercept(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name != manager.AgentContainer {
+			if c.Name != agentspec.Container {
 				continue
 			}
 			for _, e := range c.Env {
-				if e.Name == intercept.AgentCAEnv && e.Value != string(bundle) {
+				if e.Name == agentspec.CAEnv && e.Value != string(bundle) {
 					t.Errorf("the agent's %s is not tp's CA bundle:\n%s", e.Name, e.Value)
 				}
-				if e.Name == intercept.AgentManagerEnv && e.Value != fmt.Sprintf("tp-manager.%s.svc:%d", deploy.DefaultNamespace, deploy.ClusterPort) {
+				if e.Name == agentspec.ManagerEnv && e.Value != fmt.Sprintf("tp-manager.%s.svc:%d", deploy.DefaultNamespace, deploy.ClusterPort) {
 					t.Errorf("the agent dials %s", e.Value)
 				}
 			}
@@ -245,10 +244,10 @@ func TestIntercept(t *testing.T) {
 		}{
 			"no token":              {"", bare},
 			"wrong audience":        {podToken(t, cs, ns, bare, "https://kubernetes.default.svc"), bare},
-			"pod no workload owns":  {podToken(t, cs, ns, bare, manager.AgentAudience), bare},
+			"pod no workload owns":  {podToken(t, cs, ns, bare, agentspec.Audience), bare},
 			"not a token":           {"eyJhbGciOiJSUzI1NiJ9.e30.c2ln", bare},
-			"pod without the agent": {podToken(t, cs, ns, plain, manager.AgentAudience), plain},
-			"another pod's token":   {podToken(t, cs, ns, plain, manager.AgentAudience), bare},
+			"pod without the agent": {podToken(t, cs, ns, plain, agentspec.Audience), plain},
+			"another pod's token":   {podToken(t, cs, ns, plain, agentspec.Audience), bare},
 		} {
 			err := agentWatch(mgr, mgrTLS, c.token, ns, c.pod.Name)
 			if code := grpcstatus.Code(err); code != codes.Unauthenticated && code != codes.PermissionDenied {
@@ -383,7 +382,7 @@ func bareAgentPod(t *testing.T, cs kubernetes.Interface, ns string) *corev1.Pod 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "forged-agent", Namespace: ns},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: manager.AgentContainer, Image: kit.WorkloadImage, ImagePullPolicy: corev1.PullNever, Args: []string{"-http=:8080"},
+			Name: agentspec.Container, Image: kit.WorkloadImage, ImagePullPolicy: corev1.PullNever, Args: []string{"-http=:8080"},
 		}}},
 	}
 	created, err := cs.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})

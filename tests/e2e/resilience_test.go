@@ -28,8 +28,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/deploy"
-	"github.com/tpdev/tp/remote/portforward"
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/portforward"
+	"github.com/tpdev/tp/remote/laptop/session"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 	"github.com/tpdev/tp/tests/workload"

@@ -29,7 +29,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept/grant"
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 	"github.com/tpdev/tp/tests/cluster"

@@ -13,7 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/remote/manager"
+	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
@@ -28,7 +29,7 @@ func TestFloodIsRefusedCheaply(t *testing.T) {
 		tr.Status = authnv1.TokenReviewStatus{Error: "invalid bearer token"}
 		return true, tr, nil
 	})
-	v := manager.NewTokenVerifier(cs, manager.AgentAudience)
+	v := manager.NewTokenVerifier(cs, agentspec.Audience)
 	srv := grpc.NewServer()
 	tunnelpb.RegisterAgentsServer(srv, manager.NewRegistry(v, nil, nil).AgentAPI())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpdev/tp/intercept/agentspec"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -16,14 +17,14 @@ func TestParseTokenClaimsReadsAProjectedToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Alg != "RS256" || !slices.Equal(c.Audiences, []string{AgentAudience}) || c.Issuer != "https://kubernetes.default.svc.cluster.local" ||
+	if c.Alg != "RS256" || !slices.Equal(c.Audiences, []string{agentspec.Audience}) || c.Issuer != "https://kubernetes.default.svc.cluster.local" ||
 		c.Namespace != "default" || c.Pod != webAgent.Pod || c.PodUID != webAgent.UID || c.SA != "web" || c.NotBefore == nil {
 		t.Fatalf("claims %+v", c)
 	}
-	if err := checkClaims(c, AgentAudience, time.Now()); err != nil {
+	if err := checkClaims(c, agentspec.Audience, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkClaims(c, AgentAudience, time.Now().Add(2*time.Hour)); err == nil {
+	if err := checkClaims(c, agentspec.Audience, time.Now().Add(2*time.Hour)); err == nil {
 		t.Fatal("an hour-long token passed two hours on")
 	}
 }
@@ -33,12 +34,12 @@ func TestParseTokenClaimsReadsAProjectedToken(t *testing.T) {
 // algorithm, for the agents' audience, unexpired, and bound to a pod with valid names.
 func FuzzTokenClaims(f *testing.F) {
 	f.Add(agentJWT)
-	f.Add(jwt(func(_, c map[string]any) { c["aud"] = AgentAudience }))
+	f.Add(jwt(func(_, c map[string]any) { c["aud"] = agentspec.Audience }))
 	f.Add(jwt(func(h, _ map[string]any) { h["alg"] = "none" }))
 	f.Add(jwt(func(_, c map[string]any) { c["exp"] = 1e300 }))
 	f.Add(jwt(func(_, c map[string]any) { c["exp"] = -1e300 }))
 	f.Add(jwt(func(_, c map[string]any) { c["kubernetes.io"] = nil }))
-	f.Add(jwt(func(_, c map[string]any) { c["aud"] = []any{AgentAudience, 1} }))
+	f.Add(jwt(func(_, c map[string]any) { c["aud"] = []any{agentspec.Audience, 1} }))
 	f.Add("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
 	f.Add("..")
 	f.Add("a.b.c")
@@ -66,14 +67,14 @@ func FuzzTokenClaims(f *testing.F) {
 		if !json.Valid(header) || !slices.Contains(signingAlgs, c.Alg) {
 			t.Fatalf("parseTokenClaims passed header %q", header)
 		}
-		if err := checkClaims(c, AgentAudience, now); err != nil {
+		if err := checkClaims(c, agentspec.Audience, now); err != nil {
 			if err.Error() == "" {
 				t.Fatal("an empty refusal")
 			}
 			return
 		}
 		switch {
-		case !slices.Contains(c.Audiences, AgentAudience):
+		case !slices.Contains(c.Audiences, agentspec.Audience):
 			t.Fatalf("passed audiences %q", c.Audiences)
 		case c.Expiry+clockLeeway.Seconds() < float64(now.Unix()):
 			t.Fatalf("passed a token that expired at %g", c.Expiry)

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 )
 
 // laneSession is a session whose lanes are gRPC connections to an in-memory server: the

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tpdev/tp/intercept/agentspec"
 	"google.golang.org/grpc/peer"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,14 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
-
-// AgentAudience is the audience of the service-account tokens traffic agents present: a
-// token minted for the API server (or for anything else) is no agent's.
-const AgentAudience = "tp-agent"
-
-// AgentContainer is the name of the agent's container in the pods tp injected; a token of
-// a pod without it belongs to no agent.
-const AgentContainer = "tp-agent"
 
 // TokenVerifier checks agents' projected service-account tokens with a TokenReview for the
 // agents' audience: the API server confirms the token and names the pod it is bound to.
@@ -272,8 +265,8 @@ func podAgent(ns, name, uid string, pod *corev1.Pod) error {
 	if string(pod.UID) != uid {
 		return refused("the token's pod %s/%s is gone", ns, name)
 	}
-	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == AgentContainer }) {
-		return refused("pod %s/%s has no %s container", ns, name, AgentContainer)
+	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == agentspec.Container }) {
+		return refused("pod %s/%s has no %s container", ns, name, agentspec.Container)
 	}
 	return nil
 }

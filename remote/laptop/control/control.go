@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tpdev/tp/remote/session"
+	"github.com/tpdev/tp/remote/laptop/session"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 

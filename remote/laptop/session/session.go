@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/remote"
-	"github.com/tpdev/tp/remote/portforward"
+	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )

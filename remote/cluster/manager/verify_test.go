@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpdev/tp/intercept/agentspec"
 	"google.golang.org/grpc/peer"
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
@@ -34,7 +35,7 @@ func jwt(change func(header, claims map[string]any)) string {
 	header := map[string]any{"alg": "RS256", "kid": "k1"}
 	now := time.Now().Unix()
 	claims := map[string]any{
-		"aud": []string{AgentAudience}, "exp": now + 3600, "iat": now, "nbf": now,
+		"aud": []string{agentspec.Audience}, "exp": now + 3600, "iat": now, "nbf": now,
 		"iss": "https://kubernetes.default.svc.cluster.local",
 		"sub": "system:serviceaccount:default:web",
 		"kubernetes.io": map[string]any{
@@ -137,14 +138,14 @@ func agentReview() review {
 	return review{
 		status: authnv1.TokenReviewStatus{
 			Authenticated: true,
-			Audiences:     []string{AgentAudience},
+			Audiences:     []string{agentspec.Audience},
 			User: authnv1.UserInfo{Username: "system:serviceaccount:default:web", Extra: map[string]authnv1.ExtraValue{
 				"authentication.kubernetes.io/pod-name": {webAgent.Pod},
 				"authentication.kubernetes.io/pod-uid":  {webAgent.UID},
 			}},
 		},
 		podUID:     webAgent.UID,
-		containers: []string{"web", AgentContainer},
+		containers: []string{"web", agentspec.Container},
 		owner:      controller("ReplicaSet", "web-7d4b9c"),
 		rsOwner:    controller("Deployment", "web"),
 		podHash:    "7d4b9c",
@@ -153,7 +154,7 @@ func agentReview() review {
 
 func TestTokenVerifierNamesTheAgentsWorkload(t *testing.T) {
 	var reviews atomic.Int64
-	v := NewTokenVerifier(apiServer(agentReview(), &reviews), AgentAudience)
+	v := NewTokenVerifier(apiServer(agentReview(), &reviews), agentspec.Audience)
 	for range 3 {
 		id, err := v.Verify(context.Background(), agentJWT)
 		if err != nil || id != webAgent {
@@ -199,7 +200,7 @@ func TestTokenVerifierRefusesWhatIsNoAgentsToken(t *testing.T) {
 		r := agentReview()
 		change(&r)
 		var reviews atomic.Int64
-		v := NewTokenVerifier(apiServer(r, &reviews), AgentAudience)
+		v := NewTokenVerifier(apiServer(r, &reviews), agentspec.Audience)
 		for range 3 {
 			if id, err := v.Verify(context.Background(), agentJWT); err == nil || !isRefusal(err) {
 				t.Errorf("%s: Verify = %+v, %v; want a refusal", name, id, err)
@@ -218,7 +219,7 @@ func TestTokenVerifierForgetsWhatTheAPIServerCouldNotAnswer(t *testing.T) {
 		r := agentReview()
 		r.failing = resource
 		var reviews atomic.Int64
-		v := NewTokenVerifier(apiServer(r, &reviews), AgentAudience)
+		v := NewTokenVerifier(apiServer(r, &reviews), agentspec.Audience)
 		for range 2 {
 			if _, err := v.Verify(context.Background(), agentJWT); err == nil || isRefusal(err) {
 				t.Errorf("%s failing: Verify = %v, want an error that is no refusal", resource, err)
@@ -262,7 +263,7 @@ func TestTokenVerifierRefusesMalformedTokensWithoutAReview(t *testing.T) {
 		"claims of another shape": jwt(func(_, c map[string]any) { c["kubernetes.io"] = map[string]any{"namespace": []int{1}} }),
 	}
 	var reviews atomic.Int64
-	v := NewTokenVerifier(apiServer(agentReview(), &reviews), AgentAudience)
+	v := NewTokenVerifier(apiServer(agentReview(), &reviews), agentspec.Audience)
 	for name, token := range cases {
 		if id, err := v.Verify(context.Background(), token); err == nil {
 			t.Errorf("%s: Verify = %+v, want a refusal", name, id)
@@ -279,8 +280,8 @@ func TestTokenVerifierRefusesMalformedTokensWithoutAReview(t *testing.T) {
 	// The filter passes what an API server would: the audience among others, as a string,
 	// an ECDSA key, no issuer, no nbf, an expiry within the API server's leeway.
 	for name, token := range map[string]string{
-		"audiences":         jwt(func(_, c map[string]any) { c["aud"] = []string{"https://kubernetes.default.svc", AgentAudience} }),
-		"audience string":   jwt(func(_, c map[string]any) { c["aud"] = AgentAudience }),
+		"audiences":         jwt(func(_, c map[string]any) { c["aud"] = []string{"https://kubernetes.default.svc", agentspec.Audience} }),
+		"audience string":   jwt(func(_, c map[string]any) { c["aud"] = agentspec.Audience }),
 		"ES256":             jwt(func(h, _ map[string]any) { h["alg"] = "ES256" }),
 		"no issuer":         jwt(func(_, c map[string]any) { delete(c, "iss") }),
 		"no nbf":            jwt(func(_, c map[string]any) { delete(c, "nbf") }),
@@ -304,7 +305,7 @@ func TestTokenVerifierBoundsWhatOneSourceCosts(t *testing.T) {
 	r.status = authnv1.TokenReviewStatus{Error: "invalid bearer token"}
 	var reviews atomic.Int64
 	cs := apiServer(r, &reviews)
-	v := NewTokenVerifier(cs, AgentAudience)
+	v := NewTokenVerifier(cs, agentspec.Audience)
 	flood := fromPeer("10.244.0.66")
 	var limited int
 	for range 200 {
@@ -329,7 +330,7 @@ func TestTokenVerifierBoundsWhatOneSourceCosts(t *testing.T) {
 		t.Errorf("stats %v: want 49 bad hits, %d limited", s, limited)
 	}
 	// The agent, from its own address, is reviewed at once.
-	good := NewTokenVerifier(apiServer(agentReview(), &reviews), AgentAudience)
+	good := NewTokenVerifier(apiServer(agentReview(), &reviews), agentspec.Audience)
 	good.sources, good.bad = v.sources, v.bad
 	if _, err := good.Verify(fromPeer("10.244.0.7"), agentJWT); err != nil {
 		t.Fatalf("a real agent beside the flood: %v", err)
@@ -352,7 +353,7 @@ func TestTokenVerifierReviewsOneTokenOnceAndQueuesNobody(t *testing.T) {
 		<-release
 		return false, nil, nil
 	})
-	v := NewTokenVerifier(cs, AgentAudience)
+	v := NewTokenVerifier(cs, agentspec.Audience)
 	v.slotWait = 100 * time.Millisecond
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -419,14 +420,14 @@ func TestVerdictsForgetTheOldestWhenFull(t *testing.T) {
 // kept, so the next call costs no review. A refusal is kept too.
 func FuzzTokenReview(f *testing.F) {
 	ok := agentReview()
-	f.Add(true, AgentAudience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "web,tp-agent", "ReplicaSet", "web-7d4b9c", "Deployment", "web")
-	f.Add(true, AgentAudience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "StatefulSet", "db", "", "")
-	f.Add(true, AgentAudience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "ReplicaSet", "rs", "Rollout", "web")
-	f.Add(true, AgentAudience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "Deployment", "web", "", "")
+	f.Add(true, agentspec.Audience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "web,tp-agent", "ReplicaSet", "web-7d4b9c", "Deployment", "web")
+	f.Add(true, agentspec.Audience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "StatefulSet", "db", "", "")
+	f.Add(true, agentspec.Audience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "ReplicaSet", "rs", "Rollout", "web")
+	f.Add(true, agentspec.Audience, ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "Deployment", "web", "", "")
 	f.Add(true, "", ok.status.User.Username, webAgent.Pod, webAgent.UID, true, "tp-agent", "StatefulSet", "db", "", "")
-	f.Add(true, AgentAudience+",https://kubernetes.default.svc", "system:serviceaccount:default:web:extra", webAgent.Pod, webAgent.UID, true, "tp-agent", "StatefulSet", "db", "", "")
-	f.Add(true, AgentAudience, "system:serviceaccount::web", "", "", true, "tp-agent", "Job", "j", "", "")
-	f.Add(false, AgentAudience, ok.status.User.Username, webAgent.Pod, webAgent.UID, false, "", "", "", "", "")
+	f.Add(true, agentspec.Audience+",https://kubernetes.default.svc", "system:serviceaccount:default:web:extra", webAgent.Pod, webAgent.UID, true, "tp-agent", "StatefulSet", "db", "", "")
+	f.Add(true, agentspec.Audience, "system:serviceaccount::web", "", "", true, "tp-agent", "Job", "j", "", "")
+	f.Add(false, agentspec.Audience, ok.status.User.Username, webAgent.Pod, webAgent.UID, false, "", "", "", "", "")
 	f.Fuzz(func(t *testing.T, authenticated bool, audiences, username, podName, podUID string, sameUID bool, containers, ownerKind, ownerName, rsOwnerKind, rsOwnerName string) {
 		r := review{podHash: "7d4b9c", status: authnv1.TokenReviewStatus{
 			Authenticated: authenticated,
@@ -449,7 +450,7 @@ func FuzzTokenReview(f *testing.F) {
 			r.rsOwner = controller(rsOwnerKind, rsOwnerName)
 		}
 		var reviews atomic.Int64
-		v := NewTokenVerifier(apiServer(r, &reviews), AgentAudience)
+		v := NewTokenVerifier(apiServer(r, &reviews), agentspec.Audience)
 		id, err := v.Verify(context.Background(), agentJWT)
 		if err != nil {
 			if id != (AgentIdentity{}) || err.Error() == "" || !isRefusal(err) {
@@ -461,15 +462,15 @@ func FuzzTokenReview(f *testing.F) {
 			return
 		}
 		switch {
-		case !authenticated || !slices.Contains(r.status.Audiences, AgentAudience):
-			t.Fatalf("Verify accepted a token the review did not pass for %s: %+v", AgentAudience, r.status)
+		case !authenticated || !slices.Contains(r.status.Audiences, agentspec.Audience):
+			t.Fatalf("Verify accepted a token the review did not pass for %s: %+v", agentspec.Audience, r.status)
 		case !strings.HasPrefix(username, "system:serviceaccount:"+id.Namespace+":") || len(validation.IsDNS1123Subdomain(strings.TrimPrefix(username, "system:serviceaccount:"+id.Namespace+":"))) > 0:
 			t.Fatalf("Verify accepted %+v for user %q", id, username)
 		case len(validation.IsDNS1123Label(id.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(id.Pod)) > 0 || len(validation.IsDNS1123Subdomain(id.Workload)) > 0:
 			t.Fatalf("Verify accepted invalid names: %+v", id)
 		case id.Pod != podName || id.UID != podUID || !sameUID || podUID == "":
 			t.Fatalf("Verify accepted %+v for pod %q %q (same uid %v)", id, podName, podUID, sameUID)
-		case !slices.Contains(r.containers, AgentContainer):
+		case !slices.Contains(r.containers, agentspec.Container):
 			t.Fatalf("Verify accepted a pod without the agent: %v", r.containers)
 		case !workloadKind(id.Kind) || ownerKind == "Deployment":
 			t.Fatalf("Verify accepted a pod of a %s (its controller reference names a %s)", id.Kind, ownerKind)
