@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote"
 )
 
 // The objects that secure the manager's cluster port, in tp's namespace. tp install makes
@@ -70,7 +71,7 @@ func (in *installer) planCerts(ctx context.Context, namespace string, rotate boo
 		var lerr error
 		ca, lerr = pki.LoadCA(caSec.Data["ca.crt"], caSec.Data["ca.key"])
 		if lerr != nil && !rotate {
-			return nil, &Error{Category: Cluster, Err: lerr,
+			return nil, &remote.Error{Kind: remote.Cluster, Err: lerr,
 				Msg:  fmt.Sprintf("Secret %s/%s holds no usable CA", namespace, CASecret),
 				Hint: "tp install --rotate-ca makes a new one (each workload's agent gets it at its next tp intercept)"}
 		}
@@ -238,7 +239,7 @@ func (in *installer) agentCA(ctx context.Context, namespace string) ([]byte, err
 	cm, err := in.cs.CoreV1().ConfigMaps(namespace).Get(ctx, CAConfigMap, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, &Error{Category: NotInstalled, Err: err,
+		return nil, &remote.Error{Kind: remote.NotInstalled, Err: err,
 			Msg:  fmt.Sprintf("tp's CA (ConfigMap %s/%s) is missing: the manager was installed by a tp older than its TLS", namespace, CAConfigMap),
 			Hint: "a cluster admin runs tp install again to make it"}
 	case isContextErr(ctx, err):
@@ -249,7 +250,7 @@ func (in *installer) agentCA(ctx context.Context, namespace string) ([]byte, err
 	}
 	bundle := []byte(cm.Data[CABundleKey])
 	if _, err := pki.Pool(bundle); err != nil {
-		return nil, &Error{Category: Cluster, Err: err,
+		return nil, &remote.Error{Kind: remote.Cluster, Err: err,
 			Msg:  fmt.Sprintf("ConfigMap %s/%s holds no usable CA bundle under %s", namespace, CAConfigMap, CABundleKey),
 			Hint: "a cluster admin runs tp install again to write it"}
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote"
 )
 
 // installed is what an install left of its certificates in the fake cluster.
@@ -204,21 +205,21 @@ func TestInstallRefusesAnUnusableCA(t *testing.T) {
 	}
 	opts, _ := Options{Image: testImage}.withDefaults(true)
 	_, err := f.install(context.Background(), opts)
-	wantCategory(t, err, Cluster, "Secret tp-system/tp-ca-key holds no usable CA", "--rotate-ca")
+	wantKind(t, err, remote.Cluster, "Secret tp-system/tp-ca-key holds no usable CA", "--rotate-ca")
 	installOnce(t, f, true)
 }
 
 func TestAgentCA(t *testing.T) {
 	f := newFake(t)
 	_, err := f.agentCA(context.Background(), ns)
-	wantCategory(t, err, NotInstalled, "tp's CA (ConfigMap tp-system/tp-ca) is missing", "tp install again")
+	wantKind(t, err, remote.NotInstalled, "tp's CA (ConfigMap tp-system/tp-ca) is missing", "tp install again")
 	if _, err := f.cs.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: CAConfigMap, Namespace: ns}, Data: map[string]string{CABundleKey: "junk"},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.agentCA(context.Background(), ns)
-	wantCategory(t, err, Cluster, "holds no usable CA bundle")
+	wantKind(t, err, remote.Cluster, "holds no usable CA bundle")
 }
 
 func TestUninstallFromAForeignNamespaceRemovesTheCertificates(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tpdev/tp/remote"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -33,8 +34,8 @@ const imageHint = "load it into the cluster's nodes (tp's test cluster: make clu
 // podVerdict is what one manager pod says about the rollout.
 type podVerdict struct {
 	ready bool
-	state string // one line: what the pod is doing, for progress and timeout messages
-	fail  *Error // non-nil: the rollout cannot succeed, stop waiting
+	state string        // one line: what the pod is doing, for progress and timeout messages
+	fail  *remote.Error // non-nil: the rollout cannot succeed, stop waiting
 	// previousLogs, for a crash, says whether the logs that explain it are those of the
 	// previous instance of the container (it was restarted) or of the current one.
 	crashed, previousLogs bool
@@ -70,10 +71,10 @@ func judgePod(pod *corev1.Pod) podVerdict {
 	}
 
 	if w := cs.State.Waiting; w != nil && slices.Contains(imageReasons, w.Reason) {
-		e := &Error{
-			Category: Image,
-			Msg:      fmt.Sprintf("the manager image %q is not available to the cluster's node %s (%s)", image, pod.Spec.NodeName, w.Reason),
-			Hint:     imageHint,
+		e := &remote.Error{
+			Kind: remote.Image,
+			Msg:  fmt.Sprintf("the manager image %q is not available to the cluster's node %s (%s)", image, pod.Spec.NodeName, w.Reason),
+			Hint: imageHint,
 		}
 		if w.Reason == "InvalidImageName" {
 			e.Msg = fmt.Sprintf("the manager image %q is not a valid image name (%s)", image, w.Reason)
@@ -97,10 +98,10 @@ func judgePod(pod *corev1.Pod) podVerdict {
 	}
 
 	if w := cs.State.Waiting; w != nil && slices.Contains(startReasons, w.Reason) {
-		e := &Error{
-			Category: Cluster,
-			Msg:      fmt.Sprintf("the node cannot start the manager's container in pod %s (%s)", pod.Name, w.Reason),
-			Hint:     fmt.Sprintf("the image %q or the cluster's policies do not fit the pod's spec: kubectl -n %s describe pod %s", image, pod.Namespace, pod.Name),
+		e := &remote.Error{
+			Kind: remote.Cluster,
+			Msg:  fmt.Sprintf("the node cannot start the manager's container in pod %s (%s)", pod.Name, w.Reason),
+			Hint: fmt.Sprintf("the image %q or the cluster's policies do not fit the pod's spec: kubectl -n %s describe pod %s", image, pod.Namespace, pod.Name),
 		}
 		if w.Message != "" {
 			e.Err = errors.New(w.Message)
@@ -118,8 +119,8 @@ func judgePod(pod *corev1.Pod) podVerdict {
 }
 
 func crashVerdict(pod *corev1.Pod, cs *corev1.ContainerStatus, term *corev1.ContainerStateTerminated, previous bool) podVerdict {
-	e := &Error{
-		Category: Crash,
+	e := &remote.Error{
+		Kind: remote.Crash,
 		Hint: "the image must be tp's cluster image of this tp's version (tp version prints it); " +
 			"if it is, this is a bug in tp: report it with the lines below",
 	}
@@ -155,7 +156,7 @@ func crashVerdict(pod *corev1.Pod, cs *corev1.ContainerStatus, term *corev1.Cont
 
 // withLogs puts the crashed container's log tail (or why it is missing) in e's detail, in
 // place of the termination message.
-func withLogs(e *Error, logs string, err error) {
+func withLogs(e *remote.Error, logs string, err error) {
 	head, _, _ := strings.Cut(e.Detail, "termination message:\n")
 	switch {
 	case err != nil:

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpdev/tp/remote"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -42,7 +43,7 @@ func readyCond(ok bool) corev1.PodCondition {
 func TestJudgePodImageProblemsFailFast(t *testing.T) {
 	for _, reason := range []string{"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"} {
 		v := judgePod(managerPod("p", waiting(reason, `failed to pull "localhost/tp/tp:v1": not found`)))
-		if v.fail == nil || v.fail.Category != Image || v.ready {
+		if v.fail == nil || v.fail.Kind != remote.Image || v.ready {
 			t.Fatalf("%s: verdict %+v", reason, v)
 		}
 		msg := v.fail.Error()
@@ -52,12 +53,12 @@ func TestJudgePodImageProblemsFailFast(t *testing.T) {
 				t.Errorf("%s: %q does not say %q", reason, msg, want)
 			}
 		}
-		if !v.fail.Category.UserFault() {
+		if !v.fail.Kind.UserFault() {
 			t.Errorf("%s: a missing image is the user's to fix", reason)
 		}
 	}
 	v := judgePod(managerPod("p", waiting("InvalidImageName", `couldn't parse image name "A:b"`)))
-	if v.fail == nil || v.fail.Category != Image || !strings.Contains(v.fail.Error(), "not a valid image name") {
+	if v.fail == nil || v.fail.Kind != remote.Image || !strings.Contains(v.fail.Error(), "not a valid image name") {
 		t.Fatalf("InvalidImageName: %+v", v)
 	}
 }
@@ -116,11 +117,11 @@ func TestJudgePodCrashes(t *testing.T) {
 		},
 	} {
 		v := judgePod(managerPod("p", tc.cs))
-		if v.fail == nil || v.fail.Category != Crash || !v.crashed || v.previousLogs != tc.previousLogs {
+		if v.fail == nil || v.fail.Kind != remote.Crash || !v.crashed || v.previousLogs != tc.previousLogs {
 			t.Errorf("%s: verdict %+v (fail %v)", tc.name, v, v.fail)
 			continue
 		}
-		if v.fail.Category.UserFault() {
+		if v.fail.Kind.UserFault() {
 			t.Errorf("%s: a crashing manager is not the user's fault", tc.name)
 		}
 		for _, want := range tc.wants {
@@ -188,7 +189,7 @@ func TestJudgePodWaitsForWhatHealsByItself(t *testing.T) {
 
 func TestJudgePodContainerThatCannotStart(t *testing.T) {
 	v := judgePod(managerPod("p", waiting("CreateContainerConfigError", "container has runAsNonRoot and image will run as root")))
-	if v.fail == nil || v.fail.Category != Cluster || !strings.Contains(v.fail.Error(), "runAsNonRoot") || !strings.Contains(v.fail.Error(), "describe pod p") {
+	if v.fail == nil || v.fail.Kind != remote.Cluster || !strings.Contains(v.fail.Error(), "runAsNonRoot") || !strings.Contains(v.fail.Error(), "describe pod p") {
 		t.Fatalf("verdict %+v: %v", v, v.fail)
 	}
 }

@@ -11,95 +11,14 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/tpdev/tp/remote"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Category sorts failures by who can fix them, so the CLI can tell the user's fault from the
-// system's (exit codes, wording, whether to ask for a bug report).
-type Category string
-
-const (
-	// Usage: the command line is wrong (a bad option, nothing installed where it points).
-	Usage Category = "usage"
-	// Unreachable: the Kubernetes API cannot be reached (kubeconfig, context, network, TLS).
-	Unreachable Category = "unreachable"
-	// Access: the credentials are rejected, or RBAC does not grant what is needed.
-	Access Category = "access"
-	// Image: the manager image is not available to the cluster's nodes.
-	Image Category = "image"
-	// Crash: the manager starts and exits, or is killed.
-	Crash Category = "crash"
-	// Cluster: the cluster refuses to run the manager (admission, quota, a failed rollout).
-	Cluster Category = "cluster"
-	// Timeout: the cluster did not get there in time; the message says what was missing.
-	Timeout Category = "timeout"
-	// NotInstalled: there is no install where the command points (errors.Is ErrNotInstalled).
-	NotInstalled Category = "not-installed"
-	// Internal: an answer tp does not know how to explain.
-	Internal Category = "internal"
-)
-
-// UserFault reports whether the user can fix the failure on their side: the command line,
-// the kubeconfig, their rights, the image. The other categories point at the cluster or tp.
-func (c Category) UserFault() bool {
-	switch c {
-	case Usage, Unreachable, Access, Image, NotInstalled:
-		return true
-	}
-	return false
-}
-
-// Error is a failure of install, uninstall or status, explained: what happened (Msg, with
-// the cause Err), what to do (Hint), and evidence (Detail: pod status, events, log lines).
-type Error struct {
-	Category Category
-	Msg      string // one line, names the thing: `the manager image "x" is not available`
-	Hint     string // what to do about it
-	Detail   string // more lines, shown indented under the message
-	Err      error  // the cause, if any
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Msg)
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	if e.Hint != "" {
-		b.WriteString("; ")
-		b.WriteString(e.Hint)
-	}
-	if d := strings.TrimRight(e.Detail, "\n"); d != "" {
-		for line := range strings.SplitSeq(d, "\n") {
-			b.WriteString("\n  ")
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is makes errors.Is(err, ErrNotInstalled) true for errors of category NotInstalled.
-func (e *Error) Is(target error) bool { return target == ErrNotInstalled && e.Category == NotInstalled }
-
-// CategoryOf is err's category: Internal unless err is (or wraps) an *Error.
-func CategoryOf(err error) Category {
-	if e, ok := errors.AsType[*Error](err); ok {
-		return e.Category
-	}
-	return Internal
-}
-
-// ErrNotInstalled matches (errors.Is) the *Error of Status or Uninstall when the namespace
-// holds no tp install.
-var ErrNotInstalled = errors.New("tp is not installed")
-
-func usageError(msg, hint string) *Error {
-	return &Error{Category: Usage, Msg: msg, Hint: hint}
+func usageError(msg, hint string) *remote.Error {
+	return &remote.Error{Kind: remote.Usage, Msg: msg, Hint: hint}
 }
 
 // IsTransport reports whether err failed to get an answer from the API server at all (as
@@ -131,17 +50,17 @@ func IsTransport(err error) bool {
 }
 
 // unreachable explains a request that got no answer from host.
-func unreachable(host string, err error) *Error {
+func unreachable(host string, err error) *remote.Error {
 	cause := err
 	// The URL's error repeats the request's URL; host already names the server.
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		cause = ue.Err
 	}
-	return &Error{
-		Category: Unreachable,
-		Msg:      "cannot reach the Kubernetes API at " + host,
-		Hint:     "check your kubeconfig and context (kubectl cluster-info)",
-		Err:      cause,
+	return &remote.Error{
+		Kind: remote.Unreachable,
+		Msg:  "cannot reach the Kubernetes API at " + host,
+		Hint: "check your kubeconfig and context (kubectl cluster-info)",
+		Err:  cause,
 	}
 }
 
@@ -192,7 +111,7 @@ func apiError(host, action, what, needs string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if e, ok := errors.AsType[*Error](err); ok {
+	if e, ok := errors.AsType[*remote.Error](err); ok {
 		return e
 	}
 	if IsTransport(err) {
@@ -204,28 +123,28 @@ func apiError(host, action, what, needs string, err error) error {
 	}
 	switch {
 	case apierrors.IsUnauthorized(err):
-		return &Error{
-			Category: Access,
-			Msg:      fmt.Sprintf("the Kubernetes API at %s rejected your credentials (%s)", host, what),
-			Hint:     "your token or client certificate is wrong or expired: log in again, and check the context's user (kubectl config view --minify)",
-			Err:      err,
+		return &remote.Error{
+			Kind: remote.Access,
+			Msg:  fmt.Sprintf("the Kubernetes API at %s rejected your credentials (%s)", host, what),
+			Hint: "your token or client certificate is wrong or expired: log in again, and check the context's user (kubectl config view --minify)",
+			Err:  err,
 		}
 	case apierrors.IsForbidden(err):
 		msg := err.Error()
 		if hasCause(err, corev1.NamespaceTerminatingCause) || strings.Contains(msg, "because it is being terminated") {
-			return &Error{Category: Cluster, Msg: "cannot " + action + " (" + what + "): the namespace is being deleted", Err: err,
+			return &remote.Error{Kind: remote.Cluster, Msg: "cannot " + action + " (" + what + "): the namespace is being deleted", Err: err,
 				Hint: "wait until the namespace is gone (kubectl get namespace), then try again"}
 		}
 		if strings.Contains(msg, "attempting to grant RBAC permissions not currently held") {
-			return &Error{Category: Access, Msg: "cannot " + action + " (" + what + "): it grants the manager read-only rights you do not hold yourself", Err: err,
+			return &remote.Error{Kind: remote.Access, Msg: "cannot " + action + " (" + what + "): it grants the manager read-only rights you do not hold yourself", Err: err,
 				Hint: "Kubernetes lets no one grant rights they lack: a cluster admin must " + action + ", or grant you " + needs}
 		}
 		if r, ok := parseRefusal(msg); ok {
-			return &Error{Category: Access, Msg: fmt.Sprintf("no permission to %s (%s)", r.what(), what), Err: err,
+			return &remote.Error{Kind: remote.Access, Msg: fmt.Sprintf("no permission to %s (%s)", r.what(), what), Err: err,
 				Hint: fmt.Sprintf("a cluster admin must %s, or grant %s %s; check with: %s", action, orYou(r.user), needs, r.canI())}
 		}
 		// A refusal that is not RBAC's: admission, quota, policy.
-		return &Error{Category: Cluster, Msg: fmt.Sprintf("the cluster refused to %s (%s)", action, what), Err: err,
+		return &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the cluster refused to %s (%s)", action, what), Err: err,
 			Hint: "an admission policy or quota of the cluster rejects it: ask a cluster admin"}
 	}
 	return fmt.Errorf("%s: %s: %w", action, what, err)

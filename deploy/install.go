@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote"
 )
 
 // Installed describes the manager of one install.
@@ -77,7 +78,7 @@ func newInstaller(cfg *rest.Config, log io.Writer) (*installer, error) {
 		host = u.String()
 	}
 	kubeconfigErr := func(err error) error {
-		return &Error{Category: Usage, Msg: "the Kubernetes client configuration is not usable", Err: err,
+		return &remote.Error{Kind: remote.Usage, Msg: "the Kubernetes client configuration is not usable", Err: err,
 			Hint: "check your kubeconfig and context (kubectl config view --minify)"}
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -116,7 +117,7 @@ func (in *installer) logf(format string, args ...any) {
 // Install applies the manager's manifest (server-side apply: re-running it is harmless, and
 // with another image or options it upgrades) and waits until the manager is Ready: the
 // Deployment's rollout is complete and the new revision's pod is Ready. It fails fast,
-// explained, when the pod cannot get its image or crashes; errors are *Error.
+// explained, when the pod cannot get its image or crashes; errors are *remote.Error.
 func Install(ctx context.Context, cfg *rest.Config, opts Options) (*Installed, error) {
 	opts, err := opts.withDefaults(true)
 	if err != nil {
@@ -194,7 +195,7 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 		what := fmt.Sprintf("apply %s %s", obj.GetKind(), objectName(obj))
 		if err := in.apply(ctx, obj); err != nil {
 			if apierrors.IsNotFound(err) && obj.GetNamespace() != "" && obj.GetNamespace() != opts.Namespace {
-				return nil, &Error{Category: Usage, Err: err,
+				return nil, &remote.Error{Kind: remote.Usage, Err: err,
 					Msg:  fmt.Sprintf("managed namespace %q does not exist", obj.GetNamespace()),
 					Hint: "create it first, or leave it out of --managed-namespaces"}
 			}
@@ -258,7 +259,7 @@ type observation struct {
 	pods      []corev1.Pod       // of rs
 	done      bool
 	state     string // what is missing, one line
-	fail      *Error
+	fail      *remote.Error
 	failPod   *corev1.Pod // the pod that shows fail
 	crashed   bool        // fail is a crash: failPod's logs explain it
 	previous  bool        // ...those of the previous instance of its container
@@ -303,7 +304,7 @@ func (in *installer) observe(ctx context.Context, namespace string) (*observatio
 	}
 	for _, c := range dep.Status.Conditions {
 		if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
-			obs.fail = &Error{Category: Cluster, Err: errors.New(reasonMessage(c.Reason, c.Message)),
+			obs.fail = &remote.Error{Kind: remote.Cluster, Err: errors.New(reasonMessage(c.Reason, c.Message)),
 				Msg:  fmt.Sprintf("the cluster does not let Deployment %s/%s create the manager's pod", namespace, ManagerName),
 				Hint: "an admission policy (Pod Security, a webhook) or a quota rejects it: ask a cluster admin"}
 			return obs, nil
@@ -447,10 +448,10 @@ func (in *installer) addCrashLogs(ctx context.Context, obs *observation) {
 }
 
 // timeoutError says which condition was not met, with the pods' status and recent warnings.
-func (in *installer) timeoutError(ctx context.Context, opts Options, obs *observation) *Error {
-	e := &Error{
-		Category: Timeout,
-		Msg:      fmt.Sprintf("the manager was not ready within %s: %s", opts.Timeout, obs.state),
+func (in *installer) timeoutError(ctx context.Context, opts Options, obs *observation) *remote.Error {
+	e := &remote.Error{
+		Kind: remote.Timeout,
+		Msg:  fmt.Sprintf("the manager was not ready within %s: %s", opts.Timeout, obs.state),
 		Hint: fmt.Sprintf("look closer with kubectl -n %s describe pods -l %s; if the cluster is only slow, run tp install again with a longer --timeout",
 			opts.Namespace, ManagerLabelSelector),
 	}
@@ -483,7 +484,7 @@ func (in *installer) timeoutError(ctx context.Context, opts Options, obs *observ
 }
 
 // Status reports on the install in namespace ("" for DefaultNamespace) without changing it.
-// With no install there, the error is an *Error of category NotInstalled.
+// With no install there, the error is an *remote.Error of category NotInstalled.
 func Status(ctx context.Context, cfg *rest.Config, namespace string) (*Installed, error) {
 	in, namespace, err := reader(cfg, namespace)
 	if err != nil {
@@ -535,8 +536,8 @@ func (in *installer) status(ctx context.Context, namespace string) (*Installed, 
 }
 
 // notInstalled explains that namespace holds no install, naming those it finds elsewhere.
-func (in *installer) notInstalled(ctx context.Context, namespace, hint string) *Error {
-	e := &Error{Category: NotInstalled, Msg: fmt.Sprintf("tp is not installed in namespace %q", namespace), Hint: hint}
+func (in *installer) notInstalled(ctx context.Context, namespace, hint string) *remote.Error {
+	e := &remote.Error{Kind: remote.NotInstalled, Msg: fmt.Sprintf("tp is not installed in namespace %q", namespace), Hint: hint}
 	deps, err := in.cs.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: ManagerLabelSelector + "," + ManagedByLabel + "=" + ManagedByValue})
 	if err != nil {
 		return e
@@ -560,7 +561,7 @@ func (in *installer) notInstalled(ctx context.Context, namespace, hint string) *
 // otherwise only tp's objects in it), the ClusterRole and ClusterRoleBinding, and the Roles
 // and RoleBindings in managed namespaces; then waits until they are gone, up to
 // opts.Timeout. Only Namespace, Timeout and Log of opts matter. With nothing installed the
-// error is an *Error of category NotInstalled.
+// error is an *remote.Error of category NotInstalled.
 func Uninstall(ctx context.Context, cfg *rest.Config, opts Options) error {
 	opts, err := opts.withDefaults(false)
 	if err != nil {
@@ -804,7 +805,7 @@ func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) e
 			}
 		}
 		if time.Now().After(deadline) {
-			return &Error{Category: Timeout, Msg: fmt.Sprintf("tp's objects were not gone within %s: %s", opts.Timeout, state),
+			return &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("tp's objects were not gone within %s: %s", opts.Timeout, state),
 				Hint: fmt.Sprintf("look at what remains with kubectl get namespace %s -o yaml; run tp uninstall again to keep waiting", opts.Namespace)}
 		}
 		select {

@@ -24,6 +24,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote"
 )
 
 const ns = "tp-system"
@@ -128,7 +129,7 @@ func TestWaitIgnoresTheOldRevisionsReadyPod(t *testing.T) {
 	// The old manager is Ready, the new one is still starting: not done.
 	f := newFake(t, newRollout(running(), readyCond(false)).objects()...)
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: 50 * time.Millisecond})
-	wantCategory(t, err, Timeout, "not ready within 50ms: pod tp-manager-new-1 is running but not ready")
+	wantKind(t, err, remote.Timeout, "not ready within 50ms: pod tp-manager-new-1 is running but not ready")
 	if strings.Contains(err.Error(), "tp-manager-old-1") {
 		t.Errorf("the old revision's pod is described: %v", err)
 	}
@@ -139,7 +140,7 @@ func TestWaitWaitsForOldPodsToGo(t *testing.T) {
 	r.dep.Status.Replicas = 2
 	f := newFake(t, r.objects()...)
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: 20 * time.Millisecond})
-	wantCategory(t, err, Timeout, "1 old manager pods are being replaced")
+	wantKind(t, err, remote.Timeout, "1 old manager pods are being replaced")
 }
 
 // startsLater hides the pods from the first look, as when the wait starts before the
@@ -160,7 +161,7 @@ func TestWaitFailsFastOnAMissingImage(t *testing.T) {
 	f.startsLater()
 	start := time.Now()
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: time.Minute})
-	wantCategory(t, err, Image, `the manager image "localhost/tp/tp:v1" is not available`, "ErrImageNeverPull", "is not present", "make cluster-load")
+	wantKind(t, err, remote.Image, `the manager image "localhost/tp/tp:v1" is not available`, "ErrImageNeverPull", "is not present", "make cluster-load")
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("took %s: must not wait for the timeout", took)
 	}
@@ -183,7 +184,7 @@ func TestWaitFailsFastOnACrashWithThePreviousLogs(t *testing.T) {
 		return true, &runtime.Unknown{Raw: []byte("starting\nmanager: cannot list nodes: forbidden\n")}, nil
 	})
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: time.Minute})
-	wantCategory(t, err, Crash, "exited with code 3", "restarts: 2", "last log lines", "| starting\n", "| manager: cannot list nodes: forbidden")
+	wantKind(t, err, remote.Crash, "exited with code 3", "restarts: 2", "last log lines", "| starting\n", "| manager: cannot list nodes: forbidden")
 	if asked == nil || !asked.Previous || asked.Container != ManagerContainer || asked.TailLines == nil || *asked.TailLines != logTail {
 		t.Fatalf("log request %+v: want the previous instance's last %d lines", asked, logTail)
 	}
@@ -218,7 +219,7 @@ func TestWaitGivesAFailedPodFromBeforeOneFreshStart(t *testing.T) {
 	f = newFake(t, r.objects()...)
 	replacement(waiting("ErrImagePull", "not found"))
 	_, err = f.waitReady(context.Background(), Options{Namespace: ns, Timeout: time.Minute})
-	wantCategory(t, err, Image, "ErrImagePull", "not found")
+	wantKind(t, err, remote.Image, "ErrImagePull", "not found")
 }
 
 func TestWaitFailsFastWhenTheClusterRefusesThePod(t *testing.T) {
@@ -227,7 +228,7 @@ func TestWaitFailsFastWhenTheClusterRefusesThePod(t *testing.T) {
 		Reason: "FailedCreate", Message: `pods "tp-manager-x" is forbidden: violates PodSecurity "restricted:latest"`}}
 	f := newFake(t, r.objects()...)
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: time.Minute})
-	wantCategory(t, err, Cluster, "does not let Deployment tp-system/tp-manager create the manager's pod", "violates PodSecurity", "ask a cluster admin")
+	wantKind(t, err, remote.Cluster, "does not let Deployment tp-system/tp-manager create the manager's pod", "violates PodSecurity", "ask a cluster admin")
 }
 
 func TestWaitTimeoutShowsPodsAndWarnings(t *testing.T) {
@@ -240,7 +241,7 @@ func TestWaitTimeoutShowsPodsAndWarnings(t *testing.T) {
 	objs := append(r.objects(), ev("e1", "tp-manager-new-1", "FailedScheduling"), ev("e2", "tp-manager-old-1", "Unrelated"))
 	f := newFake(t, objs...)
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: 30 * time.Millisecond})
-	e := wantCategory(t, err, Timeout,
+	e := wantKind(t, err, remote.Timeout,
 		"the manager was not ready within 30ms: pod tp-manager-new-1 is not scheduled: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.",
 		"pod tp-manager-new-1: Pending; PodScheduled=False (Unschedulable",
 		"recent warning events:", "FailedScheduling pod/tp-manager-new-1: FailedScheduling message",
@@ -248,7 +249,7 @@ func TestWaitTimeoutShowsPodsAndWarnings(t *testing.T) {
 	if strings.Contains(e.Detail, "Unrelated") {
 		t.Errorf("events of other revisions' pods are shown:\n%s", e.Detail)
 	}
-	if e.Category.UserFault() {
+	if e.Kind.UserFault() {
 		t.Error("a timeout is not the user's fault")
 	}
 }
@@ -258,7 +259,7 @@ func TestWaitTimeoutWhenTheControllerDoesNotAct(t *testing.T) {
 	r.dep.Status.ObservedGeneration = 1
 	f := newFake(t, r.objects()...)
 	_, err := f.waitReady(context.Background(), Options{Namespace: ns, Timeout: 10 * time.Millisecond})
-	wantCategory(t, err, Timeout, "has not picked up generation 2", "is kube-controller-manager running?")
+	wantKind(t, err, remote.Timeout, "has not picked up generation 2", "is kube-controller-manager running?")
 }
 
 func TestWaitStopsWithTheContext(t *testing.T) {
@@ -318,7 +319,7 @@ func TestInstallExplainsApplyFailures(t *testing.T) {
 		return nil
 	}
 	_, err := f.install(context.Background(), opts)
-	wantCategory(t, err, Usage, `managed namespace "nope" does not exist`, "create it first")
+	wantKind(t, err, remote.Usage, `managed namespace "nope" does not exist`, "create it first")
 
 	f = newFake(t)
 	f.apply = func(ctx context.Context, obj *unstructured.Unstructured) error {
@@ -329,13 +330,13 @@ func TestInstallExplainsApplyFailures(t *testing.T) {
 		return nil
 	}
 	_, err = f.install(context.Background(), opts)
-	wantCategory(t, err, Access, "no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-tp-system)",
+	wantKind(t, err, remote.Access, "no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-tp-system)",
 		"a cluster admin must install tp")
 
 	f = newFake(t)
 	f.reach = func(context.Context) error { return unreachable(f.host, errors.New("connection refused")) }
 	_, err = f.install(context.Background(), opts)
-	wantCategory(t, err, Unreachable, "cannot reach the Kubernetes API at https://k8s.test:6443: connection refused")
+	wantKind(t, err, remote.Unreachable, "cannot reach the Kubernetes API at https://k8s.test:6443: connection refused")
 	if len(f.applied) > 0 {
 		t.Error("applied objects though the API is unreachable")
 	}
@@ -387,7 +388,7 @@ func TestStatus(t *testing.T) {
 
 	f = newFake(t, newRollout(waiting("ImagePullBackOff", "back-off pulling")).objects()...)
 	st, err = f.status(context.Background(), ns)
-	if err != nil || st.Ready || st.ReadyReplicas != 1 || CategoryOf(st.Problem) != Image {
+	if err != nil || st.Ready || st.ReadyReplicas != 1 || remote.KindOf(st.Problem) != remote.Image {
 		t.Fatalf("status %+v, %v: want not ready, the old pod counted, an image problem", st, err)
 	}
 
@@ -404,11 +405,11 @@ func TestNotInstalledNamesOtherInstalls(t *testing.T) {
 	other.dep.Labels = map[string]string{"app.kubernetes.io/name": ManagerName, ManagedByLabel: ManagedByValue}
 	f := newFake(t, other.dep)
 	_, err := f.status(context.Background(), ns)
-	wantCategory(t, err, NotInstalled, `tp is not installed in namespace "tp-system"`, "it is installed in namespace tp-elsewhere: pass --namespace tp-elsewhere")
+	wantKind(t, err, remote.NotInstalled, `tp is not installed in namespace "tp-system"`, "it is installed in namespace tp-elsewhere: pass --namespace tp-elsewhere")
 	err = f.uninstall(context.Background(), Options{Namespace: ns, Timeout: time.Second})
-	wantCategory(t, err, NotInstalled, `tp is not installed in namespace "tp-system"`, "--namespace tp-elsewhere")
-	if !errors.Is(err, ErrNotInstalled) {
-		t.Error("not ErrNotInstalled")
+	wantKind(t, err, remote.NotInstalled, `tp is not installed in namespace "tp-system"`, "--namespace tp-elsewhere")
+	if !errors.Is(err, remote.ErrNotInstalled) {
+		t.Error("not remote.ErrNotInstalled")
 	}
 }
 
@@ -498,6 +499,6 @@ func TestUninstallTimeoutSaysWhatRemains(t *testing.T) {
 				Message: "Some content in the namespace has finalizers remaining: example.com/stuck in 1 resource instances"}}}}, nil
 	})
 	err := f.uninstall(context.Background(), Options{Namespace: ns, Timeout: 20 * time.Millisecond})
-	wantCategory(t, err, Timeout, "not gone within 20ms: namespace tp-system is Terminating; SomeFinalizersRemain", "example.com/stuck",
+	wantKind(t, err, remote.Timeout, "not gone within 20ms: namespace tp-system is Terminating; SomeFinalizersRemain", "example.com/stuck",
 		"kubectl get namespace tp-system -o yaml")
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/cluster/manager"
 )
 
@@ -147,7 +148,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 			if err == nil {
 				err = fmt.Errorf("surrounding white space")
 			}
-			return o, &Error{Category: Usage, Msg: fmt.Sprintf("manager image %q is not a valid image reference", o.Image),
+			return o, &remote.Error{Kind: remote.Usage, Msg: fmt.Sprintf("manager image %q is not a valid image reference", o.Image),
 				Hint: "pass --image like registry.example.com/tp/tp:v1.2.3", Err: err}
 		}
 	}

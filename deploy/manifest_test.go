@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote"
 )
 
 // rendered is a rendered manifest read back as typed objects.
@@ -380,8 +381,8 @@ func TestRenderRejectsBadOptions(t *testing.T) {
 		{Image: "x/y:z\nkind: Secret"},
 	} {
 		_, err := Render(o)
-		var e *Error
-		if !errors.As(err, &e) || e.Category != Usage || !e.Category.UserFault() || e.Hint == "" {
+		var e *remote.Error
+		if !errors.As(err, &e) || e.Kind != remote.Usage || !e.Kind.UserFault() || e.Hint == "" {
 			t.Errorf("%+v: got %v, want a usage error with a hint", o, err)
 			continue
 		}

@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote"
 )
 
 // EnvVar is one variable of a container's environment.
@@ -56,7 +56,7 @@ func PodOf(ctx context.Context, cs kubernetes.Interface, ref Ref) (*corev1.Pod, 
 		return nil, apiError(ctx, "list", "pods", ref.Namespace, "", err)
 	}
 	if len(pods.Items) == 0 {
-		return nil, &deploy.Error{Category: deploy.Usage, Msg: fmt.Sprintf("%s has no pods", ref.describe()), Err: ErrNoReadyPod,
+		return nil, &remote.Error{Kind: remote.Usage, Msg: fmt.Sprintf("%s has no pods", ref.describe()), Err: ErrNoReadyPod,
 			Hint: fmt.Sprintf("is it scaled to zero? (kubectl get %s -n %s)", ref.Kind+"/"+ref.Name, ref.Namespace)}
 	}
 	var ready []*corev1.Pod
@@ -70,7 +70,7 @@ func PodOf(ctx context.Context, cs kubernetes.Interface, ref Ref) (*corev1.Pod, 
 		states = append(states, p.Name+": "+podState(p))
 	}
 	if len(ready) == 0 {
-		return nil, &deploy.Error{Category: deploy.Cluster, Msg: fmt.Sprintf("no pod of %s is ready", ref.describe()), Err: ErrNoReadyPod,
+		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("no pod of %s is ready", ref.describe()), Err: ErrNoReadyPod,
 			Hint:   fmt.Sprintf("look closer with kubectl describe pods -n %s -l %s", ref.Namespace, sel),
 			Detail: strings.Join(states, "\n")}
 	}
@@ -234,7 +234,7 @@ func Env(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, containe
 				continue
 			}
 			if !ok {
-				return nil, &deploy.Error{Category: deploy.Cluster, Msg: fmt.Sprintf("env %s of container %q: ConfigMap %q in namespace %q has no key %q", e.Name, c.Name, ref.Name, pod.Namespace, ref.Key),
+				return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("env %s of container %q: ConfigMap %q in namespace %q has no key %q", e.Name, c.Name, ref.Name, pod.Namespace, ref.Key),
 					Hint: "the pod could not start like this today: fix the ConfigMap or the workload"}
 			}
 			v.Value = x
@@ -254,7 +254,7 @@ func Env(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, containe
 				continue
 			}
 			if !ok {
-				return nil, &deploy.Error{Category: deploy.Cluster, Msg: fmt.Sprintf("env %s of container %q: Secret %q in namespace %q has no key %q", e.Name, c.Name, ref.Name, pod.Namespace, ref.Key),
+				return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("env %s of container %q: Secret %q in namespace %q has no key %q", e.Name, c.Name, ref.Name, pod.Namespace, ref.Key),
 					Hint: "the pod could not start like this today: fix the Secret or the workload"}
 			}
 			v.Value = string(x)
@@ -347,7 +347,7 @@ func (r *envResolver) configMap(name string, opt *bool) (*corev1.ConfigMap, erro
 	case apierrors.IsNotFound(err) && optional(opt):
 		cm = nil
 	case apierrors.IsNotFound(err):
-		return nil, &deploy.Error{Category: deploy.Cluster, Msg: fmt.Sprintf("the ConfigMap %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
+		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the ConfigMap %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
 			Hint: "the pod could not start like this today: create the ConfigMap or fix the workload"}
 	case err != nil:
 		return nil, apiError(r.ctx, "get", "configmaps", r.pod.Namespace, name, err)
@@ -365,7 +365,7 @@ func (r *envResolver) secret(name string, opt *bool) (*corev1.Secret, error) {
 	case apierrors.IsNotFound(err) && optional(opt):
 		s = nil
 	case apierrors.IsNotFound(err):
-		return nil, &deploy.Error{Category: deploy.Cluster, Msg: fmt.Sprintf("the Secret %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
+		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the Secret %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
 			Hint: "the pod could not start like this today: create the Secret or fix the workload"}
 	case err != nil:
 		return nil, apiError(r.ctx, "get", "secrets", r.pod.Namespace, name, err)
@@ -565,12 +565,12 @@ func (r *envResolver) resourceValue(c *corev1.Container, fs *corev1.ResourceFiel
 func (r *envResolver) allocatable(res corev1.ResourceName, container string) (resource.Quantity, error) {
 	if r.node == nil {
 		if r.pod.Spec.NodeName == "" {
-			return resource.Quantity{}, &deploy.Error{Category: deploy.Cluster,
+			return resource.Quantity{}, &remote.Error{Kind: remote.Cluster,
 				Msg: fmt.Sprintf("container %q of pod %q has no %s limit, which means its node's allocatable, and the pod is on no node yet", container, r.pod.Name, res)}
 		}
 		n, err := r.cs.CoreV1().Nodes().Get(r.ctx, r.pod.Spec.NodeName, metav1.GetOptions{})
 		if apierrors.IsForbidden(err) {
-			return resource.Quantity{}, &deploy.Error{Category: deploy.Access, Err: err,
+			return resource.Quantity{}, &remote.Error{Kind: remote.Access, Err: err,
 				Msg:  fmt.Sprintf("container %q of pod %q has no %s limit, which means its node's allocatable, and you may not read node %q", container, r.pod.Name, res, r.pod.Spec.NodeName),
 				Hint: "set the limit on the workload, or ask a cluster admin for get on nodes"}
 		}

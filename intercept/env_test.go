@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote"
 )
 
 // The kubelet's own cases (third_party/forked/golang/expansion/expand_test.go).
@@ -235,25 +235,25 @@ func TestEnvErrors(t *testing.T) {
 	}
 	cs := envClient()
 	_, err := Env(ctx, cs, withEnv(cmKey("gone", "K")), "")
-	wantCategory(t, err, deploy.Cluster, `ConfigMap "gone" in namespace "shop"`, "does not exist")
+	wantKind(t, err, remote.Cluster, `ConfigMap "gone" in namespace "shop"`, "does not exist")
 	_, err = Env(ctx, cs, withEnv(cmKey("cfg", "NOPE")), "")
-	wantCategory(t, err, deploy.Cluster, `has no key "NOPE"`)
+	wantKind(t, err, remote.Cluster, `has no key "NOPE"`)
 	_, err = Env(ctx, cs, withEnv(secretKey("creds", "NOPE")), "")
-	wantCategory(t, err, deploy.Cluster, `Secret "creds" in namespace "shop" has no key "NOPE"`)
+	wantKind(t, err, remote.Cluster, `Secret "creds" in namespace "shop" has no key "NOPE"`)
 	_, err = Env(ctx, cs, withEnv(corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.hostname"}}}), "")
-	wantCategory(t, err, deploy.Usage, `unsupported fieldPath "spec.hostname"`)
+	wantKind(t, err, remote.Usage, `unsupported fieldPath "spec.hostname"`)
 	_, err = Env(ctx, cs, envPod(), "sidecar")
-	wantCategory(t, err, deploy.Usage, `pod "web-1" has no container "sidecar"`, "app")
+	wantKind(t, err, remote.Usage, `pod "web-1" has no container "sidecar"`, "app")
 
 	forbid(cs, "get", "secrets")
 	_, err = Env(ctx, cs, withEnv(secretKey("creds", "PASSWORD")), "")
-	wantCategory(t, err, deploy.Access, "no permission to get secrets creds in namespace shop")
+	wantKind(t, err, remote.Access, "no permission to get secrets creds in namespace shop")
 
 	// A missing limit means the node's allocatable; a user who may not read nodes is told.
 	cs = envClient()
 	forbid(cs, "get", "nodes")
 	_, err = Env(ctx, cs, withEnv(corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.ephemeral-storage"}}}), "")
-	wantCategory(t, err, deploy.Access, "no ephemeral-storage limit", "node's allocatable", "set the limit on the workload")
+	wantKind(t, err, remote.Access, "no ephemeral-storage limit", "node's allocatable", "set the limit on the workload")
 	// The API server's Service is optional to read.
 	forbid(cs, "get", "services")
 	if _, err := Env(ctx, cs, withEnv(corev1.EnvVar{Name: "X", Value: "y"}), ""); err != nil {
@@ -281,7 +281,7 @@ func TestEnvDefaultContainer(t *testing.T) {
 	}
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "side", Env: []corev1.EnvVar{{Name: "WHO", Value: "side"}}})
 	_, err := Env(ctx, cs, pod, "")
-	wantCategory(t, err, deploy.Usage, "which one?", "app, side")
+	wantKind(t, err, remote.Usage, "which one?", "app, side")
 	pod.Annotations[DefaultContainerAnnotation] = "side"
 	if w := who(pod, ""); w != "side" {
 		t.Errorf("annotated default: %s", w)
@@ -308,12 +308,12 @@ func TestPodOf(t *testing.T) {
 
 	cs = newClient(deployment("web", tmpl), pod("web-starting", false, 0))
 	_, err = PodOf(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "web"})
-	wantCategory(t, err, deploy.Cluster, `no pod of Deployment "web"`, "web-starting: Running")
+	wantKind(t, err, remote.Cluster, `no pod of Deployment "web"`, "web-starting: Running")
 	if !errors.Is(err, ErrNoReadyPod) {
 		t.Error("not ErrNoReadyPod")
 	}
 	cs = newClient(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl}})
 	_, err = PodOf(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "web"})
-	wantCategory(t, err, deploy.Usage, "has no pods", "scaled to zero")
+	wantKind(t, err, remote.Usage, "has no pods", "scaled to zero")
 }

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/remote"
 )
 
 // interceptNeeds is what a refusal's hint says the command takes: every request this
@@ -20,8 +21,8 @@ const interceptNeeds = "tp intercept needs, in the workload's namespace: get, li
 	"tp-intercept of tp's client-roles.yaml, bound there (kubectl create rolebinding USER-tp-intercept " +
 	"--clusterrole=tp-intercept --user=USER -n NAMESPACE)"
 
-func usage(msg, hint string) *deploy.Error {
-	return &deploy.Error{Category: deploy.Usage, Msg: msg, Hint: hint}
+func usage(msg, hint string) *remote.Error {
+	return &remote.Error{Kind: remote.Usage, Msg: msg, Hint: hint}
 }
 
 // apiError explains err, the API's answer to verb on resource (name in namespace; either
@@ -30,7 +31,7 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 	if err == nil {
 		return nil
 	}
-	if e, ok := errors.AsType[*deploy.Error](err); ok {
+	if e, ok := errors.AsType[*remote.Error](err); ok {
 		return e
 	}
 	what := verb + " " + resource
@@ -48,7 +49,7 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			cause = ue.Err
 		}
-		return &deploy.Error{Category: deploy.Unreachable, Msg: "cannot reach the Kubernetes API (" + what + ")",
+		return &remote.Error{Kind: remote.Unreachable, Msg: "cannot reach the Kubernetes API (" + what + ")",
 			Hint: "check your kubeconfig and context (kubectl cluster-info)", Err: cause}
 	}
 	if st, ok := errors.AsType[*apierrors.StatusError](err); ok {
@@ -56,15 +57,15 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 	}
 	switch {
 	case apierrors.IsUnauthorized(err):
-		return &deploy.Error{Category: deploy.Access, Msg: "the Kubernetes API rejected your credentials (" + what + ")",
+		return &remote.Error{Kind: remote.Access, Msg: "the Kubernetes API rejected your credentials (" + what + ")",
 			Hint: "your token or client certificate is wrong or expired: log in again, and check the context's user (kubectl config view --minify)", Err: err}
 	case apierrors.IsForbidden(err):
 		canI := "kubectl auth can-i " + verb + " " + resource
 		if namespace != "" {
 			canI += " -n " + namespace
 		}
-		return &deploy.Error{Category: deploy.Access, Msg: "no permission to " + what, Err: err,
+		return &remote.Error{Kind: remote.Access, Msg: "no permission to " + what, Err: err,
 			Hint: interceptNeeds + "; ask a cluster admin for them; check with: " + canI}
 	}
-	return &deploy.Error{Category: deploy.Internal, Msg: "cannot " + what, Err: err}
+	return &remote.Error{Kind: remote.Failed, Msg: "cannot " + what, Err: err}
 }

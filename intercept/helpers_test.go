@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote"
 )
 
 const ns = "shop"
@@ -106,14 +106,14 @@ func writes(cs *fake.Clientset) []string {
 	return out
 }
 
-func wantCategory(t *testing.T, err error, cat deploy.Category, wants ...string) {
+func wantKind(t *testing.T, err error, kind remote.Kind, wants ...string) {
 	t.Helper()
-	e, ok := errors.AsType[*deploy.Error](err)
+	e, ok := errors.AsType[*remote.Error](err)
 	if !ok {
-		t.Fatalf("got %T %v, want a *deploy.Error of category %s", err, err, cat)
+		t.Fatalf("got %T %v, want a *remote.Error of kind %s", err, err, kind)
 	}
-	if e.Category != cat {
-		t.Errorf("category %s, want %s: %v", e.Category, cat, err)
+	if e.Kind != kind {
+		t.Errorf("kind %s, want %s: %v", e.Kind, kind, err)
 	}
 	for _, w := range wants {
 		if !strings.Contains(err.Error(), w) {

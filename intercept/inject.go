@@ -20,8 +20,8 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote"
 )
 
 // AgentConfig is how the injected agent runs.
@@ -250,7 +250,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // conflictError explains an update that kept meeting newer versions of the object.
 func conflictError(ref Ref, err error) error {
 	if apierrors.IsConflict(err) {
-		return &deploy.Error{Category: deploy.Internal, Msg: fmt.Sprintf("%s kept changing while tp updated it", ref.describe()), Err: err,
+		return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("%s kept changing while tp updated it", ref.describe()), Err: err,
 			Hint: "something else updates it continuously (a controller, a GitOps tool): try again, or pause that"}
 	}
 	return err

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote"
 )
 
 var ctx = context.Background()
@@ -392,7 +392,7 @@ func TestNumericTargetPortSharedService(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "api-canary-x", Namespace: ns, Labels: canary.Labels}}
 	cs := newClient(stable, can, pod, service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080))))
 	_, err := Resolve(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "api"}, "80")
-	wantCategory(t, err, deploy.Usage, `also selects pod "api-canary-x"`, "give the container port a name")
+	wantKind(t, err, remote.Usage, `also selects pod "api-canary-x"`, "give the container port a name")
 }
 
 func TestRestoreKeepsOthersServiceEdits(t *testing.T) {
@@ -440,7 +440,7 @@ func TestRestoreWorkloadDeletedWhileInjected(t *testing.T) {
 		t.Errorf("service not restored: %+v %v", s.Spec.Ports, s.Labels)
 	}
 	_, err = Restore(ctx, cs, refs[0], false)
-	wantCategory(t, err, deploy.Usage, `there is no Deployment "api"`)
+	wantKind(t, err, remote.Usage, `there is no Deployment "api"`)
 }
 
 func TestInjectStatefulSet(t *testing.T) {
@@ -545,7 +545,7 @@ func TestReplicaSetOfADeploymentIsRefused(t *testing.T) {
 	ref, _ := ParseRef(ns, "rs/web-6d4f")
 	tg := resolve(t, cs, ref, "")
 	_, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
-	wantCategory(t, err, deploy.Usage, `belongs to Deployment "web"`, "intercept deployment/web")
+	wantKind(t, err, remote.Usage, `belongs to Deployment "web"`, "intercept deployment/web")
 }
 
 func TestInjectDryRunChangesNothing(t *testing.T) {
@@ -632,7 +632,7 @@ func TestInjectForbidden(t *testing.T) {
 	tg := resolve(t, cs, ref, "")
 	forbid(cs, "update", "deployments")
 	_, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
-	wantCategory(t, err, deploy.Access, "no permission to update deployments.apps web in namespace shop",
+	wantKind(t, err, remote.Access, "no permission to update deployments.apps web in namespace shop",
 		"update on deployments", "services", "kubectl auth can-i update deployments.apps -n shop")
 
 	cs = newClient(deployment("api", appTemplate("api")), service("api", map[string]string{"app": "api"}, svcPort("web", 80, intstr.FromInt32(8080))))
@@ -640,18 +640,18 @@ func TestInjectForbidden(t *testing.T) {
 	tg = resolve(t, cs, ref, "")
 	forbid(cs, "update", "services")
 	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
-	wantCategory(t, err, deploy.Access, "no permission to update services api in namespace shop")
+	wantKind(t, err, remote.Access, "no permission to update services api in namespace shop")
 }
 
 func TestCheckAllowed(t *testing.T) {
 	cs := newClient(namespaceObj("locked", map[string]string{DenyAnnotation: "deny"}))
 	err := CheckAllowed(ctx, cs, "locked")
-	wantCategory(t, err, deploy.Usage, `intercepts are not allowed in namespace "locked"`, "tp.dev/intercept=deny",
+	wantKind(t, err, remote.Usage, `intercepts are not allowed in namespace "locked"`, "tp.dev/intercept=deny",
 		"kubectl annotate namespace locked tp.dev/intercept-")
 	if err := CheckAllowed(ctx, cs, ns); err != nil {
 		t.Errorf("unannotated namespace: %v", err)
 	}
-	wantCategory(t, CheckAllowed(ctx, cs, "nope"), deploy.Usage, `namespace "nope" does not exist`)
+	wantKind(t, CheckAllowed(ctx, cs, "nope"), remote.Usage, `namespace "nope" does not exist`)
 
 	// Inject checks it too.
 	d := deployment("web", appTemplate("web"))
@@ -659,7 +659,7 @@ func TestCheckAllowed(t *testing.T) {
 	cs = newClient(namespaceObj("locked", map[string]string{DenyAnnotation: "deny"}), d)
 	_, err = Inject(ctx, cs, Ref{Namespace: "locked", Kind: Deployment, Name: "web"}, testAgent,
 		[]Target{{Service: "web", ServicePort: 80, TargetPortName: "http", AppPort: 8080}}, true)
-	wantCategory(t, err, deploy.Usage, "not allowed")
+	wantKind(t, err, remote.Usage, "not allowed")
 
 	// Users who may not read namespaces are not refused.
 	forbid(cs, "get", "namespaces")
@@ -684,23 +684,23 @@ func TestResolveErrors(t *testing.T) {
 	ref := func(name string) Ref { return Ref{Namespace: ns, Kind: "Deployment", Name: name} }
 
 	_, err := Resolve(ctx, cs, ref("wbe"), "")
-	wantCategory(t, err, deploy.Usage, `there is no Deployment "wbe" in namespace "shop"`, "the Deployments there: admin, lonely, web")
+	wantKind(t, err, remote.Usage, `there is no Deployment "wbe" in namespace "shop"`, "the Deployments there: admin, lonely, web")
 	_, err = Resolve(ctx, cs, ref("cache"), "")
-	wantCategory(t, err, deploy.Usage, "there is a StatefulSet of that name: intercept statefulset/cache")
+	wantKind(t, err, remote.Usage, "there is a StatefulSet of that name: intercept statefulset/cache")
 	_, err = Resolve(ctx, cs, ref("lonely"), "")
-	wantCategory(t, err, deploy.Usage, `no Service in namespace "shop" selects the pods of Deployment "lonely"`, "kubectl expose deployment/lonely")
+	wantKind(t, err, remote.Usage, `no Service in namespace "shop" selects the pods of Deployment "lonely"`, "kubectl expose deployment/lonely")
 	_, err = Resolve(ctx, cs, ref("web"), "")
-	wantCategory(t, err, deploy.Usage, "which port of", "web:80 (http) → pod port http (8080)", "web:9090 (metrics)", "--port")
+	wantKind(t, err, remote.Usage, "which port of", "web:80 (http) → pod port http (8080)", "web:9090 (metrics)", "--port")
 	_, err = Resolve(ctx, cs, ref("web"), "8081")
-	wantCategory(t, err, deploy.Usage, `no port "8081" leads to the pods`, "web:9090 (metrics) → pod port metrics (9090)")
+	wantKind(t, err, remote.Usage, `no port "8081" leads to the pods`, "web:9090 (metrics) → pod port metrics (9090)")
 	_, err = Resolve(ctx, cs, ref("web"), "dns")
-	wantCategory(t, err, deploy.Usage, "intercepts carry TCP only")
+	wantKind(t, err, remote.Usage, "intercepts carry TCP only")
 	_, err = Resolve(ctx, cs, ref("web"), "nope/80")
-	wantCategory(t, err, deploy.Usage, `Service "nope" does not select`, "web, web-public")
+	wantKind(t, err, remote.Usage, `Service "nope" does not select`, "web, web-public")
 	_, err = Resolve(ctx, cs, ref("admin"), "")
-	wantCategory(t, err, deploy.Usage, "cannot reach the pods", `targetPort "admin-http"`)
+	wantKind(t, err, remote.Usage, "cannot reach the pods", `targetPort "admin-http"`)
 	_, err = Resolve(ctx, cs, Ref{Namespace: ns, Kind: "DaemonSet", Name: "x"}, "")
-	wantCategory(t, err, deploy.Usage, "tp intercepts Deployments, StatefulSets and ReplicaSets")
+	wantKind(t, err, remote.Usage, "tp intercepts Deployments, StatefulSets and ReplicaSets")
 
 	// Two Services on the same named port are one intercept: the agent takes both.
 	tg, err := Resolve(ctx, cs, ref("web"), "80")
@@ -718,7 +718,7 @@ func TestResolveErrors(t *testing.T) {
 
 	forbid(cs, "list", "services")
 	_, err = Resolve(ctx, cs, ref("web"), "")
-	wantCategory(t, err, deploy.Access, "no permission to list services in namespace shop")
+	wantKind(t, err, remote.Access, "no permission to list services in namespace shop")
 }
 
 func TestParseRef(t *testing.T) {
@@ -739,7 +739,7 @@ func TestParseRef(t *testing.T) {
 	}
 	for _, in := range []string{"ds/x", "deploy/", "deploy/Web", ""} {
 		_, err := ParseRef(ns, in)
-		wantCategory(t, err, deploy.Usage)
+		wantKind(t, err, remote.Usage)
 	}
 }
 
@@ -827,15 +827,15 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	cs := newClient(deployment("h", host), deployment("f", foreign))
 	tg := []Target{{Service: "s", ServicePort: 80, TargetPortName: "http", AppPort: 8080}}
 	_, err := Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "h"}, testAgent, tg, false)
-	wantCategory(t, err, deploy.Usage, "node's network")
+	wantKind(t, err, remote.Usage, "node's network")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, tg, false)
-	wantCategory(t, err, deploy.Usage, `already has a container named "tp-agent"`)
+	wantKind(t, err, remote.Usage, `already has a container named "tp-agent"`)
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, AgentConfig{Image: "x", ManagerAddress: "nope", TokenAudience: "a", CABundle: testAgent.CABundle}, tg, false)
-	wantCategory(t, err, deploy.Usage, "not host:port")
+	wantKind(t, err, remote.Usage, "not host:port")
 	noCA := testAgent
 	noCA.CABundle = ""
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, noCA, tg, false)
-	wantCategory(t, err, deploy.Usage, "the CA bundle for the agent is not usable")
+	wantKind(t, err, remote.Usage, "the CA bundle for the agent is not usable")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, nil, false)
-	wantCategory(t, err, deploy.Usage, "no port to intercept")
+	wantKind(t, err, remote.Usage, "no port to intercept")
 }

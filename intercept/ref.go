@@ -6,14 +6,13 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tpdev/tp/remote"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/tpdev/tp/deploy"
 )
 
 // Workload kinds tp can intercept.
@@ -208,7 +207,7 @@ func workloadNames(ctx context.Context, cs kubernetes.Interface, namespace, kind
 // notFound explains a missing workload: the workloads of that kind there are, and the
 // other kinds that carry the name.
 func notFound(ctx context.Context, cs kubernetes.Interface, ref Ref) error {
-	e := &deploy.Error{Category: deploy.Usage, Msg: fmt.Sprintf("there is no %s", ref.describe())}
+	e := &remote.Error{Kind: remote.Usage, Msg: fmt.Sprintf("there is no %s", ref.describe())}
 	for _, kind := range []string{Deployment, StatefulSet, ReplicaSet} {
 		if kind == ref.Kind {
 			continue

@@ -298,7 +298,7 @@ func (d *SOCKSDialer) proxyDialError(ctx context.Context, t socksTargetAddr, err
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &remote.Error{Kind: remote.TunnelDown,
-			Msg: fmt.Sprintf("dialing %s: tp's proxy at %s is not running (is `tp connect` running?)", t.address, d.Proxy), Err: err}
+			Msg: fmt.Sprintf("dialing %s: tp's proxy at %s is not running (is `tp connect` running?)", t.address, d.Proxy)}
 	case ctx.Err() != nil:
 		return d.handshakeError(ctx, t, err)
 	}
@@ -310,7 +310,7 @@ func (d *SOCKSDialer) proxyDialError(ctx context.Context, t socksTargetAddr, err
 			Msg: fmt.Sprintf("dialing %s: no answer from tp's proxy at %s", t.address, d.Proxy), Err: err}
 	}
 	return &remote.Error{Kind: remote.Failed,
-		Msg: fmt.Sprintf("dialing %s: reaching tp's proxy at %s: %v", t.address, d.Proxy, err), Err: err}
+		Msg: fmt.Sprintf("dialing %s: reaching tp's proxy at %s", t.address, d.Proxy), Err: err}
 }
 
 // handshakeError explains an I/O failure (or ctx ending) during the handshake.
@@ -325,13 +325,13 @@ func (d *SOCKSDialer) handshakeError(ctx context.Context, t socksTargetAddr, err
 			Msg: fmt.Sprintf("dialing %s: no answer from tp's proxy at %s in time", t.address, d.Proxy), Err: err}
 	case ctx.Err() != nil:
 		return &remote.Error{Kind: remote.Failed,
-			Msg: fmt.Sprintf("dialing %s via tp's proxy %s: %v", t.address, d.Proxy, ctx.Err()), Err: ctx.Err()}
+			Msg: fmt.Sprintf("dialing %s via tp's proxy %s", t.address, d.Proxy), Err: ctx.Err()}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		return &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: tp's proxy at %s closed the connection during the SOCKS5 handshake", t.address, d.Proxy), Err: err}
 	}
 	return &remote.Error{Kind: remote.Failed,
-		Msg: fmt.Sprintf("dialing %s: talking to tp's proxy at %s: %v", t.address, d.Proxy, err), Err: err}
+		Msg: fmt.Sprintf("dialing %s: talking to tp's proxy at %s", t.address, d.Proxy), Err: err}
 }
 
 // replyError turns a SOCKS5 failure reply into the remote.Error tp's server derived it
@@ -386,7 +386,7 @@ func (d *SOCKSDialer) associate(ctx context.Context, network string, t socksTarg
 			return nil, err
 		}
 		return nil, &remote.Error{Kind: remote.Failed,
-			Msg: fmt.Sprintf("dialing %s: reaching the UDP relay %s of tp's proxy %s: %v", t.address, relay, d.Proxy, err), Err: err}
+			Msg: fmt.Sprintf("dialing %s: reaching the UDP relay %s of tp's proxy %s", t.address, relay, d.Proxy), Err: err}
 	}
 	c := &socksUDPConn{
 		d:        d,

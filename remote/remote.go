@@ -41,31 +41,50 @@ type Resolver interface {
 	Query(ctx context.Context, name string, qtype uint16) ([]byte, error)
 }
 
-// Kind says what went wrong with a remote operation, in terms a user can act on.
+// Kind says what went wrong, in terms a user can act on, and so who can fix it. It is tp's
+// one error taxonomy: the tunnel, the front ends, install and intercept all speak it, and
+// each edge maps it once (a SOCKS reply, an HTTP status, a DNS rcode, an exit code).
 type Kind int
 
 const (
-	// Failed is any other failure.
+	// Failed is any other failure: an answer tp does not know how to explain.
 	Failed Kind = iota
 	// Refused: the destination exists but nothing listens on the port.
 	Refused
 	// NoSuchHost: the cluster has no such name.
 	NoSuchHost
-	// Unreachable: no route to the address (e.g. a pod IP that no pod has).
+	// Unreachable: no route to the address (e.g. a pod IP that no pod has), or the
+	// Kubernetes API cannot be reached (kubeconfig, context, network, TLS).
 	Unreachable
-	// Timeout: the destination did not answer in time.
+	// Timeout: the destination (or the cluster) did not get there in time.
 	Timeout
 	// TunnelDown: the tunnel to the cluster is not up (it may be reconnecting).
 	TunnelDown
 	// Forbidden: tp's dial policy does not let the manager dial the destination (outside
 	// the cluster's ranges and names, or never dialed: link-local, loopback).
 	Forbidden
+	// Usage: what the user typed or chose is wrong (a flag, a name, a port, a missing
+	// object where the command points).
+	Usage
+	// Access: the credentials are rejected, or RBAC does not grant what is needed.
+	Access
+	// Image: the manager image is not available to the cluster's nodes.
+	Image
+	// Crash: the manager starts and exits, or is killed.
+	Crash
+	// Cluster: the cluster refuses (admission, quota, a failed rollout, a terminating
+	// namespace).
+	Cluster
+	// NotInstalled: there is no tp install where the command points.
+	NotInstalled
 )
 
 var kindNames = map[Kind]string{
 	Failed: "failed", Refused: "connection refused", NoSuchHost: "no such host",
 	Unreachable: "unreachable", Timeout: "timed out", TunnelDown: "tunnel down",
-	Forbidden: "not allowed by tp's dial policy",
+	Forbidden: "not allowed by tp's dial policy", Usage: "bad input", Access: "access denied",
+	Image: "image not available", Crash: "crashed", Cluster: "refused by the cluster",
+	NotInstalled: "not installed",
 }
 
 func (k Kind) String() string {
@@ -75,22 +94,51 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", int(k))
 }
 
-// Error is a remote failure of a known kind. Msg is the full user-facing text, e.g.
-// `no service "web-ap" in namespace "default"`.
+// UserFault reports whether the user can fix the failure on their side: what they typed,
+// their kubeconfig, their rights, the image they named. The other kinds point at the
+// destination, the cluster or tp.
+func (k Kind) UserFault() bool {
+	switch k {
+	case Usage, Unreachable, Access, Image, NotInstalled:
+		return true
+	}
+	return false
+}
+
+// Error is a failure of a known kind, explained: what happened (Msg names the thing, e.g.
+// `no service "web-ap" in namespace "default"`, and Err is the cause, shown after it), what
+// to do (Hint), and evidence (Detail: pod status, events, log lines).
 type Error struct {
-	Kind Kind
-	Msg  string
-	Err  error // the underlying error, if any
+	Kind   Kind
+	Msg    string
+	Hint   string
+	Detail string
+	Err    error
 }
 
 func (e *Error) Error() string {
-	if e.Msg != "" {
-		return e.Msg
+	var b strings.Builder
+	switch {
+	case e.Msg != "" && e.Err != nil:
+		b.WriteString(e.Msg + ": " + e.Err.Error())
+	case e.Msg != "":
+		b.WriteString(e.Msg)
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString(e.Kind.String())
 	}
-	if e.Err != nil {
-		return e.Kind.String() + ": " + e.Err.Error()
+	if e.Hint != "" {
+		b.WriteString("; ")
+		b.WriteString(e.Hint)
 	}
-	return e.Kind.String()
+	if d := strings.TrimRight(e.Detail, "\n"); d != "" {
+		for line := range strings.SplitSeq(d, "\n") {
+			b.WriteString("\n  ")
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -103,12 +151,14 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels for errors.Is.
 var (
-	ErrRefused     = &Error{Kind: Refused}
-	ErrNoSuchHost  = &Error{Kind: NoSuchHost}
-	ErrUnreachable = &Error{Kind: Unreachable}
-	ErrTimeout     = &Error{Kind: Timeout}
-	ErrTunnelDown  = &Error{Kind: TunnelDown}
-	ErrForbidden   = &Error{Kind: Forbidden}
+	ErrRefused      = &Error{Kind: Refused}
+	ErrNoSuchHost   = &Error{Kind: NoSuchHost}
+	ErrUnreachable  = &Error{Kind: Unreachable}
+	ErrTimeout      = &Error{Kind: Timeout}
+	ErrTunnelDown   = &Error{Kind: TunnelDown}
+	ErrForbidden    = &Error{Kind: Forbidden}
+	ErrUsage        = &Error{Kind: Usage}
+	ErrNotInstalled = &Error{Kind: NotInstalled}
 )
 
 // KindOf returns the kind of err: that of the first *Error in its chain, Timeout for
@@ -125,9 +175,20 @@ func KindOf(err error) Kind {
 	return Failed
 }
 
-// Errorf makes an *Error of kind k with a formatted message.
+// Errorf makes an *Error of kind k with a formatted message; a %w verb keeps its cause.
 func Errorf(k Kind, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
+	return &Error{Kind: k, Err: fmt.Errorf(format, args...)}
+}
+
+// UsageError marks err as the user's to fix by changing what they typed or chose.
+func UsageError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := errors.AsType[*Error](err); ok && e.Kind.UserFault() {
+		return err
+	}
+	return &Error{Kind: Usage, Err: err}
 }
 
 // NoSuchHostError is the error for a name the cluster does not know, worded as the user would

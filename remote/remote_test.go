@@ -96,3 +96,23 @@ func TestSpliceAbortsOnAReset(t *testing.T) {
 		t.Fatal("a reset on one side reached the other as a clean EOF")
 	}
 }
+
+func TestErrorText(t *testing.T) {
+	e := &Error{Kind: Crash, Msg: "the manager crashed", Err: errors.New("exit 2"), Hint: "report it", Detail: "line 1\nline 2\n"}
+	if got, want := e.Error(), "the manager crashed: exit 2; report it\n  line 1\n  line 2"; got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	wrapped := fmt.Errorf("tp: %w", &Error{Kind: NotInstalled, Msg: "tp is not installed"})
+	if !errors.Is(wrapped, ErrNotInstalled) || KindOf(wrapped) != NotInstalled {
+		t.Fatal("a wrapped NotInstalled error is not ErrNotInstalled")
+	}
+	if errors.Is(e, ErrNotInstalled) || KindOf(errors.New("x")) != Failed {
+		t.Fatal("only NotInstalled errors are ErrNotInstalled; plain errors are Failed")
+	}
+	for cat, user := range map[Kind]bool{Usage: true, Unreachable: true, Access: true, Image: true, NotInstalled: true,
+		Crash: false, Cluster: false, Timeout: false, Failed: false} {
+		if cat.UserFault() != user {
+			t.Errorf("%s: UserFault %t, want %t", cat, cat.UserFault(), user)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/laptop/session"
@@ -133,16 +134,16 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 		allowOthers: c.Bool("allow-other-users"),
 	}
 	if o.name == "" || strings.ContainsAny(o.name, `/\. `) {
-		return o, userErrorf("--name %q: use letters, digits and dashes", o.name)
+		return o, remote.Errorf(remote.Usage, "--name %q: use letters, digits and dashes", o.name)
 	}
 	listen, err := netip.ParseAddrPort(o.listen)
 	if err != nil {
-		return o, userErrorf("--listen %q: want IP:PORT, e.g. 127.0.0.1:1080", o.listen)
+		return o, remote.Errorf(remote.Usage, "--listen %q: want IP:PORT, e.g. 127.0.0.1:1080", o.listen)
 	}
 	if o.credsFile = c.String(credentialsFileFlag); o.credsFile != "" {
 		// Absolute, so that the daemon reads this file wherever it starts.
 		if o.credsFile, err = filepath.Abs(o.credsFile); err != nil {
-			return o, userErrorf("--%s: %w", credentialsFileFlag, err)
+			return o, remote.Errorf(remote.Usage, "--%s: %w", credentialsFileFlag, err)
 		}
 	}
 	if o.creds, err = proxyCredentials(o.credsFile, os.Getenv(credentialsEnv)); err != nil {
@@ -154,19 +155,19 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 	if o.dnsListen != "" {
 		dl, err := netip.ParseAddrPort(o.dnsListen)
 		if err != nil {
-			return o, userErrorf("--dns-listen %q: want IP:PORT, e.g. 127.0.0.1:1053", o.dnsListen)
+			return o, remote.Errorf(remote.Usage, "--dns-listen %q: want IP:PORT, e.g. 127.0.0.1:1053", o.dnsListen)
 		}
 		if !dl.Addr().Unmap().IsLoopback() {
 			// DNS has no way to ask for credentials: elsewhere it would tell anyone on the
 			// network the cluster's names and resolve through this machine.
-			return o, userErrorf("--dns-listen %s is reachable from other machines, and DNS cannot ask for credentials: use a loopback address, e.g. 127.0.0.1:1053", o.dnsListen)
+			return o, remote.Errorf(remote.Usage, "--dns-listen %s is reachable from other machines, and DNS cannot ask for credentials: use a loopback address, e.g. 127.0.0.1:1053", o.dnsListen)
 		}
 	}
 	if o.transport, err = portforward.ParseTransport(c.String("transport")); err != nil {
-		return o, userErrorf("--transport: %v", err)
+		return o, remote.Errorf(remote.Usage, "--transport: %v", err)
 	}
 	if o.lanes = c.Int("lanes"); o.lanes < 1 || o.lanes > maxLanes {
-		return o, userErrorf("--lanes %d: want 1 to %d", o.lanes, maxLanes)
+		return o, remote.Errorf(remote.Usage, "--lanes %d: want 1 to %d", o.lanes, maxLanes)
 	}
 	for _, f := range []struct {
 		flag string
@@ -175,7 +176,7 @@ func parseConnectOptions(c *cli.Context) (connectOptions, error) {
 		for _, s := range c.StringSlice(f.flag) {
 			p, err := netip.ParsePrefix(s)
 			if err != nil {
-				return o, userErrorf("--%s %q: want a CIDR, e.g. 10.0.0.0/8", f.flag, s)
+				return o, remote.Errorf(remote.Usage, "--%s %q: want a CIDR, e.g. 10.0.0.0/8", f.flag, s)
 			}
 			*f.dst = append(*f.dst, p.Masked())
 		}
@@ -190,7 +191,7 @@ func connect(c *cli.Context) error {
 	}
 	k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
 	if err != nil {
-		return userError(err)
+		return remote.UsageError(err)
 	}
 	// A running session for the same cluster and namespace is reused.
 	if info, err := control.Status(c.Context, o.name); err == nil {
@@ -202,7 +203,7 @@ func connect(c *cli.Context) error {
 			printExports(c.App.Writer, info.Listen)
 			return nil
 		}
-		return userErrorf("session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
+		return remote.Errorf(remote.Usage, "session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
 			o.name, info.Context, info.Namespace)
 	}
 	if c.Bool("foreground") {

@@ -14,6 +14,7 @@ import (
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/localproxy/peer"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
@@ -38,7 +39,7 @@ func openConnection(ctx context.Context, o connectOptions, k *kube, log *slog.Lo
 	// Listen before connecting: a taken port is the user's to fix, and fails fast.
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return nil, userErrorf("cannot listen on %s (%v): another tp session or program has it? choose another with --listen", o.listen, err)
+		return nil, remote.Errorf(remote.Usage, "cannot listen on %s (%v): another tp session or program has it? choose another with --listen", o.listen, err)
 	}
 	dnsUDP, dnsTCP, err := listenDNS(o.dnsListen)
 	if err != nil {
@@ -90,7 +91,7 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return nil, nil, userErrorf("cannot listen on %s/udp for DNS (%v): choose another with --dns-listen", addr, err)
+			return nil, nil, remote.Errorf(remote.Usage, "cannot listen on %s/udp for DNS (%v): choose another with --dns-listen", addr, err)
 		}
 		ln, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
@@ -98,7 +99,7 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 		}
 		pc.Close()
 		if fixed || try == 10 {
-			return nil, nil, userErrorf("cannot listen on %s/tcp for DNS (%v): choose another with --dns-listen", addr, err)
+			return nil, nil, remote.Errorf(remote.Usage, "cannot listen on %s/tcp for DNS (%v): choose another with --dns-listen", addr, err)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote"
 )
 
 // credentialsEnv holds the proxy's USER:PASSWORD. It is preferred to a file and there is no
@@ -32,7 +33,7 @@ func proxyCredentials(file, env string) (*localproxy.Credentials, error) {
 	if file != "" {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, userErrorf("--%s: %w", credentialsFileFlag, err)
+			return nil, remote.Errorf(remote.Usage, "--%s: %w", credentialsFileFlag, err)
 		}
 		s := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
 		return parseCredentials(fmt.Sprintf("--%s %s", credentialsFileFlag, file), s)
@@ -48,14 +49,14 @@ func proxyCredentials(file, env string) (*localproxy.Credentials, error) {
 func parseCredentials(source, s string) (*localproxy.Credentials, error) {
 	user, password, ok := strings.Cut(s, ":")
 	if !ok {
-		return nil, userErrorf("%s: want user:password, and there is no \":\"", source)
+		return nil, remote.Errorf(remote.Usage, "%s: want user:password, and there is no \":\"", source)
 	}
 	if strings.ContainsAny(s, "\r\n") {
-		return nil, userErrorf("%s: want user:password on one line", source)
+		return nil, remote.Errorf(remote.Usage, "%s: want user:password on one line", source)
 	}
 	c := &localproxy.Credentials{User: user, Password: password}
 	if err := c.Validate(); err != nil {
-		return nil, userErrorf("%s: %w", source, err)
+		return nil, remote.Errorf(remote.Usage, "%s: %w", source, err)
 	}
 	return c, nil
 }
@@ -66,7 +67,7 @@ func requireCredentials(listen string, addr netip.AddrPort, creds *localproxy.Cr
 	if creds != nil || addr.Addr().Unmap().IsLoopback() {
 		return nil
 	}
-	return userErrorf("--listen %s is reachable from other machines: set %s=user:password (or --%s) so that the proxy asks for them",
+	return remote.Errorf(remote.Usage, "--listen %s is reachable from other machines: set %s=user:password (or --%s) so that the proxy asks for them",
 		listen, credentialsEnv, credentialsFileFlag)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote"
 )
 
 func installCommand() *cli.Command {
@@ -49,19 +50,19 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 			if c.Bool("dry-run") {
 				out, err := deploy.Render(opts)
 				if err != nil {
-					return deployError(err)
+					return err
 				}
 				_, err = c.App.Writer.Write(out)
 				return err
 			}
 			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
 			if err != nil {
-				return userError(err)
+				return remote.UsageError(err)
 			}
 			start := time.Now()
 			inst, err := deploy.Install(c.Context, k.cfg, opts)
 			if err != nil {
-				return deployError(err)
+				return err
 			}
 			fmt.Fprintf(c.App.ErrWriter, "tp: traffic manager %s ready in namespace %q of context %q (pod %s, %s)\n",
 				inst.Image, inst.Namespace, k.context, inst.Pod, time.Since(start).Round(100*time.Millisecond))
@@ -84,7 +85,7 @@ func uninstallCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
 			if err != nil {
-				return userError(err)
+				return remote.UsageError(err)
 			}
 			opts := deploy.Options{Namespace: c.String("namespace"), Timeout: c.Duration("timeout"), Log: c.App.ErrWriter}
 			// The agents first: every workload gets its own pod template back.
@@ -94,29 +95,21 @@ func uninstallCommand() *cli.Command {
 			}
 			refs, err := intercept.Injected(c.Context, cs, "")
 			if err != nil {
-				return deployError(err)
+				return err
 			}
 			for _, ref := range refs {
 				if _, err := intercept.Restore(c.Context, cs, ref, false); err != nil {
-					return deployError(err)
+					return err
 				}
 				fmt.Fprintf(c.App.ErrWriter, "tp: restored %s %s/%s (agent removed)\n", ref.Kind, ref.Namespace, ref.Name)
 			}
 			if err := deploy.Uninstall(c.Context, k.cfg, opts); err != nil {
-				return deployError(err)
+				return err
 			}
 			fmt.Fprintf(c.App.ErrWriter, "tp: uninstalled from namespace %q of context %q\n", opts.Namespace, k.context)
 			return nil
 		},
 	}
-}
-
-// deployError keeps deploy's explanation and marks the user's faults as such.
-func deployError(err error) error {
-	if deploy.CategoryOf(err).UserFault() {
-		return userError(err)
-	}
-	return err
 }
 
 func kubeFlagsNoNamespace() []cli.Flag {

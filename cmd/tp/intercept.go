@@ -20,6 +20,7 @@ import (
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
@@ -55,22 +56,22 @@ away, the workload gets its traffic back within seconds.
 }
 
 // parsePort reads LOCAL[:REMOTE].
-func parsePort(s string) (local int, remote string, err error) {
+func parsePort(s string) (local int, target string, err error) {
 	l, r, _ := strings.Cut(s, ":")
 	local, err = strconv.Atoi(l)
 	if err != nil || local < 1 || local > 65535 {
-		return 0, "", userErrorf("--port %q: want LOCAL[:REMOTE], LOCAL a port number, e.g. --port 8080:80 or --port 8080:http", s)
+		return 0, "", remote.Errorf(remote.Usage, "--port %q: want LOCAL[:REMOTE], LOCAL a port number, e.g. --port 8080:80 or --port 8080:http", s)
 	}
 	return local, r, nil
 }
 
 func interceptAction(c *cli.Context) error {
 	if c.NArg() == 0 {
-		return userErrorf("name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
+		return remote.Errorf(remote.Usage, "name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
 	}
 	k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
 	if err != nil {
-		return userError(err)
+		return remote.UsageError(err)
 	}
 	ctx := c.Context
 	in, err := prepareIntercept(c, k, c.Args().First(), c.String("port"), c.String("name"), c.Bool("dry-run"))
@@ -126,7 +127,7 @@ func interceptAction(c *cli.Context) error {
 	cmd.Env = withEnv(os.Environ(), env)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return userErrorf("running %s: %v", cmdArgs[0], err)
+		return remote.Errorf(remote.Usage, "running %s: %v", cmdArgs[0], err)
 	}
 	return waitCommand(cmd)
 }
@@ -146,7 +147,7 @@ type pendingIntercept struct {
 // workload (or, with dryRun, prints what that changes and returns nil).
 func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryRun bool) (*pendingIntercept, error) {
 	if port == "" {
-		return nil, userErrorf("--port is required: tp intercept %s --port LOCAL[:REMOTE]", workload)
+		return nil, remote.Errorf(remote.Usage, "--port is required: tp intercept %s --port LOCAL[:REMOTE]", workload)
 	}
 	local, remotePort, err := parsePort(port)
 	if err != nil {
@@ -159,23 +160,23 @@ func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryR
 	ctx := c.Context
 	ref, err := intercept.ParseRef(k.namespace, workload)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	if err := intercept.CheckAllowed(ctx, cs, ref.Namespace); err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	mgrNS := c.String("manager-namespace")
 	inst, err := deploy.Status(ctx, k.cfg, mgrNS)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	ca, err := deploy.AgentCA(ctx, k.cfg, mgrNS)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	// The agent verifies the manager's certificate for the Service's name it dials.
 	agentCfg := intercept.AgentConfig{
@@ -186,7 +187,7 @@ func prepareIntercept(c *cli.Context, k *kube, workload, port, name string, dryR
 	}
 	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, dryRun)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	if dryRun {
 		printPlan(c.App.Writer, plan)
@@ -257,7 +258,7 @@ func ensureDaemon(c *cli.Context, k *kube, managerNS string) (string, error) {
 	o := connectOptions{kubeconfig: c.String("kubeconfig"), context: c.String("context"), namespace: k.namespace,
 		name: "default", listen: "127.0.0.1:1080", managerNS: managerNS, timeout: 30 * time.Second}
 	if info, err := control.Status(c.Context, o.name); err == nil {
-		return "", userErrorf("the connection %q is to context %q, namespace %q: tp quit it, or tp connect to this namespace with --name and --listen", o.name, info.Context, info.Namespace)
+		return "", remote.Errorf(remote.Usage, "the connection %q is to context %q, namespace %q: tp quit it, or tp connect to this namespace with --name and --listen", o.name, info.Context, info.Namespace)
 	}
 	if err := spawnDaemon(c, o, io.Discard); err != nil {
 		return "", err
@@ -268,7 +269,7 @@ func ensureDaemon(c *cli.Context, k *kube, managerNS string) (string, error) {
 func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, target *intercept.Target) ([]intercept.EnvVar, error) {
 	pod, err := intercept.PodOf(ctx, cs, ref)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	container := ""
 	for _, ctr := range pod.Spec.Containers {
@@ -287,7 +288,7 @@ func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, 
 func envOf(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, container string) ([]intercept.EnvVar, error) {
 	vars, err := intercept.Env(ctx, cs, pod, container)
 	if err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	return vars, nil
 }
@@ -298,7 +299,7 @@ func writeEnv(path string, env []intercept.EnvVar, write func(io.Writer, []inter
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600) // it may hold secrets
 	if err != nil {
-		return userErrorf("writing the environment: %v", err)
+		return remote.Errorf(remote.Usage, "writing the environment: %v", err)
 	}
 	if err := write(f, env); err != nil {
 		f.Close()
@@ -380,7 +381,7 @@ func leaveCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return userErrorf("name the intercept to end (tp list shows them): tp leave NAME")
+				return remote.Errorf(remote.Usage, "name the intercept to end (tp list shows them): tp leave NAME")
 			}
 			names, err := control.Names()
 			if err != nil {
@@ -392,7 +393,7 @@ func leaveCommand() *cli.Command {
 					return nil
 				}
 			}
-			return userErrorf("no running connection holds an intercept named %q (tp list shows them)", c.Args().First())
+			return remote.Errorf(remote.Usage, "no running connection holds an intercept named %q (tp list shows them)", c.Args().First())
 		},
 	}
 }
@@ -405,7 +406,7 @@ func listCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
 			if err != nil {
-				return userError(err)
+				return remote.UsageError(err)
 			}
 			ns := k.namespace
 			if c.Bool("all-namespaces") {
@@ -417,7 +418,7 @@ func listCommand() *cli.Command {
 			}
 			refs, err := intercept.Injected(c.Context, cs, ns)
 			if err != nil {
-				return deployError(err)
+				return err
 			}
 			// The daemon lists the grants this user may read and asks the manager which are
 			// live: the API server, not tp, decides which namespaces a developer sees.

@@ -23,6 +23,7 @@ import (
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/netstack"
 	"github.com/tpdev/tp/netstack/ns"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 )
@@ -87,25 +88,25 @@ func (e exitStatus) Error() string { return fmt.Sprintf("the command exited with
 func runAction(c *cli.Context) error {
 	args := c.Args().Slice()
 	if len(args) == 0 {
-		return userErrorf("name the command to run after --, e.g. tp run -- curl http://web-app/")
+		return remote.Errorf(remote.Usage, "name the command to run after --, e.g. tp run -- curl http://web-app/")
 	}
 	vif := c.String("vif")
 	if vif != "auto" && vif != "on" && vif != "off" {
-		return userErrorf("--vif %q: want auto, on or off", vif)
+		return remote.Errorf(remote.Usage, "--vif %q: want auto, on or off", vif)
 	}
 	transport, err := portforward.ParseTransport(c.String("transport"))
 	if err != nil {
-		return userErrorf("--transport: %v", err)
+		return remote.Errorf(remote.Usage, "--transport: %v", err)
 	}
 	k, err := loadKube(c.String("kubeconfig"), c.String("context"), c.String("namespace"))
 	if err != nil {
-		return userError(err)
+		return remote.UsageError(err)
 	}
 	useVIF := vif == "on"
 	if vif != "off" {
 		if why := ns.Supported(); why != nil {
 			if vif == "on" {
-				return userErrorf("--vif=on: %v", why)
+				return remote.Errorf(remote.Usage, "--vif=on: %v", why)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "tp: running without the VIF (proxy variables only): %v\n", why)
 		} else {
@@ -132,7 +133,7 @@ func runAction(c *cli.Context) error {
 		}
 		env = withEnv(os.Environ(), vars)
 	} else if c.String("port") != "" {
-		return userErrorf("--port goes with --intercept WORKLOAD")
+		return remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
 	}
 
 	// The running connection for this cluster and namespace, or one for this command (always
@@ -220,7 +221,7 @@ func runWithProxy(c *cli.Context, args, env []string, listen string, creds *loca
 	cmd.Env = proxyEnv(env, listen, creds)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return userErrorf("running %s: %v", args[0], err)
+		return remote.Errorf(remote.Usage, "running %s: %v", args[0], err)
 	}
 	if err := started(nil); err != nil {
 		_ = cmd.Process.Kill()

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
@@ -36,7 +37,7 @@ func statusCommand() *cli.Command {
 				info, err := control.Status(c.Context, n)
 				if err != nil {
 					if c.String("name") != "" {
-						return userErrorf("no connection named %q is running (tp connect --name %s starts one)", n, n)
+						return remote.Errorf(remote.Usage, "no connection named %q is running (tp connect --name %s starts one)", n, n)
 					}
 					continue
 				}
@@ -158,7 +159,7 @@ func quitCommand() *cli.Command {
 				fmt.Fprintf(c.App.ErrWriter, "tp: disconnected session %q\n", n)
 			}
 			if ended == 0 && !c.Bool("all") {
-				return userErrorf("no connection named %q is running", names[0])
+				return remote.Errorf(remote.Usage, "no connection named %q is running", names[0])
 			}
 			return nil
 		},

@@ -320,7 +320,7 @@ func streamError(err error) error {
 	case codes.Canceled:
 		return net.ErrClosed
 	case codes.Unavailable:
-		return &remote.Error{Kind: remote.TunnelDown, Msg: "the tunnel to the cluster broke", Err: err}
+		return &remote.Error{Kind: remote.TunnelDown, Msg: "the tunnel to the cluster broke"}
 	case codes.DeadlineExceeded:
 		return os.ErrDeadlineExceeded
 	}

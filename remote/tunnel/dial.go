@@ -35,7 +35,7 @@ func OpenFlow(ctx context.Context, s Stream, end func(), d *tunnelpb.Dial) (*Con
 	if err != nil {
 		end()
 		if ctx.Err() != nil {
-			return nil, &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("dial %s through the tunnel: %v", d.GetAddress(), ctx.Err()), Err: ctx.Err()}
+			return nil, &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("dial %s through the tunnel", d.GetAddress()), Err: ctx.Err()}
 		}
 		return nil, streamError(err)
 	}

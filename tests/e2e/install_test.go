@@ -27,6 +27,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote"
 )
 
 // managerImageEnv names the manager image the success paths install; make e2e passes the
@@ -56,7 +57,7 @@ func installNamespace(t *testing.T) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns}); err != nil && !errors.Is(err, deploy.ErrNotInstalled) {
+		if err := deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns}); err != nil && !errors.Is(err, remote.ErrNotInstalled) {
 			t.Errorf("cleanup: uninstall from %s: %v", ns, err)
 		}
 	})
@@ -72,19 +73,19 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// wantError checks that err is a *deploy.Error of category cat whose text has every want.
-func wantError(t *testing.T, err error, cat deploy.Category, wants ...string) *deploy.Error {
+// wantError checks that err is a *remote.Error of kind kind whose text has every want.
+func wantError(t *testing.T, err error, kind remote.Kind, wants ...string) *remote.Error {
 	t.Helper()
 	if err == nil {
-		t.Fatalf("got no error, want one of category %s", cat)
+		t.Fatalf("got no error, want one of kind %s", kind)
 	}
-	var e *deploy.Error
+	var e *remote.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("got %T %v, want a *deploy.Error of category %s", err, err, cat)
+		t.Fatalf("got %T %v, want a *remote.Error of kind %s", err, err, kind)
 	}
-	t.Logf("error (%s): %v", e.Category, err)
-	if e.Category != cat {
-		t.Errorf("category %s, want %s", e.Category, cat)
+	t.Logf("error (%s): %v", e.Kind, err)
+	if e.Kind != kind {
+		t.Errorf("kind %s, want %s", e.Kind, kind)
 	}
 	for _, w := range wants {
 		if !strings.Contains(err.Error(), w) {
@@ -108,7 +109,7 @@ func TestInstallLifecycle(t *testing.T) {
 		o := opts
 		o.Timeout = 200 * time.Millisecond // no pod starts and passes a probe that fast
 		_, err := deploy.Install(ctx, cfg, o)
-		wantError(t, err, deploy.Timeout, "not ready within 200ms", "pod tp-manager-", "kubectl -n "+ns+" describe pods")
+		wantError(t, err, remote.Timeout, "not ready within 200ms", "pod tp-manager-", "kubectl -n "+ns+" describe pods")
 	})
 
 	start := time.Now()
@@ -232,13 +233,13 @@ func TestInstallLifecycle(t *testing.T) {
 		o := opts
 		o.Image = WorkloadImage // exits 2 when given the manager's arguments
 		_, err := deploy.Install(ctx, cfg, o)
-		wantError(t, err, deploy.Crash, "exited with code 2", "| workload: give at least one of")
+		wantError(t, err, remote.Crash, "exited with code 2", "| workload: give at least one of")
 		st, err := deploy.Status(ctx, cfg, ns)
 		if err != nil {
 			t.Fatalf("status: %v", err)
 		}
 		t.Logf("status after a failed upgrade: %+v", st)
-		if st.Ready || st.Problem == nil || deploy.CategoryOf(st.Problem) != deploy.Crash || st.ReadyReplicas < 1 {
+		if st.Ready || st.Problem == nil || remote.KindOf(st.Problem) != remote.Crash || st.ReadyReplicas < 1 {
 			t.Errorf("status: want not ready (the new revision crashes), with a crash problem and the old pod still ready: %+v", st)
 		}
 		if p, err := cs.CoreV1().Pods(ns).Get(ctx, before.Pod, metav1.GetOptions{}); err != nil || !podIsReady(p) {
@@ -317,10 +318,10 @@ func TestInstallLifecycle(t *testing.T) {
 			t.Errorf("cluster role binding after uninstall: %v", err)
 		}
 		_, err := deploy.Status(ctx, cfg, ns)
-		wantError(t, err, deploy.NotInstalled, fmt.Sprintf("tp is not installed in namespace %q", ns))
+		wantError(t, err, remote.NotInstalled, fmt.Sprintf("tp is not installed in namespace %q", ns))
 		err = deploy.Uninstall(ctx, cfg, deploy.Options{Namespace: ns})
-		wantError(t, err, deploy.NotInstalled, "nothing to remove")
-		if !errors.Is(err, deploy.ErrNotInstalled) {
+		wantError(t, err, remote.NotInstalled, "nothing to remove")
+		if !errors.Is(err, remote.ErrNotInstalled) {
 			t.Error("errors.Is(err, ErrNotInstalled) is false")
 		}
 	})
@@ -369,7 +370,7 @@ func TestInstallIntoANamespaceTpDidNotMake(t *testing.T) {
 	}
 	start := time.Now()
 	_, err := deploy.Install(ctx, cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 2 * time.Minute, Log: logWriter{t}})
-	wantError(t, err, deploy.Cluster, "does not let Deployment "+ns+"/tp-manager create the manager's pod", "exceeded quota")
+	wantError(t, err, remote.Cluster, "does not let Deployment "+ns+"/tp-manager create the manager's pod", "exceeded quota")
 	if took := time.Since(start); took > time.Minute {
 		t.Errorf("took %s to see the refusal; want it at once", took)
 	}
@@ -404,7 +405,7 @@ func TestInstallMissingImageFailsFast(t *testing.T) {
 	ns := installNamespace(t)
 	start := time.Now()
 	_, err := deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 3 * time.Minute, Log: logWriter{t}})
-	wantError(t, err, deploy.Image, fmt.Sprintf("the manager image %q is not available", missingImage),
+	wantError(t, err, remote.Image, fmt.Sprintf("the manager image %q is not available", missingImage),
 		"make cluster-load TAR=bin/images/tp.tar", "kind load image-archive", "--image")
 	if took := time.Since(start); took > time.Minute {
 		t.Errorf("took %s to see the missing image; want it at once, not at the timeout", took)
@@ -416,7 +417,7 @@ func TestInstallMissingImageFailsFast(t *testing.T) {
 	start = time.Now()
 	_, err = deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: missingImage, Timeout: 3 * time.Minute, Log: &log})
 	t.Logf("second install:\n%s", log.String())
-	wantError(t, err, deploy.Image, fmt.Sprintf("the manager image %q is not available", missingImage))
+	wantError(t, err, remote.Image, fmt.Sprintf("the manager image %q is not available", missingImage))
 	if !strings.Contains(log.String(), "from before this install; replacing it to try again") {
 		t.Error("the failed pod of the first install was not replaced")
 	}
@@ -432,11 +433,11 @@ func TestInstallCrashingManagerShowsItsLogs(t *testing.T) {
 	start := time.Now()
 	// The workload exits 2 when given the manager's arguments.
 	_, err := deploy.Install(context.Background(), cfg, deploy.Options{Namespace: ns, Image: WorkloadImage, Timeout: 3 * time.Minute, Log: logWriter{t}})
-	e := wantError(t, err, deploy.Crash, `container "manager"`, "exited with code 2", "last log lines", "| workload: give at least one of -http")
+	e := wantError(t, err, remote.Crash, `container "manager"`, "exited with code 2", "last log lines", "| workload: give at least one of -http")
 	if took := time.Since(start); took > time.Minute {
 		t.Errorf("took %s to see the crash; want it at once, not at the timeout", took)
 	}
-	if e.Category.UserFault() {
+	if e.Kind.UserFault() {
 		t.Error("a crashing manager is not the user's fault")
 	}
 }
@@ -462,10 +463,10 @@ func TestInstallWithoutRights(t *testing.T) {
 
 	t.Run("NoBindings", func(t *testing.T) {
 		_, err := deploy.Install(ctx, withToken(admin, tok.Status.Token), opts)
-		wantError(t, err, deploy.Access, "no permission to", fmt.Sprintf("system:serviceaccount:%s:nobody", home),
+		wantError(t, err, remote.Access, "no permission to", fmt.Sprintf("system:serviceaccount:%s:nobody", home),
 			"a cluster admin must install tp", "kubectl auth can-i")
 		err = deploy.Uninstall(ctx, withToken(admin, tok.Status.Token), opts)
-		wantError(t, err, deploy.Access, "no permission to", "a cluster admin must uninstall tp")
+		wantError(t, err, remote.Access, "no permission to", "a cluster admin must uninstall tp")
 	})
 	t.Run("NamespaceAdminOnly", func(t *testing.T) {
 		// Admin of one namespace, as many developers are: tp goes into that namespace, but
@@ -490,7 +491,7 @@ func TestInstallWithoutRights(t *testing.T) {
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
-		wantError(t, err, deploy.Access, `no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-`+target+")",
+		wantError(t, err, remote.Access, `no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-`+target+")",
 			"a cluster admin must install tp", "kubectl auth can-i patch clusterroles.rbac.authorization.k8s.io")
 		// Clean up as the cluster admin.
 		if err := deploy.Uninstall(ctx, admin, deploy.Options{Namespace: target}); err != nil {
@@ -499,7 +500,7 @@ func TestInstallWithoutRights(t *testing.T) {
 	})
 	t.Run("BadToken", func(t *testing.T) {
 		_, err := deploy.Install(ctx, withToken(admin, "not-a-token"), opts)
-		wantError(t, err, deploy.Access, "rejected your credentials", "log in again")
+		wantError(t, err, remote.Access, "rejected your credentials", "log in again")
 	})
 }
 
@@ -518,19 +519,19 @@ func TestInstallUnreachableAPI(t *testing.T) {
 	t.Run("ConnectionRefused", func(t *testing.T) {
 		cfg := &rest.Config{Host: "https://127.0.0.1:1"}
 		_, err := deploy.Install(ctx, cfg, opts)
-		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1", "connection refused",
+		wantError(t, err, remote.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1", "connection refused",
 			"check your kubeconfig and context (kubectl cluster-info)")
 		err = deploy.Uninstall(ctx, cfg, opts)
-		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
+		wantError(t, err, remote.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
 		_, err = deploy.Status(ctx, cfg, opts.Namespace)
-		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
+		wantError(t, err, remote.Unreachable, "cannot reach the Kubernetes API at https://127.0.0.1:1")
 	})
 	t.Run("UntrustedCertificate", func(t *testing.T) {
 		admin := restConfig(t, nil)
 		cfg := rest.CopyConfig(admin)
 		cfg.CAData, cfg.CAFile = nil, ""
 		_, err := deploy.Install(ctx, cfg, opts)
-		wantError(t, err, deploy.Unreachable, "cannot reach the Kubernetes API at "+admin.Host, "certificate", "kubectl cluster-info")
+		wantError(t, err, remote.Unreachable, "cannot reach the Kubernetes API at "+admin.Host, "certificate", "kubectl cluster-info")
 	})
 }
 

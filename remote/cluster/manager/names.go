@@ -106,7 +106,7 @@ func (n *Names) Query(ctx context.Context, name, ns string, qtype uint16) (fqdn 
 		q.SetQuestion(cand, qtype)
 		r, err := n.Exchange(ctx, q)
 		if err != nil {
-			return "", nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("cluster dns: %v", err), Err: err}
+			return "", nil, &remote.Error{Kind: remote.Failed, Msg: "cluster dns", Err: err}
 		}
 		switch r.Rcode {
 		case dns.RcodeNameError:
@@ -221,11 +221,11 @@ func dialError(what string, err error) error {
 	}
 	switch {
 	case errors.Is(err, errConnRefused):
-		return &remote.Error{Kind: remote.Refused, Msg: fmt.Sprintf("connection refused by %s: nothing listens on that port", what), Err: err}
+		return &remote.Error{Kind: remote.Refused, Msg: fmt.Sprintf("connection refused by %s: nothing listens on that port", what)}
 	case errors.Is(err, errHostUnreach), errors.Is(err, errNetUnreach):
-		return &remote.Error{Kind: remote.Unreachable, Msg: fmt.Sprintf("%s is unreachable from the cluster: %s", what, msg), Err: err}
+		return &remote.Error{Kind: remote.Unreachable, Msg: fmt.Sprintf("%s is unreachable from the cluster: %s", what, msg)}
 	case remote.KindOf(err) == remote.Timeout:
-		return &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("%s did not answer in time", what), Err: err}
+		return &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("%s did not answer in time", what)}
 	}
-	return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dial %s: %s", what, msg), Err: err}
+	return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dial %s: %s", what, msg)}
 }

@@ -221,9 +221,9 @@ func (s *Session) refreshInfo(ctx context.Context, first bool) error {
 		last := s.lastErr
 		s.mu.Unlock()
 		if last != "" {
-			return &remote.Error{Kind: remote.TunnelDown, Msg: "cannot reach tp's traffic manager: " + last, Err: err}
+			return &remote.Error{Kind: remote.TunnelDown, Msg: "cannot reach tp's traffic manager: " + last}
 		}
-		return &remote.Error{Kind: remote.TunnelDown, Msg: "tp's traffic manager does not answer", Err: err}
+		return &remote.Error{Kind: remote.TunnelDown, Msg: "tp's traffic manager does not answer"}
 	}
 	s.info.Store(info)
 	return nil
@@ -456,9 +456,9 @@ func (s *Session) resolveRemote(ctx context.Context, name string, qtype uint16) 
 			if s.State() != Connected {
 				return nil, s.downError()
 			}
-			return nil, &remote.Error{Kind: remote.Failed, Msg: status.Convert(err).Message(), Err: err}
+			return nil, &remote.Error{Kind: remote.Failed, Msg: status.Convert(err).Message()}
 		case codes.DeadlineExceeded:
-			return nil, &remote.Error{Kind: remote.Timeout, Msg: "resolving " + name + " timed out", Err: err}
+			return nil, &remote.Error{Kind: remote.Timeout, Msg: "resolving " + name + " timed out"}
 		}
 		return nil, fmt.Errorf("resolve %s: %w", name, err)
 	}
