@@ -62,7 +62,7 @@ func (in *installer) planCerts(ctx context.Context, namespace string, rotate boo
 	secrets := in.cs.CoreV1().Secrets(namespace)
 	caSec, err := secrets.Get(ctx, CASecret, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, apiError(in.host, "install tp", "get Secret "+namespace+"/"+CASecret, installNeeds, err)
+		return nil, APIError(Request{Host: in.host, Action: "install tp", What: "get Secret " + namespace + "/" + CASecret, Needs: installNeeds}, err)
 	}
 	var ca *pki.CA
 	var previous, cross []byte
@@ -110,7 +110,7 @@ func (in *installer) planCerts(ctx context.Context, namespace string, rotate boo
 
 	tlsSec, err := secrets.Get(ctx, TLSSecret, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, apiError(in.host, "install tp", "get Secret "+namespace+"/"+TLSSecret, installNeeds, err)
+		return nil, APIError(Request{Host: in.host, Action: "install tp", What: "get Secret " + namespace + "/" + TLSSecret, Needs: installNeeds}, err)
 	}
 	names := ManagerServerNames(namespace)
 	var chain, key []byte
@@ -135,7 +135,7 @@ func (in *installer) planCerts(ctx context.Context, namespace string, rotate boo
 
 	cm, err := in.cs.CoreV1().ConfigMaps(namespace).Get(ctx, CAConfigMap, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, apiError(in.host, "install tp", "get ConfigMap "+namespace+"/"+CAConfigMap, installNeeds, err)
+		return nil, APIError(Request{Host: in.host, Action: "install tp", What: "get ConfigMap " + namespace + "/" + CAConfigMap, Needs: installNeeds}, err)
 	}
 	if err == nil {
 		p.found["ConfigMap/"+CAConfigMap] = cm
@@ -189,7 +189,7 @@ func (in *installer) writeCerts(ctx context.Context, p *certPlan) error {
 			_, err = secrets.Update(ctx, s, metav1.UpdateOptions{FieldManager: FieldManager})
 		}
 		if err != nil {
-			return apiError(in.host, "install tp", "write Secret "+s.Namespace+"/"+s.Name, installNeeds, err)
+			return APIError(Request{Host: in.host, Action: "install tp", What: "write Secret " + s.Namespace + "/" + s.Name, Needs: installNeeds}, err)
 		}
 	}
 	cms := in.cs.CoreV1().ConfigMaps(p.bundle.Namespace)
@@ -205,7 +205,7 @@ func (in *installer) writeCerts(ctx context.Context, p *certPlan) error {
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: FieldManager})
 	}
 	if err != nil {
-		return apiError(in.host, "install tp", "write ConfigMap "+p.bundle.Namespace+"/"+CAConfigMap, installNeeds, err)
+		return APIError(Request{Host: in.host, Action: "install tp", What: "write ConfigMap " + p.bundle.Namespace + "/" + CAConfigMap, Needs: installNeeds}, err)
 	}
 	return nil
 }
@@ -245,8 +245,7 @@ func (in *installer) agentCA(ctx context.Context, namespace string) ([]byte, err
 	case isContextErr(ctx, err):
 		return nil, fmt.Errorf("read tp's CA: %w", err)
 	case err != nil:
-		return nil, apiError(in.host, "read tp's CA", "get ConfigMap "+namespace+"/"+CAConfigMap,
-			"get on ConfigMap "+CAConfigMap+" in tp's namespace (the tp-connect role)", err)
+		return nil, APIError(Request{Host: in.host, Action: "read tp's CA", What: "get ConfigMap " + namespace + "/" + CAConfigMap, Needs: "get on ConfigMap " + CAConfigMap + " in tp's namespace (the tp-connect role)"}, err)
 	}
 	bundle := []byte(cm.Data[CABundleKey])
 	if _, err := pki.Pool(bundle); err != nil {

@@ -58,7 +58,7 @@ func unreachable(host string, err error) *remote.Error {
 	}
 	return &remote.Error{
 		Kind: remote.Unreachable,
-		Msg:  "cannot reach the Kubernetes API at " + host,
+		Msg:  "cannot reach the Kubernetes API" + at(host),
 		Hint: "check your kubeconfig and context (kubectl cluster-info)",
 		Err:  cause,
 	}
@@ -104,10 +104,27 @@ func parseRefusal(msg string) (refusal, bool) {
 	return refusal{user: m[1], verb: m[2], resource: m[3], group: m[4], namespace: m[5]}, true
 }
 
-// apiError explains err, which came from the API while doing action (e.g. "install tp",
-// "uninstall tp"); what names the object or request ("apply ClusterRole tp-manager-x").
-// needs says, for a refusal, what rights the action takes and who has them.
-func apiError(host, action, what, needs string, err error) error {
+// Request names a request to the Kubernetes API, so that its failure can be explained.
+type Request struct {
+	// Host is the API server's URL, where it is known.
+	Host string
+	// Action is what the user asked that made the request ("install tp"); empty when the
+	// request is itself the action.
+	Action string
+	// What names the request or its object ("apply ClusterRole tp-manager-x", "update
+	// deployments.apps web in namespace shop").
+	What string
+	// Needs says what rights the action takes and who has them, for a refusal's hint.
+	Needs string
+	// CanI is a kubectl auth can-i command that checks the right, for a refusal that does
+	// not name it.
+	CanI string
+}
+
+// APIError explains err, the API's answer to req (or its failure to answer), in tp's error
+// kinds: an unreachable API, rejected credentials, a missing right (which one, and who can
+// grant it), a refusal by the cluster. An *remote.Error passes through as it is.
+func APIError(req Request, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -115,9 +132,13 @@ func apiError(host, action, what, needs string, err error) error {
 		return e
 	}
 	if IsTransport(err) {
-		return unreachable(host, err)
+		e := unreachable(req.Host, err)
+		if req.Action == "" {
+			e.Msg += " (" + req.What + ")"
+		}
+		return e
 	}
-	// The API's answer is the cause; what already names the request.
+	// The API's answer is the cause; What already names the request.
 	if st, ok := errors.AsType[*apierrors.StatusError](err); ok {
 		err = st
 	}
@@ -125,29 +146,58 @@ func apiError(host, action, what, needs string, err error) error {
 	case apierrors.IsUnauthorized(err):
 		return &remote.Error{
 			Kind: remote.Access,
-			Msg:  fmt.Sprintf("the Kubernetes API at %s rejected your credentials (%s)", host, what),
+			Msg:  fmt.Sprintf("the Kubernetes API%s rejected your credentials (%s)", at(req.Host), req.What),
 			Hint: "your token or client certificate is wrong or expired: log in again, and check the context's user (kubectl config view --minify)",
 			Err:  err,
 		}
 	case apierrors.IsForbidden(err):
-		msg := err.Error()
-		if hasCause(err, corev1.NamespaceTerminatingCause) || strings.Contains(msg, "because it is being terminated") {
-			return &remote.Error{Kind: remote.Cluster, Msg: "cannot " + action + " (" + what + "): the namespace is being deleted", Err: err,
-				Hint: "wait until the namespace is gone (kubectl get namespace), then try again"}
-		}
-		if strings.Contains(msg, "attempting to grant RBAC permissions not currently held") {
-			return &remote.Error{Kind: remote.Access, Msg: "cannot " + action + " (" + what + "): it grants the manager read-only rights you do not hold yourself", Err: err,
-				Hint: "Kubernetes lets no one grant rights they lack: a cluster admin must " + action + ", or grant you " + needs}
-		}
-		if r, ok := parseRefusal(msg); ok {
-			return &remote.Error{Kind: remote.Access, Msg: fmt.Sprintf("no permission to %s (%s)", r.what(), what), Err: err,
-				Hint: fmt.Sprintf("a cluster admin must %s, or grant %s %s; check with: %s", action, orYou(r.user), needs, r.canI())}
-		}
-		// A refusal that is not RBAC's: admission, quota, policy.
-		return &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the cluster refused to %s (%s)", action, what), Err: err,
-			Hint: "an admission policy or quota of the cluster rejects it: ask a cluster admin"}
+		return refused(req, err)
 	}
-	return fmt.Errorf("%s: %s: %w", action, what, err)
+	if req.Action == "" {
+		return &remote.Error{Kind: remote.Failed, Msg: "cannot " + req.What, Err: err}
+	}
+	return &remote.Error{Kind: remote.Failed, Msg: req.Action + ": " + req.What, Err: err}
+}
+
+// refused explains a Forbidden answer: RBAC's (which right is missing), or the cluster's own
+// (a terminating namespace, admission, quota).
+func refused(req Request, err error) error {
+	msg := err.Error()
+	action, subject := req.Action, req.Action+" ("+req.What+")"
+	if req.Action == "" {
+		action, subject = req.What, req.What
+	}
+	if hasCause(err, corev1.NamespaceTerminatingCause) || strings.Contains(msg, "because it is being terminated") {
+		return &remote.Error{Kind: remote.Cluster, Msg: "cannot " + subject + ": the namespace is being deleted", Err: err,
+			Hint: "wait until the namespace is gone (kubectl get namespace), then try again"}
+	}
+	if strings.Contains(msg, "attempting to grant RBAC permissions not currently held") {
+		return &remote.Error{Kind: remote.Access, Msg: "cannot " + subject + ": it grants the manager read-only rights you do not hold yourself", Err: err,
+			Hint: "Kubernetes lets no one grant rights they lack: a cluster admin must " + action + ", or grant you " + req.Needs}
+	}
+	if req.Action == "" {
+		// The request is the action: name it as the user would check it.
+		canI := req.CanI
+		if r, ok := parseRefusal(msg); ok && canI == "" {
+			canI = r.canI()
+		}
+		return &remote.Error{Kind: remote.Access, Msg: "no permission to " + req.What, Err: err,
+			Hint: req.Needs + "; ask a cluster admin for them; check with: " + canI}
+	}
+	if r, ok := parseRefusal(msg); ok {
+		return &remote.Error{Kind: remote.Access, Msg: fmt.Sprintf("no permission to %s (%s)", r.what(), req.What), Err: err,
+			Hint: fmt.Sprintf("a cluster admin must %s, or grant %s %s; check with: %s", action, orYou(r.user), req.Needs, r.canI())}
+	}
+	// A refusal that is not RBAC's: admission, quota, policy.
+	return &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the cluster refused to %s (%s)", action, req.What), Err: err,
+		Hint: "an admission policy or quota of the cluster rejects it: ask a cluster admin"}
+}
+
+func at(host string) string {
+	if host == "" {
+		return ""
+	}
+	return " at " + host
 }
 
 func orYou(user string) string {

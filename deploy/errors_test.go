@@ -88,7 +88,7 @@ func TestUnreachableAPIServer(t *testing.T) {
 	t.Run("NoSuchHost", func(t *testing.T) {
 		err := &url.Error{Op: "Get", URL: "https://k8s.nowhere.invalid/version", Err: &net.OpError{
 			Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "k8s.nowhere.invalid", IsNotFound: true}}}
-		got := apiError("https://k8s.nowhere.invalid", "install tp", "GET /version", installNeeds, err)
+		got := APIError(Request{Host: "https://k8s.nowhere.invalid", Action: "install tp", What: "GET /version", Needs: installNeeds}, err)
 		e := wantKind(t, got, remote.Unreachable, "cannot reach the Kubernetes API at https://k8s.nowhere.invalid: dial tcp: lookup k8s.nowhere.invalid: no such host")
 		if _, ok := errors.AsType[*net.DNSError](e); !ok {
 			t.Error("the cause is not kept for errors.As")
@@ -99,7 +99,7 @@ func TestUnreachableAPIServer(t *testing.T) {
 func TestForbiddenNamesWhatIsMissing(t *testing.T) {
 	clusterScope := apierrors.NewForbidden(schema.GroupResource{Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}, "tp-manager-tp-system",
 		errors.New(`User "alice" cannot patch resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope`))
-	err := apiError("https://k8s", "install tp", "apply ClusterRole tp-manager-tp-system", installNeeds, fmt.Errorf("apply ClusterRole tp-manager-tp-system: %w", clusterScope))
+	err := APIError(Request{Host: "https://k8s", Action: "install tp", What: "apply ClusterRole tp-manager-tp-system", Needs: installNeeds}, fmt.Errorf("apply ClusterRole tp-manager-tp-system: %w", clusterScope))
 	e := wantKind(t, err, remote.Access,
 		"no permission to patch clusterroles.rbac.authorization.k8s.io at the cluster scope (apply ClusterRole tp-manager-tp-system): ",
 		`User "alice" cannot patch`,
@@ -114,17 +114,17 @@ func TestForbiddenNamesWhatIsMissing(t *testing.T) {
 
 	namespaced := apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "tp-manager",
 		errors.New(`User "bob" cannot patch resource "deployments" in API group "apps" in the namespace "tp-system"`))
-	err = apiError("https://k8s", "uninstall tp", "delete Deployment tp-system/tp-manager", uninstallNeeds, namespaced)
+	err = APIError(Request{Host: "https://k8s", Action: "uninstall tp", What: "delete Deployment tp-system/tp-manager", Needs: uninstallNeeds}, namespaced)
 	wantKind(t, err, remote.Access, `no permission to patch deployments.apps in namespace "tp-system"`,
 		"a cluster admin must uninstall tp", "kubectl auth can-i patch deployments.apps -n tp-system")
 
 	escalation := apierrors.NewForbidden(schema.GroupResource{Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}, "tp-manager-x",
 		errors.New("user \"carol\" (groups=[\"devs\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}"))
-	err = apiError("https://k8s", "install tp", "apply ClusterRole tp-manager-x", installNeeds, escalation)
+	err = APIError(Request{Host: "https://k8s", Action: "install tp", What: "apply ClusterRole tp-manager-x", Needs: installNeeds}, escalation)
 	wantKind(t, err, remote.Access, "read-only rights you do not hold yourself", "a cluster admin must install tp")
 
 	quota := apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "tp-manager", errors.New("exceeded quota: q, requested: services=1"))
-	err = apiError("https://k8s", "install tp", "apply Service tp-system/tp-manager", installNeeds, quota)
+	err = APIError(Request{Host: "https://k8s", Action: "install tp", What: "apply Service tp-system/tp-manager", Needs: installNeeds}, quota)
 	wantKind(t, err, remote.Cluster, "the cluster refused to install tp (apply Service tp-system/tp-manager)", "exceeded quota", "ask a cluster admin")
 
 	terminating := &apierrors.StatusError{ErrStatus: metav1.Status{
@@ -132,18 +132,18 @@ func TestForbiddenNamesWhatIsMissing(t *testing.T) {
 		Message: `services "tp-manager" is forbidden: unable to create new content in namespace tp-system because it is being terminated`,
 		Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause}}},
 	}}
-	err = apiError("https://k8s", "install tp", "apply Service tp-system/tp-manager", installNeeds, terminating)
+	err = APIError(Request{Host: "https://k8s", Action: "install tp", What: "apply Service tp-system/tp-manager", Needs: installNeeds}, terminating)
 	wantKind(t, err, remote.Cluster, "the namespace is being deleted", "wait until the namespace is gone")
 }
 
 func TestUnauthorized(t *testing.T) {
-	err := apiError("https://k8s:6443", "install tp", "GET /version", installNeeds, apierrors.NewUnauthorized("Unauthorized"))
+	err := APIError(Request{Host: "https://k8s:6443", Action: "install tp", What: "GET /version", Needs: installNeeds}, apierrors.NewUnauthorized("Unauthorized"))
 	wantKind(t, err, remote.Access, "the Kubernetes API at https://k8s:6443 rejected your credentials (GET /version)", "log in again")
 }
 
 func TestOtherAPIErrorsKeepTheirCause(t *testing.T) {
 	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "services"}, "tp-manager", errors.New("boom"))
-	err := apiError("https://k8s", "install tp", "apply Service tp-system/tp-manager", installNeeds, conflict)
+	err := APIError(Request{Host: "https://k8s", Action: "install tp", What: "apply Service tp-system/tp-manager", Needs: installNeeds}, conflict)
 	if remote.KindOf(err) != remote.Failed || !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "install tp: apply Service tp-system/tp-manager: ") {
 		t.Fatalf("got %v (%s)", err, remote.KindOf(err))
 	}

@@ -136,7 +136,7 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 		if isContextErr(ctx, err) {
 			return fmt.Errorf("install tp: %s: %w", what, err)
 		}
-		return apiError(in.host, "install tp", what, installNeeds, err)
+		return APIError(Request{Host: in.host, Action: "install tp", What: what, Needs: installNeeds}, err)
 	}
 	if in.reach != nil {
 		if err := in.reach(ctx); err != nil {
@@ -404,7 +404,7 @@ func (in *installer) waitReady(ctx context.Context, opts Options) (*Installed, e
 		case isContextErr(ctx, err):
 			return nil, fmt.Errorf("install tp: waiting for the manager: %w", err)
 		case err != nil && !IsTransport(err):
-			return nil, apiError(in.host, "install tp", "watch the manager's rollout", statusNeeds, err)
+			return nil, APIError(Request{Host: in.host, Action: "install tp", What: "watch the manager's rollout", Needs: statusNeeds}, err)
 		case err != nil:
 			// The API server may blip (a restart, a load balancer): keep trying until the
 			// deadline, and say so if it never comes back.
@@ -509,7 +509,7 @@ func (in *installer) status(ctx context.Context, namespace string) (*Installed, 
 		if isContextErr(ctx, err) {
 			return fmt.Errorf("tp status: %s: %w", what, err)
 		}
-		return apiError(in.host, "read tp's status", what, statusNeeds, err)
+		return APIError(Request{Host: in.host, Action: "read tp's status", What: what, Needs: statusNeeds}, err)
 	}
 	if in.reach != nil {
 		if err := in.reach(ctx); err != nil {
@@ -580,7 +580,7 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 		if isContextErr(ctx, err) {
 			return fmt.Errorf("uninstall tp: %s: %w", what, err)
 		}
-		return apiError(in.host, "uninstall tp", what, uninstallNeeds, err)
+		return APIError(Request{Host: in.host, Action: "uninstall tp", What: what, Needs: uninstallNeeds}, err)
 	}
 	if in.reach != nil {
 		if err := in.reach(ctx); err != nil {
@@ -778,7 +778,7 @@ func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) e
 			case isContextErr(ctx, err):
 				return fmt.Errorf("waiting for namespace %s to be deleted: %w", opts.Namespace, err)
 			case err != nil && !IsTransport(err):
-				return apiError(in.host, "uninstall tp", "get namespace "+opts.Namespace, uninstallNeeds, err)
+				return APIError(Request{Host: in.host, Action: "uninstall tp", What: "get namespace " + opts.Namespace, Needs: uninstallNeeds}, err)
 			case err != nil:
 				state = err.Error()
 			default:
@@ -795,7 +795,7 @@ func (in *installer) waitGone(ctx context.Context, opts Options, wholeNS bool) e
 			case isContextErr(ctx, err):
 				return fmt.Errorf("waiting for the manager's pods to go: %w", err)
 			case err != nil && !IsTransport(err):
-				return apiError(in.host, "uninstall tp", "list the manager's pods", uninstallNeeds, err)
+				return APIError(Request{Host: in.host, Action: "uninstall tp", What: "list the manager's pods", Needs: uninstallNeeds}, err)
 			case err != nil:
 				state = err.Error()
 			case len(pods.Items) == 0:
