@@ -16,9 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/tpdev/tp/deploy/managerspec"
 	"github.com/tpdev/tp/intercept/grant"
 	"github.com/tpdev/tp/remote"
-	"github.com/tpdev/tp/remote/cluster/manager"
 )
 
 // Names, labels and ports of the installed manager. The laptop side finds the manager's pod
@@ -32,14 +32,13 @@ const (
 	// ManagerLabelSelector selects the manager's pods (and its Deployment and Service) in the
 	// install namespace.
 	ManagerLabelSelector = "app.kubernetes.io/name=" + ManagerName
-	// ClientPort is the manager's client API, on the pod's loopback: reach it by port-forward.
-	ClientPort = 8081
-	// ClusterPort is the manager's cluster-facing API (agents, probes), behind the Service.
-	ClusterPort     = 8082
-	ClusterPortName = "cluster"
-	// TLSDir is where the manager's container mounts TLSSecret: the cluster port serves
-	// TLSDir/tls.crt and TLSDir/tls.key.
-	TLSDir = "/var/run/secrets/tp/tls"
+	// The ports, the TLS mount and the environment are the manager's contract, which
+	// tp-cluster reads too: managerspec has them; they are named here as well for the
+	// laptop side, which finds the manager through deploy.
+	ClientPort      = managerspec.ClientPort
+	ClusterPort     = managerspec.ClusterPort
+	ClusterPortName = managerspec.ClusterPortName
+	TLSDir          = managerspec.TLSDir
 	// FieldManager is tp's name in server-side apply.
 	FieldManager = "tp"
 
@@ -52,10 +51,11 @@ const (
 	// HashAnnotation on the pod template holds a digest of the rendered manifest: a change
 	// of image, options or manifest rolls the manager; re-installing the same does not.
 	HashAnnotation = "tp.dev/config-hash"
-	// ManagedNamespacesEnv tells the manager which namespaces it may see (empty: all).
-	ManagedNamespacesEnv = "TP_MANAGED_NAMESPACES"
-	// AllowedCIDRsEnv tells the manager which ranges beyond the cluster's it may dial.
-	AllowedCIDRsEnv = manager.AllowedCIDRsEnv
+
+	// The manager's environment, from managerspec: it tells the manager which namespaces
+	// it may see and which ranges beyond the cluster's it may dial.
+	ManagedNamespacesEnv = managerspec.ManagedNamespacesEnv
+	AllowedCIDRsEnv      = managerspec.AllowedCIDRsEnv
 
 	// DefaultTimeout bounds the wait for the manager to be ready (or gone, on uninstall).
 	DefaultTimeout = 2 * time.Minute
@@ -131,7 +131,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	// Sorted, so the same set always renders (and hashes) the same.
 	slices.Sort(managed)
 	o.ManagedNamespaces = slices.Compact(managed)
-	allowed, err := manager.ParseAllowedCIDRs(o.AllowedCIDRs...)
+	allowed, err := managerspec.ParseAllowedCIDRs(o.AllowedCIDRs...)
 	if err != nil {
 		return o, usageError(err.Error(), "pass ranges outside link-local and loopback, comma separated: --allow-cidr 10.0.0.0/8,192.0.2.7/32")
 	}

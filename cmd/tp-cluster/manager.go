@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/deploy/managerspec"
 	"github.com/tpdev/tp/intercept/agentspec"
 	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/tunnel"
@@ -84,15 +85,10 @@ func runManager(ctx context.Context, c *cli.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	var managed []string
-	for _, ns := range strings.Split(os.Getenv("TP_MANAGED_NAMESPACES"), ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
-			managed = append(managed, ns)
-		}
-	}
-	allowed, err := manager.ParseAllowedCIDRs(os.Getenv(manager.AllowedCIDRsEnv))
+	managed := managerspec.ParseManagedNamespaces(os.Getenv(managerspec.ManagedNamespacesEnv))
+	allowed, err := managerspec.ParseAllowedCIDRs(os.Getenv(managerspec.AllowedCIDRsEnv))
 	if err != nil {
-		return fmt.Errorf("manager: %s: %w (tp install --allow-cidr sets it)", manager.AllowedCIDRsEnv, err)
+		return fmt.Errorf("manager: %s: %w (tp install --allow-cidr sets it)", managerspec.AllowedCIDRsEnv, err)
 	}
 	ranges := manager.NewClusterRanges(ctx, cs, managed, 30*time.Second, log)
 	svc, pods := ranges.Ranges()

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/tpdev/tp/deploy/managerspec"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -195,7 +196,7 @@ func TestDedupeAndCover(t *testing.T) {
 		netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.0.0/16"),
 		cover(netip.MustParseAddr("10.96.3.4")), netip.MustParsePrefix("10.244.0.0/16"),
 	}
-	got := dedupe(in)
+	got := managerspec.Dedupe(in)
 	want := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("10.244.0.0/16")}
 	if !slices.Equal(got, want) {
 		t.Fatalf("dedupe: %v, want %v", got, want)

@@ -10,6 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/deploy/managerspec"
 )
 
 // ClusterRanges finds the cluster's service and pod CIDRs through the API and keeps them
@@ -80,7 +82,7 @@ func (r *ClusterRanges) serviceCIDRs(ctx context.Context) []netip.Prefix {
 			}
 		}
 		if len(out) > 0 {
-			return dedupe(out)
+			return managerspec.Dedupe(out)
 		}
 	} else {
 		r.log.Debug("service CIDRs from ServiceCIDR objects unavailable; deriving them from ClusterIPs", "err", err)
@@ -99,7 +101,7 @@ func (r *ClusterRanges) serviceCIDRs(ctx context.Context) []netip.Prefix {
 			}
 		}
 	}
-	return dedupe(out)
+	return managerspec.Dedupe(out)
 }
 
 func (r *ClusterRanges) podCIDRs(ctx context.Context) []netip.Prefix {
@@ -136,7 +138,7 @@ func (r *ClusterRanges) podCIDRs(ctx context.Context) []netip.Prefix {
 			}
 		}
 	}
-	return dedupe(out)
+	return managerspec.Dedupe(out)
 }
 
 // scope is the namespaces to list in: all ("") or the managed ones.
@@ -164,22 +166,4 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// dedupe sorts prefixes and drops those inside another.
-func dedupe(ps []netip.Prefix) []netip.Prefix {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
-	var out []netip.Prefix
-	for _, p := range ps {
-		if len(out) > 0 && out[len(out)-1].Contains(p.Addr()) && out[len(out)-1].Bits() <= p.Bits() {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
 }

@@ -1,0 +1,43 @@
+// Package managerspec is the contract between the traffic manager and what installs and
+// reaches it: deploy writes the manager's manifest by these names, tp-cluster reads its
+// flags and environment by them, and the laptop finds its ports by them. It imports the
+// standard library only, so that the laptop's binary links no cluster-side code and the
+// manager's none of the installer's (intercept/agentspec is the agent's counterpart).
+package managerspec
+
+import "strings"
+
+const (
+	// ClientPort is the manager's client API, on the pod's loopback: reach it by
+	// port-forward.
+	ClientPort = 8081
+	// ClusterPort is the manager's cluster-facing API (agents, probes), behind the Service.
+	ClusterPort     = 8082
+	ClusterPortName = "cluster"
+
+	// TLSSecret holds the manager's server certificate (tls.crt: the certificate, then the
+	// cross-signed CA after a rotation) and key (tls.key); the manager mounts it at TLSDir.
+	TLSSecret = "tp-manager-tls"
+	// TLSDir is where the manager's container mounts TLSSecret: the cluster port serves
+	// TLSDir/tls.crt and TLSDir/tls.key.
+	TLSDir = "/var/run/secrets/tp/tls"
+
+	// ManagedNamespacesEnv tells the manager which namespaces it may see, comma separated
+	// (empty: all).
+	ManagedNamespacesEnv = "TP_MANAGED_NAMESPACES"
+	// AllowedCIDRsEnv carries tp install --allow-cidr to the manager: a comma-separated
+	// list of the ranges beyond the cluster's it may dial (see ParseAllowedCIDRs).
+	AllowedCIDRsEnv = "TP_ALLOWED_CIDRS"
+)
+
+// ParseManagedNamespaces reads ManagedNamespacesEnv: names, comma separated; blanks are
+// dropped, and none means all namespaces.
+func ParseManagedNamespaces(s string) []string {
+	var out []string
+	for _, ns := range strings.Split(s, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
