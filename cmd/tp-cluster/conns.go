@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/tpdev/tp/remote/ratelimit"
 )
 
 // connLog wraps a server's listener to log the connections the server drops: gRPC and
@@ -41,7 +43,7 @@ type connLog struct {
 	// handshake record is a plaintext client, told apart in the log (an agent injected
 	// before the manager spoke TLS, or a misconfigured client), at most every so often.
 	tls       bool
-	plaintext *sometimes
+	plaintext *ratelimit.Limiter
 	closed    atomic.Bool
 }
 
@@ -53,7 +55,7 @@ func watchGRPC(ln net.Listener, api string, userTimeout time.Duration, log *slog
 // watchTLS wraps the listener of an http.Server that serves TLS on it, whose ConnContext
 // is withConn and whose handlers call markServed; plaintext clients are logged as
 // plaintext lets them.
-func watchTLS(ln net.Listener, api string, plaintext *sometimes, log *slog.Logger) *connLog {
+func watchTLS(ln net.Listener, api string, plaintext *ratelimit.Limiter, log *slog.Logger) *connLog {
 	return &connLog{Listener: ln, api: api, tls: true, plaintext: plaintext, log: log}
 }
 
@@ -142,7 +144,7 @@ func (c *watchedConn) report() {
 	}
 	switch {
 	case !greeted && c.l.tls && n > 0 && head[0] != tlsHandshake:
-		if ok, skipped := c.l.plaintext.allow(time.Now()); ok {
+		if ok, skipped := c.l.plaintext.Allow(time.Now()); ok {
 			if skipped > 0 {
 				args = append(args, "and", fmt.Sprintf("%d more not logged", skipped))
 			}
@@ -176,47 +178,12 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// sometimes lets through at most n events per period and counts the rest: a log line per
-// refused connection is what an operator needs, until a scanner or a crowd of outdated
-// agents makes it a flood.
-type sometimes struct {
-	n      int
-	period time.Duration
-
-	mu      sync.Mutex
-	start   time.Time
-	count   int
-	skipped int
-}
-
-func newSometimes(n int, period time.Duration) *sometimes {
-	return &sometimes{n: n, period: period}
-}
-
-// allow reports whether an event at now may be logged and, if so, how many were not since
-// the last one that was.
-func (s *sometimes) allow(now time.Time) (bool, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now.Sub(s.start) >= s.period {
-		s.start, s.count = now, 0
-	}
-	if s.count >= s.n {
-		s.skipped++
-		return false, 0
-	}
-	s.count++
-	skipped := s.skipped
-	s.skipped = 0
-	return true, skipped
-}
-
 // handshakeLog is an http.Server's ErrorLog for a TLS port: failed handshakes are logged
 // at most as often as s lets them; a plaintext client's is left to connLog, which says
 // more about it.
 type handshakeLog struct {
 	log *slog.Logger
-	s   *sometimes
+	s   *ratelimit.Limiter
 }
 
 func (h handshakeLog) Write(p []byte) (int, error) {
@@ -225,7 +192,7 @@ func (h handshakeLog) Write(p []byte) (int, error) {
 	case strings.Contains(line, "first record does not look like a TLS handshake"),
 		strings.Contains(line, "client sent an HTTP request to an HTTPS server"):
 	case strings.Contains(line, "TLS handshake error"):
-		if ok, skipped := h.s.allow(time.Now()); ok {
+		if ok, skipped := h.s.Allow(time.Now()); ok {
 			args := []any{}
 			if skipped > 0 {
 				args = append(args, "and", fmt.Sprintf("%d more not logged", skipped))

@@ -25,6 +25,7 @@ import (
 	"github.com/tpdev/tp/deploy/managerspec"
 	"github.com/tpdev/tp/intercept/agentspec"
 	"github.com/tpdev/tp/remote/cluster/manager"
+	"github.com/tpdev/tp/remote/ratelimit"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -187,7 +188,7 @@ func loadCertificate(certFile, keyFile string) (tls.Certificate, error) {
 type servers struct {
 	client, agents *grpc.Server
 	cluster        *http.Server
-	refusals       *sometimes // of plaintext clients and failed handshakes on the cluster port
+	refusals       *ratelimit.Limiter // of plaintext clients and failed handshakes on the cluster port
 	log            *slog.Logger
 }
 
@@ -220,7 +221,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cer
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
-	refused := newSometimes(lim.refusalLines, lim.refusalPeriod)
+	refused := ratelimit.New(lim.refusalLines, lim.refusalPeriod)
 	cluster := &http.Server{
 		Protocols: protocols,
 		// The agents are tp's own: TLS 1.3 only. The kubelet's probes speak it too.

@@ -24,6 +24,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/tpdev/tp/remote/ratelimit"
 )
 
 // Config configures a Guard; the zero value checks every local client and logs nothing.
@@ -219,9 +221,8 @@ const logEvery = 10 * time.Second
 
 // rateLog logs refusals at most once per logEvery per uid.
 type rateLog struct {
-	mu    sync.Mutex
-	last  map[int64]time.Time
-	quiet map[int64]int
+	mu     sync.Mutex
+	limits map[int64]*ratelimit.Limiter
 }
 
 // errKey is rateLog's key for refusals whose uid is unknown.
@@ -237,16 +238,19 @@ func (r *rateLog) noteErr(log *slog.Logger, level slog.Level, msg string, args .
 
 func (r *rateLog) emit(log *slog.Logger, level slog.Level, key int64, msg string, args []any) {
 	r.mu.Lock()
-	if r.last == nil || len(r.last) > 1024 {
-		r.last, r.quiet = map[int64]time.Time{}, map[int64]int{}
+	// Forgetting every uid now and then bounds the memory a flood of uids can take.
+	if r.limits == nil || len(r.limits) > 1024 {
+		r.limits = map[int64]*ratelimit.Limiter{}
 	}
-	if time.Since(r.last[key]) < logEvery {
-		r.quiet[key]++
-		r.mu.Unlock()
+	l := r.limits[key]
+	if l == nil {
+		l = ratelimit.New(1, logEvery)
+		r.limits[key] = l
+	}
+	r.mu.Unlock()
+	ok, quiet := l.Allow(time.Now())
+	if !ok {
 		return
 	}
-	quiet := r.quiet[key]
-	r.last[key], r.quiet[key] = time.Now(), 0
-	r.mu.Unlock()
 	log.Log(context.Background(), level, msg, append(args, "also_refused_since_last_line", quiet)...)
 }
