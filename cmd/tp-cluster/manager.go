@@ -16,8 +16,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -146,19 +144,6 @@ func servingLimits() limits {
 		refusalLines: 5, refusalPeriod: 10 * time.Second}
 }
 
-const (
-	// clientKeepaliveTimeout is how long the manager waits for a client's answer to a
-	// ping (sent after 30 s of silence) before it drops the connection.
-	clientKeepaliveTimeout = 10 * time.Second
-	// maxMessage bounds a message the manager receives. The largest a peer of tp's sends is
-	// a Data frame or a Dial with early data, 64 KiB and a little; gRPC's default, 4 MiB,
-	// is that much memory per stream for nothing.
-	maxMessage = 1 << 20
-	// maxHeaders bounds a request's headers: an agent's token is the largest, a kilobyte
-	// or two (gRPC allows 16 MiB by default, net/http 1 MiB).
-	maxHeaders = 64 << 10
-)
-
 // loadCertificate reads the cluster port's certificate chain and key, which tp install
 // keeps in a Secret the manager's pod mounts.
 func loadCertificate(certFile, keyFile string) (tls.Certificate, error) {
@@ -193,27 +178,16 @@ type servers struct {
 }
 
 func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cert tls.Certificate, log *slog.Logger) *servers {
-	opts := append(flowControl(),
-		experimental.BufferPool(tunnel.BufferPool()),
-		grpc.ForceServerCodecV2(tunnel.Codec()),
-		// Clients ping every 10 s to notice a dead port-forward; allow it.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: clientKeepaliveTimeout}),
+	opts := append(tunnel.ServerOptions(),
 		grpc.ConnectionTimeout(lim.clientHandshake),
-		grpc.MaxRecvMsgSize(maxMessage),
-		grpc.MaxHeaderListSize(maxHeaders),
 		grpc.UnknownServiceHandler(unknownMethod),
 	)
 	client := grpc.NewServer(append(opts, refusals{api: "client API", log: log}.options()...)...)
 	tunnelpb.RegisterManagerServer(client, srv)
 	tunnelpb.RegisterInterceptsServer(client, registry.ClientAPI())
-	// Served through net/http, the agents' server takes no connection options: the
-	// cluster port's http.Server bounds connections and headers.
-	agents := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ForceServerCodecV2(tunnel.Codec()),
-		grpc.MaxRecvMsgSize(maxMessage),
+	agents := grpc.NewServer(append(append(tunnel.AgentServerOptions(),
 		grpc.UnknownServiceHandler(unknownMethod),
-	}, refusals{api: "agent API", log: log}.options()...)...)
+	), refusals{api: "agent API", log: log}.options()...)...)
 	tunnelpb.RegisterAgentsServer(agents, registry.AgentAPI())
 	probes := healthHandler(srv, registry)
 	// HTTP/2 only over TLS: a client speaking h2c (prior knowledge) or HTTP/1 in the clear
@@ -229,7 +203,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cer
 		// Bounds the TLS handshake too.
 		ReadHeaderTimeout: lim.clusterHeaders,
 		IdleTimeout:       lim.clusterIdle,
-		MaxHeaderBytes:    maxHeaders,
+		MaxHeaderBytes:    tunnel.MaxHeaders,
 		ConnContext:       withConn,
 		ErrorLog:          stdlog.New(handshakeLog{log: log, s: refused}, "", 0),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -251,7 +225,7 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cer
 // has the first server's end.
 func (s *servers) serve(client, cluster net.Listener) <-chan error {
 	errc := make(chan error, 2)
-	go func() { errc <- s.client.Serve(watchGRPC(client, "client API", clientKeepaliveTimeout, s.log)) }()
+	go func() { errc <- s.client.Serve(watchGRPC(client, "client API", tunnel.ServerKeepaliveTimeout, s.log)) }()
 	go func() { errc <- s.cluster.ServeTLS(watchTLS(cluster, "cluster port", s.refusals, s.log), "", "") }()
 	return errc
 }
@@ -311,14 +285,4 @@ func readResolvConf(path string) resolvConf {
 		}
 	}
 	return rc
-}
-
-// flowControl sizes what the manager lets each client send ahead (uploads): smaller than
-// the laptop's window, because the manager's memory is shared by every client; see the
-// laptop side (remote/session) for why the windows are set at all.
-func flowControl() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.InitialWindowSize(4 << 20), grpc.InitialConnWindowSize(16 << 20),
-		grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10),
-	}
 }

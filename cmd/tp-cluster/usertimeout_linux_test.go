@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tpdev/tp/remote/tunnel"
 )
 
 // The client API's connections keep the TCP user timeout gRPC gives the connections it
@@ -15,7 +17,7 @@ func TestClientConnectionsKeepGRPCsTCPUserTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := watchGRPC(ln, "client API", clientKeepaliveTimeout, testLogger(t))
+	l := watchGRPC(ln, "client API", tunnel.ServerKeepaliveTimeout, testLogger(t))
 	defer l.Close()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -31,7 +33,7 @@ func TestClientConnectionsKeepGRPCsTCPUserTimeout(t *testing.T) {
 	var got int
 	var gerr error
 	_ = raw.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) })
-	if gerr != nil || time.Duration(got)*time.Millisecond != clientKeepaliveTimeout {
-		t.Fatalf("TCP_USER_TIMEOUT = %d ms, %v; want %v", got, gerr, clientKeepaliveTimeout)
+	if gerr != nil || time.Duration(got)*time.Millisecond != tunnel.ServerKeepaliveTimeout {
+		t.Fatalf("TCP_USER_TIMEOUT = %d ms, %v; want %v", got, gerr, tunnel.ServerKeepaliveTimeout)
 	}
 }

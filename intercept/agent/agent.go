@@ -1,5 +1,5 @@
 // Package agent is tp's traffic agent, the sidecar tp adds to an intercepted workload's pods
-// (run as `tp-cluster agent`). It listens where the Service now sends traffic and, for each
+// (run as cmd/tp-agent). It listens where the Service now sends traffic and, for each
 // connection, either passes it to the app on the pod's loopback or, while a client holds an
 // intercept of that port, hands it to the manager for that client. It never leaves traffic
 // without a taker: a connection no client takes goes to the app, and an agent that loses
@@ -21,9 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote"
@@ -154,13 +152,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient("passthrough:///"+cfg.Manager,
+	cc, err := grpc.NewClient("passthrough:///"+cfg.Manager, append(tunnel.AgentDialOptions(),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithPerRPCCredentials(token{file: cfg.TokenFile}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

@@ -10,11 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -95,32 +92,10 @@ func (s *Session) addLaneLocked() (*lane, error) {
 
 // newLane makes lane i's gRPC connection, over port-forward connection i to the manager.
 func (s *Session) newLane(i int) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///tp-manager", append(flowControl(),
-		experimental.WithBufferPool(tunnel.BufferPool()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(tunnel.Codec())),
+	return grpc.NewClient("passthrough:///tp-manager", append(tunnel.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), // port-forward is the authenticated, encrypted channel
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.dialManager(ctx, i) }),
-		// Pings notice a port-forward that went silent (laptop sleep, dead kubelet stream).
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 10 * time.Second,
-		}),
-		grpc.WithIdleTimeout(0), // stay connected: an idle tunnel must still notice it broke
 	)...)
-}
-
-// flowControl sizes the tunnel's HTTP/2 windows. Measured (make bench): with gRPC's
-// estimated windows a download stalled on flow control at about half of a raw
-// port-forward's speed, because window updates queue behind the data in the API server's
-// and kubelet's buffers; a 32 MiB stream window reaches it. Both sizes are set (setting one
-// alone disables the estimator). This is what the laptop lets the manager send ahead; a
-// local client that stops reading holds at most that much in tp's memory.
-func flowControl() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(32 << 20), grpc.WithInitialConnWindowSize(128 << 20),
-		grpc.WithWriteBufferSize(256 << 10), grpc.WithReadBufferSize(256 << 10),
-	}
 }
 
 // keepUp reconnects a flow lane as soon as it breaks, as watchState does for the control
