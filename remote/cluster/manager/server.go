@@ -1,6 +1,9 @@
-// Package manager is the traffic manager's client API (tunnelpb.Manager): it dials cluster
-// destinations for laptops, resolves names with the cluster's DNS in the laptop's
-// namespace, and reports the cluster's address ranges.
+// Package manager is the traffic manager's services. Server is the client API
+// (tunnelpb.Manager): it dials cluster destinations for laptops, resolves names with the
+// cluster's DNS in the laptop's namespace, and reports the cluster's address ranges.
+// Registry serves both sides of intercepts: the agents' API (tunnelpb.Agents), whose
+// callers it verifies by their projected tokens, and the clients' (tunnelpb.Intercepts).
+// remote/cluster/server serves them on the manager's ports.
 package manager
 
 import (

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"bufio"
@@ -159,7 +159,7 @@ func (m testManager) conn(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// startManager serves the manager's two ports on loopback, as runManager does.
+// startManager serves the manager's two ports on loopback, as Run does.
 func startManager(t *testing.T) testManager {
 	t.Helper()
 	logs := &logBuffer{}
