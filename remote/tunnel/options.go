@@ -37,8 +37,8 @@ const (
 	// went silent (laptop sleep, a dead kubelet stream).
 	laptopPing        = 10 * time.Second
 	laptopPingTimeout = 10 * time.Second
-	// agentPing and agentPingTimeout are an agent's: the pod network answers fast, and an
-	// agent that lost its manager should know within seconds, as it stops intercepting.
+	// agentPing and agentPingTimeout are an agent's: it reaches the manager over the pod
+	// network, not a port-forward, so an answer may be expected sooner.
 	agentPing        = 10 * time.Second
 	agentPingTimeout = 5 * time.Second
 	// managerPing is how long a client API connection may be silent before the manager
@@ -50,9 +50,9 @@ const (
 	// 10 s to notice a dead port-forward; allow it, with room.
 	minClientPing = 5 * time.Second
 
-	// laptopMaxBackoff and agentMaxBackoff cap the wait between reconnection attempts: a
-	// laptop's lanes come back within 2 s of the manager, an agent within 3 s, so that a
-	// rollout of the manager is a short gap and not a growing one.
+	// laptopMaxBackoff and agentMaxBackoff cap the wait between reconnection attempts, so
+	// that lanes and agents are back within seconds of a restarted manager (gRPC's default
+	// cap is 2 minutes).
 	laptopMaxBackoff = 2 * time.Second
 	agentMaxBackoff  = 3 * time.Second
 	// minConnectTimeout bounds a lane's connection attempt (gRPC's default: 20 s): a
