@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/tpdev/tp/deploy/managerspec"
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote"
 )
@@ -29,7 +30,7 @@ const (
 	CASecret = "tp-ca-key"
 	// TLSSecret holds the manager's server certificate (tls.crt: the certificate, then the
 	// cross-signed CA after a rotation) and key (tls.key); the manager mounts it.
-	TLSSecret = "tp-manager-tls"
+	TLSSecret = managerspec.TLSSecret
 	// CAConfigMap holds the CA bundle agents trust (CABundleKey): public. The CLI reads it
 	// when it injects an agent.
 	CAConfigMap = "tp-ca"
