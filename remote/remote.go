@@ -1,6 +1,8 @@
-// Package remote is the boundary between tp's local front ends (SOCKS5, HTTP proxy, DNS shim,
-// netstack) and the tunnel to the cluster. It is stdlib only: front ends see these
-// interfaces and error kinds, never Kubernetes or gRPC.
+// Package remote is what both sides of tp's tunnel share, and the ground every other
+// package stands on: the boundary between the laptop's front ends (SOCKS5, HTTP proxy, DNS
+// shim, netstack) and the tunnel (Dialer, Resolver), and tp's one error taxonomy (Kind,
+// Error), which every layer speaks and each edge maps once. It is stdlib only: front ends
+// see these interfaces and kinds, never Kubernetes or gRPC.
 package remote
 
 import (
