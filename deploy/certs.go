@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/deploy/managerspec"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote"
 )

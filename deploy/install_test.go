@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
 )
 

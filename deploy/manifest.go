@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/tpdev/tp/deploy/managerspec"
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/managerspec"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )

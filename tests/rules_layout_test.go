@@ -28,7 +28,7 @@ func deps(t *testing.T, goos, pkg string) []string {
 }
 
 // Each binary links only its side: the laptop's tp no cluster-side code (the manager's
-// contract is deploy/managerspec), the agent in every intercepted pod no Kubernetes client.
+// contract is remote/managerspec), the agent in every intercepted pod no Kubernetes client.
 func TestBinariesLinkOnlyTheirSide(t *testing.T) {
 	for _, r := range []struct {
 		pkg       string
@@ -37,7 +37,7 @@ func TestBinariesLinkOnlyTheirSide(t *testing.T) {
 		why       string
 	}{
 		{module + "/cmd/tp", []string{"linux", "darwin", "windows"}, module + "/remote/cluster/",
-			"the laptop's binary links no cluster-side code: share a contract package (deploy/managerspec, intercept/agentspec) instead"},
+			"the laptop's binary links no cluster-side code: share a contract package (remote/managerspec, remote/agentspec) instead"},
 		{module + "/cmd/tp-agent", []string{"linux"}, "k8s.io/",
 			"the agent sits in every intercepted pod and carries no Kubernetes client"},
 	} {
@@ -54,7 +54,7 @@ func TestBinariesLinkOnlyTheirSide(t *testing.T) {
 // The contracts between the sides are the standard library only, so that every side may
 // import them without linking another's code.
 func TestContractPackagesAreStandardLibraryOnly(t *testing.T) {
-	for _, pkg := range []string{module + "/intercept/agentspec", module + "/deploy/managerspec", module + "/intercept/grant"} {
+	for _, pkg := range []string{module + "/remote/agentspec", module + "/remote/managerspec", module + "/remote/grant"} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)

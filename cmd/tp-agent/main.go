@@ -19,7 +19,7 @@ import (
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/intercept/agent"
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 )
 
 func main() {

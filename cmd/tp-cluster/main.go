@@ -1,6 +1,6 @@
 // Command tp-cluster is tp's traffic manager (remote/cluster/server runs it), built static and
 // shipped in tp's cluster image beside tp-agent, the traffic agent. It only turns its flags
-// and environment (deploy/managerspec) into the manager's configuration.
+// and environment (remote/managerspec) into the manager's configuration.
 package main
 
 import (

@@ -9,7 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
-	"github.com/tpdev/tp/deploy/managerspec"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/cluster/server"
 )
 

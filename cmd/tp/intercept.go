@@ -19,7 +19,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"

@@ -24,7 +24,7 @@ import (
 
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 )
 
 // injCA is a CA for the stand-in agents, which never reach a manager.

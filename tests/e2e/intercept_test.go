@@ -31,7 +31,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/deploy/pki"
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 	"github.com/tpdev/tp/tests/kit"
 )

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )

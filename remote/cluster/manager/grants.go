@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/tpdev/tp/deploy/managerspec"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote"
 )
 

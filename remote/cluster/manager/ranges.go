@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/deploy/managerspec"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // ClusterRanges finds the cluster's service and pod CIDRs through the API and keeps them

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"google.golang.org/grpc/peer"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"google.golang.org/grpc/peer"
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"

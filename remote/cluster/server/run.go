@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/deploy/managerspec"
-	"github.com/tpdev/tp/intercept/agentspec"
+	"github.com/tpdev/tp/remote/managerspec"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/cluster/manager"
 )
 

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 

@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/intercept/grant"
+	"github.com/tpdev/tp/remote/grant"
 )
 
 func grantSession(t *testing.T, user string, objs ...runtime.Object) *Session {

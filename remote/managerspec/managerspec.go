@@ -2,7 +2,7 @@
 // reaches it: deploy writes the manager's manifest by these names, tp-cluster reads its
 // flags and environment by them, and the laptop finds its ports by them. It imports the
 // standard library only, so that the laptop's binary links no cluster-side code and the
-// manager's none of the installer's (intercept/agentspec is the agent's counterpart).
+// manager's none of the installer's (remote/agentspec is the agent's counterpart).
 package managerspec
 
 import "strings"
