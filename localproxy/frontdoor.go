@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tpdev/tp/remote"
 )
 
 const socks5Version = 0x05
@@ -196,7 +198,7 @@ func (c *frontConn) Close() error {
 	return err
 }
 
-func (c *frontConn) CloseWrite() error { return closeWrite(c.Conn) }
+func (c *frontConn) CloseWrite() error { return remote.CloseWrite(c.Conn) }
 
 // remoteAddrPort is the client's address, or the zero AddrPort if it isn't IP.
 func (c *frontConn) remoteAddrPort() netip.AddrPort {

@@ -136,7 +136,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		_ = dest.Close()
 		return
 	}
-	relay(r.Context(), client, clientR, dest)
+	splice(r.Context(), client, clientR, dest)
 }
 
 // httpError maps a dial or request error to what an HTTP client is told: a status, a text

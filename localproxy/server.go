@@ -233,25 +233,5 @@ func (s *Server) dial(ctx context.Context, network, address string) (net.Conn, e
 		}
 		return nil, err
 	}
-	return &countingConn{Conn: c, in: &s.bytesIn, out: &s.bytesOut}, nil
+	return remote.Count(c, &s.bytesIn, &s.bytesOut), nil
 }
-
-// countingConn counts a dialed connection's bytes into the Server's Stats.
-type countingConn struct {
-	net.Conn
-	in, out *atomic.Int64
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.in.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.out.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) CloseWrite() error { return closeWrite(c.Conn) }

@@ -136,7 +136,7 @@ func (s *Server) socksConnect(_ context.Context, w io.Writer, req *socks5.Reques
 		return fmt.Errorf("socks5: sending reply for %s: %w", target, err)
 	}
 	_ = fc.SetDeadline(time.Time{})
-	relay(fc.ctx, fc, req.Reader, dest)
+	splice(fc.ctx, fc, req.Reader, dest)
 	return nil
 }
 

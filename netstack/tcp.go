@@ -74,8 +74,16 @@ func (s *Stack) spliceTCP(ep tcpip.Endpoint, wq *waiter.Queue, host net.Conn, sr
 	defer s.tcpOpen.Add(-1)
 	start := time.Now()
 	f := &tcpFlow{s: s}
-	ns := &nsTCPConn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, flow: f}
-	hc := &hostTCPConn{Conn: host, flow: f}
+	// The namespace side counts bytes as they pass, so Stats shows long transfers while
+	// they run; both sides watch for errors.
+	ns := &nsTCPConn{ep: ep, flow: f, Counted: remote.Counted{Conn: gonet.NewTCPConn(wq, ep),
+		OnRead:  func(p []byte, err error) { s.bytesOut.Add(int64(len(p))); f.check(err) },
+		OnWrite: func(p []byte, err error) { s.bytesIn.Add(int64(len(p))); f.check(err) },
+	}}
+	hc := &hostTCPConn{flow: f, Counted: remote.Counted{Conn: host,
+		OnRead:  func(_ []byte, err error) { f.check(err) },
+		OnWrite: func(_ []byte, err error) { f.check(err) },
+	}}
 	// Close (the stack's ctx) must end flows that are idle or waiting on a slow host side,
 	// and end them as failures: a FIN would pass a cut-off transfer for a complete one.
 	stop := context.AfterFunc(s.ctx, func() {
@@ -102,27 +110,12 @@ func (f *tcpFlow) check(err error) {
 	}
 }
 
-// nsTCPConn is the namespace side of a flow. It counts bytes as they pass, so Stats shows
-// long transfers while they run; embedding keeps gonet's CloseWrite, which Splice's
-// half-close needs.
+// nsTCPConn is the namespace side of a flow (a gonet.TCPConn, whose CloseWrite Splice's
+// half-close needs).
 type nsTCPConn struct {
-	*gonet.TCPConn
+	remote.Counted
 	ep   tcpip.Endpoint
 	flow *tcpFlow
-}
-
-func (c *nsTCPConn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
-	c.flow.s.bytesOut.Add(int64(n))
-	c.flow.check(err)
-	return n, err
-}
-
-func (c *nsTCPConn) Write(b []byte) (int, error) {
-	n, err := c.TCPConn.Write(b)
-	c.flow.s.bytesIn.Add(int64(n))
-	c.flow.check(err)
-	return n, err
 }
 
 // CloseWrite half-closes, unless the flow failed: Splice half-closes even after a read
@@ -131,7 +124,7 @@ func (c *nsTCPConn) CloseWrite() error {
 	if c.flow.failed.Load() {
 		return nil
 	}
-	return c.TCPConn.CloseWrite()
+	return c.Counted.CloseWrite()
 }
 
 func (c *nsTCPConn) Close() error {
@@ -139,44 +132,29 @@ func (c *nsTCPConn) Close() error {
 		// SO_LINGER 0: Close sends a RST.
 		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
 	}
-	return c.TCPConn.Close()
+	return c.Conn.Close()
 }
 
 // hostTCPConn is the host side of a flow, watched for errors and reset on failure where
 // the conn allows it (a *net.TCPConn does).
 type hostTCPConn struct {
-	net.Conn
+	remote.Counted
 	flow *tcpFlow
 }
 
-func (c *hostTCPConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.flow.check(err)
-	return n, err
-}
-
-func (c *hostTCPConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.flow.check(err)
-	return n, err
-}
-
 // CloseWrite half-closes where the conn can and the flow has not failed (see
-// nsTCPConn.CloseWrite); where it cannot, doing nothing keeps the conn open for the
-// answer, which is what Splice does for such conns.
+// nsTCPConn.CloseWrite); where it cannot, the conn stays open for the answer, which is
+// what Splice does for such conns.
 func (c *hostTCPConn) CloseWrite() error {
 	if c.flow.failed.Load() {
 		return nil
 	}
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return c.Counted.CloseWrite()
 }
 
 func (c *hostTCPConn) Close() error {
-	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok && c.flow.failed.Load() {
-		l.SetLinger(0)
+	if c.flow.failed.Load() {
+		return remote.Reset(c.Conn)
 	}
 	return c.Conn.Close()
 }

@@ -31,7 +31,7 @@ func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
 	var wg sync.WaitGroup
 	var errAB, errBA error
 	var once sync.Once
-	abort := func() { once.Do(func() { reset(a); reset(b) }) }
+	abort := func() { once.Do(func() { _ = Reset(a); _ = Reset(b) }) }
 	done := func() { once.Do(func() { a.Close(); b.Close() }) }
 	wg.Go(func() {
 		aToB, errAB = copyHalf(b, a)
@@ -46,15 +46,6 @@ func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
 	wg.Wait()
 	done()
 	return aToB, bToA, errors.Join(errAB, errBA)
-}
-
-// reset closes c so that its peer sees the connection broken, not ended: a TCP connection
-// closes with RST. Other conns (a tunnel stream) report a cancelled close on their own.
-func reset(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 // copyHalf copies src to dst, then half-closes dst at src's EOF. A source closed by the
@@ -75,9 +66,7 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	if err != nil {
 		return n, err // Splice aborts both: a broken side must not look like a clean end
 	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
+	_ = CloseWrite(dst) // where dst cannot, it stays open for its answer
 	return n, nil
 }
 

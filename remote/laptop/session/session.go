@@ -350,7 +350,12 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 // count wraps a flow's conn; pickLane has counted it on its lane already.
 func (s *Session) count(c net.Conn, l *lane) net.Conn {
 	s.open.Add(1)
-	return &counted{Conn: c, s: s, lane: l}
+	f := &counted{s: s, lane: l}
+	f.Counted = remote.Counted{Conn: c,
+		OnRead:  func(p []byte, _ error) { s.bytesIn.Add(int64(len(p))); f.add(len(p)) },
+		OnWrite: func(p []byte, _ error) { s.bytesOut.Add(int64(len(p))); f.add(len(p)) },
+	}
+	return f
 }
 
 // historyMax bounds Status.History: enough to show a flapping tunnel.
@@ -569,7 +574,7 @@ func (s *Session) Close() error {
 
 // counted counts a flow's bytes and keeps the open-flow count.
 type counted struct {
-	net.Conn
+	remote.Counted
 	s     *Session
 	lane  *lane
 	moved atomic.Int64
@@ -583,28 +588,12 @@ const (
 	flowClosed
 )
 
-func (c *counted) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.s.bytesIn.Add(int64(n))
-	c.add(n)
-	return n, err
-}
-
-func (c *counted) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.s.bytesOut.Add(int64(n))
-	c.add(n)
-	return n, err
-}
-
 // add marks the flow bulk on its lane once it has moved heavyFlow bytes.
 func (c *counted) add(n int) {
 	if c.moved.Add(int64(n)) >= heavyFlow && c.state.Load() == flowLight && c.state.CompareAndSwap(flowLight, flowBulk) {
 		c.lane.heavy.Add(1)
 	}
 }
-
-func (c *counted) CloseWrite() error { return c.Conn.(*tunnel.Conn).CloseWrite() }
 
 func (c *counted) Close() error {
 	c.once.Do(func() {
