@@ -15,6 +15,7 @@ import (
 
 	"github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
+	"github.com/tpdev/tp/remote/relay"
 )
 
 const (
@@ -25,6 +26,8 @@ const (
 	// router would.
 	udpQueue    = 64
 	maxDatagram = 64 << 10
+	// maxUDPHeader is the longest SOCKS UDP header: one with a 255-byte name.
+	maxUDPHeader = 4 + 1 + 255 + 2
 )
 
 // socksAssociate serves UDP ASSOCIATE (RFC 1928 §7) with tp's own relay: the library's
@@ -54,15 +57,15 @@ func (s *Server) socksAssociate(_ context.Context, w io.Writer, req *socks5.Requ
 	}
 	_ = fc.SetDeadline(time.Time{})
 
-	ctx, cancel := context.WithCancel(fc.ctx)
 	a := &association{
-		s:      s,
-		ctx:    ctx,
-		cancel: cancel,
-		pc:     pc,
-		ctrl:   fc.remoteAddrPort(),
-		want:   wantedSource(req.RawDestAddr),
-		flows:  map[string]*udpFlow{},
+		s:    s,
+		pc:   pc,
+		ctrl: fc.remoteAddrPort(),
+		want: wantedSource(req.RawDestAddr),
+		flows: relay.New[string, *socksFlow](fc.ctx, relay.Config{
+			Max: maxUDPFlows, Full: relay.DropNew, Idle: s.udpIdle, Headroom: maxUDPHeader,
+			Name: "socks5", Log: s.log,
+		}),
 	}
 	s.log.Debug("socks5: udp associate", clientAttr(fc), "relay", pc.LocalAddr().String())
 	var wg sync.WaitGroup
@@ -83,38 +86,21 @@ func wantedSource(a *statute.AddrSpec) netip.AddrPort {
 }
 
 type association struct {
-	s      *Server
-	ctx    context.Context // ends with the association, closing its flows
-	cancel context.CancelFunc
-	pc     *net.UDPConn
-	ctrl   netip.AddrPort // the control connection's client address
-	want   netip.AddrPort
+	s    *Server
+	pc   *net.UDPConn
+	ctrl netip.AddrPort // the control connection's client address
+	want netip.AddrPort
 	// client is the source of the first accepted datagram; later ones must match it and
 	// replies go to it.
 	client atomic.Pointer[netip.AddrPort]
-
-	mu     sync.Mutex
-	flows  map[string]*udpFlow
-	closed bool
-	wg     sync.WaitGroup
+	// flows holds one flow per destination the client names; they end with the
+	// association.
+	flows *relay.Table[string, *socksFlow]
 }
-
-type udpFlow struct {
-	target string
-	hdr    []byte // SOCKS UDP header naming target as the client did, for replies
-	out    chan []byte
-	last   atomic.Int64 // unix nanos of the last datagram either way
-}
-
-func (f *udpFlow) touch() { f.last.Store(time.Now().UnixNano()) }
 
 func (a *association) close() {
-	a.mu.Lock()
-	a.closed = true
-	a.mu.Unlock()
-	a.cancel()
 	_ = a.pc.Close()
-	a.wg.Wait()
+	a.flows.Close()
 }
 
 // acceptFrom reports whether a datagram from src belongs to this association.
@@ -172,23 +158,24 @@ func (a *association) readClient() {
 // be queued are dropped: UDP promises no delivery, and blocking here would stall every
 // other destination of the association.
 func (a *association) send(target string, hdr, payload []byte) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return
-	}
-	f := a.flows[target]
-	if f == nil {
-		if len(a.flows) >= maxUDPFlows {
-			a.s.log.Info("socks5: udp datagram dropped: too many destinations", "target", target)
-			return
-		}
+	f, ok := a.flows.Get(target)
+	if !ok {
 		h := append([]byte(nil), hdr...)
 		h[0], h[1], h[2] = 0, 0, 0 // RSV and FRAG
-		f = &udpFlow{target: target, hdr: h, out: make(chan []byte, udpQueue)}
-		f.touch()
-		a.flows[target] = f
-		a.wg.Go(func() { a.runFlow(f) })
+		f = &socksFlow{a: a, hdr: h, out: make(chan []byte, udpQueue), done: make(chan struct{})}
+		dial := func(ctx context.Context) (net.Conn, error) {
+			conn, err := a.s.dial(ctx, "udp", target)
+			if err != nil {
+				a.s.log.Info("socks5: udp flow failed", "target", target, "err", err)
+			}
+			return conn, err
+		}
+		if err := a.flows.Add(target, f, dial); err != nil {
+			if errors.Is(err, relay.ErrFull) {
+				a.s.log.Info("socks5: udp datagram dropped: too many destinations", "target", target)
+			}
+			return
+		}
 	}
 	select {
 	case f.out <- append([]byte(nil), payload...):
@@ -197,86 +184,46 @@ func (a *association) send(target string, hdr, payload []byte) {
 	}
 }
 
-func (a *association) forget(f *udpFlow) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.flows[f.target] == f {
-		delete(a.flows, f.target)
+// socksFlow is the client's side of the flow to one destination: its datagrams waiting
+// for the flow's dial or write, and the header its replies carry.
+type socksFlow struct {
+	a    *association
+	hdr  []byte // SOCKS UDP header naming the destination as the client did
+	out  chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func (f *socksFlow) Next() ([]byte, func(), error) {
+	select {
+	case p := <-f.out:
+		return p, nil, nil
+	case <-f.done:
+		return nil, nil, net.ErrClosed
 	}
 }
 
-// runFlow dials f's destination, then writes queued datagrams to it until the association
-// ends, the flow idles out, or the remote side closes it.
-func (a *association) runFlow(f *udpFlow) {
-	conn, err := a.s.dial(a.ctx, "udp", f.target)
-	if err != nil {
-		a.forget(f)
-		a.s.log.Info("socks5: udp flow failed", "target", f.target, "err", err)
-		return
+// Reply wraps a datagram from the destination in the flow's SOCKS UDP header and sends it
+// to the client.
+func (f *socksFlow) Reply(b []byte) error {
+	c := f.a.client.Load()
+	if c == nil {
+		return nil
 	}
-	stop := context.AfterFunc(a.ctx, func() { _ = conn.Close() })
-	defer stop()
-
-	remoteDone := make(chan struct{})
-	go func() {
-		defer close(remoteDone)
-		a.readRemote(f, conn)
-	}()
-	defer func() {
-		// Forget first, so a datagram arriving now opens a new flow instead of queueing on
-		// this closing one.
-		a.forget(f)
-		_ = conn.Close()
-		<-remoteDone
-	}()
-
-	idle := time.NewTimer(a.s.udpIdle)
-	defer idle.Stop()
-	for {
-		select {
-		case p := <-f.out:
-			if _, err := conn.Write(p); err != nil {
-				a.s.log.Debug("socks5: udp write", "target", f.target, "err", err)
-				return
-			}
-			f.touch()
-		case <-idle.C:
-			if left := a.s.udpIdle - time.Since(time.Unix(0, f.last.Load())); left > 0 {
-				idle.Reset(left)
-				continue
-			}
-			a.s.log.Debug("socks5: udp flow idle; closing", "target", f.target)
-			return
-		case <-remoteDone:
-			return
-		case <-a.ctx.Done():
-			return
+	d := b[maxUDPHeader-len(f.hdr):]
+	copy(d, f.hdr)
+	if _, err := f.a.pc.WriteToUDPAddrPort(d, *c); err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return err
 		}
+		f.a.s.log.Debug("socks5: udp write to client", "err", err)
 	}
+	return nil
 }
 
-// readRemote wraps each reply from the destination in f's SOCKS UDP header and sends it to
-// the client.
-func (a *association) readRemote(f *udpFlow, conn net.Conn) {
-	buf := make([]byte, len(f.hdr)+maxDatagram)
-	copy(buf, f.hdr)
-	for {
-		n, err := conn.Read(buf[len(f.hdr):])
-		if err != nil {
-			return
-		}
-		f.touch()
-		c := a.client.Load()
-		if c == nil {
-			continue
-		}
-		if _, err := a.pc.WriteToUDPAddrPort(buf[:len(f.hdr)+n], *c); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			a.s.log.Debug("socks5: udp write to client", "err", err)
-		}
-	}
+func (f *socksFlow) Close() error {
+	f.once.Do(func() { close(f.done) })
+	return nil
 }
 
 // parseUDPHeader reads a SOCKS5 UDP request header (RFC 1928 §7):

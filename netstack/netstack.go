@@ -22,7 +22,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/relay"
 )
+
+// maxDatagram holds any UDP payload over IPv4 or IPv6 (jumbograms aside), so no datagram is
+// ever truncated on its way through.
+const maxDatagram = relay.MaxDatagram
 
 // Defaults of Config's zero fields.
 const (
@@ -114,16 +119,15 @@ type Stack struct {
 	// ctx is cancelled by Close: it aborts pending dials and closes the conns of open flows.
 	ctx    context.Context
 	cancel context.CancelFunc
-	epoch  time.Time // origin of the UDP flows' monotonic activity clock
 
 	mu       sync.Mutex
 	closed   bool
 	attached bool
 	release  func() error // frees the link (closes its fd) once the stack no longer reads it
-	udpFlows map[*udpFlow]struct{}
+	udp      *relay.Table[udpKey, *nsUDP]
 
-	// datagrams pools UDP relay buffers, which are large and needed only while a datagram
-	// passes (or while a host-side Read waits).
+	// datagrams pools the buffers of datagrams from the namespace, which are large and
+	// needed only while a datagram passes.
 	datagrams sync.Pool
 
 	// wg counts the goroutines that serve flows, so Close can wait for them; Add is only
@@ -133,9 +137,9 @@ type Stack struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	tcpOpen, tcpTotal, udpTotal atomic.Int64
-	failedDials, udpEvicted     atomic.Int64
-	bytesOut, bytesIn           atomic.Int64
+	tcpOpen, tcpTotal atomic.Int64
+	failedDials       atomic.Int64
+	bytesOut, bytesIn atomic.Int64
 }
 
 // New makes a Stack with its TCP and UDP handlers installed; Attach gives it a link.
@@ -176,13 +180,15 @@ func New(cfg Config) (*Stack, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{
-		cfg:      cfg,
-		log:      log,
-		ipstack:  ipstack,
-		ctx:      ctx,
-		cancel:   cancel,
-		epoch:    time.Now(),
-		udpFlows: make(map[*udpFlow]struct{}),
+		cfg:     cfg,
+		log:     log,
+		ipstack: ipstack,
+		ctx:     ctx,
+		cancel:  cancel,
+		udp: relay.New[udpKey, *nsUDP](ctx, relay.Config{
+			Max: cfg.MaxUDPFlows, Full: relay.EvictIdlest, Idle: cfg.UDPIdleTimeout,
+			Name: "netstack", Log: log,
+		}),
 	}
 	s.datagrams.New = func() any { return new([maxDatagram]byte) }
 	// The handlers go in before any NIC exists (Attach makes it), so no early SYN or
@@ -312,6 +318,7 @@ func (s *Stack) close() error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.udp.Close()
 		close(done)
 	}()
 	// Aborting endpoints resets the program's connections and wakes the flow goroutines
@@ -340,17 +347,15 @@ func (s *Stack) close() error {
 
 // Stats returns the stack's counters.
 func (s *Stack) Stats() Stats {
-	s.mu.Lock()
-	udpOpen := int64(len(s.udpFlows))
-	s.mu.Unlock()
+	udp := s.udp.Stats()
 	return Stats{
 		TCPOpen:     s.tcpOpen.Load(),
 		TCPTotal:    s.tcpTotal.Load(),
-		UDPOpen:     udpOpen,
-		UDPTotal:    s.udpTotal.Load(),
+		UDPOpen:     udp.Open,
+		UDPTotal:    udp.Total,
 		FailedDials: s.failedDials.Load(),
 		TCPDropped:  int64(s.ipstack.Stats().TCP.ForwardMaxInFlightDrop.Value()),
-		UDPEvicted:  s.udpEvicted.Load(),
+		UDPEvicted:  udp.Evicted,
 		BytesOut:    s.bytesOut.Load(),
 		BytesIn:     s.bytesIn.Load(),
 	}
