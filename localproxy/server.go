@@ -211,6 +211,13 @@ func (e *loopError) Error() string {
 	return fmt.Sprintf("refusing to proxy to %s: that is tp's own proxy port (a loop)", e.address)
 }
 
+// Dialer is the Server's own way out (loop check, dial timeout, byte counting in Stats),
+// for a front end in the same process, such as tp run's VIF (netstack.Config.Dialer):
+// its flows then skip a SOCKS hop through the loopback port, and the dialer's errors reach
+// it with their kind, which a SOCKS reply code can't always carry (TunnelDown and Failed
+// share 0x01).
+func (s *Server) Dialer() remote.Dialer { return remote.DialFunc(s.dial) }
+
 // dial is the one way out for every front end: loop check, dial timeout, byte counting.
 func (s *Server) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if s.isSelf(address) {

@@ -61,7 +61,7 @@ const (
 	keepaliveCount    = 4
 )
 
-// Config configures a Stack. Only Dial is required.
+// Config configures a Stack. Dial or Dialer is required.
 type Config struct {
 	// Dial opens the host-side end of a flow the namespace started from src to dst; network
 	// is "tcp" or "udp". For udp the returned conn carries datagrams: each Write is one
@@ -72,6 +72,13 @@ type Config struct {
 	// flow's first datagram; later ones wait in the flow's buffer meanwhile), and must
 	// return when ctx is done.
 	Dial func(ctx context.Context, network string, src, dst netip.AddrPort) (net.Conn, error)
+	// Dialer, used when Dial is nil, opens each flow's host-side end as
+	// Dialer.DialContext(ctx, network, dst.String()), with Dial's contract. It is where the
+	// flows go, chosen by the caller: the connection's own dialer when the tunnel is in the
+	// same process (localproxy.Server.Dialer), so flows skip the loopback SOCKS hop and
+	// its errors keep their kind (TunnelDown stays TunnelDown), or a
+	// *localproxy.SOCKSDialer when attaching to another process's connection.
+	Dialer remote.Dialer
 	// MTU of the link; default DefaultMTU. The TUN device must have the same MTU.
 	MTU uint32
 	// DialTimeout bounds each Dial; default DefaultDialTimeout.
@@ -144,8 +151,14 @@ type Stack struct {
 
 // New makes a Stack with its TCP and UDP handlers installed; Attach gives it a link.
 func New(cfg Config) (*Stack, error) {
+	if cfg.Dial == nil && cfg.Dialer != nil {
+		d := cfg.Dialer
+		cfg.Dial = func(ctx context.Context, network string, _, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, network, dst.String())
+		}
+	}
 	if cfg.Dial == nil {
-		return nil, errors.New("netstack: config has no Dial function")
+		return nil, errors.New("netstack: config has no Dial function or Dialer")
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
