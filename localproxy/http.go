@@ -142,7 +142,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 // httpError maps a dial or request error to what an HTTP client is told: a status, a text
 // body a user can act on, and an RFC 9209 Proxy-Status value for tools.
 func httpError(err error) (status int, body, proxyStatus string) {
-	msg := err.Error()
+	// net/http wraps an early-data refusal in its read loop's name when the loop, not the
+	// request, saw it first (a race the -race detector's timing often loses): the user
+	// needs tp's words only.
+	msg := strings.TrimPrefix(err.Error(), "readLoopPeekFailLocked: ")
 	if _, ok := errors.AsType[*loopError](err); ok {
 		return http.StatusLoopDetected, "tp: " + msg + "\n", "tp; error=proxy_loop_detected"
 	}
