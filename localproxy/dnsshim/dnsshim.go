@@ -193,33 +193,43 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			}
 			return fmt.Errorf("dns shim: read udp on %s: %w", pc.LocalAddr(), err)
 		}
-		s.stats.queries.Add(1)
-		select {
-		case s.inflight <- struct{}{}:
-		default:
-			s.stats.dropped.Add(1)
-			s.log.Debug("dns shim: too many queries in flight, dropping one", "client", addr)
-			continue
-		}
-		req := bytes.Clone(buf[:n])
-		wg.Go(func() {
-			defer func() { <-s.inflight }()
-			var resp []byte
-			// Asked per datagram, since any local user can send to the port; on this
-			// goroutine, so that the question never holds up the read loop.
+		s.goAnswer(ctx, &wg, buf[:n], addr, func(req []byte) []byte {
+			// Asked per datagram, since any local user can send to the port; on the
+			// answering goroutine, so that the question never holds up the read loop.
 			if s.otherUser(pc, addr) {
-				resp = s.refuse(req)
-			} else {
-				resp = s.safeAnswer(ctx, req, false)
+				return s.refuse(req)
 			}
-			if resp == nil {
-				return
-			}
-			if _, err := pc.WriteTo(resp, addr); err != nil {
-				s.log.Debug("dns shim: write udp answer", "client", addr, "error", err)
-			}
+			return s.safeAnswer(ctx, req, false)
+		}, func(resp []byte) error {
+			_, err := pc.WriteTo(resp, addr)
+			return err
 		})
 	}
+}
+
+// goAnswer answers the datagram query raw (copied) on a goroutine of wg, within the
+// in-flight bound (over it the query is dropped: the client retries), and sends the
+// answer, if any, with send.
+func (s *Server) goAnswer(ctx context.Context, wg *sync.WaitGroup, raw []byte, client net.Addr, answer func([]byte) []byte, send func([]byte) error) {
+	s.stats.queries.Add(1)
+	select {
+	case s.inflight <- struct{}{}:
+	default:
+		s.stats.dropped.Add(1)
+		s.log.Debug("dns shim: too many queries in flight, dropping one", "client", client)
+		return
+	}
+	req := bytes.Clone(raw)
+	wg.Go(func() {
+		defer func() { <-s.inflight }()
+		resp := answer(req)
+		if resp == nil {
+			return
+		}
+		if err := send(resp); err != nil && ctx.Err() == nil {
+			s.log.Debug("dns shim: write udp answer", "client", client, "error", err)
+		}
+	})
 }
 
 // ServeTCP answers queries on connections accepted from ln until ctx is done or ln fails.
