@@ -162,7 +162,7 @@ func (a *association) send(target string, hdr, payload []byte) {
 	if !ok {
 		h := append([]byte(nil), hdr...)
 		h[0], h[1], h[2] = 0, 0, 0 // RSV and FRAG
-		f = &socksFlow{a: a, hdr: h, out: make(chan []byte, udpQueue), done: make(chan struct{})}
+		f = &socksFlow{Queue: relay.NewQueue(udpQueue), a: a, hdr: h}
 		dial := func(ctx context.Context) (net.Conn, error) {
 			conn, err := a.s.dial(ctx, "udp", target)
 			if err != nil {
@@ -177,9 +177,7 @@ func (a *association) send(target string, hdr, payload []byte) {
 			return
 		}
 	}
-	select {
-	case f.out <- append([]byte(nil), payload...):
-	default:
+	if !f.Push(payload) {
 		a.s.log.Debug("socks5: udp datagram dropped: queue full", "target", target)
 	}
 }
@@ -187,20 +185,9 @@ func (a *association) send(target string, hdr, payload []byte) {
 // socksFlow is the client's side of the flow to one destination: its datagrams waiting
 // for the flow's dial or write, and the header its replies carry.
 type socksFlow struct {
-	a    *association
-	hdr  []byte // SOCKS UDP header naming the destination as the client did
-	out  chan []byte
-	done chan struct{}
-	once sync.Once
-}
-
-func (f *socksFlow) Next() ([]byte, func(), error) {
-	select {
-	case p := <-f.out:
-		return p, nil, nil
-	case <-f.done:
-		return nil, nil, net.ErrClosed
-	}
+	*relay.Queue
+	a   *association
+	hdr []byte // SOCKS UDP header naming the destination as the client did
 }
 
 // Reply wraps a datagram from the destination in the flow's SOCKS UDP header and sends it
@@ -218,11 +205,6 @@ func (f *socksFlow) Reply(b []byte) error {
 		}
 		f.a.s.log.Debug("socks5: udp write to client", "err", err)
 	}
-	return nil
-}
-
-func (f *socksFlow) Close() error {
-	f.once.Do(func() { close(f.done) })
 	return nil
 }
 

@@ -126,19 +126,21 @@ type Stack struct {
 	// ctx is cancelled by Close: it aborts pending dials and closes the conns of open flows.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// udp relays the UDP flows; its table ends with ctx.
+	udp *relay.Table[udpKey, *nsUDP]
 
 	mu       sync.Mutex
 	closed   bool
 	attached bool
 	release  func() error // frees the link (closes its fd) once the stack no longer reads it
-	udp      *relay.Table[udpKey, *nsUDP]
 
 	// datagrams pools the buffers of datagrams from the namespace, which are large and
 	// needed only while a datagram passes.
 	datagrams sync.Pool
 
-	// wg counts the goroutines that serve flows, so Close can wait for them; Add is only
-	// called under mu while !closed, which orders every Add before Close's Wait.
+	// wg counts the goroutines that serve TCP flows (udp counts its own), so Close can
+	// wait for them; Add is only called under mu while !closed, which orders every Add
+	// before Close's Wait.
 	wg sync.WaitGroup
 
 	closeOnce sync.Once

@@ -5,41 +5,24 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 )
 
-// fakeClient is a front end's side of a flow: datagrams to send wait in in, replies land
-// in replies with their headroom stripped.
+// fakeClient is a front end's side of a flow: datagrams to send wait in its Queue, replies
+// land in replies with their headroom stripped.
 type fakeClient struct {
-	in      chan []byte
+	*Queue
 	replies chan []byte
 	head    int
-	done    chan struct{}
-	once    sync.Once
 }
 
 func newFakeClient(head int) *fakeClient {
-	return &fakeClient{in: make(chan []byte, 8), replies: make(chan []byte, 8), head: head, done: make(chan struct{})}
-}
-
-func (c *fakeClient) Next() ([]byte, func(), error) {
-	select {
-	case p := <-c.in:
-		return p, nil, nil
-	case <-c.done:
-		return nil, nil, net.ErrClosed
-	}
+	return &fakeClient{Queue: NewQueue(8), replies: make(chan []byte, 8), head: head}
 }
 
 func (c *fakeClient) Reply(b []byte) error {
 	c.replies <- append([]byte(nil), b[c.head:]...)
-	return nil
-}
-
-func (c *fakeClient) Close() error {
-	c.once.Do(func() { close(c.done) })
 	return nil
 }
 
@@ -78,7 +61,9 @@ func TestRoundTripWithHeadroom(t *testing.T) {
 	if got, ok := tb.Get("web-app:53"); !ok || got != c {
 		t.Fatalf("Get: %v, %v; want the added client", got, ok)
 	}
-	c.in <- []byte("ping")
+	if !c.Push([]byte("ping")) {
+		t.Fatal("Push to an open queue failed")
+	}
 	dest := <-far
 	buf := make([]byte, 100)
 	if n, err := dest.Read(buf); err != nil || string(buf[:n]) != "ping" {
@@ -178,4 +163,24 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestQueueDropsWhenFullOrClosed(t *testing.T) {
+	q := NewQueue(1)
+	p := []byte("a")
+	if !q.Push(p) || q.Push([]byte("b")) {
+		t.Fatal("a queue of 1 took other than exactly one datagram")
+	}
+	p[0] = 'x' // the queue holds a copy
+	if got, _, err := q.Next(); err != nil || string(got) != "a" {
+		t.Fatalf("Next: %q, %v; want a", got, err)
+	}
+	q.Close()
+	q.Close()
+	if q.Push([]byte("c")) {
+		t.Error("Push to a closed queue succeeded")
+	}
+	if _, _, err := q.Next(); err == nil {
+		t.Error("Next on a closed queue succeeded")
+	}
 }
