@@ -4,7 +4,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -30,38 +29,17 @@ type sourceFile struct {
 	file *ast.File
 }
 
+// moduleSources parses sourceFiles.
 func moduleSources(t *testing.T) []sourceFile {
 	t.Helper()
 	var out []sourceFile
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel("..", path)
-		rel = filepath.ToSlash(rel)
-		if d.IsDir() && rel != "." {
-			switch {
-			case rel == "tests", strings.HasPrefix(d.Name(), "."), d.Name() == "testdata", d.Name() == "vendor":
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !strings.HasSuffix(rel, ".go") || strings.HasSuffix(rel, "_test.go") || strings.HasSuffix(rel, ".pb.go") {
-			return nil
-		}
+	for _, rel := range sourceFiles(t) {
 		fset := token.NewFileSet()
-		f, err := parser.ParseFile(fset, path, nil, 0)
+		f, err := parser.ParseFile(fset, filepath.Join("..", rel), nil, 0)
 		if err != nil {
-			return err
+			t.Fatalf("parsing %s: %v", rel, err)
 		}
 		out = append(out, sourceFile{path: rel, fset: fset, file: f})
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walking the module: %v", err)
-	}
-	if len(out) == 0 {
-		t.Fatal("found no Go files: is the test running in tests/?")
 	}
 	return out
 }
