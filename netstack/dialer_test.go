@@ -21,8 +21,8 @@ type kindLog struct {
 }
 
 func (k *kindLog) Enabled(context.Context, slog.Level) bool { return true }
-func (k *kindLog) WithAttrs([]slog.Attr) slog.Handler      { return k }
-func (k *kindLog) WithGroup(string) slog.Handler           { return k }
+func (k *kindLog) WithAttrs([]slog.Attr) slog.Handler       { return k }
+func (k *kindLog) WithGroup(string) slog.Handler            { return k }
 
 func (k *kindLog) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(a slog.Attr) bool {
