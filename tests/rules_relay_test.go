@@ -16,12 +16,6 @@ import (
 // remote.Counted, and UDP flows are relayed by remote/relay alone. These rules keep a
 // second copy from growing back.
 
-// pendingOwner lists files that another change is moving onto the shared helpers; each is
-// exempt until then. Remove an entry once its file is clean.
-var pendingOwner = map[string]bool{
-	"remote/cluster/server/conns.go": true, // watchedConn: its CloseWrite and byte count
-}
-
 // sourceFile is one parsed non-test Go file of the module, outside tests/.
 type sourceFile struct {
 	path string // slash-separated, relative to the module root
@@ -72,7 +66,7 @@ func TestOneHalfCloseCheck(t *testing.T) {
 					switch {
 					case f.path == home:
 						found = true
-					case !pendingOwner[f.path]:
+					default:
 						t.Errorf("%s asserts interface{ %s }: use remote.CloseWrite or remote.Reset (%s)", f.pos(ta.Pos()), name.Name, home)
 					}
 				}
@@ -91,7 +85,7 @@ func TestOneHalfCloseCheck(t *testing.T) {
 func TestOneCountingConn(t *testing.T) {
 	const home = "remote/conn.go"
 	for _, f := range moduleSources(t) {
-		if f.path == home || pendingOwner[f.path] {
+		if f.path == home {
 			continue
 		}
 		for _, d := range f.file.Decls {

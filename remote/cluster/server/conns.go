@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/ratelimit"
 )
 
@@ -67,7 +68,9 @@ func (l *connLog) Accept() (net.Conn, error) {
 	if err := setUserTimeout(c, l.userTimeout); err != nil {
 		l.log.Warn(l.api+": setting the connection's TCP user timeout", "from", c.RemoteAddr().String(), "err", err)
 	}
-	return &watchedConn{Conn: c, l: l, start: time.Now()}, nil
+	wc := &watchedConn{l: l, start: time.Now()}
+	wc.Counted = remote.Counted{Conn: c, OnRead: wc.sawRead}
+	return wc, nil
 }
 
 // Close marks the end of serving: the server then closes every connection, which is no
@@ -82,7 +85,9 @@ func (l *connLog) Close() error {
 const headLen = len(http2.ClientPreface)
 
 type watchedConn struct {
-	net.Conn
+	// Counted keeps the half-close net/http does before closing a connection it refused,
+	// so that the peer reads the refusal before the end.
+	remote.Counted
 	l     *connLog
 	start time.Time
 
@@ -94,28 +99,18 @@ type watchedConn struct {
 	once    sync.Once
 }
 
-func (c *watchedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+// sawRead keeps the head of what the peer sent, the bytes and the first read error.
+func (c *watchedConn) sawRead(p []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.head) < headLen {
-		c.head = append(c.head, p[:min(n, headLen-len(c.head))]...)
+		c.head = append(c.head, p[:min(len(p), headLen-len(c.head))]...)
 		c.greeted = c.greeted || (c.l.grpc && bytes.Equal(c.head, []byte(http2.ClientPreface)))
 	}
-	c.n += int64(n)
+	c.n += int64(len(p))
 	if err != nil && c.readErr == nil {
 		c.readErr = err
 	}
-	return n, err
-}
-
-// CloseWrite keeps the half-close net/http does before closing a connection it refused,
-// so that the peer reads the refusal before the end.
-func (c *watchedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }
 
 func (c *watchedConn) Close() error {
