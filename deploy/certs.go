@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // The objects that secure the manager's cluster port, in tp's namespace. tp install makes

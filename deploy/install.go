@@ -18,8 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
 )
 
 // Installed describes the manager of one install.

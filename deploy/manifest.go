@@ -16,9 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/tpdev/tp/remote/managerspec"
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // Names, labels and ports of the installed manager. The laptop side finds the manager's pod

@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
 )
 
 // rendered is a rendered manifest read back as typed objects.

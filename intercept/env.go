@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 )
 
 // EnvVar is one variable of a container's environment.

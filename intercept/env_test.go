@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 )
 
 // The kubelet's own cases (third_party/forked/golang/expansion/expand_test.go).

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 )
 
 var ctx = context.Background()

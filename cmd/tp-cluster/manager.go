@@ -9,8 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
-	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/cluster/server"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 func managerCommand() *cli.Command {

@@ -19,8 +19,8 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
 )

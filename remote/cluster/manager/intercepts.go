@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
-	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )

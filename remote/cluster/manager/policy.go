@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // Policy decides which addresses the manager dials for clients. The right to use tp

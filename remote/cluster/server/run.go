@@ -22,9 +22,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/cluster/manager"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // Config is what the manager is run with: tp install's manifest sets it through

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
