@@ -82,3 +82,16 @@ func TestNoBuildOutputsTracked(t *testing.T) {
 		}
 	}
 }
+
+// TestGofmt keeps every Go file as gofmt writes it, so that a diff shows changes, not layout.
+func TestGofmt(t *testing.T) {
+	cmd := exec.Command("gofmt", "-l", "cmd", "deploy", "intercept", "localproxy", "netstack", "remote", "tests")
+	cmd.Dir = ".."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("gofmt -l: %v\n%s", err, out)
+	}
+	if files := strings.Fields(string(out)); len(files) > 0 {
+		t.Errorf("not gofmt'ed (run gofmt -w): %s", strings.Join(files, " "))
+	}
+}
