@@ -7,10 +7,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/remote/laptop/client"
 )
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:            "tp",
 		Usage:           "reach a Kubernetes cluster's network from this machine, without root",
 		HideVersion:     true,
@@ -44,4 +45,32 @@ func newApp() *cli.App {
 			},
 		},
 	}
+	return app
+}
+
+// kubeFlags choose the cluster, as kubectl's do.
+func kubeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kubeconfig", Usage: "kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"},
+		&cli.StringFlag{Name: "context", Usage: "kubeconfig context (default: the current one)"},
+		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "namespace for short names (default: the context's)"},
+	}
+}
+
+// given is the value of a flag given on the command line ("" for none).
+func given(c *cli.Context, name string) string {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.String(name)
+		}
+	}
+	return ""
+}
+
+// newClient is the client for the cluster the command line chooses.
+func newClient(c *cli.Context) *client.Client {
+	kf := client.KubeFlags{Kubeconfig: given(c, "kubeconfig"), Context: given(c, "context"), Namespace: given(c, "namespace")}
+	cl := client.New(kf, c.App.Writer, c.App.ErrWriter)
+	cl.Version = buildinfo.Version
+	return cl
 }

@@ -1,17 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-	"time"
-
 	"github.com/urfave/cli/v2"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/deploy"
-	"github.com/tpdev/tp/intercept"
-	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/client"
 )
 
 func installCommand() *cli.Command {
@@ -32,7 +26,7 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 
    tp install --allow-cidr 10.20.0.0/16,192.0.2.7/32`,
 		Flags: append(kubeFlagsNoNamespace(),
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace for the manager"},
+			managerNamespaceFlag("namespace for the manager"),
 			&cli.StringFlag{Name: "image", Value: buildinfo.Image, Usage: "the manager's image (tp's cluster image)"},
 			&cli.StringSliceFlag{Name: "managed-namespaces", Usage: "limit what the manager sees to these namespaces (default: the whole cluster)"},
 			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "let the manager dial this range for developers too, beyond the cluster's service and pod ranges (repeatable or comma separated)"},
@@ -41,35 +35,14 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 			&cli.BoolFlag{Name: "rotate-ca", Usage: "replace the CA agents verify the manager by; agents injected before keep working until their workload's next tp intercept"},
 		),
 		Action: func(c *cli.Context) error {
-			opts := deploy.Options{
-				Namespace: c.String("namespace"), Image: c.String("image"),
-				ManagedNamespaces: splitList(c.StringSlice("managed-namespaces")),
-				AllowedCIDRs:      splitList(c.StringSlice("allow-cidr")),
-				Timeout:           c.Duration("timeout"), Log: c.App.ErrWriter, RotateCA: c.Bool("rotate-ca"),
-			}
-			if c.Bool("dry-run") {
-				out, err := deploy.Render(opts)
-				if err != nil {
-					return err
-				}
-				_, err = c.App.Writer.Write(out)
-				return err
-			}
-			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
-			if err != nil {
-				return remote.UsageError(err)
-			}
-			start := time.Now()
-			inst, err := deploy.Install(c.Context, k.cfg, opts)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.ErrWriter, "tp: traffic manager %s ready in namespace %q of context %q (pod %s, %s)\n",
-				inst.Image, inst.Namespace, k.context, inst.Pod, time.Since(start).Round(100*time.Millisecond))
-			if len(inst.AllowedCIDRs) > 0 {
-				fmt.Fprintf(c.App.ErrWriter, "tp: beyond the cluster's ranges and names, the manager may dial %s (--allow-cidr)\n", strings.Join(inst.AllowedCIDRs, ", "))
-			}
-			return nil
+			return managerClient(c).Install(c.Context, client.InstallConfig{
+				Options: deploy.Options{
+					Namespace: managerNamespace(c), Image: c.String("image"),
+					ManagedNamespaces: c.StringSlice("managed-namespaces"), AllowedCIDRs: c.StringSlice("allow-cidr"),
+					Timeout: c.Duration("timeout"), RotateCA: c.Bool("rotate-ca"),
+				},
+				DryRun: c.Bool("dry-run"),
+			})
 		},
 	}
 }
@@ -79,37 +52,35 @@ func uninstallCommand() *cli.Command {
 		Name:  "uninstall",
 		Usage: "remove everything tp made: the agents (workloads get their own pod templates back), then the manager",
 		Flags: append(kubeFlagsNoNamespace(),
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: "namespace of the manager"},
+			managerNamespaceFlag("namespace of the manager"),
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for it to be gone"},
 		),
 		Action: func(c *cli.Context) error {
-			k, err := loadKube(c.String("kubeconfig"), c.String("context"), "")
-			if err != nil {
-				return remote.UsageError(err)
-			}
-			opts := deploy.Options{Namespace: c.String("namespace"), Timeout: c.Duration("timeout"), Log: c.App.ErrWriter}
-			// The agents first: every workload gets its own pod template back.
-			cs, err := kubernetes.NewForConfig(k.cfg)
-			if err != nil {
-				return err
-			}
-			refs, err := intercept.Injected(c.Context, cs, "")
-			if err != nil {
-				return err
-			}
-			for _, ref := range refs {
-				if _, err := intercept.Restore(c.Context, cs, ref, false); err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.ErrWriter, "tp: restored %s %s/%s (agent removed)\n", ref.Kind, ref.Namespace, ref.Name)
-			}
-			if err := deploy.Uninstall(c.Context, k.cfg, opts); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.ErrWriter, "tp: uninstalled from namespace %q of context %q\n", opts.Namespace, k.context)
-			return nil
+			return managerClient(c).Uninstall(c.Context, managerNamespace(c), c.Duration("timeout"))
 		},
 	}
+}
+
+// managerNamespaceFlag is install's and uninstall's --namespace: the manager's, not the
+// developer's.
+func managerNamespaceFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: deploy.DefaultNamespace, Usage: usage}
+}
+
+// managerNamespace is --namespace given after the command, else before it, else tp's.
+func managerNamespace(c *cli.Context) string {
+	if ns := given(c, "namespace"); ns != "" {
+		return ns
+	}
+	return deploy.DefaultNamespace
+}
+
+// managerClient is the client of install and uninstall, whose --namespace is not the
+// cluster choice's.
+func managerClient(c *cli.Context) *client.Client {
+	cl := newClient(c)
+	cl.Kube.Namespace = ""
+	return cl
 }
 
 func kubeFlagsNoNamespace() []cli.Flag {
@@ -117,19 +88,6 @@ func kubeFlagsNoNamespace() []cli.Flag {
 	for _, f := range kubeFlags() {
 		if f.Names()[0] != "namespace" {
 			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// splitList accepts both --flag a,b and --flag a --flag b.
-func splitList(in []string) []string {
-	var out []string
-	for _, s := range in {
-		for _, part := range strings.Split(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				out = append(out, part)
-			}
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/tpdev/tp/netstack/ns"
+	"github.com/tpdev/tp/remote/laptop/client"
 )
 
 func main() {
@@ -16,12 +17,12 @@ func main() {
 	}
 	app := newApp()
 	if err := app.Run(interspersed(app, os.Args)); err != nil {
-		var st exitStatus
-		if errors.As(err, &st) {
-			if st.signal != nil {
-				dieBy(st.signal)
+		// A command tp ran ends tp the same way.
+		if st, ok := errors.AsType[*client.ExitError](err); ok {
+			if st.Signal != nil {
+				dieBy(st.Signal)
 			}
-			os.Exit(st.code)
+			os.Exit(st.Code)
 		}
 		fmt.Fprintln(os.Stderr, "tp:", err)
 		os.Exit(exitCode(err))

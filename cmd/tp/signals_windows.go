@@ -2,16 +2,6 @@
 
 package main
 
-import (
-	"os"
-	"os/exec"
-)
-
-// forwardedSignals are passed on to a command tp run runs.
-var forwardedSignals = []os.Signal{os.Interrupt}
-
-func exitSignal(*exec.ExitError) os.Signal { return nil }
-
-func signalNumber(os.Signal) int { return 0 }
+import "os"
 
 func dieBy(os.Signal) {}

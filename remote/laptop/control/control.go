@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/remote/laptop/session"
-	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
 // Info is what a daemon reports about itself; Session holds the tunnel's status and Proxy
@@ -112,8 +111,25 @@ type API struct {
 // Intercepts is what GET /intercepts tells: this daemon's intercepts, and the manager's
 // view of all of them (every client's).
 type Intercepts struct {
-	Held []session.InterceptSpec   `json:"held"`
-	All  []*tunnelpb.InterceptInfo `json:"all"`
+	Held []session.InterceptSpec `json:"held"`
+	All  []InterceptInfo         `json:"all"`
+}
+
+// InterceptInfo is one intercept as the manager tells of it. The JSON names are those the
+// socket has always answered with (they were the wire protocol's), so that clients of
+// either version read each other.
+type InterceptInfo struct {
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Kind      string `json:"kind,omitempty"`
+	Workload  string `json:"workload,omitempty"`
+	Port      string `json:"port,omitempty"`
+	Client    string `json:"client,omitempty"`
+	SinceUnix int64  `json:"since_unix,omitempty"`
+	Agents    int32  `json:"agents,omitempty"`
+	// Holder is the Kubernetes user the grant names, Grant the grant (Lease) itself.
+	Holder string `json:"holder,omitempty"`
+	Grant  string `json:"grant,omitempty"`
 }
 
 // Serve answers the daemon's API on the named session's socket until ctx ends: GET

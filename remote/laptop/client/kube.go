@@ -1,4 +1,4 @@
-package main
+package client
 
 import (
 	"fmt"
@@ -7,32 +7,45 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tpdev/tp/remote"
 )
 
-// kube is the cluster a command works on, chosen like kubectl does: KUBECONFIG (or
-// ~/.kube/config), --kubeconfig, --context, --namespace.
-type kube struct {
-	cfg       *rest.Config
-	context   string
-	cluster   string // the API server's URL
-	namespace string
+// KubeFlags choose the cluster, as kubectl's do; empty means the kubeconfig's choice.
+type KubeFlags struct {
+	Kubeconfig, Context, Namespace string
 }
 
-func loadKube(kubeconfig, context, namespace string) (*kube, error) {
+// Kube is the cluster a command works on, chosen like kubectl does: KUBECONFIG (or
+// ~/.kube/config), --kubeconfig, --context, --namespace.
+type Kube struct {
+	REST      *rest.Config
+	Context   string
+	Cluster   string // the API server's URL
+	Namespace string
+}
+
+// LoadKube reads the kubeconfig; its failures are the user's to fix.
+func LoadKube(f KubeFlags) (*Kube, error) {
+	k, err := loadKube(f)
+	return k, remote.UsageError(err)
+}
+
+func loadKube(f KubeFlags) (*Kube, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfig != "" {
-		rules.ExplicitPath = kubeconfig
+	if f.Kubeconfig != "" {
+		rules.ExplicitPath = f.Kubeconfig
 	}
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: context}
-	if namespace != "" {
-		overrides.Context.Namespace = namespace
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: f.Context}
+	if f.Namespace != "" {
+		overrides.Context.Namespace = f.Namespace
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	raw, err := cc.RawConfig()
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig: %w", err)
 	}
-	ctxName := context
+	ctxName := f.Context
 	if ctxName == "" {
 		ctxName = raw.CurrentContext
 	}
@@ -53,7 +66,7 @@ func loadKube(kubeconfig, context, namespace string) (*kube, error) {
 	cfg.UserAgent = "tp"
 	// Quiet client-go's warnings; tp reports what matters itself.
 	cfg.WarningHandler = rest.NoWarnings{}
-	return &kube{cfg: cfg, context: ctxName, cluster: cfg.Host, namespace: ns}, nil
+	return &Kube{REST: cfg, Context: ctxName, Cluster: cfg.Host, Namespace: ns}, nil
 }
 
 // avoidProxyLoop keeps the API connection off tp's own proxy: a user who exported tp's

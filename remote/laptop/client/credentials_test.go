@@ -1,21 +1,18 @@
-package main
+package client
 
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 )
 
@@ -57,7 +54,7 @@ func TestProxyCredentials(t *testing.T) {
 			if tt.file != "" {
 				file = writeFile(t, tt.file)
 			}
-			got, err := proxyCredentials(file, tt.env)
+			got, err := ProxyCredentials(file, tt.env)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("got %v, %v; want an error with %q", got, err, tt.err)
@@ -78,32 +75,34 @@ func TestProxyCredentials(t *testing.T) {
 			}
 		})
 	}
-	_, err := proxyCredentials(filepath.Join(t.TempDir(), "missing"), "")
+	_, err := ProxyCredentials(filepath.Join(t.TempDir(), "missing"), "")
 	if err == nil || !strings.Contains(err.Error(), "--proxy-credentials-file: open ") || exitCode(err) != 2 {
 		t.Errorf("missing file: %v, want a user error naming the flag and the file", err)
 	}
 }
 
-// parseConnect parses tp connect's flags as the real command does, without connecting.
-func parseConnect(t *testing.T, args ...string) (connectOptions, error) {
+// parseConnect checks tp connect's defaults with args set over them, as the command does,
+// without connecting: args are flag, value pairs of the connect flags these tests use.
+func parseConnect(t *testing.T, args ...string) (Options, error) {
 	t.Helper()
-	cmd := connectCommand()
-	var o connectOptions
-	var perr error
-	cmd.Action = func(c *cli.Context) error {
-		o, perr = parseConnectOptions(c)
-		return nil
+	cfg := ConnectConfig{Name: "default", Listen: "127.0.0.1:1080", ManagerNamespace: "tp-system", Transport: "auto", Lanes: DefaultLanes, Timeout: 30 * time.Second}
+	for i := 0; i+1 < len(args); i += 2 {
+		switch args[i] {
+		case "--listen":
+			cfg.Listen = args[i+1]
+		case "--dns-listen":
+			cfg.DNSListen = args[i+1]
+		case "--proxy-credentials-file":
+			cfg.CredentialsFile = args[i+1]
+		default:
+			t.Fatalf("parseConnect: %s is not among the flags it knows", args[i])
+		}
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard,
-		ExitErrHandler: func(*cli.Context, error) {}}
-	if err := app.Run(append([]string{"tp", "connect"}, args...)); err != nil {
-		t.Fatalf("tp connect %q: %v", args, err)
-	}
-	return o, perr
+	return cfg.Options(os.Getenv(CredentialsEnv))
 }
 
 func TestConnectListenNeedsCredentials(t *testing.T) {
-	t.Setenv(credentialsEnv, "")
+	t.Setenv(CredentialsEnv, "")
 	for _, listen := range []string{"0.0.0.0:1080", "[::]:1080", "192.168.1.10:1080", "[fd00::1]:1080", "[::ffff:10.0.0.1]:1080"} {
 		_, err := parseConnect(t, "--listen", listen)
 		want := "--listen " + listen + " is reachable from other machines: set TP_PROXY_CREDENTIALS=user:password " +
@@ -121,7 +120,7 @@ func TestConnectListenNeedsCredentials(t *testing.T) {
 }
 
 func TestConnectCredentialsFromEnv(t *testing.T) {
-	t.Setenv(credentialsEnv, "alice:"+secret)
+	t.Setenv(CredentialsEnv, "alice:"+secret)
 	for _, listen := range []string{"0.0.0.0:1080", "127.0.0.1:1080"} {
 		o, err := parseConnect(t, "--listen", listen)
 		if err != nil {
@@ -131,66 +130,13 @@ func TestConnectCredentialsFromEnv(t *testing.T) {
 			t.Fatalf("--listen %s: creds %v, want TP_PROXY_CREDENTIALS's (enforced on loopback too)", listen, o.creds)
 		}
 		// The daemon inherits the environment; the password is not on its command line.
-		if args := strings.Join(o.daemonArgs(), " "); strings.Contains(args, secret) || strings.Contains(args, credentialsFileFlag) {
+		if args := strings.Join(DaemonArgs(KubeFlags{}, o.ConnectConfig), " "); strings.Contains(args, secret) || strings.Contains(args, CredentialsFileFlag) {
 			t.Errorf("daemon args %q", args)
 		}
 	}
-	t.Setenv(credentialsEnv, "alice")
+	t.Setenv(CredentialsEnv, "alice")
 	if _, err := parseConnect(t, "--listen", "0.0.0.0:1080"); err == nil || !strings.Contains(err.Error(), "TP_PROXY_CREDENTIALS: want user:password") {
 		t.Errorf("malformed TP_PROXY_CREDENTIALS: %v", err)
-	}
-}
-
-func TestConnectCredentialsFromFile(t *testing.T) {
-	t.Setenv(credentialsEnv, "")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "creds"), []byte("alice:"+secret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Chdir(dir)
-	o, err := parseConnect(t, "--listen", "0.0.0.0:1080", "--proxy-credentials-file", "creds")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.creds == nil || o.creds.User != "alice" || o.creds.Password != secret {
-		t.Fatalf("creds %v, want the file's", o.creds)
-	}
-	// The daemon gets the file's absolute path, to read it wherever it starts.
-	args := o.daemonArgs()
-	i := slices.Index(args, "--proxy-credentials-file")
-	if i < 0 || i+1 >= len(args) || args[i+1] != filepath.Join(dir, "creds") {
-		t.Errorf("daemon args %q, want --proxy-credentials-file %s", args, filepath.Join(dir, "creds"))
-	}
-	if strings.Contains(strings.Join(args, " "), secret) {
-		t.Errorf("daemon args %q show the password", args)
-	}
-	// And the daemon, parsing those, gets the same credentials.
-	d, err := parseConnect(t, args[1:]...)
-	if err != nil || d.creds == nil || *d.creds != *o.creds {
-		t.Errorf("daemon parsed %v, %v", d.creds, err)
-	}
-}
-
-func TestConnectRefusesOpenListenBeforeTouchingTheCluster(t *testing.T) {
-	t.Setenv(credentialsEnv, "")
-	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("TP_HOME", t.TempDir())
-	app := newApp()
-	var out bytes.Buffer
-	app.Writer, app.ErrWriter = &out, &out
-	err := app.Run([]string{"tp", "connect", "--listen", "0.0.0.0:1080"})
-	if err == nil || !strings.Contains(err.Error(), "is reachable from other machines") || exitCode(err) != 2 {
-		t.Fatalf("tp connect --listen 0.0.0.0:1080: %v (output %q)", err, out.String())
-	}
-}
-
-func TestConnectHasNoPasswordFlag(t *testing.T) {
-	for _, f := range append(connectCommand().Flags, runCommand().Flags...) {
-		for _, name := range f.Names() {
-			if strings.Contains(name, "password") || name == "proxy-credentials" || name == "proxy-user" {
-				t.Errorf("flag --%s would put a secret on the command line, visible in ps", name)
-			}
-		}
 	}
 }
 
@@ -292,8 +238,8 @@ func TestRunningProxyCredentials(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(home) })
 	t.Setenv("TP_HOME", home)
-	k := &kube{context: "ctx", cluster: "https://api:6443", namespace: "ns"}
-	fakeDaemon(t, "shared", control.Info{Name: "shared", Context: k.context, Cluster: k.cluster, Namespace: k.namespace,
+	k := &Kube{Context: "ctx", Cluster: "https://api:6443", Namespace: "ns"}
+	fakeDaemon(t, "shared", control.Info{Name: "shared", Context: k.Context, Cluster: k.Cluster, Namespace: k.Namespace,
 		Listen: "0.0.0.0:1080", DNSListen: "127.0.0.1:1053", ProxyAuth: true})
 	log := slog.New(slog.DiscardHandler)
 
@@ -311,14 +257,14 @@ func TestRunningProxyCredentials(t *testing.T) {
 	if _, _, _, err := runningProxy(t.Context(), k, "", "alice", log); err == nil || exitCode(err) != 2 {
 		t.Errorf("malformed TP_PROXY_CREDENTIALS: %v, want a user error", err)
 	}
-	other := &kube{context: "ctx", cluster: k.cluster, namespace: "other"}
+	other := &Kube{Context: "ctx", Cluster: k.Cluster, Namespace: "other"}
 	if _, _, ok, _ := runningProxy(t.Context(), other, "", "alice:"+secret, log); ok {
 		t.Error("a connection to another namespace was used")
 	}
 }
 
 func TestConnectDNSListensOnLoopbackOnly(t *testing.T) {
-	t.Setenv(credentialsEnv, "alice:"+secret)
+	t.Setenv(CredentialsEnv, "alice:"+secret)
 	for _, dl := range []string{"0.0.0.0:1053", "[::]:1053", "10.0.0.5:53"} {
 		_, err := parseConnect(t, "--dns-listen", dl)
 		if err == nil || !strings.Contains(err.Error(), "DNS cannot ask for credentials") || exitCode(err) != 2 {
@@ -328,4 +274,12 @@ func TestConnectDNSListensOnLoopbackOnly(t *testing.T) {
 	if _, err := parseConnect(t, "--dns-listen", "127.0.0.1:1053"); err != nil {
 		t.Errorf("--dns-listen on loopback: %v", err)
 	}
+}
+
+// exitCode is cmd/tp's: 2 for the user's errors.
+func exitCode(err error) int {
+	if remote.KindOf(err).UserFault() {
+		return 2
+	}
+	return 1
 }

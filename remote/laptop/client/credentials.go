@@ -1,4 +1,4 @@
-package main
+package client
 
 import (
 	"fmt"
@@ -7,39 +7,33 @@ import (
 	"os"
 	"strings"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote"
 )
 
-// credentialsEnv holds the proxy's USER:PASSWORD. It is preferred to a file and there is no
+// CredentialsEnv holds the proxy's USER:PASSWORD. It is preferred to a file and there is no
 // flag for the password itself: a command line is visible to every user of the machine in
 // ps, the environment is not, and the connection daemon inherits it.
-const credentialsEnv = "TP_PROXY_CREDENTIALS"
+const CredentialsEnv = "TP_PROXY_CREDENTIALS"
 
-// credentialsFileFlag names a file holding USER:PASSWORD, for those who keep secrets in
+// CredentialsFileFlag names a file holding USER:PASSWORD, for those who keep secrets in
 // files; its path, not its content, goes to the daemon's command line.
-const credentialsFileFlag = "proxy-credentials-file"
+const CredentialsFileFlag = "proxy-credentials-file"
 
-func proxyCredentialsFlag(usage string) cli.Flag {
-	return &cli.StringFlag{Name: credentialsFileFlag, Usage: usage}
-}
-
-// proxyCredentials reads the credentials from file, else from env (the value of
+// ProxyCredentials reads the credentials from file, else from env (the value of
 // TP_PROXY_CREDENTIALS); neither set means none (nil). A file wins: it was named on this
 // command line, the variable may only be left over in the shell.
-func proxyCredentials(file, env string) (*localproxy.Credentials, error) {
+func ProxyCredentials(file, env string) (*localproxy.Credentials, error) {
 	if file != "" {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, remote.Errorf(remote.Usage, "--%s: %w", credentialsFileFlag, err)
+			return nil, remote.Errorf(remote.Usage, "--%s: %w", CredentialsFileFlag, err)
 		}
 		s := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
-		return parseCredentials(fmt.Sprintf("--%s %s", credentialsFileFlag, file), s)
+		return parseCredentials(fmt.Sprintf("--%s %s", CredentialsFileFlag, file), s)
 	}
 	if env != "" {
-		return parseCredentials(credentialsEnv, env)
+		return parseCredentials(CredentialsEnv, env)
 	}
 	return nil, nil
 }
@@ -68,7 +62,7 @@ func requireCredentials(listen string, addr netip.AddrPort, creds *localproxy.Cr
 		return nil
 	}
 	return remote.Errorf(remote.Usage, "--listen %s is reachable from other machines: set %s=user:password (or --%s) so that the proxy asks for them",
-		listen, credentialsEnv, credentialsFileFlag)
+		listen, CredentialsEnv, CredentialsFileFlag)
 }
 
 // noteCredentials tells the user that the exported proxy URLs lack the credentials the
@@ -77,7 +71,7 @@ func requireCredentials(listen string, addr netip.AddrPort, creds *localproxy.Cr
 func noteCredentials(w io.Writer, listen string) {
 	fmt.Fprintf(w, "tp: the proxy asks for the user and password from %s (or --%s); "+
 		"the exported proxy URLs leave them out: give them to each client, e.g. ALL_PROXY=socks5h://USER:PASSWORD@%s\n",
-		credentialsEnv, credentialsFileFlag, clientAddr(listen))
+		CredentialsEnv, CredentialsFileFlag, clientAddr(listen))
 }
 
 // clientAddr is where a client on this machine reaches a proxy listening on listen: a

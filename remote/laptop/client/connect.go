@@ -1,0 +1,215 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
+)
+
+// daemonEnv marks the daemon's process: it prints no exports (nobody reads them).
+const daemonEnv = "TP_DAEMON"
+
+// Connect is tp connect: it reuses the running session of that name when it is for the
+// same cluster and namespace, else runs the connection here (cfg.Foreground) or in a
+// background daemon, and prints the variables to export.
+func (c *Client) Connect(ctx context.Context, cfg ConnectConfig) error {
+	o, err := cfg.Options(c.getenv(CredentialsEnv))
+	if err != nil {
+		return err
+	}
+	o.Version = c.Version
+	k, err := c.cluster()
+	if err != nil {
+		return err
+	}
+	// A running session for the same cluster and namespace is reused.
+	if info, err := control.Status(ctx, o.Name); err == nil {
+		if info.Context == k.Context && info.Namespace == k.Namespace && info.Cluster == k.Cluster {
+			fmt.Fprintf(c.Err, "tp: already connected to context %q, namespace %q (session %q)\n", info.Context, info.Namespace, o.Name)
+			if info.ProxyAuth {
+				noteCredentials(c.Err, info.Listen)
+			}
+			printExports(c.Out, info.Listen)
+			return nil
+		}
+		return remote.Errorf(remote.Usage, "session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
+			o.Name, info.Context, info.Namespace)
+	}
+	if cfg.Foreground {
+		return c.serve(ctx, o, k)
+	}
+	return c.spawnDaemon(ctx, c.Kube, o, c.Out)
+}
+
+// spawnDaemon starts `tp connect --foreground` detached, with its output in the session's
+// log, and waits until it serves or fails.
+func (c *Client) spawnDaemon(ctx context.Context, kf KubeFlags, o Options, exports io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding tp's own binary: %w", err)
+	}
+	logPath, err := control.LogPath(o.Name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return fmt.Errorf("session folder: %w", err)
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("session log: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(exe, DaemonArgs(kf, o.ConnectConfig)...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), daemonEnv+"=1")
+	cmd.SysProcAttr = detached()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the connection daemon: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(o.Timeout + 10*time.Second)
+	for {
+		select {
+		case <-exited:
+			return daemonFailed(logPath)
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("the connection daemon did not become ready within %s; its log: %s", o.Timeout+10*time.Second, logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+		info, err := control.Status(ctx, o.Name)
+		if err != nil {
+			continue
+		}
+		c.reportDaemon(info, o, logPath, exports)
+		return nil
+	}
+}
+
+// reportDaemon tells the user about the daemon that now serves, and prints the exports.
+func (c *Client) reportDaemon(info control.Info, o Options, logPath string, exports io.Writer) {
+	fmt.Fprintf(c.Err, "tp: connected to context %q, namespace %q; proxy on %s", info.Context, info.Namespace, info.Listen)
+	if info.DNSListen != "" {
+		fmt.Fprintf(c.Err, ", DNS on %s", info.DNSListen)
+	}
+	fmt.Fprintf(c.Err, " (session %q, log %s)\n", o.Name, logPath)
+	var st session.Status
+	if err := json.Unmarshal(info.Session, &st); err == nil {
+		warnBeyondPolicy(c.Err, o.also, st)
+	}
+	if info.ProxyAuth {
+		noteCredentials(c.Err, info.Listen)
+	}
+	printExports(exports, info.Listen)
+}
+
+// daemonFailed reports why a daemon exited during start: its own last "tp: " line.
+func daemonFailed(logPath string) error {
+	data, _ := os.ReadFile(logPath)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if msg, ok := strings.CutPrefix(lines[i], "tp: "); ok {
+			return errors.New(msg)
+		}
+	}
+	return fmt.Errorf("the connection daemon exited during start; its log (%s) ends:\n%s", logPath, strings.Join(lines[max(0, len(lines)-10):], "\n"))
+}
+
+// daemonMemoryLimit is the daemon's soft memory limit unless GOMEMLIMIT says otherwise.
+const daemonMemoryLimit = 128 << 20
+
+// serve is the daemon (or a --foreground connection): the connection, its control
+// socket, until a signal or tp quit.
+func (c *Client) serve(ctx context.Context, o Options, k *Kube) error {
+	log := c.log()
+	if c.getenv("GOMEMLIMIT") == "" {
+		// A laptop daemon should stay small: past this the collector works harder rather
+		// than letting a transfer's garbage pile up (it is a soft limit, never an OOM).
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
+	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	conn, err := Open(ctx, k, o, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	started := time.Now()
+	info := func() control.Info {
+		i := conn.info()
+		i.Name, i.PID, i.Started = o.Name, os.Getpid(), started
+		return i
+	}
+	ctlErr := make(chan error, 1)
+	go func() { ctlErr <- control.Serve(ctx, o.Name, conn.api(info, cancel)) }()
+
+	st := conn.sess.Status()
+	log.Info("connected", "context", k.Context, "namespace", k.Namespace, "manager", st.ManagerVersion, "proxy", conn.Listen, "dns", conn.DNSListen)
+	if c.getenv(daemonEnv) == "" {
+		fmt.Fprintf(c.Err, "tp: connected to context %q, namespace %q; proxy on %s; Ctrl-C ends it\n", k.Context, k.Namespace, conn.Listen)
+		warnBeyondPolicy(c.Err, o.also, st)
+		if o.creds != nil {
+			noteCredentials(c.Err, conn.Listen)
+		}
+		printExports(c.Out, conn.Listen)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-conn.Done():
+	case err = <-ctlErr:
+	}
+	cancel()
+	log.Info("disconnecting")
+	return err
+}
+
+// warnBeyondPolicy names the --also-proxy ranges the manager's dial policy does not cover:
+// they go through the tunnel, and the manager refuses every dial there.
+func warnBeyondPolicy(w io.Writer, also []netip.Prefix, st session.Status) {
+	for _, p := range st.BeyondPolicy(also) {
+		fmt.Fprintf(w, "tp: warning: --also-proxy %s is outside what tp's manager may dial (its dial policy: the cluster's service and pod ranges and names, and ranges the admin allowed); "+
+			"connections there will be refused unless a cluster admin runs tp install --allow-cidr %s\n", p, p)
+	}
+}
+
+// printExports prints what a shell needs to use the proxy: eval "$(tp connect)". Proxy
+// credentials are never printed (see noteCredentials).
+func printExports(w io.Writer, listen string) {
+	printExportsFor(w, listen, runtime.GOOS)
+}
+
+func printExportsFor(w io.Writer, listen, goos string) {
+	listen = clientAddr(listen)
+	vars := [][2]string{
+		{"ALL_PROXY", "socks5h://" + listen}, {"all_proxy", "socks5h://" + listen},
+		{"HTTP_PROXY", "http://" + listen}, {"http_proxy", "http://" + listen},
+		{"HTTPS_PROXY", "http://" + listen}, {"https_proxy", "http://" + listen},
+		{"NO_PROXY", "localhost,127.0.0.1,::1"}, {"no_proxy", "localhost,127.0.0.1,::1"},
+	}
+	for _, v := range vars {
+		if goos == "windows" {
+			fmt.Fprintf(w, "$env:%s = %q\n", v[0], v[1])
+		} else {
+			fmt.Fprintf(w, "export %s=%s\n", v[0], v[1])
+		}
+	}
+}

@@ -1,0 +1,366 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/portforward"
+	"github.com/tpdev/tp/remote/laptop/session"
+)
+
+// InterceptConfig is tp intercept's configuration.
+type InterceptConfig struct {
+	Workload string // NAME, deploy/NAME, sts/NAME or rs/NAME
+	Port     string // LOCAL[:REMOTE]
+	Name     string // the intercept's; default WORKLOAD-PORT
+	// EnvFile and EnvJSON receive the app container's environment.
+	EnvFile, EnvJSON string
+	DryRun           bool
+	ManagerNamespace string
+	Timeout          time.Duration // for the agents
+	// Command, when given, runs with the app's environment and the intercept lasts as long.
+	Command []string
+}
+
+// holdFunc asks for an intercept; it returns how many agents serve it.
+type holdFunc func(context.Context, session.InterceptSpec) (int, error)
+
+// ParsePort reads LOCAL[:REMOTE].
+func ParsePort(s string) (local int, target string, err error) {
+	l, r, _ := strings.Cut(s, ":")
+	local, err = strconv.Atoi(l)
+	if err != nil || local < 1 || local > 65535 {
+		return 0, "", remote.Errorf(remote.Usage, "--port %q: want LOCAL[:REMOTE], LOCAL a port number, e.g. --port 8080:80 or --port 8080:http", s)
+	}
+	return local, r, nil
+}
+
+// Intercept is tp intercept: the agent in the workload, then the intercept held by the
+// running connection (started when none runs), or, with a command, by this process for
+// the command's lifetime.
+func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
+	if cfg.Workload == "" {
+		return remote.Errorf(remote.Usage, "name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
+	}
+	k, err := c.cluster()
+	if err != nil {
+		return err
+	}
+	in, err := c.prepareIntercept(ctx, k, cfg)
+	if err != nil || in == nil {
+		return err
+	}
+	var hold holdFunc
+	var leave func(string) error
+	if len(cfg.Command) > 0 {
+		// The intercept lives exactly as long as the command: this process holds it.
+		conn, err := c.openPrivate(ctx, k, in.managerNS, portforward.Auto, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		hold, leave = conn.sess.Intercept, conn.sess.Leave
+	} else {
+		daemon, err := c.ensureDaemon(ctx, k, in.managerNS)
+		if err != nil {
+			return err
+		}
+		hold = func(ctx context.Context, s session.InterceptSpec) (int, error) {
+			return control.Intercept(ctx, daemon, s)
+		}
+		leave = func(n string) error { return control.Leave(ctx, daemon, n) }
+	}
+	var env []intercept.EnvVar
+	if cfg.EnvFile != "" || cfg.EnvJSON != "" || len(cfg.Command) > 0 {
+		if env, err = writeEnvs(ctx, in, cfg.EnvFile, cfg.EnvJSON); err != nil {
+			return err
+		}
+	}
+	if err := in.hold(ctx, c.Err, cfg.Timeout, hold, leave); err != nil {
+		return err
+	}
+	if len(cfg.Command) == 0 {
+		fmt.Fprintf(c.Err, "tp: end it with: tp leave %s\n", in.spec.Name)
+		return nil
+	}
+	defer func() { _ = leave(in.spec.Name) }()
+	cmd, err := startCommand(cfg.Command, withEnv(os.Environ(), env), c.Stdio)
+	if err != nil {
+		return err
+	}
+	return waitCommand(cmd)
+}
+
+// writeEnvs reads the app container's environment and writes it where asked.
+func writeEnvs(ctx context.Context, in *pendingIntercept, file, jsonFile string) ([]intercept.EnvVar, error) {
+	env, err := remoteEnv(ctx, in.cs, in.ref, in.target)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeEnv(file, env, intercept.WriteEnvFile); err != nil {
+		return nil, err
+	}
+	if err := writeEnv(jsonFile, env, intercept.WriteEnvJSON); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// pendingIntercept is an intercept whose agent is in place (or on its way): what is left is
+// to hold it.
+type pendingIntercept struct {
+	cs        kubernetes.Interface
+	ref       intercept.Ref
+	target    *intercept.Target
+	plan      *intercept.Plan
+	spec      session.InterceptSpec
+	managerNS string
+}
+
+// prepareIntercept resolves the workload and LOCAL[:REMOTE] and puts the agent in the
+// workload (or, with DryRun, prints what that changes and returns nil).
+func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptConfig) (*pendingIntercept, error) {
+	if cfg.Port == "" {
+		return nil, remote.Errorf(remote.Usage, "--port is required: tp intercept %s --port LOCAL[:REMOTE]", cfg.Workload)
+	}
+	local, remotePort, err := ParsePort(cfg.Port)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(k.REST)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := intercept.ParseRef(k.Namespace, cfg.Workload)
+	if err != nil {
+		return nil, err
+	}
+	if err := intercept.CheckAllowed(ctx, cs, ref.Namespace); err != nil {
+		return nil, err
+	}
+	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
+	if err != nil {
+		return nil, err
+	}
+	agentCfg, err := agentConfig(ctx, k, cfg.ManagerNamespace)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, cfg.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DryRun {
+		printPlan(c.Out, plan)
+		return nil, nil
+	}
+	if !plan.AlreadyInjected {
+		fmt.Fprintf(c.Err, "tp: added tp's traffic agent to %s %s/%s; waiting for its pods\n", ref.Kind, ref.Namespace, ref.Name)
+	}
+	for _, warn := range plan.Warnings {
+		fmt.Fprintf(c.Err, "tp: note: %s\n", warn)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = ref.Name + "-" + target.TargetPortName
+	}
+	spec := session.InterceptSpec{Name: name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
+		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local)}
+	return &pendingIntercept{cs: cs, ref: ref, target: target, plan: plan, spec: spec, managerNS: cfg.ManagerNamespace}, nil
+}
+
+// agentConfig is what the agent needs to reach the manager tp install put in mgrNS.
+func agentConfig(ctx context.Context, k *Kube, mgrNS string) (intercept.AgentConfig, error) {
+	inst, err := deploy.Status(ctx, k.REST, mgrNS)
+	if err != nil {
+		return intercept.AgentConfig{}, err
+	}
+	ca, err := deploy.AgentCA(ctx, k.REST, mgrNS)
+	if err != nil {
+		return intercept.AgentConfig{}, err
+	}
+	// The agent verifies the manager's certificate for the Service's name it dials.
+	return intercept.AgentConfig{
+		Image:          inst.Image,
+		ManagerAddress: fmt.Sprintf("%s:%d", deploy.ManagerServerNames(mgrNS)[0], deploy.ClusterPort),
+		TokenAudience:  agentspec.Audience,
+		CABundle:       string(ca),
+	}, nil
+}
+
+// hold asks for the intercept until the agents serve it and the workload's pods are all
+// theirs.
+func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.Duration, hold holdFunc, leave func(string) error) error {
+	if err := waitForAgents(ctx, timeout, in.spec, hold); err != nil {
+		_ = leave(in.spec.Name)
+		return err
+	}
+	if !in.plan.AlreadyInjected {
+		if err := intercept.WaitRolledOut(ctx, in.cs, in.ref, in.target.Service, timeout); err != nil {
+			_ = leave(in.spec.Name)
+			return err
+		}
+	}
+	fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
+		in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, in.spec.Local, in.spec.Name)
+	return nil
+}
+
+// waitForAgents asks for the intercept until an agent serves it: after a first injection
+// the workload's pods roll out with the agent, and it registers with the manager.
+func waitForAgents(ctx context.Context, timeout time.Duration, spec session.InterceptSpec, hold holdFunc) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		agents, err := hold(ctx, spec)
+		if err != nil {
+			return err
+		}
+		if agents > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no traffic agent of %s %s/%s registered within %s: see kubectl -n %s get pods (the agent's container is %s)",
+				spec.Kind, spec.Namespace, spec.Workload, timeout, spec.Namespace, agentspec.Container)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// ensureDaemon returns the name of the running connection for k, starting the default one
+// when none runs.
+func (c *Client) ensureDaemon(ctx context.Context, k *Kube, managerNS string) (string, error) {
+	if info, ok := runningConnection(ctx, k); ok {
+		return info.Name, nil
+	}
+	o := Options{ConnectConfig: ConnectConfig{Name: "default", Listen: "127.0.0.1:1080", ManagerNamespace: managerNS, Timeout: 30 * time.Second}}
+	if info, err := control.Status(ctx, o.Name); err == nil {
+		return "", remote.Errorf(remote.Usage, "the connection %q is to context %q, namespace %q: tp quit it, or tp connect to this namespace with --name and --listen", o.Name, info.Context, info.Namespace)
+	}
+	kf := KubeFlags{Kubeconfig: c.Kube.Kubeconfig, Context: c.Kube.Context, Namespace: k.Namespace}
+	if err := c.spawnDaemon(ctx, kf, o, io.Discard); err != nil {
+		return "", err
+	}
+	return o.Name, nil
+}
+
+func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, target *intercept.Target) ([]intercept.EnvVar, error) {
+	pod, err := intercept.PodOf(ctx, cs, ref)
+	if err != nil {
+		return nil, err
+	}
+	return intercept.Env(ctx, cs, pod, appContainer(pod, target.AppPort))
+}
+
+// appContainer is the container that serves port, else the last one that is not tp's agent.
+func appContainer(pod *corev1.Pod, port int32) string {
+	container := ""
+	for _, ctr := range pod.Spec.Containers {
+		if ctr.Name != agentspec.Container {
+			container = ctr.Name
+			for _, p := range ctr.Ports {
+				if p.ContainerPort == port {
+					return ctr.Name
+				}
+			}
+		}
+	}
+	return container
+}
+
+func writeEnv(path string, env []intercept.EnvVar, write func(io.Writer, []intercept.EnvVar) error) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600) // it may hold secrets
+	if err != nil {
+		return remote.Errorf(remote.Usage, "writing the environment: %v", err)
+	}
+	if err := write(f, env); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// withEnv is env with vars set over it.
+func withEnv(env []string, vars []intercept.EnvVar) []string {
+	set := map[string]bool{}
+	var out []string
+	for _, v := range vars {
+		set[v.Name] = true
+		out = append(out, v.Name+"="+v.Value)
+	}
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !set[name] {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func printPlan(w io.Writer, p *intercept.Plan) {
+	if !p.Changed {
+		fmt.Fprintf(w, "# %s %s/%s already has the agent for this port: nothing changes\n", p.Workload.Kind, p.Workload.Namespace, p.Workload.Name)
+		return
+	}
+	fmt.Fprintf(w, "# %s %s/%s: its pod template before and after\n", p.Workload.Kind, p.Workload.Namespace, p.Workload.Name)
+	printDiff(w, p.Before, p.After)
+	for _, svc := range p.Services {
+		fmt.Fprintf(w, "# Service %s: its ports before and after\n", svc.Name)
+		printDiff(w, svc.Before, svc.After)
+	}
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "# note: %s\n", warn)
+	}
+}
+
+// printDiff prints the lines only in a with "-", only in b with "+", the rest with " ": a
+// plain diff by longest common subsequence, enough for manifests of a few hundred lines.
+func printDiff(w io.Writer, a, b string) {
+	x, y := strings.Split(a, "\n"), strings.Split(b, "\n")
+	lcs := make([][]int, len(x)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(y)+1)
+	}
+	for i := len(x) - 1; i >= 0; i-- {
+		for j := len(y) - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	i, j := 0, 0
+	for i < len(x) || j < len(y) {
+		switch {
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			fmt.Fprintln(w, "  "+x[i])
+			i, j = i+1, j+1
+		case j < len(y) && (i == len(x) || lcs[i][j+1] >= lcs[i+1][j]):
+			fmt.Fprintln(w, "+ "+y[j])
+			j++
+		default:
+			fmt.Fprintln(w, "- "+x[i])
+			i++
+		}
+	}
+}

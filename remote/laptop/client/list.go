@@ -1,0 +1,110 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/control"
+)
+
+// Leave is tp leave: whichever running connection holds the intercept ends it.
+func (c *Client) Leave(ctx context.Context, name string) error {
+	names, err := control.Names()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := control.Leave(ctx, n, name); err == nil {
+			fmt.Fprintf(c.Err, "tp: ended intercept %q\n", name)
+			return nil
+		}
+	}
+	return remote.Errorf(remote.Usage, "no running connection holds an intercept named %q (tp list shows them)", name)
+}
+
+// ListConfig is tp list's configuration.
+type ListConfig struct {
+	AllNamespaces bool
+}
+
+// List is tp list: the workloads that have tp's agent in the namespace (or all), and who
+// intercepts them.
+func (c *Client) List(ctx context.Context, cfg ListConfig) error {
+	k, err := c.cluster()
+	if err != nil {
+		return err
+	}
+	ns := k.Namespace
+	if cfg.AllNamespaces {
+		ns = ""
+	}
+	cs, err := kubernetes.NewForConfig(k.REST)
+	if err != nil {
+		return err
+	}
+	refs, err := intercept.Injected(ctx, cs, ns)
+	if err != nil {
+		return err
+	}
+	all, listErr := listIntercepts(ctx, k, ns)
+	if listErr != nil {
+		fmt.Fprintf(c.Err, "tp: note: who intercepts what is not shown: %v\n", listErr)
+	}
+	if len(all.All) == 0 && len(refs) == 0 {
+		fmt.Fprintln(c.Out, "tp: no workload has tp's agent, nothing is intercepted")
+		return nil
+	}
+	return printIntercepts(c.Out, all.All, refs)
+}
+
+// listIntercepts asks a daemon, that for k first: it lists the grants this user may read
+// and asks the manager which are live, so the API server, not tp, decides which
+// namespaces a developer sees.
+func listIntercepts(ctx context.Context, k *Kube, ns string) (control.Intercepts, error) {
+	if info, ok := runningConnection(ctx, k); ok {
+		return control.ListIntercepts(ctx, info.Name, ns)
+	}
+	names, _ := control.Names()
+	var all control.Intercepts
+	var err error
+	for _, n := range names {
+		if all, err = control.ListIntercepts(ctx, n, ns); err == nil {
+			break
+		}
+	}
+	return all, err
+}
+
+// printIntercepts prints the intercepts, then the workloads with the agent that none
+// intercepts.
+func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.Ref) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tAGENT\tINTERCEPT\tPORT\tBY\tSINCE")
+	seen := map[string]bool{}
+	for _, it := range all {
+		key := it.Namespace + "/" + strings.ToLower(it.Kind) + "/" + it.Workload
+		seen[key] = true
+		by := it.Holder
+		if it.Client != "" {
+			by += " (" + it.Client + ")"
+		}
+		fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, by,
+			time.Unix(it.SinceUnix, 0).Format(time.RFC3339))
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Namespace+refs[i].Name < refs[j].Namespace+refs[j].Name })
+	for _, r := range refs {
+		if !seen[r.Namespace+"/"+strings.ToLower(r.Kind)+"/"+r.Name] {
+			fmt.Fprintf(tw, "%s/%s %s\tyes\t-\t-\t-\t-\n", r.Namespace, r.Name, r.Kind)
+		}
+	}
+	return tw.Flush()
+}

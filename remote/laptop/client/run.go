@@ -1,0 +1,319 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/localproxy/dnsshim"
+	"github.com/tpdev/tp/netstack"
+	"github.com/tpdev/tp/netstack/ns"
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/portforward"
+)
+
+// The VIF's addresses, from the benchmarking range (RFC 2544), which neither clusters nor
+// office networks use: the namespace is 198.18.0.2, and 198.18.0.1 is the host: its
+// loopback, and on port 53 tp's DNS server.
+var (
+	vifAddr = netip.MustParseAddr("198.18.0.2")
+	vifHost = netip.MustParseAddr("198.18.0.1")
+	// vifInbound is where intercepted connections come from, into the namespace.
+	vifInbound = netip.MustParseAddr("198.18.0.3")
+)
+
+const vifMTU = 65520
+
+// RunConfig is tp run's configuration.
+type RunConfig struct {
+	Args []string // the command and its arguments
+	// VIF is auto, on or off: whether the command runs in a private network namespace.
+	VIF              string
+	ManagerNamespace string
+	Transport        string        // for a connection opened for the command
+	Timeout          time.Duration // for such a connection, and an intercept's agents
+	// Intercept and Port: a workload to intercept for the command's lifetime, and
+	// LOCAL[:REMOTE].
+	Intercept, Port string
+	// CredentialsFile holds USER:PASSWORD for a running connection whose proxy asks.
+	CredentialsFile string
+}
+
+// route is how a command reaches the cluster: a proxy (with the credentials it asks for),
+// the DNS server, and what the VIF dials through.
+type route struct {
+	listen, dns string
+	creds       *localproxy.Credentials
+	dialer      remote.Dialer
+}
+
+// Run is tp run: the command, attached to the cluster through the running connection for
+// the context and namespace or one opened for it, and with an intercept for its lifetime
+// when asked. The command's own exit status comes back as an *ExitError.
+func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
+	if len(cfg.Args) == 0 {
+		return remote.Errorf(remote.Usage, "name the command to run after --, e.g. tp run -- curl http://web-app/")
+	}
+	if cfg.VIF != "auto" && cfg.VIF != "on" && cfg.VIF != "off" {
+		return remote.Errorf(remote.Usage, "--vif %q: want auto, on or off", cfg.VIF)
+	}
+	transport, err := portforward.ParseTransport(cfg.Transport)
+	if err != nil {
+		return remote.Errorf(remote.Usage, "--transport: %v", err)
+	}
+	k, err := c.cluster()
+	if err != nil {
+		return err
+	}
+	useVIF, err := c.chooseVIF(cfg.VIF, ns.Supported())
+	if err != nil {
+		return err
+	}
+	log := c.log()
+
+	// An intercept for the command's lifetime: its agent first, then the command with the
+	// app's environment, then the intercept itself, held by this process.
+	var in *pendingIntercept
+	env := os.Environ()
+	if cfg.Intercept != "" {
+		ic := InterceptConfig{Workload: cfg.Intercept, Port: cfg.Port, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
+		if in, err = c.prepareIntercept(ctx, k, ic); err != nil {
+			return err
+		}
+		vars, err := remoteEnv(ctx, in.cs, in.ref, in.target)
+		if err != nil {
+			return err
+		}
+		env = withEnv(env, vars)
+	} else if cfg.Port != "" {
+		return remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
+	}
+
+	// The running connection for this cluster and namespace, or one for this command (always
+	// with an intercept, which must end with the command).
+	var r route
+	var conn *Connection
+	ok := false
+	if in == nil {
+		if r, ok, err = c.runningRoute(ctx, k, cfg.CredentialsFile); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		if conn, err = c.openPrivate(ctx, k, cfg.ManagerNamespace, transport, cfg.Timeout); err != nil {
+			return err
+		}
+		defer conn.Close()
+		r = route{listen: conn.Listen, dns: conn.DNSListen}
+		r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen}
+	}
+	started := func(*netstack.Stack) error { return nil }
+	if in != nil {
+		started = func(stack *netstack.Stack) error {
+			if stack != nil {
+				// Intercepted connections come into the namespace, where the command listens.
+				conn.sess.SetLocalDial(func(ctx context.Context, addr string) (net.Conn, error) {
+					_, port, _ := net.SplitHostPort(addr)
+					p, _ := strconv.Atoi(port)
+					return stack.DialNamespace(ctx, netip.AddrPortFrom(vifAddr, uint16(p)))
+				})
+			}
+			return in.hold(ctx, c.Err, cfg.Timeout, conn.sess.Intercept, conn.sess.Leave)
+		}
+		defer func() { _ = conn.sess.Leave(in.spec.Name) }()
+	}
+	if useVIF {
+		return c.runInVIF(cfg.Args, env, r, log, started)
+	}
+	return c.runWithProxy(cfg.Args, env, r, started)
+}
+
+// chooseVIF says whether the command runs in the VIF: on asks for it (and fails without
+// it), auto takes it where it works, saying so where it does not.
+func (c *Client) chooseVIF(vif string, unsupported error) (bool, error) {
+	if vif == "off" {
+		return false, nil
+	}
+	if unsupported == nil {
+		return true, nil
+	}
+	if vif == "on" {
+		return false, remote.Errorf(remote.Usage, "--vif=on: %v", unsupported)
+	}
+	fmt.Fprintf(c.Err, "tp: running without the VIF (proxy variables only): %v\n", unsupported)
+	return false, nil
+}
+
+// openPrivate opens the connection one command uses alone.
+func (c *Client) openPrivate(ctx context.Context, k *Kube, managerNS string, transport portforward.Transport, timeout time.Duration) (*Connection, error) {
+	o := private(managerNS, transport, timeout)
+	o.Version = c.Version
+	return Open(ctx, k, o, c.log())
+}
+
+// runningRoute is the route through the running connection for k, when tp run can use
+// it: one whose proxy asks for credentials is usable only with them, from credsFile
+// (--proxy-credentials-file) or TP_PROXY_CREDENTIALS.
+func (c *Client) runningRoute(ctx context.Context, k *Kube, credsFile string) (route, bool, error) {
+	info, creds, ok, err := runningProxy(ctx, k, credsFile, c.getenv(CredentialsEnv), c.log())
+	if err != nil || !ok {
+		return route{}, false, err
+	}
+	r := route{listen: clientAddr(info.Listen), dns: info.DNSListen, creds: creds}
+	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen, Credentials: creds}
+	c.log().Debug("using the running connection", "name", info.Name, "proxy", r.listen, "dns", r.dns, "credentials", creds != nil)
+	return r, true, nil
+}
+
+// runningProxy is the running connection for k that tp run can use, with the credentials
+// its proxy asks for (nil for none): one that asks for credentials is usable only with
+// them, from credsFile (--proxy-credentials-file) or env (TP_PROXY_CREDENTIALS's value).
+func runningProxy(ctx context.Context, k *Kube, credsFile, env string, log *slog.Logger) (control.Info, *localproxy.Credentials, bool, error) {
+	info, ok := runningConnection(ctx, k)
+	if !ok || !info.ProxyAuth {
+		return info, nil, ok, nil
+	}
+	creds, err := ProxyCredentials(credsFile, env)
+	if err != nil {
+		return info, nil, false, err
+	}
+	if creds == nil {
+		log.Debug("not using the running connection: its proxy asks for credentials and none were given", "name", info.Name)
+		return info, nil, false, nil
+	}
+	return info, creds, true, nil
+}
+
+// runningConnection finds a running daemon for the cluster, context and namespace of k.
+func runningConnection(ctx context.Context, k *Kube) (control.Info, bool) {
+	names, _ := control.Names()
+	for _, n := range names {
+		info, err := control.Status(ctx, n)
+		if err == nil && info.Context == k.Context && info.Cluster == k.Cluster && info.Namespace == k.Namespace && info.DNSListen != "" {
+			return info, true
+		}
+	}
+	return control.Info{}, false
+}
+
+// runWithProxy runs the command with the proxy variables set; started runs once it runs.
+func (c *Client) runWithProxy(args, env []string, r route, started func(*netstack.Stack) error) error {
+	cmd, err := startCommand(args, proxyEnv(env, r.listen, r.creds), c.Stdio)
+	if err != nil {
+		return err
+	}
+	if err := started(nil); err != nil {
+		return abort(cmd, err)
+	}
+	return waitCommand(cmd)
+}
+
+// proxyEnv adds the variables that make programs use tp's proxy: the de-facto standard
+// ones (upper and lower case: programs read one or the other) and the JVM's properties.
+// creds, when the proxy asks for them, go into the URLs (the command's own environment,
+// printed nowhere) but not into JAVA_TOOL_OPTIONS, which every JVM prints to stderr.
+func proxyEnv(env []string, listen string, creds *localproxy.Credentials) []string {
+	host, port, _ := net.SplitHostPort(listen)
+	socks, httpProxy := proxyURL("socks5h", listen, creds), proxyURL("http", listen, creds)
+	vars := map[string]string{
+		"ALL_PROXY": socks, "all_proxy": socks,
+		"HTTP_PROXY": httpProxy, "http_proxy": httpProxy,
+		"HTTPS_PROXY": httpProxy, "https_proxy": httpProxy,
+		"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+	}
+	java := fmt.Sprintf("-Dhttp.proxyHost=%s -Dhttp.proxyPort=%s -Dhttps.proxyHost=%s -Dhttps.proxyPort=%s "+
+		"-Dhttp.nonProxyHosts=localhost|127.0.0.1 -DsocksProxyHost=%s -DsocksProxyPort=%s", host, port, host, port, host, port)
+	var out []string
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		if _, ours := vars[name]; ours {
+			continue
+		}
+		if name == "JAVA_TOOL_OPTIONS" {
+			java = strings.TrimSpace(value + " " + java)
+			continue
+		}
+		out = append(out, kv)
+	}
+	for name, value := range vars {
+		out = append(out, name+"="+value)
+	}
+	return append(out, "JAVA_TOOL_OPTIONS="+java)
+}
+
+// proxyURL is scheme://[user:password@]listen, the credentials escaped as URLs need.
+func proxyURL(scheme, listen string, creds *localproxy.Credentials) string {
+	u := url.URL{Scheme: scheme, Host: listen}
+	if creds != nil {
+		u.User = url.UserPassword(creds.User, creds.Password)
+	}
+	return u.String()
+}
+
+// runInVIF runs the command in a private network namespace whose traffic tp's network
+// stack takes: the host's address 198.18.0.1 is this machine's loopback (port 53: tp's DNS
+// server), everything else goes through r's dialer, which sends cluster destinations
+// through the tunnel and dials the rest from here.
+func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started func(*netstack.Stack) error) error {
+	dir, err := os.MkdirTemp("", "tp-run-")
+	if err != nil {
+		return fmt.Errorf("vif: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	_, dnsPort, _ := net.SplitHostPort(r.dns)
+	dial := func(ctx context.Context, network string, _, dst netip.AddrPort) (net.Conn, error) {
+		if dst.Addr() == vifHost {
+			port := strconv.Itoa(int(dst.Port()))
+			if dst.Port() == 53 {
+				port = dnsPort
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+		}
+		return r.dialer.DialContext(ctx, network, dst.String())
+	}
+	stack, err := netstack.New(netstack.Config{Dial: dial, MTU: vifMTU, Address: vifInbound, Log: log})
+	if err != nil {
+		return fmt.Errorf("vif: %w", err)
+	}
+	defer stack.Close()
+	link := ns.Link{Name: "tp0", Addr: vifAddr, MTU: vifMTU, Resolv: vifResolvConf("/etc/resolv.conf"), HostDir: dir}
+	cmd, err := ns.Start(link, args, env, c.Stdio.In, c.Stdio.Out, c.Stdio.Err)
+	if err != nil {
+		return err
+	}
+	err = stack.Attach(int(cmd.TUN.Fd())) // the stack keeps its own copy of the descriptor
+	cmd.TUN.Close()
+	if err != nil {
+		return abort(cmd.Cmd, fmt.Errorf("vif: %w", err))
+	}
+	if err := cmd.Release(); err != nil {
+		return abort(cmd.Cmd, err)
+	}
+	if err := started(stack); err != nil {
+		return abort(cmd.Cmd, err)
+	}
+	return waitCommand(cmd.Cmd)
+}
+
+// vifResolvConf points the namespace's resolver at tp's DNS server, keeping the host's
+// search domains (from hostConf) and options that make a lost answer cost seconds, not
+// tens of them.
+func vifResolvConf(hostConf string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by tp run: tp's DNS server, which answers cluster names and asks this machine's resolver for the rest\n")
+	fmt.Fprintf(&b, "nameserver %s\n", vifHost)
+	if search := dnsshim.SearchDomains(hostConf); len(search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
+	}
+	b.WriteString("options timeout:2 attempts:2\n")
+	return b.String()
+}
