@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
 
@@ -16,11 +17,14 @@ func newApp() *cli.App {
 		Usage:           "reach a Kubernetes cluster's network from this machine, without root",
 		HideVersion:     true,
 		HideHelpCommand: true,
+		// kubectl users type them before the command too: tp --context X status.
+		Flags: kubeFlags(),
 		// Errors go back to main, which prints them; the library would exit on its own.
 		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   usageError("tp"),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return fmt.Errorf("unknown command %q; run tp --help for the list", c.Args().First())
+				return remote.Errorf(remote.Usage, "unknown command %q; run tp --help for the list", c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
@@ -45,7 +49,18 @@ func newApp() *cli.App {
 			},
 		},
 	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = usageError("tp " + cmd.Name)
+	}
 	return app
+}
+
+// usageError marks the CLI library's flag errors as the user's (exit status 2), pointing
+// at the help of what they typed.
+func usageError(what string) cli.OnUsageErrorFunc {
+	return func(_ *cli.Context, err error, _ bool) error {
+		return remote.Errorf(remote.Usage, "%v; see %s --help", err, what)
+	}
 }
 
 // kubeFlags choose the cluster, as kubectl's do.
@@ -57,7 +72,7 @@ func kubeFlags() []cli.Flag {
 	}
 }
 
-// given is the value of a flag given on the command line ("" for none).
+// given is the value of a flag given after the command, else before it ("" for neither).
 func given(c *cli.Context, name string) string {
 	for _, cc := range c.Lineage() {
 		if cc.IsSet(name) {

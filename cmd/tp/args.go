@@ -9,28 +9,24 @@ import (
 // interspersed moves a command's flags ahead of its positional arguments, so that
 // `tp intercept web-app --port 8080` parses like `tp intercept --port 8080 web-app`
 // (urfave/cli stops reading flags at the first argument). Everything after "--" stays.
+// Flags before the command (tp --context X status) stay where they are.
 func interspersed(app *cli.App, args []string) []string {
-	if len(args) < 2 {
+	at := commandAt(app, args)
+	if at < 0 {
 		return args
 	}
 	var cmd *cli.Command
 	for _, c := range app.Commands {
-		if c.HasName(args[1]) {
+		if c.HasName(args[at]) {
 			cmd = c
 		}
 	}
 	if cmd == nil {
 		return args
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		_, isBool := f.(*cli.BoolFlag)
-		for _, n := range f.Names() {
-			takesValue[n] = !isBool
-		}
-	}
+	takesValue := valueFlags(cmd.Flags)
 	var flags, positional []string
-	rest := args[2:]
+	rest := args[at+1:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if a == "--" {
@@ -48,6 +44,37 @@ func interspersed(app *cli.App, args []string) []string {
 			flags = append(flags, rest[i])
 		}
 	}
-	out := append([]string{args[0], args[1]}, flags...)
+	out := append(append([]string{}, args[:at+1]...), flags...)
 	return append(out, positional...)
+}
+
+// commandAt is the index of the command's name in args, past the app's own flags; -1 for
+// none.
+func commandAt(app *cli.App, args []string) int {
+	takesValue := valueFlags(app.Flags)
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return -1
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			return i
+		}
+		if name := strings.TrimLeft(a, "-"); !strings.Contains(name, "=") && takesValue[name] {
+			i++
+		}
+	}
+	return -1
+}
+
+// valueFlags says which of the flags' names take a value.
+func valueFlags(flags []cli.Flag) map[string]bool {
+	takesValue := map[string]bool{}
+	for _, f := range flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	return takesValue
 }

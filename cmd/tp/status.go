@@ -12,6 +12,8 @@ func statusCommand() *cli.Command {
 		Usage: "show the running connections: cluster, namespace, tunnel state, flows, bytes",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "only this session"},
+			&cli.StringFlag{Name: "context", Usage: "only the sessions to this kubeconfig context"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "only the sessions for this namespace"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
