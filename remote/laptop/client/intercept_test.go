@@ -1,0 +1,101 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote/agentspec"
+	"github.com/tpdev/tp/remote/laptop/session"
+)
+
+func TestParsePort(t *testing.T) {
+	for in, want := range map[string]struct {
+		local  int
+		target string
+	}{"8080": {8080, ""}, "8080:80": {8080, "80"}, "1:http": {1, "http"}, "65535:": {65535, ""}} {
+		local, target, err := ParsePort(in)
+		if err != nil || local != want.local || target != want.target {
+			t.Errorf("ParsePort(%q) = %d, %q, %v; want %d, %q", in, local, target, err, want.local, want.target)
+		}
+	}
+	for _, in := range []string{"", "http", "0", "65536", "-1:80", ":80"} {
+		if _, _, err := ParsePort(in); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "want LOCAL[:REMOTE]") {
+			t.Errorf("ParsePort(%q): %v, want a user error", in, err)
+		}
+	}
+}
+
+func TestWithEnv(t *testing.T) {
+	got := withEnv([]string{"HOME=/h", "DB=local", "PATH=/bin"}, []intercept.EnvVar{{Name: "DB", Value: "remote"}, {Name: "NEW", Value: "x=y"}})
+	want := []string{"DB=remote", "NEW=x=y", "HOME=/h", "PATH=/bin"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withEnv = %q, want %q", got, want)
+	}
+}
+
+func TestAppContainer(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{
+		{Name: "sidecar"}, {Name: "app", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}, {Name: "last"}, {Name: agentspec.Container},
+	}}}
+	if got := appContainer(pod, 8080); got != "app" {
+		t.Errorf("the container serving 8080: %q", got)
+	}
+	if got := appContainer(pod, 9999); got != "last" {
+		t.Errorf("no container serves the port: %q, want the last that is not tp's agent", got)
+	}
+}
+
+func TestPrintPlan(t *testing.T) {
+	ref := intercept.Ref{Namespace: "ns", Kind: "Deployment", Name: "web"}
+	var out bytes.Buffer
+	printPlan(&out, &intercept.Plan{Workload: ref})
+	if out.String() != "# Deployment ns/web already has the agent for this port: nothing changes\n" {
+		t.Errorf("unchanged plan: %q", out.String())
+	}
+	out.Reset()
+	printPlan(&out, &intercept.Plan{Workload: ref, Changed: true, Before: "a\nb\nc", After: "a\nx\nc\nd",
+		Services: []intercept.ServiceChange{{Name: "web", Before: "port: 80", After: "port: 80"}}, Warnings: []string{"careful"}})
+	want := "# Deployment ns/web: its pod template before and after\n  a\n+ x\n- b\n  c\n+ d\n# Service web: its ports before and after\n  port: 80\n# note: careful\n"
+	if out.String() != want {
+		t.Errorf("plan:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func TestWaitForAgents(t *testing.T) {
+	spec := session.InterceptSpec{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web"}
+	calls := 0
+	err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (int, error) {
+		calls++
+		return calls - 1, nil // none the first time, one the second
+	})
+	if err != nil || calls != 2 {
+		t.Errorf("waitForAgents: %v after %d asks, want success on the second", err, calls)
+	}
+	refused := errors.New("refused")
+	if err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (int, error) { return 0, refused }); err != refused {
+		t.Errorf("a refusal: %v", err)
+	}
+	err = waitForAgents(t.Context(), 0, spec, func(context.Context, session.InterceptSpec) (int, error) { return 0, nil })
+	if err == nil || !strings.Contains(err.Error(), "no traffic agent of Deployment ns/web registered within 0s") {
+		t.Errorf("no agent: %v", err)
+	}
+}
+
+func TestInterceptNeedsWorkloadAndPort(t *testing.T) {
+	c := New(KubeFlags{}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err := c.Intercept(t.Context(), InterceptConfig{}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "name the workload") {
+		t.Errorf("no workload: %v", err)
+	}
+	k := &Kube{Namespace: "ns"}
+	if _, err := c.prepareIntercept(t.Context(), k, InterceptConfig{Workload: "web"}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--port is required: tp intercept web") {
+		t.Errorf("no port: %v", err)
+	}
+}

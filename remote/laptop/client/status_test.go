@@ -1,0 +1,96 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
+)
+
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	st := session.Status{
+		State: session.Connected, Since: now.Add(-90 * time.Second), ManagerVersion: "v1", ManagerPod: "tp-manager-x",
+		AllowedCIDRs: []string{"10.20.0.0/16"}, Reconnects: 1, LastError: "lost", LastErrorAt: now.Add(-time.Minute),
+		History:   []session.Transition{{At: now.Add(-2 * time.Minute), State: session.Reconnecting, Error: "lost"}, {At: now.Add(-time.Minute), State: session.Connected}},
+		Lanes:     []session.LaneStatus{{State: "ready", Flows: 2, Bulk: 1}},
+		OpenFlows: 2, TotalFlows: 10, FailedFlows: 1, BytesIn: 1536, BytesOut: 3 << 20,
+	}
+	raw, _ := json.Marshal(st)
+	info := control.Info{Name: "default", PID: 42, Version: "v1", Context: "kind", Cluster: "https://api:6443", Namespace: "ns",
+		ManagerNamespace: "tp-system", Listen: "127.0.0.1:1080", DNSListen: "127.0.0.1:1053", ProxyAuth: true, Started: now.Add(-time.Hour), Session: raw}
+	var out bytes.Buffer
+	printStatus(&out, info, now)
+	for _, want := range []string{
+		"session default: connected (for 1m30s)\n",
+		"  context:     kind (https://api:6443)\n",
+		"  namespace:   ns\n",
+		"  manager:     v1 in tp-system (pod tp-manager-x)\n",
+		"  may dial:    the cluster's ranges and names; also allowed: 10.20.0.0/16\n",
+		"  proxy:       127.0.0.1:1080 (SOCKS5 and HTTP, asks for credentials)\n",
+		"  dns:         127.0.0.1:1053\n",
+		"  flows:       2 open, 10 total, 1 failed; 1.5 KiB in, 3.0 MiB out\n",
+		"  lanes:       0 ready (2 flows, 1 bulk)\n",
+		"  reconnects:  1 (last error 1m0s ago: lost)\n    15:02:05 reconnecting: lost\n    15:03:05 connected\n",
+		"  up since:    2026-01-02T14:04:05Z (pid 42, tp v1)\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tp status lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	printStatus(&out, control.Info{Name: "x"}, now)
+	if !strings.Contains(out.String(), "also allowed: none (tp install --allow-cidr adds ranges)") || strings.Contains(out.String(), "dns:") {
+		t.Errorf("a bare status:\n%s", out.String())
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 30: "5.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestStatusOfSessions(t *testing.T) {
+	home, err := os.MkdirTemp("", "tp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	t.Setenv("TP_HOME", home)
+	var out bytes.Buffer
+	c := New(KubeFlags{}, &out, &out)
+	if err := c.Status(t.Context(), StatusConfig{JSON: true}); err != nil || strings.TrimSpace(out.String()) != "[]" {
+		t.Errorf("no session, JSON: %v %q, want []", err, out.String())
+	}
+	if err := c.Status(t.Context(), StatusConfig{Name: "gone"}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), `no connection named "gone" is running`) {
+		t.Errorf("tp status --name gone: %v", err)
+	}
+	fakeDaemon(t, "a", control.Info{Name: "a", Context: "kind", Namespace: "ns"})
+	for _, tt := range []struct {
+		kf   KubeFlags
+		want string
+	}{
+		{KubeFlags{}, "session a:"},
+		{KubeFlags{Context: "kind", Namespace: "ns"}, "session a:"},
+		{KubeFlags{Context: "other"}, "tp: not connected"},
+		{KubeFlags{Namespace: "other"}, "tp: not connected"},
+	} {
+		out.Reset()
+		c := New(tt.kf, &out, &out)
+		if err := c.Status(t.Context(), StatusConfig{}); err != nil || !strings.Contains(out.String(), tt.want) {
+			t.Errorf("tp status with %+v: %v %q, want %q", tt.kf, err, out.String(), tt.want)
+		}
+	}
+	out.Reset()
+	if err := c.Quit(t.Context(), QuitConfig{Name: "none"}); err == nil || exitCode(err) != 2 {
+		t.Errorf("tp quit --name none: %v, want a user error", err)
+	}
+}
