@@ -2,7 +2,6 @@ package client
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net/url"
 	"os"
@@ -12,20 +11,10 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/localproxy"
-	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 )
 
 const secret = "s3cret:pw" // in every test credential, to check no error or output shows it
-
-func writeFile(t *testing.T, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "creds")
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestProxyCredentials(t *testing.T) {
 	want := &localproxy.Credentials{User: "alice", Password: secret}
@@ -173,15 +162,6 @@ func TestClientAddr(t *testing.T) {
 	}
 }
 
-func envMap(env []string) map[string]string {
-	m := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
-	}
-	return m
-}
-
 func TestProxyEnvCredentials(t *testing.T) {
 	creds := &localproxy.Credentials{User: "al ice", Password: "p@ss/w:rd%"}
 	env := envMap(proxyEnv([]string{"HOME=/h", "ALL_PROXY=old"}, "127.0.0.1:1080", creds))
@@ -208,36 +188,8 @@ func TestProxyEnvCredentials(t *testing.T) {
 	}
 }
 
-// fakeDaemon answers tp status for a session named name, as a connection daemon would.
-func fakeDaemon(t *testing.T, name string, info control.Info) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, name, control.API{Info: func() control.Info { return info }}) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := control.Status(t.Context(), name); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the fake daemon never answered")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRunningProxyCredentials(t *testing.T) {
-	// Unix socket paths are short: keep TP_HOME near the root.
-	home, err := os.MkdirTemp("", "tp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(home) })
-	t.Setenv("TP_HOME", home)
+	shortHome(t)
 	k := &Kube{Context: "ctx", Cluster: "https://api:6443", Namespace: "ns"}
 	fakeDaemon(t, "shared", control.Info{Name: "shared", Context: k.Context, Cluster: k.Cluster, Namespace: k.Namespace,
 		Listen: "0.0.0.0:1080", DNSListen: "127.0.0.1:1053", ProxyAuth: true})
@@ -274,12 +226,4 @@ func TestConnectDNSListensOnLoopbackOnly(t *testing.T) {
 	if _, err := parseConnect(t, "--dns-listen", "127.0.0.1:1053"); err != nil {
 		t.Errorf("--dns-listen on loopback: %v", err)
 	}
-}
-
-// exitCode is cmd/tp's: 2 for the user's errors.
-func exitCode(err error) int {
-	if remote.KindOf(err).UserFault() {
-		return 2
-	}
-	return 1
 }

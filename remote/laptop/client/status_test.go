@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -59,12 +58,7 @@ func TestHumanBytes(t *testing.T) {
 }
 
 func TestStatusOfSessions(t *testing.T) {
-	home, err := os.MkdirTemp("", "tp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(home) })
-	t.Setenv("TP_HOME", home)
+	shortHome(t)
 	var out bytes.Buffer
 	c := New(KubeFlags{}, &out, &out)
 	if err := c.Status(t.Context(), StatusConfig{JSON: true}); err != nil || strings.TrimSpace(out.String()) != "[]" {
