@@ -85,9 +85,9 @@ func TestConnectCredentialsFromFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := client.ProxyCredentials(o.CredentialsFile, "")
-	if err != nil || creds == nil || creds.User != "alice" || creds.Password != secret {
-		t.Fatalf("creds %v, %v, want the file's", creds, err)
+	creds := o.Credentials()
+	if creds == nil || creds.User != "alice" || creds.Password != secret {
+		t.Fatalf("creds %v, want the file's", creds)
 	}
 	// The daemon gets the file's absolute path, to read it wherever it starts.
 	args := client.DaemonArgs(client.KubeFlags{}, o.ConnectConfig)
@@ -105,8 +105,8 @@ func TestConnectCredentialsFromFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("daemon parsed: %v", err)
 	}
-	if dc, err := client.ProxyCredentials(d.CredentialsFile, ""); err != nil || dc == nil || *dc != *creds {
-		t.Errorf("daemon parsed %v, %v", dc, err)
+	if dc := d.Credentials(); dc == nil || *dc != *creds {
+		t.Errorf("daemon parsed %v", dc)
 	}
 }
 

@@ -51,6 +51,9 @@ type Options struct {
 	creds *localproxy.Credentials
 }
 
+// Credentials are what the proxy asks its clients for; nil for none.
+func (o Options) Credentials() *localproxy.Credentials { return o.creds }
+
 // Options checks the configuration; credsEnv is TP_PROXY_CREDENTIALS's value. Every error
 // is the user's to fix, and none needs the cluster.
 func (cfg ConnectConfig) Options(credsEnv string) (Options, error) {
