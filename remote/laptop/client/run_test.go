@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tpdev/tp/remote/laptop/control"
 )
 
 func TestProxyEnvKeepsJavaOptions(t *testing.T) {
@@ -78,5 +81,53 @@ func TestVIFResolvConf(t *testing.T) {
 	}
 	if strings.Contains(got, "10.0.0.1") {
 		t.Errorf("resolv.conf names the host's nameserver:\n%s", got)
+	}
+}
+
+// kubeconfig writes a kubeconfig with one context, ctx, for namespace ns.
+func kubeconfig(t *testing.T, ns string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config")
+	cfg := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://api.example:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: ctx, context: {cluster: c, user: u, namespace: ` + ns + `}}]
+current-context: ctx
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRunUsesTheRunningConnection(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("needs sh")
+	}
+	shortHome(t)
+	t.Setenv(CredentialsEnv, "")
+	fakeDaemon(t, "default", control.Info{Name: "default", Context: "ctx", Cluster: "https://api.example:6443", Namespace: "ns",
+		Listen: "0.0.0.0:1080", DNSListen: "127.0.0.1:1053"})
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var msgs bytes.Buffer
+	c := New(KubeFlags{Kubeconfig: kubeconfig(t, "ns")}, &msgs, &msgs)
+	c.Stdio = Stdio{Out: out, Err: out}
+	err = c.Run(t.Context(), RunConfig{Args: []string{"sh", "-c", `echo "$ALL_PROXY"; exit 3`}, VIF: "off", Transport: "auto"})
+	if ee, ok := errors.AsType[*ExitError](err); !ok || ee.Code != 3 {
+		t.Errorf("tp run: %v, want the command's exit status 3", err)
+	}
+	got, _ := os.ReadFile(out.Name())
+	// The daemon's wildcard listener is dialed on loopback.
+	if strings.TrimSpace(string(got)) != "socks5h://127.0.0.1:1080" {
+		t.Errorf("the command saw ALL_PROXY=%q, want the running connection's proxy (tp said %q)", got, msgs.String())
+	}
+	// An intercept needs a workload's port, before anything else happens.
+	if err := c.Run(t.Context(), RunConfig{Args: []string{"true"}, VIF: "off", Port: "8080"}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--port goes with --intercept") {
+		t.Errorf("--port without --intercept: %v", err)
 	}
 }
