@@ -63,26 +63,11 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	if err != nil || in == nil {
 		return err
 	}
-	var hold holdFunc
-	var leave func(string) error
-	if len(cfg.Command) > 0 {
-		// The intercept lives exactly as long as the command: this process holds it.
-		conn, err := c.openPrivate(ctx, k, in.managerNS, portforward.Auto, 30*time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		hold, leave = conn.sess.Intercept, conn.sess.Leave
-	} else {
-		daemon, err := c.ensureDaemon(ctx, k, in.managerNS)
-		if err != nil {
-			return err
-		}
-		hold = func(ctx context.Context, s session.InterceptSpec) (int, error) {
-			return control.Intercept(ctx, daemon, s)
-		}
-		leave = func(n string) error { return control.Leave(ctx, daemon, n) }
+	hold, leave, done, err := c.holder(ctx, k, in.managerNS, len(cfg.Command) > 0)
+	if err != nil {
+		return err
 	}
+	defer done()
 	var env []intercept.EnvVar
 	if cfg.EnvFile != "" || cfg.EnvJSON != "" || len(cfg.Command) > 0 {
 		if env, err = writeEnvs(ctx, in, cfg.EnvFile, cfg.EnvJSON); err != nil {
@@ -102,6 +87,28 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 		return err
 	}
 	return waitCommand(cmd)
+}
+
+// holder is who holds the intercept: with a command, this process, on a connection of its
+// own, for exactly the command's lifetime; else the running connection for k (started
+// when none runs). done releases what holder opened.
+func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool) (hold holdFunc, leave func(string) error, done func(), err error) {
+	if own {
+		conn, err := c.openPrivate(ctx, k, managerNS, portforward.Auto, 30*time.Second)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return conn.sess.Intercept, conn.sess.Leave, conn.Close, nil
+	}
+	daemon, err := c.ensureDaemon(ctx, k, managerNS)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hold = func(ctx context.Context, s session.InterceptSpec) (int, error) {
+		return control.Intercept(ctx, daemon, s)
+	}
+	leave = func(n string) error { return control.Leave(ctx, daemon, n) }
+	return hold, leave, func() {}, nil
 }
 
 // writeEnvs reads the app container's environment and writes it where asked.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -78,63 +79,83 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
-	log := c.log()
-
-	// An intercept for the command's lifetime: its agent first, then the command with the
-	// app's environment, then the intercept itself, held by this process.
-	var in *pendingIntercept
-	env := os.Environ()
-	if cfg.Intercept != "" {
-		ic := InterceptConfig{Workload: cfg.Intercept, Port: cfg.Port, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
-		if in, err = c.prepareIntercept(ctx, k, ic); err != nil {
-			return err
-		}
-		vars, err := remoteEnv(ctx, in.cs, in.ref, in.target)
-		if err != nil {
-			return err
-		}
-		env = withEnv(env, vars)
-	} else if cfg.Port != "" {
-		return remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
+	in, env, err := c.runIntercept(ctx, k, cfg)
+	if err != nil {
+		return err
 	}
-
 	// The running connection for this cluster and namespace, or one for this command (always
 	// with an intercept, which must end with the command).
-	var r route
-	var conn *Connection
-	ok := false
-	if in == nil {
-		if r, ok, err = c.runningRoute(ctx, k, cfg.CredentialsFile); err != nil {
-			return err
-		}
+	r, conn, err := c.runRoute(ctx, k, cfg, transport, in == nil)
+	if err != nil {
+		return err
 	}
-	if !ok {
-		if conn, err = c.openPrivate(ctx, k, cfg.ManagerNamespace, transport, cfg.Timeout); err != nil {
-			return err
-		}
+	if conn != nil {
 		defer conn.Close()
-		r = route{listen: conn.Listen, dns: conn.DNSListen}
-		r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen}
 	}
 	started := func(*netstack.Stack) error { return nil }
 	if in != nil {
-		started = func(stack *netstack.Stack) error {
-			if stack != nil {
-				// Intercepted connections come into the namespace, where the command listens.
-				conn.sess.SetLocalDial(func(ctx context.Context, addr string) (net.Conn, error) {
-					_, port, _ := net.SplitHostPort(addr)
-					p, _ := strconv.Atoi(port)
-					return stack.DialNamespace(ctx, netip.AddrPortFrom(vifAddr, uint16(p)))
-				})
-			}
-			return in.hold(ctx, c.Err, cfg.Timeout, conn.sess.Intercept, conn.sess.Leave)
-		}
+		started = in.holdFor(ctx, c.Err, cfg.Timeout, conn)
 		defer func() { _ = conn.sess.Leave(in.spec.Name) }()
 	}
 	if useVIF {
-		return c.runInVIF(cfg.Args, env, r, log, started)
+		return c.runInVIF(cfg.Args, env, r, c.log(), started)
 	}
 	return c.runWithProxy(cfg.Args, env, r, started)
+}
+
+// runIntercept puts the agent in the workload tp run --intercept names, and returns the
+// command's environment: the app's over this process's. The intercept itself is held
+// once the command runs.
+func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pendingIntercept, []string, error) {
+	if cfg.Intercept == "" {
+		if cfg.Port != "" {
+			return nil, nil, remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
+		}
+		return nil, os.Environ(), nil
+	}
+	ic := InterceptConfig{Workload: cfg.Intercept, Port: cfg.Port, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
+	in, err := c.prepareIntercept(ctx, k, ic)
+	if err != nil {
+		return nil, nil, err
+	}
+	vars, err := remoteEnv(ctx, in.cs, in.ref, in.target)
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, withEnv(os.Environ(), vars), nil
+}
+
+// runRoute is the running connection's route when reuse allows it and one is usable, else
+// that of a connection opened for the command (returned, for the caller to close).
+func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport portforward.Transport, reuse bool) (route, *Connection, error) {
+	if reuse {
+		r, ok, err := c.runningRoute(ctx, k, cfg.CredentialsFile)
+		if err != nil || ok {
+			return r, nil, err
+		}
+	}
+	conn, err := c.openPrivate(ctx, k, cfg.ManagerNamespace, transport, cfg.Timeout)
+	if err != nil {
+		return route{}, nil, err
+	}
+	r := route{listen: conn.Listen, dns: conn.DNSListen}
+	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen}
+	return r, conn, nil
+}
+
+// holdFor holds the intercept on conn once the command runs; in the VIF, intercepted
+// connections come into the namespace, where the command listens.
+func (in *pendingIntercept) holdFor(ctx context.Context, w io.Writer, timeout time.Duration, conn *Connection) func(*netstack.Stack) error {
+	return func(stack *netstack.Stack) error {
+		if stack != nil {
+			conn.sess.SetLocalDial(func(ctx context.Context, addr string) (net.Conn, error) {
+				_, port, _ := net.SplitHostPort(addr)
+				p, _ := strconv.Atoi(port)
+				return stack.DialNamespace(ctx, netip.AddrPortFrom(vifAddr, uint16(p)))
+			})
+		}
+		return in.hold(ctx, w, timeout, conn.sess.Intercept, conn.sess.Leave)
+	}
 }
 
 // chooseVIF says whether the command runs in the VIF: on asks for it (and fails without
