@@ -118,15 +118,8 @@ type cmdSource struct {
 // cmdSources parses the non-test Go files directly in dir.
 func cmdSources(t *testing.T, dir string) []cmdSource {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []cmdSource
-	for _, p := range paths {
-		if strings.HasSuffix(p, "_test.go") {
-			continue
-		}
+	for _, p := range goFiles(t, dir) {
 		src, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
