@@ -20,10 +20,10 @@ const CredentialsEnv = "TP_PROXY_CREDENTIALS"
 // files; its path, not its content, goes to the daemon's command line.
 const CredentialsFileFlag = "proxy-credentials-file"
 
-// ProxyCredentials reads the credentials from file, else from env (the value of
+// proxyCredentials reads the credentials from file, else from env (the value of
 // TP_PROXY_CREDENTIALS); neither set means none (nil). A file wins: it was named on this
 // command line, the variable may only be left over in the shell.
-func ProxyCredentials(file, env string) (*localproxy.Credentials, error) {
+func proxyCredentials(file, env string) (*localproxy.Credentials, error) {
 	if file != "" {
 		data, err := os.ReadFile(file)
 		if err != nil {

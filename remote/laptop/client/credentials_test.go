@@ -43,7 +43,7 @@ func TestProxyCredentials(t *testing.T) {
 			if tt.file != "" {
 				file = writeFile(t, tt.file)
 			}
-			got, err := ProxyCredentials(file, tt.env)
+			got, err := proxyCredentials(file, tt.env)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("got %v, %v; want an error with %q", got, err, tt.err)
@@ -64,7 +64,7 @@ func TestProxyCredentials(t *testing.T) {
 			}
 		})
 	}
-	_, err := ProxyCredentials(filepath.Join(t.TempDir(), "missing"), "")
+	_, err := proxyCredentials(filepath.Join(t.TempDir(), "missing"), "")
 	if err == nil || !strings.Contains(err.Error(), "--proxy-credentials-file: open ") || exitCode(err) != 2 {
 		t.Errorf("missing file: %v, want a user error naming the flag and the file", err)
 	}

@@ -23,7 +23,7 @@ type InstallConfig struct {
 func (c *Client) Install(ctx context.Context, cfg InstallConfig) error {
 	opts := cfg.Options
 	opts.Log = c.Err
-	opts.ManagedNamespaces, opts.AllowedCIDRs = SplitList(opts.ManagedNamespaces), SplitList(opts.AllowedCIDRs)
+	opts.ManagedNamespaces, opts.AllowedCIDRs = splitList(opts.ManagedNamespaces), splitList(opts.AllowedCIDRs)
 	if cfg.DryRun {
 		out, err := deploy.Render(opts)
 		if err != nil {
@@ -86,8 +86,8 @@ func (c *Client) restoreAll(ctx context.Context, cs kubernetes.Interface) error 
 	return nil
 }
 
-// SplitList accepts both --flag a,b and --flag a --flag b.
-func SplitList(in []string) []string {
+// splitList accepts both --flag a,b and --flag a --flag b.
+func splitList(in []string) []string {
 	var out []string
 	for _, s := range in {
 		for _, part := range strings.Split(s, ",") {

@@ -38,8 +38,8 @@ type InterceptConfig struct {
 // holdFunc asks for an intercept; it returns how many agents serve it.
 type holdFunc func(context.Context, session.InterceptSpec) (int, error)
 
-// ParsePort reads LOCAL[:REMOTE].
-func ParsePort(s string) (local int, target string, err error) {
+// parsePort reads LOCAL[:REMOTE].
+func parsePort(s string) (local int, target string, err error) {
 	l, r, _ := strings.Cut(s, ":")
 	local, err = strconv.Atoi(l)
 	if err != nil || local < 1 || local > 65535 {
@@ -143,7 +143,7 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	if cfg.Port == "" {
 		return nil, remote.Errorf(remote.Usage, "--port is required: tp intercept %s --port LOCAL[:REMOTE]", cfg.Workload)
 	}
-	local, remotePort, err := ParsePort(cfg.Port)
+	local, remotePort, err := parsePort(cfg.Port)
 	if err != nil {
 		return nil, err
 	}

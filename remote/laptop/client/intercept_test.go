@@ -21,14 +21,14 @@ func TestParsePort(t *testing.T) {
 		local  int
 		target string
 	}{"8080": {8080, ""}, "8080:80": {8080, "80"}, "1:http": {1, "http"}, "65535:": {65535, ""}} {
-		local, target, err := ParsePort(in)
+		local, target, err := parsePort(in)
 		if err != nil || local != want.local || target != want.target {
-			t.Errorf("ParsePort(%q) = %d, %q, %v; want %d, %q", in, local, target, err, want.local, want.target)
+			t.Errorf("parsePort(%q) = %d, %q, %v; want %d, %q", in, local, target, err, want.local, want.target)
 		}
 	}
 	for _, in := range []string{"", "http", "0", "65536", "-1:80", ":80"} {
-		if _, _, err := ParsePort(in); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "want LOCAL[:REMOTE]") {
-			t.Errorf("ParsePort(%q): %v, want a user error", in, err)
+		if _, _, err := parsePort(in); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "want LOCAL[:REMOTE]") {
+			t.Errorf("parsePort(%q): %v, want a user error", in, err)
 		}
 	}
 }

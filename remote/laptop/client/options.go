@@ -71,7 +71,7 @@ func (cfg ConnectConfig) Options(credsEnv string) (Options, error) {
 			return o, remote.Errorf(remote.Usage, "--%s: %w", CredentialsFileFlag, err)
 		}
 	}
-	if o.creds, err = ProxyCredentials(o.CredentialsFile, credsEnv); err != nil {
+	if o.creds, err = proxyCredentials(o.CredentialsFile, credsEnv); err != nil {
 		return o, err
 	}
 	if err := requireCredentials(o.Listen, listen, o.creds); err != nil {

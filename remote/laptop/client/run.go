@@ -139,6 +139,8 @@ func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport
 		return route{}, nil, err
 	}
 	r := route{listen: conn.Listen, dns: conn.DNSListen}
+	// Through the proxy, as for a running connection; once the VIF can take an in-process
+	// dialer, conn.Dialer() saves the hop over loopback.
 	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen}
 	return r, conn, nil
 }
@@ -203,7 +205,7 @@ func runningProxy(ctx context.Context, k *Kube, credsFile, env string, log *slog
 	if !ok || !info.ProxyAuth {
 		return info, nil, ok, nil
 	}
-	creds, err := ProxyCredentials(credsFile, env)
+	creds, err := proxyCredentials(credsFile, env)
 	if err != nil {
 		return info, nil, false, err
 	}
