@@ -91,10 +91,11 @@ func TestControlSocketSpeaksItsOwnTypes(t *testing.T) {
 	}
 }
 
-// imports lists pkg's direct imports, for every OS tp is built for.
+// imports lists pkg's direct imports, for every OS tp is built for, each once.
 func imports(t *testing.T, pkg string) []string {
 	t.Helper()
 	var all []string
+	seen := map[string]bool{}
 	for _, goos := range []string{"linux", "darwin", "windows"} {
 		cmd := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, pkg)
 		cmd.Env = append(os.Environ(), "GOOS="+goos)
@@ -102,7 +103,12 @@ func imports(t *testing.T, pkg string) []string {
 		if err != nil {
 			t.Fatalf("GOOS=%s go list %s: %v\n%s", goos, pkg, err, out)
 		}
-		all = append(all, strings.Fields(string(out))...)
+		for _, imp := range strings.Fields(string(out)) {
+			if !seen[imp] {
+				seen[imp] = true
+				all = append(all, imp)
+			}
+		}
 	}
 	return all
 }
