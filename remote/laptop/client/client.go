@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Client carries what every command shares: the cluster choice (loaded once, on first
@@ -25,6 +28,9 @@ type Client struct {
 	Version string
 	// Getenv reads the process's environment (nil: os.Getenv).
 	Getenv func(string) string
+
+	// clientset makes the Kubernetes client (nil: client-go's; tests give a fake).
+	clientset func(*rest.Config) (kubernetes.Interface, error)
 
 	kubeOnce sync.Once
 	kube     *Kube
@@ -48,6 +54,14 @@ func (c *Client) cluster() (*Kube, error) {
 		c.kube, c.kubeErr = LoadKube(c.Kube)
 	})
 	return c.kube, c.kubeErr
+}
+
+// kubeClient is the Kubernetes client for k.
+func (c *Client) kubeClient(k *Kube) (kubernetes.Interface, error) {
+	if c.clientset != nil {
+		return c.clientset(k.REST)
+	}
+	return kubernetes.NewForConfig(k.REST)
 }
 
 func (c *Client) log() *slog.Logger {

@@ -57,7 +57,7 @@ func (c *Client) Uninstall(ctx context.Context, namespace string, timeout time.D
 		return err
 	}
 	opts := deploy.Options{Namespace: namespace, Timeout: timeout, Log: c.Err}
-	cs, err := kubernetes.NewForConfig(k.REST)
+	cs, err := c.kubeClient(k)
 	if err != nil {
 		return err
 	}

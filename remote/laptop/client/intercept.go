@@ -147,7 +147,7 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(k.REST)
+	cs, err := c.kubeClient(k)
 	if err != nil {
 		return nil, err
 	}

@@ -9,8 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
@@ -47,7 +45,7 @@ func (c *Client) List(ctx context.Context, cfg ListConfig) error {
 	if cfg.AllNamespaces {
 		ns = ""
 	}
-	cs, err := kubernetes.NewForConfig(k.REST)
+	cs, err := c.kubeClient(k)
 	if err != nil {
 		return err
 	}

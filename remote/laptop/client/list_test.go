@@ -7,6 +7,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -43,5 +50,46 @@ func TestInterceptsKeepTheirJSON(t *testing.T) {
 	}
 	if interceptsOf(nil) != nil {
 		t.Error("no intercepts became an empty list: JSON null turned []")
+	}
+}
+
+// fakeCluster gives c a fake Kubernetes API holding objs.
+func fakeCluster(c *Client, objs ...runtime.Object) {
+	cs := fake.NewClientset(objs...)
+	c.clientset = func(*rest.Config) (kubernetes.Interface, error) { return cs, nil }
+}
+
+func TestList(t *testing.T) {
+	shortHome(t)
+	injected := func(ns, name string) *appsv1.Deployment {
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{intercept.InjectedLabel: "true"}}}
+	}
+	plain := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "plain"}}
+	var out, msgs bytes.Buffer
+	c := New(KubeFlags{Kubeconfig: kubeconfig(t, "ns")}, &out, &msgs)
+	fakeCluster(c, injected("ns", "web"), injected("other", "api"), plain)
+
+	if err := c.List(t.Context(), ListConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ns/web Deployment") || strings.Contains(out.String(), "other/api") || strings.Contains(out.String(), "plain") {
+		t.Errorf("tp list in ns:\n%s", out.String())
+	}
+	out.Reset()
+	if err := c.List(t.Context(), ListConfig{AllNamespaces: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ns/web Deployment") || !strings.Contains(out.String(), "other/api Deployment") {
+		t.Errorf("tp list -A:\n%s", out.String())
+	}
+	if msgs.Len() != 0 {
+		t.Errorf("without a daemon, tp list said %q", msgs.String())
+	}
+
+	out.Reset()
+	c = New(KubeFlags{Kubeconfig: kubeconfig(t, "empty")}, &out, &msgs)
+	fakeCluster(c, plain)
+	if err := c.List(t.Context(), ListConfig{}); err != nil || out.String() != "tp: no workload has tp's agent, nothing is intercepted\n" {
+		t.Errorf("tp list of a namespace without the agent: %v %q", err, out.String())
 	}
 }

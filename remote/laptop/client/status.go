@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
@@ -81,8 +80,6 @@ func (c *Client) chosen(info control.Info) bool {
 func printStatus(w io.Writer, info control.Info, now time.Time) {
 	var st session.Status
 	_ = json.Unmarshal(info.Session, &st)
-	var px localproxy.Stats
-	_ = json.Unmarshal(info.Proxy, &px)
 	fmt.Fprintf(w, "session %s: %s", info.Name, st.State)
 	if !st.Since.IsZero() {
 		fmt.Fprintf(w, " (for %s)", now.Sub(st.Since).Round(time.Second))
