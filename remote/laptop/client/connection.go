@@ -79,9 +79,12 @@ func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connectio
 	return c, nil
 }
 
-// Dialer reaches what the proxy reaches, in process: cluster destinations through the
-// tunnel, the rest directly from this machine.
-func (c *Connection) Dialer() remote.Dialer { return c.router }
+// Dialer reaches what the proxy reaches, in process and counted in its stats: cluster
+// destinations through the tunnel, the rest directly from this machine.
+func (c *Connection) Dialer() remote.Dialer { return c.proxy.Dialer() }
+
+// DNSDialer asks the DNS server in process (see dnsshim.Server.Dialer).
+func (c *Connection) DNSDialer() remote.Dialer { return c.shim.Dialer() }
 
 // Done reports a front end's end (its error, nil when it just stopped).
 func (c *Connection) Done() <-chan error { return c.errc }

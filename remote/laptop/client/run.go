@@ -50,11 +50,13 @@ type RunConfig struct {
 }
 
 // route is how a command reaches the cluster: a proxy (with the credentials it asks for),
-// the DNS server, and what the VIF dials through.
+// the DNS server, and what the VIF dials through: the connection itself when it runs in this
+// process (dnsDialer then asks its DNS server without a port), else the proxy's SOCKS5 port.
 type route struct {
 	listen, dns string
 	creds       *localproxy.Credentials
 	dialer      remote.Dialer
+	dnsDialer   remote.Dialer
 }
 
 // Run is tp run: the command, attached to the cluster through the running connection for
@@ -138,11 +140,9 @@ func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport
 	if err != nil {
 		return route{}, nil, err
 	}
-	r := route{listen: conn.Listen, dns: conn.DNSListen}
-	// Through the proxy, as for a running connection; once the VIF can take an in-process
-	// dialer, conn.Dialer() saves the hop over loopback.
-	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen}
-	return r, conn, nil
+	// In process: the VIF's flows skip a SOCKS5 hop over loopback, and their failures keep
+	// their kind (a SOCKS5 reply cannot tell a tunnel that is down from other failures).
+	return route{listen: conn.Listen, dns: conn.DNSListen, dialer: conn.Dialer(), dnsDialer: conn.DNSDialer()}, conn, nil
 }
 
 // holdFor holds the intercept on conn once the command runs; in the VIF, intercepted
@@ -295,6 +295,9 @@ func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started
 	_, dnsPort, _ := net.SplitHostPort(r.dns)
 	dial := func(ctx context.Context, network string, _, dst netip.AddrPort) (net.Conn, error) {
 		if dst.Addr() == vifHost {
+			if dst.Port() == 53 && r.dnsDialer != nil {
+				return r.dnsDialer.DialContext(ctx, network, dst.String())
+			}
 			port := strconv.Itoa(int(dst.Port()))
 			if dst.Port() == 53 {
 				port = dnsPort
