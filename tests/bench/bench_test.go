@@ -54,8 +54,8 @@ type result struct {
 
 // The VIF's two paths: attached to a running connection, or with its own in the same process.
 const (
-	vifAttached  = "tp run --vif=on, websocket, attached to the running connection"
-	vifInProcess = "tp run --vif=on, websocket, its own connection (in-process)"
+	vifAttached  = "tp run --vif=on, via the running connection"
+	vifInProcess = "tp run --vif=on, own connection, in-process"
 )
 
 func TestBench(t *testing.T) {
@@ -246,9 +246,9 @@ func bulk(c *http.Client, base string) (float64, error) {
 
 func report(t *testing.T, rs []result) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-40s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
+	fmt.Fprintf(&b, "\n%-44s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "%-40s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
+		fmt.Fprintf(&b, "%-44s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
 	}
 	byName := map[string]result{}
 	for _, r := range rs {
@@ -324,9 +324,9 @@ func TestBenchIntercept(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nrequests from inside the cluster to a Service\n%-40s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
+	fmt.Fprintf(&b, "\nrequests from inside the cluster to a Service\n%-44s %12s %12s %12s\n", "path", "bulk MB/s", "req p50", "req p90")
 	for _, r := range results {
-		fmt.Fprintf(&b, "%-40s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
+		fmt.Fprintf(&b, "%-44s %12.0f %12s %12s\n", r.name, r.mbps, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond))
 	}
 	if base := results[0]; base.mbps > 0 {
 		fmt.Fprintf(&b, "\nidle agent: bulk %.2fx of the app alone, request p50 +%s\n", results[1].mbps/base.mbps, (results[1].p50 - base.p50).Round(10*time.Microsecond))
