@@ -292,21 +292,15 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 // expire stops intercepting when the manager has been silent too long: the intercepting
 // client may be gone without the agent being told.
 func (a *Agent) expire(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.mu.Lock()
-			if len(a.intercepted) > 0 && time.Since(a.heard) > a.cfg.Stale {
-				a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
-				a.intercepted = map[string]bool{}
-			}
-			a.mu.Unlock()
+	remote.Every(ctx, time.Second, func(time.Time) bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if len(a.intercepted) > 0 && time.Since(a.heard) > a.cfg.Stale {
+			a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
+			a.intercepted = map[string]bool{}
 		}
-	}
+		return true
+	})
 }
 
 func (a *Agent) isIntercepted(port string) bool {

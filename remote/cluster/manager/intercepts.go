@@ -108,22 +108,16 @@ func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 // a client that vanished without closing its stream (a sleeping laptop) must not keep a
 // workload's traffic.
 func (r *Registry) Expire(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			r.mu.Lock()
-			for c := range r.clients {
-				if now.Sub(c.lastRenew) > r.leaseTTL {
-					r.dropClientLocked(c, "its lease lapsed")
-				}
+	remote.Every(ctx, time.Second, func(now time.Time) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for c := range r.clients {
+			if now.Sub(c.lastRenew) > r.leaseTTL {
+				r.dropClientLocked(c, "its lease lapsed")
 			}
-			r.mu.Unlock()
 		}
-	}
+		return true
+	})
 }
 
 // ClientAPI serves tunnelpb.Intercepts.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/managerspec"
 )
 
@@ -33,18 +34,7 @@ type ClusterRanges struct {
 func NewClusterRanges(ctx context.Context, cs kubernetes.Interface, namespaces []string, period time.Duration, log *slog.Logger) *ClusterRanges {
 	r := &ClusterRanges{cs: cs, log: log, namespaces: namespaces}
 	r.refresh(ctx)
-	go func() {
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				r.refresh(ctx)
-			}
-		}
-	}()
+	go remote.Every(ctx, period, func(time.Time) bool { r.refresh(ctx); return true })
 	return r
 }
 

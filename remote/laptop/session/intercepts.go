@@ -312,21 +312,13 @@ func (s *Session) interceptSession() error {
 			return err
 		}
 	}
-	go func() {
-		t := time.NewTicker(renewEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Renew{Renew: &tunnelpb.Renew{}}}); err != nil {
-					cancel()
-					return
-				}
-			}
+	go remote.Every(ctx, renewEvery, func(time.Time) bool {
+		if err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Renew{Renew: &tunnelpb.Renew{}}}); err != nil {
+			cancel()
+			return false
 		}
-	}()
+		return true
+	})
 	for {
 		m, err := stream.Recv()
 		if err != nil {
