@@ -587,181 +587,188 @@ func (in *installer) uninstall(ctx context.Context, opts Options) error {
 			return fail("GET /version", err)
 		}
 	}
-	name, nsName := RBACName(opts.Namespace), opts.Namespace
-	ignoreMissing := func(err error) error {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return err
-	}
-
+	nsName := opts.Namespace
 	ns, err := in.cs.CoreV1().Namespaces().Get(ctx, nsName, metav1.GetOptions{})
 	if ignoreMissing(err) != nil {
 		return fail("get namespace "+nsName, err)
 	}
 	nsExists := err == nil
 	ownNS := nsExists && ns.Labels[ManagedByLabel] == ManagedByValue
-	var found []string
+	var left leftovers
 	if ownNS {
-		found = append(found, "namespace "+nsName)
+		left.found = append(left.found, "namespace "+nsName)
 	}
-	// In a namespace tp did not make, its objects are found one by one (an install that
-	// failed halfway may have left any of them) and told from others by their labels.
-	type namespaced struct {
-		kind, name string
-		get        func() (metav1.Object, error)
-		del        func() error
-	}
-	var inNS []namespaced
+	var inNS leftovers
 	if nsExists && !ownNS {
-		deps, svcs, sas := in.cs.AppsV1().Deployments(nsName), in.cs.CoreV1().Services(nsName), in.cs.CoreV1().ServiceAccounts(nsName)
-		secrets, cms := in.cs.CoreV1().Secrets(nsName), in.cs.CoreV1().ConfigMaps(nsName)
-		del := metav1.DeleteOptions{}
-		get := metav1.GetOptions{}
-		for _, o := range []namespaced{
-			{"Deployment", ManagerName,
-				func() (metav1.Object, error) { return deps.Get(ctx, ManagerName, get) },
-				func() error { return deps.Delete(ctx, ManagerName, del) }},
-			{"Service", ManagerName,
-				func() (metav1.Object, error) { return svcs.Get(ctx, ManagerName, get) },
-				func() error { return svcs.Delete(ctx, ManagerName, del) }},
-			{"ServiceAccount", ManagerName,
-				func() (metav1.Object, error) { return sas.Get(ctx, ManagerName, get) },
-				func() error { return sas.Delete(ctx, ManagerName, del) }},
-			{"Secret", TLSSecret,
-				func() (metav1.Object, error) { return secrets.Get(ctx, TLSSecret, get) },
-				func() error { return secrets.Delete(ctx, TLSSecret, del) }},
-			{"Secret", CASecret,
-				func() (metav1.Object, error) { return secrets.Get(ctx, CASecret, get) },
-				func() error { return secrets.Delete(ctx, CASecret, del) }},
-			{"ConfigMap", CAConfigMap,
-				func() (metav1.Object, error) { return cms.Get(ctx, CAConfigMap, get) },
-				func() error { return cms.Delete(ctx, CAConfigMap, del) }},
-		} {
-			obj, err := o.get()
-			if ignoreMissing(err) != nil {
-				return fail("get "+o.kind+" "+nsName+"/"+o.name, err)
-			}
-			if err == nil && obj.GetLabels()[ManagedByLabel] == ManagedByValue {
-				inNS = append(inNS, o)
-				found = append(found, o.kind+" "+nsName+"/"+o.name)
-			}
+		// Not tp's namespace: only what tp put there goes.
+		if err := in.findInNamespace(ctx, nsName, &inNS); err != nil {
+			return fail(err.what, err.err)
 		}
+		left.found = append(left.found, inNS.found...)
 	}
-	_, err = in.cs.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
-	if ignoreMissing(err) != nil {
-		return fail("get ClusterRole "+name, err)
+	if err := in.findClusterWide(ctx, nsName, &left); err != nil {
+		return fail(err.what, err.err)
 	}
-	crExists := err == nil
-	if crExists {
-		found = append(found, "ClusterRole "+name)
-	}
-	_, err = in.cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
-	if ignoreMissing(err) != nil {
-		return fail("get ClusterRoleBinding "+name, err)
-	}
-	crbExists := err == nil
-	if crbExists {
-		found = append(found, "ClusterRoleBinding "+name)
-	}
-	admission := in.cs.AdmissionregistrationV1()
-	_, err = admission.ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
-	if ignoreMissing(err) != nil {
-		return fail("get ValidatingAdmissionPolicy "+name, err)
-	}
-	vapExists := err == nil
-	if vapExists {
-		found = append(found, "ValidatingAdmissionPolicy "+name)
-	}
-	_, err = admission.ValidatingAdmissionPolicyBindings().Get(ctx, name, metav1.GetOptions{})
-	if ignoreMissing(err) != nil {
-		return fail("get ValidatingAdmissionPolicyBinding "+name, err)
-	}
-	vapbExists := err == nil
-	if vapbExists {
-		found = append(found, "ValidatingAdmissionPolicyBinding "+name)
-	}
-	// Intercept grants that clients left (a crashed laptop's): nothing honours them once
-	// the manager is gone.
-	grants, err := in.cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{LabelSelector: grant.Label})
-	if err != nil {
-		return fail("list intercept grants (leases) in all namespaces", err)
-	}
-	for _, l := range grants.Items {
-		found = append(found, "Lease "+l.Namespace+"/"+l.Name)
-	}
-	sel := metav1.ListOptions{LabelSelector: instanceSelector(nsName)}
-	roles, err := in.cs.RbacV1().Roles("").List(ctx, sel)
-	if err != nil {
-		return fail("list tp's Roles in all namespaces", err)
-	}
-	bindings, err := in.cs.RbacV1().RoleBindings("").List(ctx, sel)
-	if err != nil {
-		return fail("list tp's RoleBindings in all namespaces", err)
-	}
-	for _, r := range roles.Items {
-		found = append(found, "Role "+r.Namespace+"/"+r.Name)
-	}
-	for _, b := range bindings.Items {
-		found = append(found, "RoleBinding "+b.Namespace+"/"+b.Name)
-	}
-	if len(found) == 0 {
+	if len(left.found) == 0 {
 		return in.notInstalled(ctx, nsName, "nothing to remove")
 	}
-	in.logf("removing tp from namespace %s: %s", nsName, strings.Join(found, ", "))
-
-	for _, b := range bindings.Items {
-		if err := ignoreMissing(in.cs.RbacV1().RoleBindings(b.Namespace).Delete(ctx, b.Name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete RoleBinding "+b.Namespace+"/"+b.Name, err)
-		}
+	in.logf("removing tp from namespace %s: %s", nsName, strings.Join(left.found, ", "))
+	if ownNS && ns.DeletionTimestamp == nil {
+		left.add("", "namespace "+nsName, func() error { return in.cs.CoreV1().Namespaces().Delete(ctx, nsName, metav1.DeleteOptions{}) })
 	}
-	for _, r := range roles.Items {
-		if err := ignoreMissing(in.cs.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete Role "+r.Namespace+"/"+r.Name, err)
-		}
-	}
-	if crbExists {
-		if err := ignoreMissing(in.cs.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete ClusterRoleBinding "+name, err)
-		}
-	}
-	if crExists {
-		if err := ignoreMissing(in.cs.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete ClusterRole "+name, err)
-		}
-	}
-	if vapbExists {
-		if err := ignoreMissing(admission.ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete ValidatingAdmissionPolicyBinding "+name, err)
-		}
-	}
-	if vapExists {
-		if err := ignoreMissing(admission.ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete ValidatingAdmissionPolicy "+name, err)
-		}
-	}
-	for _, l := range grants.Items {
-		if err := ignoreMissing(in.cs.CoordinationV1().Leases(l.Namespace).Delete(ctx, l.Name, metav1.DeleteOptions{})); err != nil {
-			return fail("delete intercept grant (Lease) "+l.Namespace+"/"+l.Name, err)
-		}
-	}
-	switch {
-	case ownNS && ns.DeletionTimestamp == nil:
-		if err := ignoreMissing(in.cs.CoreV1().Namespaces().Delete(ctx, nsName, metav1.DeleteOptions{})); err != nil {
-			return fail("delete namespace "+nsName, err)
-		}
-	case nsExists && !ownNS:
-		// Not tp's namespace: take out only what tp put there.
-		for _, o := range inNS {
-			if err := ignoreMissing(o.del()); err != nil {
-				return fail("delete "+o.kind+" "+nsName+"/"+o.name, err)
-			}
+	left.remove = append(left.remove, inNS.remove...)
+	for _, o := range left.remove {
+		if err := ignoreMissing(o.del()); err != nil {
+			return fail("delete "+o.what, err)
 		}
 	}
 	if err := in.waitGone(ctx, opts, ownNS); err != nil {
 		return err
 	}
 	in.logf("tp removed from namespace %s (%s)", nsName, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// leftovers is what uninstall found of an install: found names each thing in the order it
+// was looked for, remove deletes them in an order that leaves no binding without its role.
+type leftovers struct {
+	found  []string
+	remove []leftover
+}
+
+type leftover struct {
+	what string
+	del  func() error
+}
+
+// add records a thing found; found == "" records only its removal.
+func (l *leftovers) add(found, what string, del func() error) {
+	if found != "" {
+		l.found = append(l.found, found)
+	}
+	l.remove = append(l.remove, leftover{what, del})
+}
+
+// failedLookup is a request that failed while uninstall looked for leftovers.
+type failedLookup struct {
+	what string
+	err  error
+}
+
+func ignoreMissing(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// findInNamespace looks for tp's objects one by one in a namespace tp did not make (an
+// install that failed halfway may have left any of them), told from others by their labels.
+func (in *installer) findInNamespace(ctx context.Context, nsName string, left *leftovers) *failedLookup {
+	deps, svcs, sas := in.cs.AppsV1().Deployments(nsName), in.cs.CoreV1().Services(nsName), in.cs.CoreV1().ServiceAccounts(nsName)
+	secrets, cms := in.cs.CoreV1().Secrets(nsName), in.cs.CoreV1().ConfigMaps(nsName)
+	del, get := metav1.DeleteOptions{}, metav1.GetOptions{}
+	for _, o := range []struct {
+		kind, name string
+		get        func() (metav1.Object, error)
+		del        func() error
+	}{
+		{"Deployment", ManagerName,
+			func() (metav1.Object, error) { return deps.Get(ctx, ManagerName, get) },
+			func() error { return deps.Delete(ctx, ManagerName, del) }},
+		{"Service", ManagerName,
+			func() (metav1.Object, error) { return svcs.Get(ctx, ManagerName, get) },
+			func() error { return svcs.Delete(ctx, ManagerName, del) }},
+		{"ServiceAccount", ManagerName,
+			func() (metav1.Object, error) { return sas.Get(ctx, ManagerName, get) },
+			func() error { return sas.Delete(ctx, ManagerName, del) }},
+		{"Secret", TLSSecret,
+			func() (metav1.Object, error) { return secrets.Get(ctx, TLSSecret, get) },
+			func() error { return secrets.Delete(ctx, TLSSecret, del) }},
+		{"Secret", CASecret,
+			func() (metav1.Object, error) { return secrets.Get(ctx, CASecret, get) },
+			func() error { return secrets.Delete(ctx, CASecret, del) }},
+		{"ConfigMap", CAConfigMap,
+			func() (metav1.Object, error) { return cms.Get(ctx, CAConfigMap, get) },
+			func() error { return cms.Delete(ctx, CAConfigMap, del) }},
+	} {
+		what := o.kind + " " + nsName + "/" + o.name
+		obj, err := o.get()
+		if ignoreMissing(err) != nil {
+			return &failedLookup{"get " + what, err}
+		}
+		if err == nil && obj.GetLabels()[ManagedByLabel] == ManagedByValue {
+			left.add(what, what, o.del)
+		}
+	}
+	return nil
+}
+
+// findClusterWide looks for what install made outside its namespace: RBAC, the admission
+// policy, Roles in managed namespaces, and the intercept grants clients left (a crashed
+// laptop's), which nothing honours once the manager is gone.
+func (in *installer) findClusterWide(ctx context.Context, nsName string, left *leftovers) *failedLookup {
+	name := RBACName(nsName)
+	rbac, admission := in.cs.RbacV1(), in.cs.AdmissionregistrationV1()
+	get, del := metav1.GetOptions{}, metav1.DeleteOptions{}
+	var found []string
+	var remove leftovers
+	for _, o := range []struct {
+		kind string
+		get  func() error
+		del  func() error
+	}{
+		{"ClusterRole", func() error { _, err := rbac.ClusterRoles().Get(ctx, name, get); return err },
+			func() error { return rbac.ClusterRoles().Delete(ctx, name, del) }},
+		{"ClusterRoleBinding", func() error { _, err := rbac.ClusterRoleBindings().Get(ctx, name, get); return err },
+			func() error { return rbac.ClusterRoleBindings().Delete(ctx, name, del) }},
+		{"ValidatingAdmissionPolicy", func() error { _, err := admission.ValidatingAdmissionPolicies().Get(ctx, name, get); return err },
+			func() error { return admission.ValidatingAdmissionPolicies().Delete(ctx, name, del) }},
+		{"ValidatingAdmissionPolicyBinding", func() error { _, err := admission.ValidatingAdmissionPolicyBindings().Get(ctx, name, get); return err },
+			func() error { return admission.ValidatingAdmissionPolicyBindings().Delete(ctx, name, del) }},
+	} {
+		err := o.get()
+		if ignoreMissing(err) != nil {
+			return &failedLookup{"get " + o.kind + " " + name, err}
+		}
+		if err == nil {
+			found = append(found, o.kind+" "+name)
+			// A binding goes before what it binds.
+			remove.remove = append([]leftover{{o.kind + " " + name, o.del}}, remove.remove...)
+		}
+	}
+	grants, err := in.cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{LabelSelector: grant.Label})
+	if err != nil {
+		return &failedLookup{"list intercept grants (leases) in all namespaces", err}
+	}
+	sel := metav1.ListOptions{LabelSelector: instanceSelector(nsName)}
+	roles, err := rbac.Roles("").List(ctx, sel)
+	if err != nil {
+		return &failedLookup{"list tp's Roles in all namespaces", err}
+	}
+	bindings, err := rbac.RoleBindings("").List(ctx, sel)
+	if err != nil {
+		return &failedLookup{"list tp's RoleBindings in all namespaces", err}
+	}
+	left.found = append(left.found, found...)
+	for _, l := range grants.Items {
+		left.found = append(left.found, "Lease "+l.Namespace+"/"+l.Name)
+	}
+	for _, r := range roles.Items {
+		left.found = append(left.found, "Role "+r.Namespace+"/"+r.Name)
+	}
+	for _, b := range bindings.Items {
+		left.add("RoleBinding "+b.Namespace+"/"+b.Name, "RoleBinding "+b.Namespace+"/"+b.Name,
+			func() error { return rbac.RoleBindings(b.Namespace).Delete(ctx, b.Name, del) })
+	}
+	for _, r := range roles.Items {
+		left.add("", "Role "+r.Namespace+"/"+r.Name, func() error { return rbac.Roles(r.Namespace).Delete(ctx, r.Name, del) })
+	}
+	left.remove = append(left.remove, remove.remove...)
+	for _, l := range grants.Items {
+		left.add("", "intercept grant (Lease) "+l.Namespace+"/"+l.Name,
+			func() error { return in.cs.CoordinationV1().Leases(l.Namespace).Delete(ctx, l.Name, del) })
+	}
 	return nil
 }
 
