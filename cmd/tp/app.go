@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -63,7 +64,12 @@ func versionCommand() *cli.Command {
 // at the help of what they typed.
 func usageError(what string) cli.OnUsageErrorFunc {
 	return func(_ *cli.Context, err error, _ bool) error {
-		return remote.Errorf(remote.Usage, "%v; see %s --help", err, what)
+		// The flag package names flags with one dash; tp's help shows two.
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			msg = "unknown flag --" + strings.TrimPrefix(name, "-")
+		}
+		return remote.Errorf(remote.Usage, "%s; see %s --help", msg, what)
 	}
 }
 
