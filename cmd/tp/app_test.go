@@ -88,6 +88,9 @@ func TestUsageErrorsExitWith2(t *testing.T) {
 		if !strings.Contains(err.Error(), help) {
 			t.Errorf("tp %s: %q, want it to point at %s", strings.Join(args, " "), err, help)
 		}
+		if args[len(args)-1] == "--no-such-flag" && !strings.HasPrefix(err.Error(), "unknown flag --no-such-flag;") {
+			t.Errorf("tp %s: %q, want it to name the flag as typed", strings.Join(args, " "), err)
+		}
 	}
 }
 
