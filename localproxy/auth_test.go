@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 var testCreds = Credentials{User: "alice", Password: "s3cret:with-colon"}
@@ -100,8 +101,8 @@ func TestNewPanicsOnInvalidCredentials(t *testing.T) {
 func TestSOCKSCredentials(t *testing.T) {
 	echo := startEcho(t)
 	d := dialTo(echo)
-	var logs logBuffer
-	_, addr := startServer(t, Config{Dialer: d, Log: logs.logger(), Credentials: &testCreds})
+	var logs testlog.Buffer
+	_, addr := startServer(t, Config{Dialer: d, Log: logs.Logger(), Credentials: &testCreds})
 
 	tests := []struct {
 		name string
@@ -122,7 +123,7 @@ func TestSOCKSCredentials(t *testing.T) {
 				_ = c.Close()
 				t.Fatal("dial succeeded, want the proxy to refuse the client")
 			}
-			logs.waitFor(t, tt.log)
+			logs.Expect(t, tt.log, 1, 5*time.Second)
 		})
 	}
 	if calls := d.Calls(); len(calls) != 0 {
@@ -185,8 +186,8 @@ func TestHTTPCredentialsPlain(t *testing.T) {
 	}))
 	defer backend.Close()
 	d := dialTo(backend.Listener.Addr().String())
-	var logs logBuffer
-	_, addr := startServer(t, Config{Dialer: d, Log: logs.logger(), Credentials: &testCreds})
+	var logs testlog.Buffer
+	_, addr := startServer(t, Config{Dialer: d, Log: logs.Logger(), Credentials: &testCreds})
 
 	tests := []struct {
 		name, header string

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 // halfCloseBackend reads until EOF, reports what it read, then answers and closes: it
@@ -158,9 +159,9 @@ func TestConcurrentConnections(t *testing.T) {
 
 // Garbage closes only the connection it came on, with a log line; the server goes on.
 func TestGarbageDoesNotKillServer(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	d := dialTo(startEcho(t))
-	_, addr := startServer(t, Config{Dialer: d, Log: logs.logger(), HandshakeTimeout: 300 * time.Millisecond})
+	_, addr := startServer(t, Config{Dialer: d, Log: logs.Logger(), HandshakeTimeout: 300 * time.Millisecond})
 	garbage := [][]byte{
 		{0x00, 0x01, 0x02},
 		{0x16, 0x03, 0x01, 0x02, 0x00, 0x01},      // TLS ClientHello: an https:// proxy URL
@@ -185,7 +186,7 @@ func TestGarbageDoesNotKillServer(t *testing.T) {
 		_, _ = io.Copy(io.Discard, c) // until the server closes it
 		_ = c.Close()
 	}
-	logs.waitFor(t, "neither SOCKS5 nor HTTP")
+	logs.Expect(t, "neither SOCKS5 nor HTTP", 1, 5*time.Second)
 	for _, want := range []string{"SOCKS4 is not supported", "must be http://, not https://", "socks5: closing connection"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q", want)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpdev/tp/remote/testlog"
 	"golang.org/x/net/proxy"
 )
 
@@ -89,8 +90,8 @@ func netipAddr(i int) string {
 // password, and reaches nothing.
 func TestHTTPGuessingIsTurnedAway(t *testing.T) {
 	d := dialTo(startEcho(t))
-	var logs logBuffer
-	_, addr := startServer(t, Config{Dialer: d, Log: logs.logger(), Credentials: &testCreds})
+	var logs testlog.Buffer
+	_, addr := startServer(t, Config{Dialer: d, Log: logs.Logger(), Credentials: &testCreds})
 	client := proxyClient(t, addr)
 	get := func(header string) (int, string, http.Header) {
 		req, _ := http.NewRequest(http.MethodGet, "http://web-app/", nil)
@@ -115,14 +116,14 @@ func TestHTTPGuessingIsTurnedAway(t *testing.T) {
 	if calls := d.Calls(); len(calls) != 0 {
 		t.Fatalf("a client turned away reached the dialer: %q", calls)
 	}
-	logs.waitFor(t, "too many wrong passwords from its address")
+	logs.Expect(t, "too many wrong passwords from its address", 1, 5*time.Second)
 }
 
 // Over SOCKS5 too; the log says why (RFC 1929 has no word for it).
 func TestSOCKSGuessingIsTurnedAway(t *testing.T) {
 	d := dialTo(startEcho(t))
-	var logs logBuffer
-	_, addr := startServer(t, Config{Dialer: d, Log: logs.logger(), Credentials: &testCreds})
+	var logs testlog.Buffer
+	_, addr := startServer(t, Config{Dialer: d, Log: logs.Logger(), Credentials: &testCreds})
 	try := func(password string) error {
 		client, err := proxy.SOCKS5("tcp", addr, &proxy.Auth{User: testCreds.User, Password: password}, proxy.Direct)
 		if err != nil {
@@ -142,7 +143,7 @@ func TestSOCKSGuessingIsTurnedAway(t *testing.T) {
 	if try(testCreds.Password) == nil {
 		t.Fatal("a client that kept guessing got in at once with the right password")
 	}
-	logs.waitFor(t, "socks5: rejected client: too many wrong passwords from its address")
+	logs.Expect(t, "socks5: rejected client: too many wrong passwords from its address", 1, 5*time.Second)
 	if calls := d.Calls(); len(calls) != 0 {
 		t.Fatalf("a client turned away reached the dialer: %q", calls)
 	}

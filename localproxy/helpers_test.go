@@ -1,13 +1,10 @@
 package localproxy
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,40 +45,6 @@ func dialTo(to string) *fakeDialer {
 // failWith returns a dialer whose every dial fails with err.
 func failWith(err error) *fakeDialer {
 	return &fakeDialer{fn: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
-}
-
-// logBuffer collects log output from concurrent goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// waitForLog waits until the log holds want.
-func (b *logBuffer) waitFor(t *testing.T, want string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(b.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never said %q; log:\n%s", want, b.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // startServer serves cfg on a fresh loopback listener until the test ends, and checks that

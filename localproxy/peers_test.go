@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/localproxy/peer"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 // otherUser is a Guard that takes every local client for another user (for network, or
 // for every network when it is "").
-func otherUser(log *logBuffer, network string) *peer.Guard {
-	return peer.New(peer.Config{Log: log.logger(), Owner: func(n string, _, _ netip.AddrPort) (uint32, error) {
+func otherUser(log *testlog.Buffer, network string) *peer.Guard {
+	return peer.New(peer.Config{Log: log.Logger(), Owner: func(n string, _, _ netip.AddrPort) (uint32, error) {
 		if network == "" || n == network {
 			return uint32(os.Getuid()) + 1, nil
 		}
@@ -27,7 +28,7 @@ func otherUser(log *logBuffer, network string) *peer.Guard {
 }
 
 func TestOtherUserRefusedOverSOCKS(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	d := dialTo(startEcho(t))
 	s, addr := startServer(t, Config{Dialer: d, Peers: otherUser(&logs, "")})
 
@@ -55,11 +56,11 @@ func TestOtherUserRefusedOverSOCKS(t *testing.T) {
 	if got := s.Stats().OtherUsers; got != 3 {
 		t.Errorf("Stats.OtherUsers = %d, want 3", got)
 	}
-	logs.waitFor(t, "another user of this machine")
+	logs.Expect(t, "another user of this machine", 1, 5*time.Second)
 }
 
 func TestOtherUserRefusedOverHTTP(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	d := dialTo(startEcho(t))
 	_, addr := startServer(t, Config{Dialer: d, Peers: otherUser(&logs, "")})
 	px, _ := url.Parse("http://" + addr)
@@ -97,7 +98,7 @@ func TestOtherUserRefusedOverHTTP(t *testing.T) {
 // datagram to the relay port comes from another user: it is dropped, and the association
 // stays free for the user's own.
 func TestOtherUserCannotTakeUDPRelay(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	echo := startUDPEcho(t)
 	d := newUDPDialer(t, echo)
 	_, addr := startServer(t, Config{Dialer: d, Peers: otherUser(&logs, "udp")})
@@ -118,7 +119,7 @@ func TestOtherUserCannotTakeUDPRelay(t *testing.T) {
 	if calls := d.Calls(); len(calls) != 0 {
 		t.Errorf("dialed %q for another user", calls)
 	}
-	logs.waitFor(t, "another user of this machine")
+	logs.Expect(t, "another user of this machine", 1, 5*time.Second)
 }
 
 // TestOwnUserServed runs the real check (the kernel's answer on Linux): this process's own

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 // socksRequest sends a SOCKS5 no-auth greeting and a request for cmd to host:port (sent
@@ -118,8 +119,8 @@ func TestSOCKSReplyCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs logBuffer
-			_, addr := startServer(t, Config{Dialer: failWith(tt.err), Log: logs.logger()})
+			var logs testlog.Buffer
+			_, addr := startServer(t, Config{Dialer: failWith(tt.err), Log: logs.Logger()})
 			c, code, _ := socksRequest(t, addr, 1, "web-app", 8080)
 			if code != tt.want {
 				t.Errorf("reply code %#02x, want %#02x", code, tt.want)
@@ -130,7 +131,7 @@ func TestSOCKSReplyCodes(t *testing.T) {
 				t.Errorf("connection still open after failure reply: %d %v", n, err)
 			}
 			// The code can't carry the message; the log must.
-			logs.waitFor(t, "connect failed")
+			logs.Expect(t, "connect failed", 1, 5*time.Second)
 			if !strings.Contains(logs.String(), tt.err.Error()) && !strings.Contains(logs.String(), strconv.Quote(tt.err.Error())) {
 				t.Errorf("log lacks the error text %q:\n%s", tt.err.Error(), logs.String())
 			}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/remote/testlog"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -74,29 +75,11 @@ func newCA(t *testing.T) *pki.CA {
 	return ca
 }
 
-// syncBuffer is a log the test reads while the agent writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // runAgent runs an agent against addr, trusting ca, until the test ends; it returns the
 // agent's log.
-func runAgent(t *testing.T, addr string, ca []byte) *syncBuffer {
+func runAgent(t *testing.T, addr string, ca []byte) *testlog.Buffer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte(secretToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -13,8 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/remote/cluster/manager"
+	"github.com/tpdev/tp/remote/testlog"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -42,42 +41,6 @@ func testLimits() limits {
 func otherCA(t *testing.T) *x509.CertPool {
 	_, pool := testCertificate(t)
 	return pool
-}
-
-// logBuffer is a log the test reads while the servers write it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
-// expect waits for n lines of the log to contain s.
-func (l *logBuffer) expect(t *testing.T, s string, n int) {
-	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); l.count(s) < n; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("%d log lines say %q, want %d; the log:\n%s", strings.Count(l.b.String(), s), s, n, l.b.String())
-		}
-	}
 }
 
 const agentToken = "agent-token"
@@ -99,7 +62,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testManager struct {
 	client, cluster string
-	logs            *logBuffer
+	logs            *testlog.Buffer
 	// ca is the bundle the manager's certificate verifies by, for the server name
 	// clusterName.
 	ca *x509.CertPool
@@ -162,7 +125,7 @@ func (m testManager) conn(t *testing.T, addr string) net.Conn {
 // startManager serves the manager's two ports on loopback, as Run does.
 func startManager(t *testing.T) testManager {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := manager.New(manager.Config{Version: "test", Names: manager.NewNames("cluster.local", "127.0.0.1:1"), Log: log})
 	cert, pool := testCertificate(t)
@@ -315,12 +278,12 @@ func TestGarbageConnectionsAreClosedAndLogged(t *testing.T) {
 				if p.line == "" {
 					continue
 				}
-				before := m.logs.count(p.line)
+				before := m.logs.Count(p.line)
 				conn := p.dial()
 				_, _ = conn.Write(c.in)
 				expectClosed(t, conn, p.within)
 				conn.Close()
-				m.logs.expect(t, p.line, before+1)
+				m.logs.Expect(t, p.line, before+1, 3*time.Second)
 			}
 			m.stillServes(t)
 		})
@@ -340,7 +303,7 @@ func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 	_, _ = io.WriteString(conn, req)
 	expectClosed(t, conn, time.Second)
 	conn.Close()
-	m.logs.expect(t, "client API: dropped a connection that sent no valid request", 1)
+	m.logs.Expect(t, "client API: dropped a connection that sent no valid request", 1, 3*time.Second)
 
 	// In the clear: net/http says it wants TLS, and closes.
 	conn, err = net.Dial("tcp", m.cluster)
@@ -355,7 +318,7 @@ func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 	}
 	expectClosed(t, conn, time.Second)
 	conn.Close()
-	m.logs.expect(t, "cluster port: closed a plaintext connection", 1)
+	m.logs.Expect(t, "cluster port: closed a plaintext connection", 1, 3*time.Second)
 
 	conn = m.dialTLS(t, "http/1.1")
 	defer conn.Close()
@@ -366,8 +329,8 @@ func TestHTTP1RequestsReachNoGRPCService(t *testing.T) {
 		t.Fatalf("cluster port: %v %v", resp, err)
 	}
 	expectClosed(t, conn, 3*time.Second) // idle
-	m.logs.expect(t, "cluster port: dropped a connection that sent no valid request", 1)
-	if n := m.logs.count("agent refused"); n != 0 {
+	m.logs.Expect(t, "cluster port: dropped a connection that sent no valid request", 1, 3*time.Second)
+	if n := m.logs.Count("agent refused"); n != 0 {
 		t.Fatalf("an HTTP/1 request reached the agents' API")
 	}
 	m.stillServes(t)
@@ -389,8 +352,8 @@ func TestClusterPortIsTLSOnly(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("Watch over h2c: %v, want Unavailable (no service)", err)
 	}
-	m.logs.expect(t, "cluster port: closed a plaintext connection", 1)
-	if n := m.logs.count("agent refused") + m.logs.count("agent API: refused a call"); n != 0 {
+	m.logs.Expect(t, "cluster port: closed a plaintext connection", 1, 3*time.Second)
+	if n := m.logs.Count("agent refused") + m.logs.Count("agent API: refused a call"); n != 0 {
 		t.Error("a call over h2c reached the agents' API")
 	}
 
@@ -412,7 +375,7 @@ func TestClusterPortIsTLSOnly(t *testing.T) {
 			t.Errorf("%s: %v, want a verification failure", what, err)
 		}
 	}
-	m.logs.expect(t, "TLS handshake error", 1)
+	m.logs.Expect(t, "TLS handshake error", 1, 3*time.Second)
 	m.stillServes(t)
 }
 
@@ -433,12 +396,12 @@ func TestPlaintextRefusalsAreLoggedSometimes(t *testing.T) {
 		plain()
 	}
 	time.Sleep(200 * time.Millisecond) // the last reports
-	if n := m.logs.count(line); n != testLimits().refusalLines {
+	if n := m.logs.Count(line); n != testLimits().refusalLines {
 		t.Fatalf("%d lines for 20 plaintext clients, want %d", n, testLimits().refusalLines)
 	}
 	time.Sleep(testLimits().refusalPeriod)
 	plain()
-	m.logs.expect(t, "15 more not logged", 1)
+	m.logs.Expect(t, "15 more not logged", 1, 3*time.Second)
 }
 
 // Connections that send nothing are closed after the handshake limit; while they are
@@ -461,8 +424,8 @@ func TestSilentConnectionsAreClosedInTime(t *testing.T) {
 	for _, c := range conns {
 		expectClosed(t, c, 2*time.Second)
 	}
-	m.logs.expect(t, "client API: dropped a connection that sent no valid request in time", n)
-	m.logs.expect(t, "cluster port: dropped a connection that sent no valid request in time", n)
+	m.logs.Expect(t, "client API: dropped a connection that sent no valid request in time", n, 3*time.Second)
+	m.logs.Expect(t, "cluster port: dropped a connection that sent no valid request in time", n, 3*time.Second)
 	m.stillServes(t)
 }
 
@@ -478,13 +441,13 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 		{m.cluster, "/tp.tunnel.v1.Agents/Watch", "agent API: refused a call"},
 		{m.cluster, "/tp.tunnel.v1.Agents/Flow", "agent API: refused a call"},
 	} {
-		before := m.logs.count(c.line)
+		before := m.logs.Count(c.line)
 		fields := call(t, m.conn(t, c.addr), c.path, append(header, random(100)...))
 		if fields["grpc-status"] == "0" || fields["grpc-status"] == "" {
 			t.Errorf("%s: answered %v", c.path, fields)
 		}
 		if c.line != "" {
-			m.logs.expect(t, c.line, before+1)
+			m.logs.Expect(t, c.line, before+1, 3*time.Second)
 		}
 	}
 	m.stillServes(t)
@@ -498,7 +461,7 @@ func TestUnknownMethodsAreRefused(t *testing.T) {
 		if fields["grpc-status"] != "12" {
 			t.Errorf("%s: answered %v", c.addr, fields)
 		}
-		m.logs.expect(t, c.line, 1)
+		m.logs.Expect(t, c.line, 1, 3*time.Second)
 	}
 	m.stillServes(t)
 }
