@@ -66,6 +66,7 @@ func NewLaptop(t testing.TB) *Laptop {
 		l.quitAll(t)
 		if t.Failed() {
 			l.printDaemonLogs(t)
+			printClusterLogs(t)
 		}
 	})
 	return l
