@@ -17,10 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func usageError(msg, hint string) *remote.Error {
-	return &remote.Error{Kind: remote.Usage, Msg: msg, Hint: hint}
-}
-
 // IsTransport reports whether err failed to get an answer from the API server at all (as
 // opposed to an answer that says no).
 func IsTransport(err error) bool {

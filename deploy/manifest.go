@@ -113,7 +113,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 		o.Log = io.Discard
 	}
 	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
-		return o, usageError(fmt.Sprintf("namespace %q is not a valid namespace name: %s", o.Namespace, strings.Join(errs, "; ")),
+		return o, remote.Explain(remote.Usage, fmt.Sprintf("namespace %q is not a valid namespace name: %s", o.Namespace, strings.Join(errs, "; ")),
 			"pass a lowercase name of letters, digits and '-', like "+DefaultNamespace)
 	}
 	var managed []string
@@ -123,7 +123,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 			continue
 		}
 		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return o, usageError(fmt.Sprintf("managed namespace %q is not a valid namespace name: %s", ns, strings.Join(errs, "; ")),
+			return o, remote.Explain(remote.Usage, fmt.Sprintf("managed namespace %q is not a valid namespace name: %s", ns, strings.Join(errs, "; ")),
 				"pass existing namespaces, comma separated: --managed-namespaces a,b")
 		}
 		managed = append(managed, ns)
@@ -133,7 +133,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	o.ManagedNamespaces = slices.Compact(managed)
 	allowed, err := managerspec.ParseAllowedCIDRs(o.AllowedCIDRs...)
 	if err != nil {
-		return o, usageError(err.Error(), "pass ranges outside link-local and loopback, comma separated: --allow-cidr 10.0.0.0/8,192.0.2.7/32")
+		return o, remote.Explain(remote.Usage, err.Error(), "pass ranges outside link-local and loopback, comma separated: --allow-cidr 10.0.0.0/8,192.0.2.7/32")
 	}
 	// Canonical and sorted (ParseAllowedCIDRs sorts), so the same set renders the same.
 	o.AllowedCIDRs = nil
@@ -142,7 +142,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	}
 	if needImage {
 		if o.Image == "" {
-			return o, usageError("no manager image given", "pass --image (tp version prints the image this tp installs by default)")
+			return o, remote.Explain(remote.Usage, "no manager image given", "pass --image (tp version prints the image this tp installs by default)")
 		}
 		if _, err := name.ParseReference(o.Image); err != nil || strings.TrimSpace(o.Image) != o.Image {
 			if err == nil {

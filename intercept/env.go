@@ -132,9 +132,9 @@ func containerOf(pod *corev1.Pod, name string) (*corev1.Container, error) {
 		return only, nil
 	}
 	if name == "" {
-		return nil, usage(fmt.Sprintf("pod %q has containers %s: which one?", pod.Name, strings.Join(names, ", ")), "name the container (--container)")
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("pod %q has containers %s: which one?", pod.Name, strings.Join(names, ", ")), "name the container (--container)")
 	}
-	return nil, usage(fmt.Sprintf("pod %q has no container %q", pod.Name, name), "its containers: "+strings.Join(names, ", "))
+	return nil, remote.Explain(remote.Usage, fmt.Sprintf("pod %q has no container %q", pod.Name, name), "its containers: "+strings.Join(names, ", "))
 }
 
 // envResolver reads what a container's environment refers to, each object once, as the
@@ -212,7 +212,7 @@ func Env(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, containe
 		case e.ValueFrom.FieldRef != nil:
 			v.Source = "field " + e.ValueFrom.FieldRef.FieldPath
 			if v.Value, err = fieldValue(pod, e.ValueFrom.FieldRef); err != nil {
-				return nil, usage(fmt.Sprintf("env %s of container %q: %v", e.Name, c.Name, err), "")
+				return nil, remote.Explain(remote.Usage, fmt.Sprintf("env %s of container %q: %v", e.Name, c.Name, err), "")
 			}
 		case e.ValueFrom.ResourceFieldRef != nil:
 			v.Source = "resource " + e.ValueFrom.ResourceFieldRef.Resource
@@ -259,7 +259,7 @@ func Env(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, containe
 			}
 			v.Value = string(x)
 		default:
-			return nil, usage(fmt.Sprintf("env %s of container %q takes its value from a source tp does not know", e.Name, c.Name), "")
+			return nil, remote.Explain(remote.Usage, fmt.Sprintf("env %s of container %q takes its value from a source tp does not know", e.Name, c.Name), "")
 		}
 		env.set(v)
 	}
@@ -531,7 +531,7 @@ func (r *envResolver) resourceValue(c *corev1.Container, fs *corev1.ResourceFiel
 	}
 	kind, name, ok := strings.Cut(fs.Resource, ".")
 	if !ok || kind != "limits" && kind != "requests" {
-		return "", usage(fmt.Sprintf("unsupported container resource %q", fs.Resource), "")
+		return "", remote.Explain(remote.Usage, fmt.Sprintf("unsupported container resource %q", fs.Resource), "")
 	}
 	res := corev1.ResourceName(name)
 	list := c.Resources.Requests
@@ -542,7 +542,7 @@ func (r *envResolver) resourceValue(c *corev1.Container, fs *corev1.ResourceFiel
 	defaulted := res == corev1.ResourceCPU || res == corev1.ResourceMemory || res == corev1.ResourceEphemeralStorage
 	hugePages := strings.HasPrefix(name, corev1.ResourceHugePagesPrefix)
 	if !defaulted && !hugePages {
-		return "", usage(fmt.Sprintf("unsupported container resource %q", fs.Resource), "")
+		return "", remote.Explain(remote.Usage, fmt.Sprintf("unsupported container resource %q", fs.Resource), "")
 	}
 	if kind == "limits" && defaulted && (!set || q.IsZero()) {
 		alloc, err := r.allocatable(res, c.Name)

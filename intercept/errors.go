@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/tpdev/tp/deploy"
-	"github.com/tpdev/tp/remote"
 )
 
 // interceptNeeds is what a refusal's hint says the command takes: every request this
@@ -17,10 +16,6 @@ const interceptNeeds = "tp intercept needs, in the workload's namespace: get, li
 	"update and delete on leases (coordination.k8s.io: the intercept's grant): ClusterRole " +
 	"tp-intercept of tp's client-roles.yaml, bound there (kubectl create rolebinding USER-tp-intercept " +
 	"--clusterrole=tp-intercept --user=USER -n NAMESPACE)"
-
-func usage(msg, hint string) *remote.Error {
-	return &remote.Error{Kind: remote.Usage, Msg: msg, Hint: hint}
-}
 
 // apiError explains err, the API's answer to verb on resource (name in namespace; either
 // may be empty): a refusal says which right is missing.

@@ -41,17 +41,17 @@ type AgentConfig struct {
 func (a AgentConfig) check() error {
 	hint := "this is tp's own configuration: report it"
 	if _, err := imgref.ParseReference(a.Image); err != nil || strings.TrimSpace(a.Image) != a.Image {
-		return usage(fmt.Sprintf("agent image %q is not an image reference", a.Image), hint)
+		return remote.Explain(remote.Usage, fmt.Sprintf("agent image %q is not an image reference", a.Image), hint)
 	}
 	switch {
 	case a.TokenAudience == "":
-		return usage("no token audience given for the agent", hint)
+		return remote.Explain(remote.Usage, "no token audience given for the agent", hint)
 	}
 	if _, port, err := net.SplitHostPort(a.ManagerAddress); err != nil || port == "" {
-		return usage(fmt.Sprintf("manager address %q is not host:port", a.ManagerAddress), hint)
+		return remote.Explain(remote.Usage, fmt.Sprintf("manager address %q is not host:port", a.ManagerAddress), hint)
 	}
 	if _, err := pki.Pool([]byte(a.CABundle)); err != nil {
-		return usage(fmt.Sprintf("the CA bundle for the agent is not usable: %v", err), "run tp install again to write it (ConfigMap tp-ca in tp's namespace)")
+		return remote.Explain(remote.Usage, fmt.Sprintf("the CA bundle for the agent is not usable: %v", err), "run tp install again to write it (ConfigMap tp-ca in tp's namespace)")
 	}
 	return nil
 }
@@ -99,14 +99,14 @@ func CheckAllowed(ctx context.Context, cs kubernetes.Interface, namespace string
 	ns, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return usage(fmt.Sprintf("namespace %q does not exist", namespace), "check --namespace (kubectl get namespaces)")
+		return remote.Explain(remote.Usage, fmt.Sprintf("namespace %q does not exist", namespace), "check --namespace (kubectl get namespaces)")
 	case apierrors.IsForbidden(err):
 		return nil
 	case err != nil:
 		return apiError(ctx, "get", "namespaces", "", namespace, err)
 	}
 	if strings.TrimSpace(ns.Annotations[DenyAnnotation]) == "deny" {
-		return usage(fmt.Sprintf("intercepts are not allowed in namespace %q (it is annotated %s=deny)", namespace, DenyAnnotation),
+		return remote.Explain(remote.Usage, fmt.Sprintf("intercepts are not allowed in namespace %q (it is annotated %s=deny)", namespace, DenyAnnotation),
 			fmt.Sprintf("an admin of the namespace lifts it with: kubectl annotate namespace %s %s-", namespace, DenyAnnotation))
 	}
 	return nil
@@ -114,16 +114,16 @@ func CheckAllowed(ctx context.Context, cs kubernetes.Interface, namespace string
 
 func checkTargets(targets []Target) error {
 	if len(targets) == 0 {
-		return usage("no port to intercept given", "pass --port LOCAL[:REMOTE]")
+		return remote.Explain(remote.Usage, "no port to intercept given", "pass --port LOCAL[:REMOTE]")
 	}
 	for _, t := range targets {
 		switch {
 		case t.Service == "" || t.ServicePort < 1 || t.ServicePort > 65535:
-			return usage(fmt.Sprintf("target %q has no Service port", t.TargetPortName), "resolve targets with Resolve")
+			return remote.Explain(remote.Usage, fmt.Sprintf("target %q has no Service port", t.TargetPortName), "resolve targets with Resolve")
 		case len(validation.IsValidPortName(t.TargetPortName)) > 0:
-			return usage(fmt.Sprintf("target %q of Service %s: not a valid port name", t.TargetPortName, t.Service), "resolve targets with Resolve")
+			return remote.Explain(remote.Usage, fmt.Sprintf("target %q of Service %s: not a valid port name", t.TargetPortName, t.Service), "resolve targets with Resolve")
 		case t.AppPort < 1 || t.AppPort > 65535:
-			return usage(fmt.Sprintf("target %q of Service %s: app port %d is out of range", t.TargetPortName, t.Service, t.AppPort), "resolve targets with Resolve")
+			return remote.Explain(remote.Usage, fmt.Sprintf("target %q of Service %s: app port %d is out of range", t.TargetPortName, t.Service, t.AppPort), "resolve targets with Resolve")
 		}
 	}
 	return nil
@@ -159,10 +159,10 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 		}
 		switch {
 		case w.ownerDep != "":
-			return usage(fmt.Sprintf("%s belongs to Deployment %q, which would undo the change", ref.describe(), w.ownerDep),
+			return remote.Explain(remote.Usage, fmt.Sprintf("%s belongs to Deployment %q, which would undo the change", ref.describe(), w.ownerDep),
 				"intercept deployment/"+w.ownerDep)
 		case w.template.Spec.HostNetwork:
-			return usage(fmt.Sprintf("the pods of %s use the node's network", ref.describe()),
+			return remote.Explain(remote.Usage, fmt.Sprintf("the pods of %s use the node's network", ref.describe()),
 				"tp cannot add its agent to a pod on the host network: its ports would be the node's")
 		}
 		orig, st, err := w.saved()
@@ -265,7 +265,7 @@ func pointService(ctx context.Context, cs kubernetes.Interface, ref Ref, name st
 		change = nil
 		svc, err := svcs.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return usage(fmt.Sprintf("the Service %q in namespace %q is gone", name, ref.Namespace), "run tp intercept again")
+			return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q in namespace %q is gone", name, ref.Namespace), "run tp intercept again")
 		}
 		if err != nil {
 			return apiError(ctx, "get", "services", ref.Namespace, name, err)
@@ -277,7 +277,7 @@ func pointService(ctx context.Context, cs kubernetes.Interface, ref Ref, name st
 				return p.Port == t.ServicePort && protocol(p.Protocol) == corev1.ProtocolTCP
 			})
 			if i < 0 {
-				return usage(fmt.Sprintf("the Service %q has no TCP port %d any more", name, t.ServicePort), "run tp intercept again")
+				return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q has no TCP port %d any more", name, t.ServicePort), "run tp intercept again")
 			}
 			p := &ports[i]
 			switch {
@@ -285,7 +285,7 @@ func pointService(ctx context.Context, cs kubernetes.Interface, ref Ref, name st
 			case p.TargetPort.Type == intstr.Int && (p.TargetPort.IntVal == t.AppPort || p.TargetPort.IntVal == 0 && p.Port == t.AppPort):
 				p.TargetPort, changed = intstr.FromString(t.TargetPortName), true
 			default:
-				return usage(fmt.Sprintf("the Service %q port %d now targets %s, not %d", name, t.ServicePort, p.TargetPort.String(), t.AppPort),
+				return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q port %d now targets %s, not %d", name, t.ServicePort, p.TargetPort.String(), t.AppPort),
 					"the Service changed since the intercept was resolved: run tp intercept again")
 			}
 		}
@@ -293,7 +293,7 @@ func pointService(ctx context.Context, cs kubernetes.Interface, ref Ref, name st
 			return nil
 		}
 		if by := svc.Annotations[InjectedForAnnotation]; by != "" && by != ref.key() {
-			return usage(fmt.Sprintf("the Service %q already leads to the agent of %s", name, by),
+			return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q already leads to the agent of %s", name, by),
 				"intercept that workload, or restore it first (tp uninstall restores every workload)")
 		}
 		change = &ServiceChange{Name: name, Before: toYAML(svc.Spec.Ports), After: toYAML(ports)}

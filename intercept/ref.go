@@ -70,22 +70,22 @@ func ParseRef(namespace, s string) (Ref, error) {
 func normalize(r Ref) (Ref, error) {
 	kind, ok := kindAliases[strings.ToLower(r.Kind)]
 	if !ok {
-		return r, usage(fmt.Sprintf("cannot intercept a %q: tp intercepts Deployments, StatefulSets and ReplicaSets", r.Kind),
+		return r, remote.Explain(remote.Usage, fmt.Sprintf("cannot intercept a %q: tp intercepts Deployments, StatefulSets and ReplicaSets", r.Kind),
 			"name the workload as deploy/NAME, sts/NAME or rs/NAME (a bare NAME is a Deployment)")
 	}
 	r.Kind = kind
 	if r.Name == "" {
-		return r, usage("no workload name given", "name the workload as deploy/NAME, sts/NAME or rs/NAME")
+		return r, remote.Explain(remote.Usage, "no workload name given", "name the workload as deploy/NAME, sts/NAME or rs/NAME")
 	}
 	if errs := validation.IsDNS1123Subdomain(r.Name); len(errs) > 0 {
-		return r, usage(fmt.Sprintf("%q is not a valid %s name: %s", r.Name, kind, strings.Join(errs, "; ")),
+		return r, remote.Explain(remote.Usage, fmt.Sprintf("%q is not a valid %s name: %s", r.Name, kind, strings.Join(errs, "; ")),
 			"workload names are lowercase letters, digits, '-' and '.'")
 	}
 	if r.Namespace == "" {
-		return r, usage("no namespace given for "+strings.ToLower(kind)+"/"+r.Name, "pass the workload's namespace")
+		return r, remote.Explain(remote.Usage, "no namespace given for "+strings.ToLower(kind)+"/"+r.Name, "pass the workload's namespace")
 	}
 	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
-		return r, usage(fmt.Sprintf("%q is not a valid namespace name: %s", r.Namespace, strings.Join(errs, "; ")),
+		return r, remote.Explain(remote.Usage, fmt.Sprintf("%q is not a valid namespace name: %s", r.Namespace, strings.Join(errs, "; ")),
 			"namespaces are lowercase letters, digits and '-'")
 	}
 	return r, nil

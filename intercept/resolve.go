@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tpdev/tp/remote"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -125,12 +126,12 @@ func (c candidate) describe() string {
 	return s
 }
 
-// Resolve finds what intercepting remote on the workload means: remote is a Service port
+// Resolve finds what intercepting want on the workload means: want is a Service port
 // number or name ("80", "http"), optionally with the Service ("web/80"); "" means the
 // only TCP port the workload's Services have. The workload's Services are those whose
 // selector matches its pod template's labels. An injected workload is resolved against
 // its saved original, so resolving again gives the same Target.
-func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, remote string) (*Target, error) {
+func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, want string) (*Target, error) {
 	ref, err := normalize(ref)
 	if err != nil {
 		return nil, err
@@ -156,7 +157,7 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, remote strin
 		}
 	}
 	if len(svcs) == 0 {
-		return nil, usage(fmt.Sprintf("no Service in namespace %q selects the pods of %s (labels %s)", ref.Namespace, ref.describe(), podLabels),
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("no Service in namespace %q selects the pods of %s (labels %s)", ref.Namespace, ref.describe(), podLabels),
 			fmt.Sprintf("tp intercept takes the traffic that comes through a Service: create one (kubectl expose %s/%s -n %s --port PORT)",
 				strings.ToLower(ref.Kind), ref.Name, ref.Namespace))
 	}
@@ -175,16 +176,16 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, remote strin
 		}
 	}
 
-	svcName, port, hasSvc := strings.Cut(remote, "/")
+	svcName, port, hasSvc := strings.Cut(want, "/")
 	if !hasSvc {
-		svcName, port = "", remote
+		svcName, port = "", want
 	}
 	if hasSvc && svcByName[svcName] == nil {
 		var names []string
 		for _, s := range svcs {
 			names = append(names, s.Name)
 		}
-		return nil, usage(fmt.Sprintf("the Service %q does not select the pods of %s", svcName, ref.describe()),
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("the Service %q does not select the pods of %s", svcName, ref.describe()),
 			"the Services that do: "+strings.Join(names, ", "))
 	}
 	matches := filter(all, func(c candidate) bool {
@@ -210,17 +211,17 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, remote strin
 		if svcName != "" {
 			what += " of Service " + strconv.Quote(svcName)
 		}
-		return nil, usage(fmt.Sprintf("no %s leads to the pods of %s", what, ref.describe()),
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("no %s leads to the pods of %s", what, ref.describe()),
 			"pass one of the Services' ports (number or name, or SERVICE/PORT): "+listPorts())
 	}
 	tcp := filter(matches, func(c candidate) bool { return c.proto == corev1.ProtocolTCP })
 	if len(tcp) == 0 {
-		return nil, usage(fmt.Sprintf("%s is %s: intercepts carry TCP only", matches[0].describe(), matches[0].proto),
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("%s is %s: intercepts carry TCP only", matches[0].describe(), matches[0].proto),
 			"pass a TCP port: "+listPorts())
 	}
 	routable := filter(tcp, func(c candidate) bool { return c.unroutable == "" })
 	if len(routable) == 0 {
-		return nil, usage(fmt.Sprintf("the Service port %s cannot reach the pods of %s", tcp[0].describe(), ref.describe()),
+		return nil, remote.Explain(remote.Usage, fmt.Sprintf("the Service port %s cannot reach the pods of %s", tcp[0].describe(), ref.describe()),
 			"the Service's targetPort must name a port the pod template declares; fix the Service or the workload")
 	}
 	// Service ports that land on the same named pod port are one intercept: the agent
@@ -236,7 +237,7 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, remote strin
 			if port == "" {
 				hint = "pass the port to intercept (--port LOCAL:REMOTE), by number or name, as SERVICE/PORT when two Services have it"
 			}
-			return nil, usage(fmt.Sprintf("which port of %s? %s", ref.describe(), strings.Join(l, "; ")), hint)
+			return nil, remote.Explain(remote.Usage, fmt.Sprintf("which port of %s? %s", ref.describe(), strings.Join(l, "; ")), hint)
 		}
 	}
 	t := chosen.Target
@@ -304,7 +305,7 @@ func candidateFor(svc string, sp corev1.ServicePort, spec *corev1.PodSpec) candi
 // controller would drop those pods from the Service.
 func onlyThisWorkload(ctx context.Context, cs kubernetes.Interface, w *workload, svc *corev1.Service, t Target) error {
 	if by := svc.Annotations[InjectedForAnnotation]; by != "" && by != w.ref.key() {
-		return usage(fmt.Sprintf("the Service %q already leads to the agent of %s", svc.Name, by),
+		return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q already leads to the agent of %s", svc.Name, by),
 			"intercept that workload, or restore it first (tp uninstall restores every workload)")
 	}
 	sel, err := metav1.LabelSelectorAsSelector(w.selector)
@@ -317,7 +318,7 @@ func onlyThisWorkload(ctx context.Context, cs kubernetes.Interface, w *workload,
 	}
 	for _, p := range pods.Items {
 		if !sel.Matches(labels.Set(p.Labels)) {
-			return usage(fmt.Sprintf("the Service %q targets port %s by number and also selects pod %q, which is not of %s",
+			return remote.Explain(remote.Usage, fmt.Sprintf("the Service %q targets port %s by number and also selects pod %q, which is not of %s",
 				svc.Name, strconv.Itoa(int(t.AppPort)), p.Name, w.ref.describe()),
 				"tp would point the Service's targetPort at a name only the agent's pods carry, taking the other pods out of the Service: "+
 					"give the container port a name and use it as the Service's targetPort, or narrow the Service's selector")

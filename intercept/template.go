@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/agentspec"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -214,13 +215,13 @@ func inject(original *corev1.PodTemplateSpec, agent AgentConfig, targets []Targe
 	spec := &t.Spec
 	for _, c := range spec.Containers {
 		if c.Name == agentspec.Container {
-			return nil, usage(fmt.Sprintf("the pod template already has a container named %q that tp did not add", agentspec.Container),
+			return nil, remote.Explain(remote.Usage, fmt.Sprintf("the pod template already has a container named %q that tp did not add", agentspec.Container),
 				"rename that container, or remove it, to intercept this workload")
 		}
 	}
 	for _, v := range spec.Volumes {
 		if v.Name == agentspec.TokenVolume {
-			return nil, usage(fmt.Sprintf("the pod template already has a volume named %q that tp did not add", agentspec.TokenVolume),
+			return nil, remote.Explain(remote.Usage, fmt.Sprintf("the pod template already has a volume named %q that tp did not add", agentspec.TokenVolume),
 				"rename that volume to intercept this workload")
 		}
 	}
@@ -246,7 +247,7 @@ func inject(original *corev1.PodTemplateSpec, agent AgentConfig, targets []Targe
 			}
 		}
 		if !found {
-			return nil, usage(fmt.Sprintf("the pod template has no TCP container port named %q any more", p.name),
+			return nil, remote.Explain(remote.Usage, fmt.Sprintf("the pod template has no TCP container port named %q any more", p.name),
 				"the workload changed since the intercept was resolved: run tp intercept again")
 		}
 	}

@@ -182,6 +182,11 @@ func Errorf(k Kind, format string, args ...any) error {
 	return &Error{Kind: k, Err: fmt.Errorf(format, args...)}
 }
 
+// Explain makes an *Error of kind k that says msg and what to do about it (hint).
+func Explain(k Kind, msg, hint string) *Error {
+	return &Error{Kind: k, Msg: msg, Hint: hint}
+}
+
 // UsageError marks err as the user's to fix by changing what they typed or chose.
 func UsageError(err error) error {
 	if err == nil {
