@@ -9,15 +9,6 @@ import (
 	"github.com/tpdev/tp/remote/agentspec"
 )
 
-// Record is what tp keeps in the cluster about a workload it injects: the agent's
-// configuration and the targets with their agent ports. With injection at admission (issue
-// 19), it lives outside the workload's template, so a GitOps controller that re-applies the
-// workload's manifest finds nothing of tp's to revert.
-type Record struct {
-	Agent   AgentConfig `json:"agent"`
-	Targets []Target    `json:"targets"`
-}
-
 // patchOp is one RFC 6902 operation of an admission answer.
 type patchOp struct {
 	Op    string `json:"op"`
@@ -28,7 +19,6 @@ type patchOp struct {
 // AdmitPod returns the JSON patch (RFC 6902) that gives pod, being created from a workload
 // rec describes, tp's agent: the same change Inject makes to a template, made to the pod
 // instead. A pod that already carries the agent with rec's configuration gets no patch (nil).
-// WIP (issue 19): not wired to the manager yet.
 func AdmitPod(pod *corev1.Pod, rec Record) ([]byte, error) {
 	if err := rec.Agent.check(); err != nil {
 		return nil, err

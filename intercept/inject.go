@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	imgref "github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
@@ -61,6 +64,9 @@ type Plan struct {
 	Workload Ref
 	// Before and After are the workload's pod template as YAML; equal when it stays.
 	Before, After string
+	// Pods (Inject) is the pod template as the workload's pods are admitted with the
+	// agent, as YAML.
+	Pods string
 	// Services lists the Services whose ports change (numeric targetPorts).
 	Services []ServiceChange
 	// Changed: something changes (the workload, a Service, or pods are deleted).
@@ -129,11 +135,15 @@ func checkTargets(targets []Target) error {
 	return nil
 }
 
-// Inject adds the agent to ref's pod template for targets (from Resolve), and points the
-// Services of numeric targets at it. It is idempotent: a workload that already has the
-// agent for these targets with this configuration is not touched (its pods do not
-// restart); targets it does not have yet are added to the ones it has, which keep their
-// agent ports. With dryRun nothing changes and the Plan says what would.
+// Inject gives ref's pods the agent for targets (from Resolve): it writes the workload's
+// agent record, which the manager's pod webhook reads when a pod of the workload is
+// created, rolls the workload (the template's RestartAnnotation, the only change to it),
+// and points the Services of numeric targets at the agent. It is idempotent: a workload
+// whose record and pods already have the agent for these targets with this configuration
+// is not touched (its pods do not restart); targets it does not have yet are added to the
+// ones it has, which keep their agent ports. A workload injected by an older tp (the agent
+// in its template) gets its original template back in the same update. With dryRun
+// nothing changes and the Plan says what would.
 func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentConfig, targets []Target, dryRun bool) (*Plan, error) {
 	ref, err := normalize(ref)
 	if err != nil {
@@ -165,47 +175,67 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 			return remote.Explain(remote.Usage, fmt.Sprintf("the pods of %s use the node's network", ref.describe()),
 				"tp cannot add its agent to a pod on the host network: its ports would be the node's")
 		}
-		orig, st, err := w.saved()
+		base, legacy, err := w.base()
+		if err != nil {
+			return err
+		}
+		rec, lease, err := getRecord(ctx, cs, ref)
 		if err != nil {
 			return err
 		}
 		var existing []Target
-		if st != nil {
-			existing = st.Targets
+		switch {
+		case rec != nil:
+			existing = rec.Targets
+		case legacy != nil:
+			existing = legacy.Targets
 		}
-		merged, err := assignAgentPorts(&orig.Spec, existing, targets)
+		merged, err := assignAgentPorts(&base.Spec, existing, targets)
 		if err != nil {
 			return err
 		}
-		want, err := inject(orig, agent, merged)
+		// What the pods get at admission: checked here, where the user sees the error.
+		pods, err := inject(base, agent, merged)
 		if err != nil {
 			return err
 		}
-		hash = want.Annotations[AgentHashAnnotation]
-		stateJSON, err := json.Marshal(state{Agent: agent, Targets: merged})
-		if err != nil {
-			return fmt.Errorf("encode intercept state: %w", err)
-		}
-		plan.Before, plan.After, plan.Targets = toYAML(w.template), toYAML(want), merged
-		if st != nil && w.meta.Labels[InjectedLabel] == "true" && w.meta.Annotations[StateAnnotation] == string(stateJSON) &&
-			equality.Semantic.DeepEqual(w.template, want) {
-			plan.AlreadyInjected = true
-			return nil
-		}
-		plan.Changed = true
-		if st == nil {
-			saved, err := templateJSON(w.template)
+		hash = pods.Annotations[AgentHashAnnotation]
+		want := Record{Agent: agent, Targets: merged}
+		recordChanged := rec == nil || !equality.Semantic.DeepEqual(*rec, want)
+		after := base.DeepCopy()
+		metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash)
+		templateChanged := legacy != nil || !equality.Semantic.DeepEqual(w.template, after)
+		if !recordChanged && !templateChanged {
+			stale, err := podsWithout(ctx, cs, w, hash)
 			if err != nil {
 				return err
 			}
-			metav1.SetMetaDataAnnotation(w.meta, OriginalTemplateAnnotation, saved)
+			if len(stale) == 0 {
+				plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(w.template), toYAML(pods), merged
+				plan.AlreadyInjected = true
+				return nil
+			}
+			// Pods made while the manager could not admit them (or by hand): a new value
+			// rolls the workload again.
+			metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
+			templateChanged = true
 		}
-		metav1.SetMetaDataAnnotation(w.meta, StateAnnotation, string(stateJSON))
-		metav1.SetMetaDataLabel(w.meta, InjectedLabel, "true")
-		*w.template = *want
+		plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(after), toYAML(pods), merged
+		plan.Changed = true
 		if dryRun {
 			return nil
 		}
+		// The record first: the pods the template change makes are admitted with it.
+		if recordChanged {
+			if err := putRecord(ctx, cs, ref, want, lease); err != nil {
+				return err
+			}
+		}
+		if !templateChanged {
+			return nil
+		}
+		unmark(w.meta, []string{OriginalTemplateAnnotation, StateAnnotation})
+		*w.template = *after
 		return w.update(ctx, cs)
 	})
 	if err != nil {
@@ -217,7 +247,7 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 	case w.onDelete:
 		plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s updates its pods only when they are deleted (updateStrategy OnDelete): delete them for the agent to start", ref.describe()))
 	}
-	if w.ref.Kind == ReplicaSet {
+	if w.ref.Kind == ReplicaSet && !plan.AlreadyInjected {
 		if err := restartPods(ctx, cs, w, func(p *corev1.Pod) bool { return p.Annotations[AgentHashAnnotation] != hash }, dryRun, plan); err != nil {
 			return plan, err
 		}
@@ -236,6 +266,25 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 		}
 	}
 	return plan, nil
+}
+
+// podsWithout lists the live pods of w that do not run the agent of hash.
+func podsWithout(ctx context.Context, cs kubernetes.Interface, w *workload, hash string) ([]string, error) {
+	sel, err := metav1.LabelSelectorAsSelector(w.selector)
+	if err != nil {
+		return nil, fmt.Errorf("%s: selector: %w", w.ref.describe(), err)
+	}
+	list, err := cs.CoreV1().Pods(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, apiError(ctx, "list", "pods", w.ref.Namespace, "", err)
+	}
+	var stale []string
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil && p.Annotations[AgentHashAnnotation] != hash {
+			stale = append(stale, p.Name)
+		}
+	}
+	return stale, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -380,8 +429,9 @@ func unmark(m *metav1.ObjectMeta, annotations []string) {
 	}
 }
 
-// restartPods deletes the pods of ReplicaSet w that stale selects, so that the ReplicaSet
-// makes them anew from its template.
+// restartPods deletes the pods of w that stale selects, so that w's controller makes them
+// anew: a ReplicaSet never replaces its pods by itself, and a workload whose template
+// does not change does not either.
 func restartPods(ctx context.Context, cs kubernetes.Interface, w *workload, stale func(*corev1.Pod) bool, dryRun bool, plan *Plan) error {
 	sel, err := metav1.LabelSelectorAsSelector(w.selector)
 	if err != nil {
@@ -392,10 +442,23 @@ func restartPods(ctx context.Context, cs kubernetes.Interface, w *workload, stal
 	if err != nil {
 		return apiError(ctx, "list", "pods", w.ref.Namespace, "", err)
 	}
+	owners := map[types.UID]bool{w.meta.UID: true}
+	if w.ref.Kind == Deployment {
+		// A Deployment's pods belong to its ReplicaSets.
+		rss, err := cs.AppsV1().ReplicaSets(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return apiError(ctx, "list", "replicasets.apps", w.ref.Namespace, "", err)
+		}
+		for _, rs := range rss.Items {
+			if c := metav1.GetControllerOf(&rs); c != nil && c.UID == w.meta.UID {
+				owners[rs.UID] = true
+			}
+		}
+	}
 	slices.SortFunc(list.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	for i := range list.Items {
 		p := &list.Items[i]
-		if c := metav1.GetControllerOf(p); c == nil || c.UID != w.meta.UID || p.DeletionTimestamp != nil || !stale(p) {
+		if c := metav1.GetControllerOf(p); c == nil || !owners[c.UID] || p.DeletionTimestamp != nil || !stale(p) {
 			continue
 		}
 		plan.DeletedPods = append(plan.DeletedPods, p.Name)
@@ -413,9 +476,12 @@ func restartPods(ctx context.Context, cs kubernetes.Interface, w *workload, stal
 
 // Restore undoes what Inject did to ref: the Services it changed get their original
 // targetPorts back (first, so traffic goes to the app's own port, which the injected pods
-// still serve), then the pod template is set back to exactly the saved original and tp's
-// annotations and label are removed. A workload tp did not inject is left alone. A
-// workload deleted while injected still has its Services restored.
+// still serve), the agent record is deleted (so pods made from then on come without the
+// agent), and the pod template loses tp's RestartAnnotation, which rolls the workload to
+// pods without the agent; when the template has nothing of tp's (a GitOps tool replaced
+// it), the pods that run the agent are deleted instead. A workload injected by an older tp
+// gets exactly its saved template back. A workload tp did not inject is left alone; one
+// deleted while injected still has its Services and record cleaned up.
 func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool) (*Plan, error) {
 	ref, err := normalize(ref)
 	if err != nil {
@@ -426,7 +492,7 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 	if err != nil {
 		return nil, apiError(ctx, "list", "services", ref.Namespace, "", err)
 	}
-	restoredSvcs := 0
+	cleaned := 0
 	for _, s := range svcs.Items {
 		if s.Annotations[InjectedForAnnotation] != ref.key() {
 			continue
@@ -434,15 +500,29 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 		if err := restoreService(ctx, cs, ref.Namespace, s.Name, dryRun, plan); err != nil {
 			return plan, err
 		}
-		restoredSvcs++
+		cleaned++
+	}
+	rec, err := GetRecord(ctx, cs, ref)
+	if err != nil {
+		return plan, err
+	}
+	if rec != nil {
+		plan.Changed = true
+		cleaned++
+		if !dryRun {
+			if _, err := deleteRecord(ctx, cs, ref); err != nil {
+				return plan, err
+			}
+		}
 	}
 
 	var w *workload
 	var warnings []string
+	templateChanged := false
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		warnings = nil
+		warnings, templateChanged = nil, false
 		obj, err := getObject(ctx, cs, ref)
-		if apierrors.IsNotFound(err) && restoredSvcs > 0 {
+		if apierrors.IsNotFound(err) && cleaned > 0 {
 			w = nil
 			return nil
 		}
@@ -453,23 +533,24 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 			return apiError(ctx, "get", resourceOf(ref.Kind), ref.Namespace, ref.Name, err)
 		}
 		w = wrap(ref, obj)
-		orig, st, err := w.saved()
+		orig, legacy, err := w.base()
 		if err != nil {
 			return err
 		}
 		plan.Before, plan.After = toYAML(w.template), toYAML(orig)
-		if st == nil && w.meta.Labels[InjectedLabel] == "" {
+		_, restart := w.template.Annotations[RestartAnnotation]
+		if legacy == nil && !restart && w.meta.Labels[InjectedLabel] == "" {
 			return nil
 		}
-		if st != nil {
+		if legacy != nil && len(legacy.Targets) > 0 {
 			// Without a recorded state there is nothing to compare with: no warning.
-			if want, err := inject(orig, st.Agent, st.Targets); err == nil && len(st.Targets) > 0 && !equality.Semantic.DeepEqual(want, w.template) {
+			if want, err := inject(orig, legacy.Agent, legacy.Targets); err == nil && !equality.Semantic.DeepEqual(want, w.template) {
 				warnings = append(warnings, fmt.Sprintf("the pod template of %s changed after tp injected the agent; restoring the saved original undoes that change", ref.describe()))
 			}
-			*w.template = *orig
 		}
+		*w.template = *orig
 		unmark(w.meta, []string{OriginalTemplateAnnotation, StateAnnotation})
-		plan.Changed = true
+		plan.Changed, templateChanged = true, legacy != nil || restart
 		if dryRun {
 			return nil
 		}
@@ -479,7 +560,9 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 		return plan, conflictError(ref, err)
 	}
 	plan.Warnings = append(plan.Warnings, warnings...)
-	if w != nil && ref.Kind == ReplicaSet {
+	// A ReplicaSet never replaces its pods by itself, and a template without tp's mark
+	// gives the others nothing to roll on.
+	if w != nil && (ref.Kind == ReplicaSet || !templateChanged) {
 		if err := restartPods(ctx, cs, w, func(p *corev1.Pod) bool { return p.Annotations[AgentHashAnnotation] != "" }, dryRun, plan); err != nil {
 			return plan, err
 		}
@@ -487,12 +570,20 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 	return plan, nil
 }
 
-// Injected lists the workloads tp injected in namespace ("" for all namespaces), sorted,
-// including workloads deleted while injected whose Services still lead to their agent
-// (Restore puts those Services back).
+// Injected lists the workloads tp injected in namespace ("" for all namespaces), sorted:
+// those with an agent record, those an older tp injected in their template, and those
+// deleted while injected whose Services still lead to their agent (Restore puts those
+// Services back).
 func Injected(ctx context.Context, cs kubernetes.Interface, namespace string) ([]Ref, error) {
 	opts := metav1.ListOptions{LabelSelector: labels.Set{InjectedLabel: "true"}.String()}
 	seen := map[Ref]bool{}
+	recorded, err := recordRefs(ctx, cs, namespace)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recorded {
+		seen[r] = true
+	}
 	for _, kind := range []string{Deployment, StatefulSet, ReplicaSet} {
 		names, err := workloadNames(ctx, cs, namespace, kind, opts)
 		if err != nil {

@@ -55,7 +55,7 @@ func (t Target) describe() string {
 
 // saved returns the workload's pod template as it was before tp changed it (the current
 // one if tp did not), and what tp injected (nil if nothing).
-func (w *workload) saved() (*corev1.PodTemplateSpec, *state, error) {
+func (w *workload) saved() (*corev1.PodTemplateSpec, *Record, error) {
 	raw, ok := w.meta.Annotations[OriginalTemplateAnnotation]
 	if !ok {
 		return w.template, nil, nil
@@ -64,7 +64,7 @@ func (w *workload) saved() (*corev1.PodTemplateSpec, *state, error) {
 	if err := json.Unmarshal([]byte(raw), &orig); err != nil {
 		return nil, nil, fmt.Errorf("%s: annotation %s: %w", w.ref.describe(), OriginalTemplateAnnotation, err)
 	}
-	st := &state{}
+	st := &Record{}
 	if raw := w.meta.Annotations[StateAnnotation]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), st); err != nil {
 			return nil, nil, fmt.Errorf("%s: annotation %s: %w", w.ref.describe(), StateAnnotation, err)
@@ -75,6 +75,21 @@ func (w *workload) saved() (*corev1.PodTemplateSpec, *state, error) {
 
 // originalPorts returns svc's ports with the targetPorts tp changed put back, and whether
 // any was. A port someone else changed since, or added, stays as it is now.
+// base is w's pod template without tp's marks (for a workload injected by a tp older than
+// the agent records, the original it saved), and the state such a tp left (nil if none).
+func (w *workload) base() (*corev1.PodTemplateSpec, *Record, error) {
+	orig, legacy, err := w.saved()
+	if err != nil {
+		return nil, nil, err
+	}
+	t := orig.DeepCopy()
+	delete(t.Annotations, RestartAnnotation)
+	if len(t.Annotations) == 0 {
+		t.Annotations = nil
+	}
+	return t, legacy, nil
+}
+
 func originalPorts(svc *corev1.Service) ([]corev1.ServicePort, bool, error) {
 	ports := slices.Clone(svc.Spec.Ports)
 	raw, ok := svc.Annotations[OriginalPortsAnnotation]
@@ -140,9 +155,14 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ref Ref, want string)
 	if err != nil {
 		return nil, err
 	}
-	orig, st, err := w.saved()
+	orig, st, err := w.base()
 	if err != nil {
 		return nil, err
+	}
+	if st == nil {
+		if st, err = GetRecord(ctx, cs, ref); err != nil {
+			return nil, err
+		}
 	}
 	svcList, err := cs.CoreV1().Services(ref.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {

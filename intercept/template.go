@@ -21,6 +21,10 @@ import (
 
 // Names tp gives the things it adds to or marks on workloads and Services.
 const (
+	// RestartAnnotation on a workload's pod template is the one change tp makes to it:
+	// its value (the agent's hash) rolls the workload when the agent record changes, so
+	// that the new pods are admitted with the agent. Restore removes it.
+	RestartAnnotation = "tp.dev/agent-restart"
 	// InjectedLabel marks workloads (and Services) tp changed, so they can be listed.
 	InjectedLabel = "tp.dev/injected"
 	// OriginalTemplateAnnotation holds the workload's pod template as it was before the
@@ -49,12 +53,6 @@ const (
 	portPrefix        = "tp-"
 	maxPortNameLength = 15
 )
-
-// state is what StateAnnotation holds.
-type state struct {
-	Agent   AgentConfig `json:"agent"`
-	Targets []Target    `json:"targets"`
-}
 
 // agentPort is one port of the agent: the name a Service's targetPort uses, where the agent
 // listens, and where the app listens.

@@ -15,6 +15,15 @@ const (
 	ClusterPort     = 8082
 	ClusterPortName = "cluster"
 
+	// WebhookPath is where the cluster port answers the API server's pod admission
+	// reviews (AdmissionReview v1, JSON): pods of workloads with a tp agent record get the
+	// agent. The API server reaches it through the manager's Service, port ClusterPort, and
+	// verifies the manager's certificate against tp's CA (the webhook's caBundle).
+	WebhookPath = "/mutate-pods"
+	// WebhookName names the one webhook of the MutatingWebhookConfiguration tp install
+	// makes (named like the install's other cluster-wide objects).
+	WebhookName = "agent-injector.tp.dev"
+
 	// TLSSecret holds the manager's server certificate (tls.crt: the certificate, then the
 	// cross-signed CA after a rotation) and key (tls.key); the manager mounts it at TLSDir.
 	TLSSecret = "tp-manager-tls"
