@@ -36,6 +36,11 @@ const (
 	// AgentHashAnnotation, on the injected pod template, digests the agent's configuration:
 	// pods that carry another value (or none) run an outdated agent.
 	AgentHashAnnotation = "tp.dev/agent-hash"
+	// SkippedAnnotation on a pod says why tp's webhook admitted it without the agent
+	// although its workload has an agent record (e.g. the record names a port the pod does
+	// not have). A pod of such a workload without either was not admitted by tp at all
+	// (the manager was unreachable when it was created).
+	SkippedAnnotation = "tp.dev/agent-skipped"
 	// OriginalPortsAnnotation on a Service holds its spec.ports before tp pointed a numeric
 	// targetPort at the agent (JSON).
 	OriginalPortsAnnotation = "tp.dev/original-ports"
