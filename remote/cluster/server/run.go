@@ -95,7 +95,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return fmt.Errorf("manager: cluster port: %w", err)
 	}
-	s := newServers(srv, registry, servingLimits(), cert, log)
+	admission := &manager.Admission{CS: cs, Namespaces: cfg.ManagedNamespaces, Log: log, Timeout: 4 * time.Second}
+	s := newServers(srv, registry, admission, servingLimits(), cert, log)
 	errc := s.serve(ln, cl)
 	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", cl.Addr().String())
 	select {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tpdev/tp/remote/cluster/manager"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/ratelimit"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -63,7 +64,7 @@ type servers struct {
 	log            *slog.Logger
 }
 
-func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cert tls.Certificate, log *slog.Logger) *servers {
+func newServers(srv *manager.Server, registry *manager.Registry, admission http.Handler, lim limits, cert tls.Certificate, log *slog.Logger) *servers {
 	opts := append(tunnel.ServerOptions(),
 		grpc.ConnectionTimeout(lim.clientHandshake),
 		grpc.UnknownServiceHandler(unknownMethod),
@@ -96,6 +97,11 @@ func newServers(srv *manager.Server, registry *manager.Registry, lim limits, cer
 			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 				markServed(r.Context())
 				agents.ServeHTTP(w, r)
+				return
+			}
+			if r.URL.Path == managerspec.WebhookPath && admission != nil {
+				markServed(r.Context())
+				admission.ServeHTTP(w, r)
 				return
 			}
 			if _, pattern := probes.Handler(r); pattern != "" {

@@ -129,7 +129,7 @@ func startManager(t *testing.T) testManager {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := manager.New(manager.Config{Version: "test", Names: manager.NewNames("cluster.local", "127.0.0.1:1"), Log: log})
 	cert, pool := testCertificate(t)
-	s := newServers(srv, manager.NewRegistry(oneAgent{}, nil, log), testLimits(), cert, log)
+	s := newServers(srv, manager.NewRegistry(oneAgent{}, nil, log), nil, testLimits(), cert, log)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
