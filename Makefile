@@ -76,7 +76,7 @@ cross: ## tp builds for macOS and Windows too
 
 e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an unprivileged user in the laptop namespace)
 	CGO_ENABLED=0 $(GO) build -o bin/netcheck ./tests/cmd/netcheck
-	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_E2E_MANAGER_IMAGE=$(IMAGE) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
+	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_E2E_TPCLUSTER=$(abspath bin/tpcluster) TP_E2E_MANAGER_IMAGE=$(IMAGE) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/... 2>&1 | tee bin/e2e.log
 	@echo "e2e: $$(grep -c -- '^\s*--- PASS' bin/e2e.log) passed, $$(grep -c -- '^\s*--- FAIL' bin/e2e.log || true) failed, $$(grep -c -- '^\s*--- SKIP' bin/e2e.log || true) skipped"
 	@if [ -n "$${CI:-}" ] && grep -q -- '--- SKIP' bin/e2e.log; then echo "e2e: a test skipped in CI; e2e tests must run"; exit 1; fi
 

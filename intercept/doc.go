@@ -1,19 +1,33 @@
 // Package intercept does the Kubernetes side of `tp intercept`: it finds what intercepting
-// a workload's port means (Resolve), adds the traffic agent to the workload's pod template
-// and points the Service's traffic at it (Inject), puts everything back (Restore), lists
-// what tp changed (Injected), and reads a container's environment the way the kubelet
-// builds it (Env), so the laptop can run the code with the same settings. The agent itself
-// is package intercept/agent; the manager routes intercepted connections.
+// a workload's port means (Resolve), records that the workload's pods get the traffic
+// agent and rolls them (Inject), with the pod admission that adds it (AdmitPod, which the
+// manager's webhook applies), puts everything back (Restore), lists what tp changed
+// (Injected), and reads a container's environment the way the kubelet builds it (Env), so
+// the laptop can run the code with the same settings. The agent itself is package
+// intercept/agent; the manager routes intercepted connections.
 //
 // It runs on the laptop with the user's credentials: the manager's RBAC stays read-only.
+//
+// # Injection at admission
+//
+// tp never puts its agent in a workload's pod template, where a GitOps tool (Argo CD, Flux)
+// with self-heal would see drift and revert it (and a client-side apply would leave two
+// containers claiming one port name). Inject writes the workload's agent record (a Lease,
+// see Record) and sets one annotation on the template (RestartAnnotation), which rolls the
+// workload; the manager's mutating pod webhook (tp install registers it, failurePolicy
+// Ignore) gives every pod the workload creates from then on the agent, with AdmitPod. A
+// re-applied manifest thus finds nothing to revert (client-side and server-side apply keep
+// an annotation they do not own; replace drops it, which only rolls the workload again, and
+// its new pods are admitted with the agent too). A pod created while the manager is down
+// starts without the agent; the manager reports it, and the next rollout gets it.
 //
 // # Redirection without privileges
 //
 // Nothing here needs NET_ADMIN or an init container rewriting iptables. A Service reaches
 // a pod port either by name or by number, and each gets its own way:
 //
-// Named targetPort (targetPort: http, container port http:8080). The app container's port
-// is renamed ("tp-http"; RenamedPortName) and the agent container takes the original name
+// Named targetPort (targetPort: http, container port http:8080). In each pod, at
+// admission, the app container's port is renamed ("tp-http"; RenamedPortName) and the agent container takes the original name
 // at its own port (AgentPort), so the endpoints controller now resolves the Service's
 // targetPort to the agent. The Service does not change. Probes and lifecycle hooks of the
 // app that named the port now use its number, so they keep reaching the app directly and
@@ -31,7 +45,9 @@
 // tp changed (a port edited or added since by someone else is left as it is now). The
 // trade-offs, which a named targetPort avoids:
 //   - the Service object changes: a GitOps tool (Argo CD, Flux) that owns it may revert
-//     the targetPort, which silently ends the intercept (traffic goes to the app again);
+//     the targetPort, which ends the intercept (traffic goes to the app again); the manager
+//     reports it within seconds (tp list, tp status), and tp intercept puts it back; tell
+//     the tool to ignore spec.ports[].targetPort of that Service, or name the port;
 //   - clients that reach the pod's port by number (pod IP:8080, another Service with a
 //     numeric targetPort, a headless Service's DNS with the port) bypass the agent;
 //   - a Service that also selects other workloads' pods would lose them (they do not carry
@@ -53,33 +69,32 @@
 // the manager at TP_MANAGER. It runs as 65532 with a read-only root file system, no
 // privilege escalation, no capabilities and the runtime's seccomp profile, and asks for
 // 10m CPU and 16Mi memory (64Mi limit). Fields the API server would default are written
-// out, so the template read back equals the one written: a repeated Inject compares the
-// two and changes nothing (no rollout) when they agree.
+// out, so that the admitted pod says exactly what tp meant.
 //
-// # What tp records on the workload
+// # What tp records
 //
-// Before the first injection the pod template is saved whole (JSON) in the annotation
-// tp.dev/original-template; tp.dev/intercept-state holds the agent's configuration and
-// the intercepted targets with their agent ports (so a later Inject adds ports without
-// moving the earlier ones), and the label tp.dev/injected=true lets Injected list the
-// workloads with one selector. The injected template carries tp.dev/agent-hash, so pods of
-// an outdated template can be told apart. Restore sets the template back to the saved one
-// (equal to it after the API server's round trip), removes these marks, and warns when
-// the template was edited while injected (that edit is undone).
+// The agent record of a workload is the Lease RecordName(ref) in its namespace, labelled
+// RecordLabel; it holds the agent's configuration and the intercepted targets with their
+// agent ports (so a later Inject adds ports without moving the earlier ones). An admission
+// policy tp install adds lets only who may update the workload write it. The pods admitted
+// with the agent carry AgentHashAnnotation, so pods of an outdated record can be told
+// apart; a pod of a recorded workload the webhook could not give the agent carries
+// SkippedAnnotation with the reason. A tp older than the records put the agent in the
+// template and saved the original in tp.dev/original-template: Inject moves such a
+// workload to a record in one update, and Restore still puts its template back.
 //
 // # Updates
 //
 // Workloads and Services are changed with update, guarded by the resourceVersion they
 // were read with, and retried from a fresh read on a conflict; updates are recorded under
 // the field manager "tp-intercept". Not server-side apply: Restore must put back exactly
-// the saved template, a whole-object replacement, while apply merges intent per field
-// owner. Renaming a port or a probe's port that another manager owns would need forced
-// ownership, and after Restore those fields would stay owned by tp, so the owner's next
-// apply would conflict or drop them. A guarded update writes exactly what was read plus
-// tp's change, and never overwrites a change it did not see. Rights needed: get, list and
-// update on the workload kind and on services (plus list pods; delete pods for a
-// ReplicaSet, whose pods never follow a template change by themselves, so Inject and
-// Restore delete the outdated ones).
+// what was there (for a template an older tp injected, a whole-object replacement), and a
+// guarded update writes exactly what was read plus tp's change, never overwriting a change
+// it did not see. Rights needed: get, list and update on the workload kind and on
+// services; get, list, create, update and delete on leases (the record); list pods and
+// replicasets; delete pods (a ReplicaSet never follows a template change by itself, and a
+// workload whose template has nothing of tp's left is restored by deleting its agent's
+// pods).
 //
 // # Guard rails
 //

@@ -25,6 +25,7 @@ import (
 	"github.com/tpdev/tp/deploy/pki"
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/agentspec"
+	"github.com/tpdev/tp/tests/kit"
 )
 
 // injCA is a CA for the stand-in agents, which never reach a manager.
@@ -73,20 +74,22 @@ func injNoTPMarks(t *testing.T, got, want metav1.Object) {
 	}
 }
 
-// TestInject injects into the test workload (Service targetPort "http") against the real
-// API server, with the workload image as a stand-in agent (it crashes: nothing waits for
-// it), and restores it.
+// TestInject gives the test workload (Service targetPort "http") tp's real agent against
+// the real API server and tp's real pod webhook (tp install), and restores it: the
+// template gets one annotation, the pods get the agent at admission, as the API server
+// stores them.
 func TestInject(t *testing.T) {
 	cs := clientset(t)
 	ns := namespace(t, cs, "tp-e2e-inject")
 	deployWorkload(t, cs, ns, "web")
+	kit.NewLaptop(t).MustTP(t, 3*time.Minute, "install")
 	ctx := context.Background()
 	orig := injGet(t, cs, ns, "web")
 	ref, err := intercept.ParseRef(ns, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := injAgent(WorkloadImage)
+	agent := injAgent(managerImage(t))
 
 	tg, err := intercept.Resolve(ctx, cs, ref, "80")
 	if err != nil {
@@ -105,11 +108,14 @@ func TestInject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !plan.Changed || !strings.Contains(plan.After, "name: tp-agent") || strings.Contains(plan.Before, "tp-agent") {
-			t.Errorf("dry-run plan:\n%s", plan.After)
+		if !plan.Changed || !strings.Contains(plan.Pods, "name: tp-agent") || strings.Contains(plan.After, "tp-agent") {
+			t.Errorf("dry-run plan:\n%s\npods:\n%s", plan.After, plan.Pods)
 		}
 		if d := injGet(t, cs, ns, "web"); d.Generation != orig.Generation || !reflect.DeepEqual(d.Spec, orig.Spec) || len(d.Labels) != len(orig.Labels) {
 			t.Error("the dry run changed the Deployment")
+		}
+		if rec, err := intercept.GetRecord(ctx, cs, ref); rec != nil || err != nil {
+			t.Errorf("the dry run wrote a record: %+v %v", rec, err)
 		}
 	})
 
@@ -124,16 +130,28 @@ func TestInject(t *testing.T) {
 		}
 		injected = injGet(t, cs, ns, "web")
 		if injected.Generation == orig.Generation {
-			t.Error("the Deployment's generation did not change")
+			t.Error("the Deployment's generation did not change: nothing rolls the pods")
 		}
-		if injected.Labels[intercept.InjectedLabel] != "true" || injected.Annotations[intercept.OriginalTemplateAnnotation] == "" {
-			t.Errorf("tp's marks: %v", injected.Labels)
+		// The template changes by one annotation: nothing a GitOps tool would revert.
+		wantTemplate := orig.Spec.Template.DeepCopy()
+		metav1.SetMetaDataAnnotation(&wantTemplate.ObjectMeta, intercept.RestartAnnotation, injected.Spec.Template.Annotations[intercept.RestartAnnotation])
+		if !reflect.DeepEqual(injected.Spec.Template, *wantTemplate) || injected.Spec.Template.Annotations[intercept.RestartAnnotation] == "" {
+			t.Errorf("the template changed beyond %s:\n%s", intercept.RestartAnnotation, injDiff(injJSON(orig.Spec.Template), injJSON(injected.Spec.Template)))
 		}
-		var saved corev1.PodTemplateSpec
-		if err := json.Unmarshal([]byte(injected.Annotations[intercept.OriginalTemplateAnnotation]), &saved); err != nil || !reflect.DeepEqual(saved, orig.Spec.Template) {
-			t.Errorf("saved template differs from the original (%v)", err)
+		injNoTPMarks(t, injected, orig)
+		rec, err := intercept.GetRecord(ctx, cs, ref)
+		if err != nil || rec == nil || len(rec.Targets) != 1 || rec.Targets[0].AgentPort != agentspec.FirstPort {
+			t.Fatalf("record %+v %v", rec, err)
 		}
-		spec := injected.Spec.Template.Spec
+		if err := intercept.WaitRolledOut(ctx, cs, ref, "web", 90*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		pod, err := intercept.PodOf(ctx, cs, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The pod as the API server stores it after tp's webhook admitted it.
+		spec := pod.Spec
 		if len(spec.Containers) != 2 || spec.Containers[1].Name != agentspec.Container {
 			t.Fatalf("containers %d", len(spec.Containers))
 		}
@@ -144,7 +162,7 @@ func TestInject(t *testing.T) {
 		if p := app.ReadinessProbe.HTTPGet.Port; p != intstr.FromInt32(HTTPPort) {
 			t.Errorf("readiness probe port %s, want %d", p.String(), HTTPPort)
 		}
-		if ag.Image != WorkloadImage || len(ag.Ports) != 1 || ag.Ports[0].Name != "http" || ag.Ports[0].ContainerPort != agentspec.FirstPort {
+		if ag.Image != managerImage(t) || len(ag.Ports) != 1 || ag.Ports[0].Name != "http" || ag.Ports[0].ContainerPort != agentspec.FirstPort {
 			t.Errorf("agent %s ports %+v", ag.Image, ag.Ports)
 		}
 		envs := map[string]string{}
@@ -160,9 +178,21 @@ func TestInject(t *testing.T) {
 		if sc := ag.SecurityContext; sc == nil || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation {
 			t.Errorf("agent security context %+v", sc)
 		}
-		vol := spec.Volumes[len(spec.Volumes)-1]
-		if vol.Name != agentspec.TokenVolume || vol.Projected.Sources[0].ServiceAccountToken.Audience != "tp-agent" {
-			t.Errorf("token volume %+v", vol)
+		found := false
+		for _, vol := range spec.Volumes {
+			found = found || vol.Name == agentspec.TokenVolume && vol.Projected.Sources[0].ServiceAccountToken.Audience == "tp-agent"
+		}
+		if !found {
+			t.Errorf("no token volume: %+v", spec.Volumes)
+		}
+		hash, _ := rec.Hash()
+		if pod.Annotations[intercept.AgentHashAnnotation] != hash {
+			t.Errorf("pod agent hash %q, record's %q", pod.Annotations[intercept.AgentHashAnnotation], hash)
+		}
+		for _, c := range pod.Status.ContainerStatuses {
+			if !c.Ready {
+				t.Errorf("container %s not ready", c.Name)
+			}
 		}
 	})
 	if injected == nil {
@@ -170,8 +200,6 @@ func TestInject(t *testing.T) {
 	}
 
 	t.Run("AgainChangesNothing", func(t *testing.T) {
-		// What the API server defaulted in the agent, tp wrote out itself: the template read
-		// back is the one tp makes, so the second call sees nothing to do.
 		tg, err := intercept.Resolve(ctx, cs, ref, "http")
 		if err != nil {
 			t.Fatal(err)
@@ -186,9 +214,7 @@ func TestInject(t *testing.T) {
 		if !plan.AlreadyInjected || plan.Changed {
 			t.Errorf("second inject: already %v changed %v:\n%s", plan.AlreadyInjected, plan.Changed, injDiff(plan.Before, plan.After))
 		}
-		// The status changes as the rollout goes on; the spec must not.
-		if d := injGet(t, cs, ns, "web"); d.Generation != injected.Generation || !reflect.DeepEqual(d.Spec, injected.Spec) ||
-			!reflect.DeepEqual(d.Annotations[intercept.StateAnnotation], injected.Annotations[intercept.StateAnnotation]) {
+		if d := injGet(t, cs, ns, "web"); d.Generation != injected.Generation || !reflect.DeepEqual(d.Spec, injected.Spec) {
 			t.Errorf("the Deployment changed: generation %d -> %d", injected.Generation, d.Generation)
 		}
 		refs, err := intercept.Injected(ctx, cs, ns)
@@ -201,8 +227,11 @@ func TestInject(t *testing.T) {
 		if plan, err := intercept.Restore(ctx, cs, ref, true); err != nil || !plan.Changed {
 			t.Fatalf("restore dry run: %v", err)
 		}
-		if d := injGet(t, cs, ns, "web"); d.Generation != injected.Generation || d.Labels[intercept.InjectedLabel] != "true" {
+		if d := injGet(t, cs, ns, "web"); d.Generation != injected.Generation {
 			t.Error("the dry run restored")
+		}
+		if rec, err := intercept.GetRecord(ctx, cs, ref); rec == nil || err != nil {
+			t.Errorf("the dry run removed the record: %v", err)
 		}
 		plan, err := intercept.Restore(ctx, cs, ref, false)
 		if err != nil {
@@ -212,27 +241,33 @@ func TestInject(t *testing.T) {
 			t.Errorf("warnings: %v", plan.Warnings)
 		}
 		d := injGet(t, cs, ns, "web")
-		if !reflect.DeepEqual(d.Spec.Template, orig.Spec.Template) {
-			t.Errorf("restored template differs:\n%s", injDiff(injJSON(orig.Spec.Template), injJSON(d.Spec.Template)))
-		}
 		if a, b := injJSON(d.Spec.Template), injJSON(orig.Spec.Template); a != b {
-			t.Errorf("restored template is not byte-for-byte the original")
+			t.Errorf("restored template is not byte-for-byte the original:\n%s", injDiff(b, a))
 		}
 		injNoTPMarks(t, d, orig)
 		if refs, err := intercept.Injected(ctx, cs, ns); err != nil || len(refs) != 0 {
 			t.Errorf("Injected after restore: %v %v", refs, err)
 		}
+		waitFor(t, 90*time.Second, "pods without the agent", func() error {
+			for _, p := range livePods(t, cs, ns, "web") {
+				if podHasAgent(&p) {
+					return fmt.Errorf("pod %s has the agent", p.Name)
+				}
+			}
+			return nil
+		})
 	})
 }
 
-// TestInjectRedirectsTheService checks, with tp's real agent and no manager to register
-// with (it serves and keeps retrying), what the cluster makes of the injected template: the pod stays ready
+// TestInjectRedirectsTheService checks, with tp's real agent, what the cluster makes of
+// the pods tp's webhook admits: the pod stays ready
 // (its probes reach the app by number) and the Service's endpoints for port http move to
 // the agent's port; after Restore they are back on the app's.
 func TestInjectRedirectsTheService(t *testing.T) {
 	cs := clientset(t)
 	ns := namespace(t, cs, "tp-e2e-inject-eps")
 	deployWorkload(t, cs, ns, "web")
+	kit.NewLaptop(t).MustTP(t, 3*time.Minute, "install")
 	ctx := context.Background()
 	ref := intercept.Ref{Namespace: ns, Kind: "deployment", Name: "web"}
 	tg, err := intercept.Resolve(ctx, cs, ref, "http")
@@ -297,6 +332,7 @@ func TestInjectNumericTargetPort(t *testing.T) {
 	cs := clientset(t)
 	ns := namespace(t, cs, "tp-e2e-inject-num")
 	deployWorkload(t, cs, ns, "web")
+	kit.NewLaptop(t).MustTP(t, 3*time.Minute, "install")
 	ctx := context.Background()
 	svcs := cs.CoreV1().Services(ns)
 	svc, err := svcs.Get(ctx, "web", metav1.GetOptions{})
@@ -328,6 +364,9 @@ func TestInjectNumericTargetPort(t *testing.T) {
 		t.Errorf("service ports %+v", changed.Spec.Ports)
 	}
 	injWaitEndpointPort(t, cs, ns, "web", "http", agentspec.FirstPort)
+	if err := intercept.WaitRolledOut(ctx, cs, ref, "web", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	// Again: the Service is left alone too.
 	if plan, err := intercept.Inject(ctx, cs, ref, injAgent(managerImage(t)), []intercept.Target{*tg}, false); err != nil || plan.Changed {
 		t.Errorf("second inject: %v changed %v", err, plan != nil && plan.Changed)

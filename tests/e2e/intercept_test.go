@@ -117,23 +117,28 @@ func TestIntercept(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), "web-app", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name != agentspec.Container {
-				continue
-			}
-			for _, e := range c.Env {
-				if e.Name == agentspec.CAEnv && e.Value != string(bundle) {
-					t.Errorf("the agent's %s is not tp's CA bundle:\n%s", e.Name, e.Value)
+		// The agent is added to the pods at admission; the template keeps none.
+		agents := 0
+		for _, p := range livePods(t, cs, ns, "web-app") {
+			for _, c := range p.Spec.Containers {
+				if c.Name != agentspec.Container {
+					continue
 				}
-				if e.Name == agentspec.ManagerEnv && e.Value != fmt.Sprintf("tp-manager.%s.svc:%d", deploy.DefaultNamespace, deploy.ClusterPort) {
-					t.Errorf("the agent dials %s", e.Value)
+				agents++
+				for _, e := range c.Env {
+					if e.Name == agentspec.CAEnv && e.Value != string(bundle) {
+						t.Errorf("the agent's %s is not tp's CA bundle:\n%s", e.Name, e.Value)
+					}
+					if e.Name == agentspec.ManagerEnv && e.Value != fmt.Sprintf("tp-manager.%s.svc:%d", deploy.DefaultNamespace, deploy.ClusterPort) {
+						t.Errorf("the agent dials %s", e.Value)
+					}
 				}
 			}
 		}
+		if agents == 0 {
+			t.Error("no pod of web-app runs the agent")
+		}
+		gitopsTemplateClean(t, cs, ns, "web-app", true)
 		r := l.MustTP(t, 30*time.Second, "list", "--namespace", ns)
 		if !strings.Contains(r.Stdout, "web-app-http") || !strings.Contains(r.Stdout, "1 ready") {
 			t.Errorf("tp list:\n%s", r.Stdout)
@@ -157,7 +162,7 @@ func TestIntercept(t *testing.T) {
 	t.Run("NumericTargetPort", func(t *testing.T) {
 		l.MustTP(t, 3*time.Minute, "intercept", "numeric", "--namespace", ns, "--port", local)
 		eventually(t, 30*time.Second, "intercepted", num, "/numeric", "laptop /numeric")
-		l.MustTP(t, 30*time.Second, "leave", "numeric-"+numericPortName(t, cs, ns))
+		l.MustTP(t, 30*time.Second, "leave", "numeric-"+numericPortName(t, cs, ns, "numeric"))
 		eventually(t, 5*time.Second, "left", num, "/x", "pod=")
 	})
 
@@ -301,9 +306,9 @@ func numericTargetPort(t *testing.T, cs kubernetes.Interface, ns, name string) {
 }
 
 // numericPortName is the port name tp gave the numeric target (the intercept is named after it).
-func numericPortName(t *testing.T, cs kubernetes.Interface, ns string) string {
+func numericPortName(t *testing.T, cs kubernetes.Interface, ns, service string) string {
 	t.Helper()
-	svc, err := cs.CoreV1().Services(ns).Get(context.Background(), "numeric", metav1.GetOptions{})
+	svc, err := cs.CoreV1().Services(ns).Get(context.Background(), service, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -330,6 +330,10 @@ func printPlan(w io.Writer, p *intercept.Plan) {
 	}
 	fmt.Fprintf(w, "# %s %s/%s: its pod template before and after\n", p.Workload.Kind, p.Workload.Namespace, p.Workload.Name)
 	printDiff(w, p.Before, p.After)
+	if p.Pods != "" {
+		fmt.Fprintf(w, "# its pods, as tp's webhook admits them (the template keeps no agent, so a GitOps tool finds nothing to revert)\n")
+		printDiff(w, p.After, p.Pods)
+	}
 	for _, svc := range p.Services {
 		fmt.Fprintf(w, "# Service %s: its ports before and after\n", svc.Name)
 		printDiff(w, svc.Before, svc.After)
