@@ -2,11 +2,13 @@ package intercept
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -903,6 +905,17 @@ func TestInjectForbidden(t *testing.T) {
 	forbid(cs, "update", "services")
 	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
 	wantKind(t, err, remote.Access, "no permission to update services api in namespace shop")
+
+	cs = newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref.Name = "web"
+	tg = resolve(t, cs, ref, "")
+	forbid(cs, "create", "leases")
+	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	wantKind(t, err, remote.Access, "no permission to create leases.coordination.k8s.io tp-agent.deployments.web in namespace shop",
+		"create, update and delete on leases")
+	if w := writes(cs); !slices.Equal(w, []string{"create leases"}) {
+		t.Errorf("a refused record changed %v: the workload must not roll without it", w)
+	}
 }
 
 func TestCheckAllowed(t *testing.T) {
@@ -1103,4 +1116,56 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	wantKind(t, err, remote.Usage, "the CA bundle for the agent is not usable")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, nil, false)
 	wantKind(t, err, remote.Usage, "no port to intercept")
+}
+
+func TestRecordNames(t *testing.T) {
+	for _, ref := range []Ref{{Kind: Deployment, Name: "web"}, {Kind: StatefulSet, Name: "db"}, {Kind: ReplicaSet, Name: "web.v2-6d4f"}} {
+		name := RecordName(ref)
+		if got, ok := RecordRef(name); !ok || got != ref {
+			t.Errorf("RecordRef(%q) = %+v %v, want %+v", name, got, ok, ref)
+		}
+	}
+	if n := RecordName(Ref{Namespace: ns, Kind: Deployment, Name: "web"}); n != "tp-agent.deployments.web" {
+		t.Errorf("RecordName = %q", n)
+	}
+	for _, name := range []string{"web", "tp-agent.deployments", "tp-agent.deployments.", "tp-agent.daemonsets.x", "tp-agent.Deployments.web", "other.deployments.web", "kube-scheduler"} {
+		if ref, ok := RecordRef(name); ok {
+			t.Errorf("RecordRef(%q) = %+v, want none", name, ref)
+		}
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	rec := Record{Agent: testAgent, Targets: []Target{{Service: "web", ServicePort: 80, TargetPortName: "http", AppPort: 8080, AgentPort: 9901}}}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := func(labels map[string]string, annotation string) *coordv1.Lease {
+		return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tp-agent.deployments.web", Namespace: ns, Labels: labels,
+			Annotations: map[string]string{RecordAnnotation: annotation}}}
+	}
+	label := map[string]string{RecordLabel: RecordVersion}
+	if got, err := ParseRecord(lease(label, string(raw))); err != nil || !equality.Semantic.DeepEqual(*got, rec) {
+		t.Errorf("ParseRecord: %+v %v", got, err)
+	}
+	for what, l := range map[string]*coordv1.Lease{
+		"no label":       lease(nil, string(raw)),
+		"other version":  lease(map[string]string{RecordLabel: "v0"}, string(raw)),
+		"bad JSON":       lease(label, "{"),
+		"no annotation":  lease(label, ""),
+		"no targets":     lease(label, `{"agent":`+string(must(json.Marshal(testAgent)))+`,"targets":[]}`),
+		"no agent image": lease(label, `{"agent":{},"targets":[]}`),
+	} {
+		if got, err := ParseRecord(l); err == nil {
+			t.Errorf("%s: ParseRecord = %+v, want an error", what, got)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
