@@ -210,20 +210,22 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 		}
 		metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, restart)
 		templateChanged := legacy != nil || !equality.Semantic.DeepEqual(w.template, after)
-		if !recordChanged && !templateChanged {
+		if !templateChanged {
 			stale, err := podsWithout(ctx, cs, w, hash)
 			if err != nil {
 				return err
 			}
-			if len(stale) == 0 {
+			switch {
+			case len(stale) > 0:
+				// Pods made while the manager could not admit them (or while the record
+				// was missing, or by hand): a new value rolls the workload again.
+				metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
+				templateChanged = true
+			case !recordChanged:
 				plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(w.template), toYAML(pods), merged
 				plan.AlreadyInjected = true
 				return nil
 			}
-			// Pods made while the manager could not admit them (or by hand): a new value
-			// rolls the workload again.
-			metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
-			templateChanged = true
 		}
 		plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(after), toYAML(pods), merged
 		plan.Changed = true

@@ -1169,3 +1169,58 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestInjectAfterTheRecordWasLost: a template that keeps tp's annotation while the record
+// is gone (a restore that stopped half-way, a hand's kubectl delete) made pods without the
+// agent; injecting again writes the record and rolls those pods.
+func TestInjectAfterTheRecordWasLost(t *testing.T) {
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	hash := hashOf(t, record(t, cs, ref))
+	if err := cs.CoordinationV1().Leases(ns).Delete(ctx, RecordName(ref), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createPod(t, cs, podOf("web-1", dep.Spec.Template.Labels, nil, replicaSetOf(t, cs, dep)))
+
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject: %+v %v", plan, err)
+	}
+	if h := hashOf(t, record(t, cs, ref)); h != hash {
+		t.Errorf("record hash %s, want %s", h, hash)
+	}
+	if v := getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation]; !strings.HasPrefix(v, hash+".") {
+		t.Errorf("restart annotation %q: the pod without the agent is not rolled", v)
+	}
+}
+
+// TestInjectASecondServiceOfTheSamePort: a second Service on the port the agent already
+// carries changes the record, not the agent: pods that run it are not rolled.
+func TestInjectASecondServiceOfTheSamePort(t *testing.T) {
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))),
+		service("web-public", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{resolve(t, cs, ref, "web/80")}, false); err != nil {
+		t.Fatal(err)
+	}
+	hash := hashOf(t, record(t, cs, ref))
+	createPod(t, cs, podOf("web-1", dep.Spec.Template.Labels, map[string]string{AgentHashAnnotation: hash}, replicaSetOf(t, cs, dep)))
+	before := len(writes(cs))
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{resolve(t, cs, ref, "web-public/80")}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject: %+v %v", plan, err)
+	}
+	rec := record(t, cs, ref)
+	if len(rec.Targets) != 2 || rec.Targets[1].Service != "web-public" || rec.Targets[1].AgentPort != rec.Targets[0].AgentPort || hashOf(t, rec) != hash {
+		t.Errorf("record %+v", rec.Targets)
+	}
+	if w := writes(cs)[before:]; !slices.Equal(w, []string{"update leases"}) {
+		t.Errorf("wrote %v, want the record only", w)
+	}
+}
