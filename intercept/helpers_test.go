@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -164,4 +165,130 @@ func forbiddenErr(verb, resource, namespace string) error {
 	}
 	return apierrors.NewForbidden(schema.GroupResource{Group: group, Resource: resource}, "",
 		fmt.Errorf(`User "dev" cannot %s resource %q in API group %q in the namespace %q`, verb, resource, group, namespace))
+}
+
+// record reads ref's agent record (the Lease Inject writes); it fails the test if there is none.
+func record(t *testing.T, cs *fake.Clientset, ref Ref) Record {
+	t.Helper()
+	rec, err := GetRecord(context.Background(), cs, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec == nil {
+		t.Fatalf("no agent record %s for %s", RecordName(ref), ref)
+	}
+	return *rec
+}
+
+func hasRecord(t *testing.T, cs *fake.Clientset, ref Ref) bool {
+	t.Helper()
+	_, err := cs.CoordinationV1().Leases(ref.Namespace).Get(context.Background(), RecordName(ref), metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+func hashOf(t *testing.T, rec Record) string {
+	t.Helper()
+	h, err := rec.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// admit makes a pod from tmpl as the manager's webhook admits it with rec: the AdmitPod
+// patch applied to the pod as its controller would create it.
+func admit(t *testing.T, tmpl *corev1.PodTemplateSpec, rec Record) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{ObjectMeta: *tmpl.ObjectMeta.DeepCopy(), Spec: *tmpl.Spec.DeepCopy()}
+	pod.Name, pod.Namespace = "admitted", ns
+	patch, err := AdmitPod(pod, rec)
+	if err != nil {
+		t.Fatalf("admit: %v", err)
+	}
+	if patch == nil {
+		t.Fatal("admit: no patch for a pod without the agent")
+	}
+	doc, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err = applyPatch(doc, patch)
+	if err != nil {
+		t.Fatalf("apply %s: %v", patch, err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(doc, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
+}
+
+// admitDeployment is a pod of Deployment name as it is admitted now: from its template,
+// with its record.
+func admitDeployment(t *testing.T, cs *fake.Clientset, name string) *corev1.Pod {
+	t.Helper()
+	return admit(t, &getDeployment(t, cs, name).Spec.Template, record(t, cs, Ref{Namespace: ns, Kind: Deployment, Name: name}))
+}
+
+// podOf is a live pod with labels and annotations (owned by owner when it has a UID).
+func podOf(name string, labels, annotations map[string]string, owner *metav1.OwnerReference) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name), Labels: labels, Annotations: annotations}}
+	if owner != nil {
+		p.OwnerReferences = []metav1.OwnerReference{*owner}
+	}
+	return p
+}
+
+// replicaSetOf makes a ReplicaSet that d controls, as the Deployment controller does, and
+// returns the owner reference of its pods.
+func replicaSetOf(t *testing.T, cs *fake.Clientset, d *appsv1.Deployment) *metav1.OwnerReference {
+	t.Helper()
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-6d4f", Namespace: ns, UID: types.UID("uid-" + d.Name + "-6d4f"), Labels: d.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{Kind: Deployment, Name: d.Name, UID: d.UID, Controller: new(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: d.Spec.Selector, Template: d.Spec.Template},
+	}
+	if _, err := cs.AppsV1().ReplicaSets(ns).Create(context.Background(), rs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &metav1.OwnerReference{Kind: ReplicaSet, Name: rs.Name, UID: rs.UID, Controller: new(true)}
+}
+
+func createPod(t *testing.T, cs *fake.Clientset, p *corev1.Pod) {
+	t.Helper()
+	if _, err := cs.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withRestart is tmpl with tp's RestartAnnotation at value: what Inject leaves on a template.
+func withRestart(tmpl corev1.PodTemplateSpec, value string) corev1.PodTemplateSpec {
+	t := *tmpl.DeepCopy()
+	metav1.SetMetaDataAnnotation(&t.ObjectMeta, RestartAnnotation, value)
+	return t
+}
+
+// legacyDeployment is Deployment name injected for targets by a tp older than the agent
+// records: the agent in its template, the original and the state in its annotations.
+func legacyDeployment(t *testing.T, name string, orig corev1.PodTemplateSpec, targets []Target) *appsv1.Deployment {
+	t.Helper()
+	injected, err := inject(&orig, testAgent, targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := templateJSON(&orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := json.Marshal(Record{Agent: testAgent, Targets: targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deployment(name, *injected)
+	d.Labels[InjectedLabel] = "true"
+	d.Annotations = map[string]string{OriginalTemplateAnnotation: saved, StateAnnotation: string(state)}
+	return d
 }

@@ -203,22 +203,29 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 		want := Record{Agent: agent, Targets: merged}
 		recordChanged := rec == nil || !equality.Semantic.DeepEqual(*rec, want)
 		after := base.DeepCopy()
-		metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash)
+		restart := hash
+		if v := w.template.Annotations[RestartAnnotation]; strings.HasPrefix(v, hash+".") {
+			// A re-roll's value (below) stands for the same agent.
+			restart = v
+		}
+		metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, restart)
 		templateChanged := legacy != nil || !equality.Semantic.DeepEqual(w.template, after)
-		if !recordChanged && !templateChanged {
+		if !templateChanged {
 			stale, err := podsWithout(ctx, cs, w, hash)
 			if err != nil {
 				return err
 			}
-			if len(stale) == 0 {
+			switch {
+			case len(stale) > 0:
+				// Pods made while the manager could not admit them (or while the record
+				// was missing, or by hand): a new value rolls the workload again.
+				metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
+				templateChanged = true
+			case !recordChanged:
 				plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(w.template), toYAML(pods), merged
 				plan.AlreadyInjected = true
 				return nil
 			}
-			// Pods made while the manager could not admit them (or by hand): a new value
-			// rolls the workload again.
-			metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
-			templateChanged = true
 		}
 		plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(after), toYAML(pods), merged
 		plan.Changed = true
@@ -270,16 +277,12 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 
 // podsWithout lists the live pods of w that do not run the agent of hash.
 func podsWithout(ctx context.Context, cs kubernetes.Interface, w *workload, hash string) ([]string, error) {
-	sel, err := metav1.LabelSelectorAsSelector(w.selector)
+	pods, err := ownedPods(ctx, cs, w)
 	if err != nil {
-		return nil, fmt.Errorf("%s: selector: %w", w.ref.describe(), err)
-	}
-	list, err := cs.CoreV1().Pods(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-	if err != nil {
-		return nil, apiError(ctx, "list", "pods", w.ref.Namespace, "", err)
+		return nil, err
 	}
 	var stale []string
-	for _, p := range list.Items {
+	for _, p := range pods {
 		if p.DeletionTimestamp == nil && p.Annotations[AgentHashAnnotation] != hash {
 			stale = append(stale, p.Name)
 		}
@@ -433,32 +436,14 @@ func unmark(m *metav1.ObjectMeta, annotations []string) {
 // anew: a ReplicaSet never replaces its pods by itself, and a workload whose template
 // does not change does not either.
 func restartPods(ctx context.Context, cs kubernetes.Interface, w *workload, stale func(*corev1.Pod) bool, dryRun bool, plan *Plan) error {
-	sel, err := metav1.LabelSelectorAsSelector(w.selector)
+	list, err := ownedPods(ctx, cs, w)
 	if err != nil {
-		return fmt.Errorf("%s: selector: %w", w.ref.describe(), err)
+		return err
 	}
 	pods := cs.CoreV1().Pods(w.ref.Namespace)
-	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-	if err != nil {
-		return apiError(ctx, "list", "pods", w.ref.Namespace, "", err)
-	}
-	owners := map[types.UID]bool{w.meta.UID: true}
-	if w.ref.Kind == Deployment {
-		// A Deployment's pods belong to its ReplicaSets.
-		rss, err := cs.AppsV1().ReplicaSets(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return apiError(ctx, "list", "replicasets.apps", w.ref.Namespace, "", err)
-		}
-		for _, rs := range rss.Items {
-			if c := metav1.GetControllerOf(&rs); c != nil && c.UID == w.meta.UID {
-				owners[rs.UID] = true
-			}
-		}
-	}
-	slices.SortFunc(list.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
-	for i := range list.Items {
-		p := &list.Items[i]
-		if c := metav1.GetControllerOf(p); c == nil || !owners[c.UID] || p.DeletionTimestamp != nil || !stale(p) {
+	for i := range list {
+		p := &list[i]
+		if p.DeletionTimestamp != nil || !stale(p) {
 			continue
 		}
 		plan.DeletedPods = append(plan.DeletedPods, p.Name)
@@ -472,6 +457,41 @@ func restartPods(ctx context.Context, cs kubernetes.Interface, w *workload, stal
 		}
 	}
 	return nil
+}
+
+// ownedPods lists the pods of w, sorted by name: those its selector matches that w
+// controls (a Deployment through its ReplicaSets). A pod that merely matches the selector
+// is not w's to judge or restart.
+func ownedPods(ctx context.Context, cs kubernetes.Interface, w *workload) ([]corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(w.selector)
+	if err != nil {
+		return nil, fmt.Errorf("%s: selector: %w", w.ref.describe(), err)
+	}
+	list, err := cs.CoreV1().Pods(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, apiError(ctx, "list", "pods", w.ref.Namespace, "", err)
+	}
+	owners := map[types.UID]bool{w.meta.UID: true}
+	if w.ref.Kind == Deployment {
+		// A Deployment's pods belong to its ReplicaSets.
+		rss, err := cs.AppsV1().ReplicaSets(w.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return nil, apiError(ctx, "list", "replicasets.apps", w.ref.Namespace, "", err)
+		}
+		for _, rs := range rss.Items {
+			if c := metav1.GetControllerOf(&rs); c != nil && c.UID == w.meta.UID {
+				owners[rs.UID] = true
+			}
+		}
+	}
+	var owned []corev1.Pod
+	for _, p := range list.Items {
+		if c := metav1.GetControllerOf(&p); c != nil && owners[c.UID] {
+			owned = append(owned, p)
+		}
+	}
+	slices.SortFunc(owned, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	return owned, nil
 }
 
 // Restore undoes what Inject did to ref: the Services it changed get their original

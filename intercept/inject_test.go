@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -38,6 +39,7 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	dep := deployment("web", appTemplate("web"))
 	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
 	ref := Ref{Namespace: ns, Kind: "deploy", Name: "web"}
+	dref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
 
 	tg := resolve(t, cs, ref, "")
 	want := Target{Service: "web", ServicePort: 80, ServicePortName: "http", TargetPortName: "http", AppPort: 8080}
@@ -56,18 +58,36 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 		t.Errorf("plan targets %+v, want one at agent port 9901", plan.Targets)
 	}
 
+	// The record holds the agent's configuration and the targets with their agent ports.
+	rec := record(t, cs, dref)
+	want.AgentPort = 9901
+	if !equality.Semantic.DeepEqual(rec, Record{Agent: testAgent, Targets: []Target{want}}) {
+		t.Errorf("record %+v", rec)
+	}
+	lease, err := cs.CoordinationV1().Leases(ns).Get(ctx, "tp-agent.deployments.web", metav1.GetOptions{})
+	if err != nil || lease.Labels[RecordLabel] != RecordVersion {
+		t.Errorf("record lease: %v %v", lease, err)
+	}
+	hash := hashOf(t, rec)
+
+	// The workload gets the restart annotation, nothing else.
 	got := getDeployment(t, cs, "web")
-	if got.Labels[InjectedLabel] != "true" || got.Labels["owner"] != "me" {
-		t.Errorf("labels %v", got.Labels)
+	if !equality.Semantic.DeepEqual(got.Labels, dep.Labels) || len(got.Annotations) != 0 {
+		t.Errorf("workload marked: labels %v annotations %v", got.Labels, got.Annotations)
 	}
-	var saved corev1.PodTemplateSpec
-	if err := json.Unmarshal([]byte(got.Annotations[OriginalTemplateAnnotation]), &saved); err != nil {
-		t.Fatalf("saved template: %v", err)
+	if wantTmpl := withRestart(dep.Spec.Template, hash); !equality.Semantic.DeepEqual(got.Spec.Template, wantTmpl) {
+		t.Errorf("template:\n%s\nwant\n%s", toYAML(got.Spec.Template), toYAML(wantTmpl))
 	}
-	if !equality.Semantic.DeepEqual(saved, dep.Spec.Template) {
-		t.Errorf("saved template differs from the original")
+
+	// Its pods are admitted with the agent.
+	pod := admitDeployment(t, cs, "web")
+	if pod.Annotations[AgentHashAnnotation] != hash || pod.Annotations["team"] != "a" {
+		t.Errorf("admitted pod annotations %v, want the hash %s", pod.Annotations, hash)
 	}
-	spec := &got.Spec.Template.Spec
+	if !strings.Contains(plan.Pods, "name: tp-agent") || !strings.Contains(plan.Pods, "name: tp-http") {
+		t.Errorf("plan.Pods does not show the admitted pod:\n%s", plan.Pods)
+	}
+	spec := &pod.Spec
 	app := container(t, spec, "app")
 	if app.Ports[0].Name != "tp-http" || app.Ports[0].ContainerPort != 8080 || app.Ports[1].Name != "metrics" {
 		t.Errorf("app ports %+v", app.Ports)
@@ -83,6 +103,9 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	}
 	if p := app.StartupProbe.HTTPGet.Port; p != intstr.FromString("metrics") {
 		t.Errorf("startup probe of another port changed: %v", p.String())
+	}
+	if shipper := container(t, spec, "log-shipper"); !equality.Semantic.DeepEqual(shipper, &dep.Spec.Template.Spec.Containers[1]) {
+		t.Errorf("the other container changed: %+v", shipper)
 	}
 	agent := container(t, spec, agentspec.Container)
 	if agent.Image != testAgent.Image || !slices.Equal(agent.Command, []string{"/tp-agent"}) {
@@ -139,7 +162,7 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	}
 
 	refs, err := Injected(ctx, cs, "")
-	if err != nil || len(refs) != 1 || refs[0] != (Ref{Namespace: ns, Kind: Deployment, Name: "web"}) {
+	if err != nil || len(refs) != 1 || refs[0] != dref {
 		t.Errorf("Injected: %v %v", refs, err)
 	}
 
@@ -147,8 +170,8 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !plan.Changed || len(plan.Warnings) != 0 {
-		t.Errorf("restore plan: changed %v warnings %v", plan.Changed, plan.Warnings)
+	if !plan.Changed || len(plan.Warnings) != 0 || len(plan.DeletedPods) != 0 {
+		t.Errorf("restore plan: changed %v warnings %v deleted %v", plan.Changed, plan.Warnings, plan.DeletedPods)
 	}
 	restored := getDeployment(t, cs, "web")
 	if !equality.Semantic.DeepEqual(restored.Spec.Template, dep.Spec.Template) {
@@ -156,6 +179,9 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(restored.ObjectMeta.Labels, dep.Labels) || len(restored.Annotations) != 0 {
 		t.Errorf("tp's marks remain: labels %v annotations %v", restored.Labels, restored.Annotations)
+	}
+	if hasRecord(t, cs, dref) {
+		t.Error("the record outlived the restore")
 	}
 	if refs, _ := Injected(ctx, cs, ns); len(refs) != 0 {
 		t.Errorf("Injected after restore: %v", refs)
@@ -171,14 +197,24 @@ func TestInjectNamedTargetPortAndRestore(t *testing.T) {
 	}
 }
 
+// TestInjectIsIdempotent: injecting what is injected changes nothing while the pods run
+// the agent, rolls the workload again when some do not, and updates the agent when its
+// configuration changes.
 func TestInjectIsIdempotent(t *testing.T) {
-	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
 	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
 	tg := resolve(t, cs, ref, "http")
 	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
 		t.Fatal(err)
 	}
 	first := getDeployment(t, cs, "web")
+	hash := hashOf(t, record(t, cs, ref))
+	byRS := replicaSetOf(t, cs, dep)
+	createPod(t, cs, podOf("web-1", dep.Spec.Template.Labels, map[string]string{AgentHashAnnotation: hash}, byRS))
+	createPod(t, cs, podOf("web-2", dep.Spec.Template.Labels, map[string]string{AgentHashAnnotation: hash}, byRS))
+	// A pod that is not the Deployment's is not its to judge.
+	createPod(t, cs, podOf("stranger", dep.Spec.Template.Labels, nil, nil))
 	before := len(writes(cs))
 
 	// The CLI resolves again before each intercept.
@@ -187,7 +223,7 @@ func TestInjectIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !plan.AlreadyInjected || plan.Changed || plan.Before != plan.After {
+	if !plan.AlreadyInjected || plan.Changed || plan.Before != plan.After || !strings.Contains(plan.Pods, "name: tp-agent") {
 		t.Errorf("second inject: already %v changed %v", plan.AlreadyInjected, plan.Changed)
 	}
 	if w := writes(cs)[before:]; len(w) != 0 {
@@ -197,6 +233,42 @@ func TestInjectIsIdempotent(t *testing.T) {
 		t.Errorf("the Deployment changed")
 	}
 
+	// A pod without the agent (made while the webhook could not admit it) rolls the
+	// workload again: a new restart value, the same record.
+	p, _ := cs.CoreV1().Pods(ns).Get(ctx, "web-2", metav1.GetOptions{})
+	p.Annotations = nil
+	if _, err := cs.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before = len(writes(cs))
+	plan, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject with a pod without the agent: %+v %v", plan, err)
+	}
+	if w := writes(cs)[before:]; !slices.Equal(w, []string{"update deployments"}) {
+		t.Errorf("re-roll wrote %v, want the Deployment only", w)
+	}
+	rolled := getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation]
+	if !strings.HasPrefix(rolled, hash+".") {
+		t.Errorf("restart annotation %q after a re-roll, want %s.<time>", rolled, hash)
+	}
+	if h := hashOf(t, record(t, cs, ref)); h != hash {
+		t.Errorf("the record changed on a re-roll")
+	}
+
+	// Once the pods run the agent again, nothing changes.
+	p.Annotations = map[string]string{AgentHashAnnotation: hash}
+	if _, err := cs.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before = len(writes(cs))
+	if plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil || !plan.AlreadyInjected || plan.Changed {
+		t.Errorf("inject after the re-roll: %+v %v", plan, err)
+	}
+	if w := writes(cs)[before:]; len(w) != 0 {
+		t.Errorf("inject after the re-roll wrote %v", w)
+	}
+
 	// A new agent image (the manager was upgraded) updates the agent.
 	newer := testAgent
 	newer.Image = "registry.example.com/tp/tp:v2"
@@ -204,38 +276,59 @@ func TestInjectIsIdempotent(t *testing.T) {
 	if err != nil || !plan.Changed || plan.AlreadyInjected {
 		t.Fatalf("inject with a new image: %+v %v", plan, err)
 	}
+	rec := record(t, cs, ref)
+	if rec.Agent.Image != newer.Image || len(rec.Targets) != 1 || rec.Targets[0].AgentPort != 9901 {
+		t.Errorf("record after the new image: %+v", rec)
+	}
 	got := getDeployment(t, cs, "web")
-	if img := container(t, &got.Spec.Template.Spec, agentspec.Container).Image; img != newer.Image {
+	if v := got.Spec.Template.Annotations[RestartAnnotation]; v != hashOf(t, rec) || v == hash {
+		t.Errorf("restart annotation %q, want the new hash %s", v, hashOf(t, rec))
+	}
+	if img := container(t, &admitDeployment(t, cs, "web").Spec, agentspec.Container).Image; img != newer.Image {
 		t.Errorf("agent image %q", img)
 	}
-	if got.Annotations[OriginalTemplateAnnotation] != first.Annotations[OriginalTemplateAnnotation] {
-		t.Errorf("the saved original changed on the second injection")
+	if !equality.Semantic.DeepEqual(got.Spec.Template.Spec, dep.Spec.Template.Spec) {
+		t.Errorf("the template's spec changed")
 	}
 }
 
-// A new CA bundle (tp install --rotate-ca) updates the agent at the next injection: a
-// template change, so its pods roll; restoring still gives back the original exactly.
+// A new CA bundle (tp install --rotate-ca) updates the agent at the next injection: a new
+// hash, so its pods roll; restoring still gives back the original exactly.
 func TestInjectFollowsTheCABundle(t *testing.T) {
 	orig := appTemplate("web")
-	cs := newClient(deployment("web", orig), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	dep := deployment("web", orig)
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
 	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
 	tg := resolve(t, cs, ref, "http")
 	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
 		t.Fatal(err)
 	}
-	first := getDeployment(t, cs, "web")
+	firstHash := admitDeployment(t, cs, "web").Annotations[AgentHashAnnotation]
+	createPod(t, cs, podOf("web-1", orig.Labels, map[string]string{AgentHashAnnotation: firstHash}, replicaSetOf(t, cs, dep)))
 	rotated := testAgent
 	rotated.CABundle = string(newCA("rotated").CertPEM) + testAgent.CABundle
 	plan, err := Inject(ctx, cs, ref, rotated, []Target{tg}, false)
 	if err != nil || !plan.Changed || plan.AlreadyInjected {
 		t.Fatalf("inject with a new CA bundle: %+v %v", plan, err)
 	}
-	got := getDeployment(t, cs, "web")
-	if v := envOf(container(t, &got.Spec.Template.Spec, agentspec.Container), agentspec.CAEnv); v != rotated.CABundle {
+	if rec := record(t, cs, ref); rec.Agent.CABundle != rotated.CABundle {
+		t.Errorf("record CA bundle not rotated")
+	}
+	pod := admitDeployment(t, cs, "web")
+	if v := envOf(container(t, &pod.Spec, agentspec.Container), agentspec.CAEnv); v != rotated.CABundle {
 		t.Errorf("%s after the rotation: %q", agentspec.CAEnv, v)
 	}
-	if got.Spec.Template.Annotations[AgentHashAnnotation] == first.Spec.Template.Annotations[AgentHashAnnotation] {
+	newHash := pod.Annotations[AgentHashAnnotation]
+	if newHash == firstHash {
 		t.Error("the agent hash did not change: the pods would keep the old CA")
+	}
+	if v := getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation]; v != newHash {
+		t.Errorf("restart annotation %q, want %s: the pods would not roll", v, newHash)
+	}
+	p, _ := cs.CoreV1().Pods(ns).Get(ctx, "web-1", metav1.GetOptions{})
+	p.Annotations[AgentHashAnnotation] = newHash
+	if _, err := cs.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	if plan, err := Inject(ctx, cs, ref, rotated, []Target{tg}, false); err != nil || !plan.AlreadyInjected {
 		t.Errorf("inject again with the same bundle: %+v %v", plan, err)
@@ -274,12 +367,17 @@ func TestInjectAddsASecondPort(t *testing.T) {
 	if !plan.Changed || len(plan.Targets) != 2 {
 		t.Fatalf("plan %+v", plan)
 	}
-	spec := &getDeployment(t, cs, "web").Spec.Template.Spec
-	agent := container(t, spec, agentspec.Container)
+	rec := record(t, cs, ref)
+	if len(rec.Targets) != 2 || rec.Targets[0].TargetPortName != "http" || rec.Targets[0].AgentPort != 9901 ||
+		rec.Targets[1].TargetPortName != "grpc-api" || rec.Targets[1].AgentPort != 9902 {
+		t.Errorf("record targets %+v", rec.Targets)
+	}
+	pod := admitDeployment(t, cs, "web")
+	agent := container(t, &pod.Spec, agentspec.Container)
 	if v := envOf(agent, agentspec.PortsEnv); v != "grpc-api:9902:9000,http:9901:8080" {
 		t.Errorf("%s=%q: the first port must keep its agent port", agentspec.PortsEnv, v)
 	}
-	app := container(t, spec, "app")
+	app := container(t, &pod.Spec, "app")
 	var names []string
 	for _, p := range app.Ports {
 		names = append(names, p.Name)
@@ -287,7 +385,8 @@ func TestInjectAddsASecondPort(t *testing.T) {
 	if !slices.Equal(names, []string{"tp-http", "metrics", "tp-grpc-api"}) {
 		t.Errorf("app port names %v", names)
 	}
-	// Both at once again: nothing to do.
+	// Both at once again, the pods running that agent: nothing to do.
+	createPod(t, cs, podOf("web-1", tmpl.Labels, map[string]string{AgentHashAnnotation: pod.Annotations[AgentHashAnnotation]}, replicaSetOf(t, cs, dep)))
 	if plan, err := Inject(ctx, cs, ref, testAgent, []Target{http, grpc}, false); err != nil || !plan.AlreadyInjected {
 		t.Errorf("inject both again: %+v %v", plan, err)
 	}
@@ -342,16 +441,20 @@ func TestInjectNumericTargetPort(t *testing.T) {
 	if gotSvc.Labels[InjectedLabel] != "true" || gotSvc.Annotations[InjectedForAnnotation] != "Deployment/api" || gotSvc.Annotations[OriginalPortsAnnotation] == "" {
 		t.Errorf("service marks: %v %v", gotSvc.Labels, gotSvc.Annotations)
 	}
-	spec := &getDeployment(t, cs, "api").Spec.Template.Spec
-	agent := container(t, spec, agentspec.Container)
+	if rec := record(t, cs, ref); len(rec.Targets) != 1 || rec.Targets[0].TargetPortName != "tp-8080" || !rec.Targets[0].Numeric || rec.Targets[0].AgentPort != 9901 {
+		t.Errorf("record targets %+v", rec.Targets)
+	}
+	pod := admitDeployment(t, cs, "api")
+	agent := container(t, &pod.Spec, agentspec.Container)
 	if agent.Ports[0].Name != "tp-8080" || agent.Ports[0].ContainerPort != 9901 {
 		t.Errorf("agent port %+v", agent.Ports[0])
 	}
-	if app := container(t, spec, "app"); !equality.Semantic.DeepEqual(app, &tmpl.Spec.Containers[0]) {
+	if app := container(t, &pod.Spec, "app"); !equality.Semantic.DeepEqual(app, &tmpl.Spec.Containers[0]) {
 		t.Errorf("the app container changed for a numeric target")
 	}
 
-	// Once more: nothing changes, the Service included.
+	// Once more, the pods running the agent: nothing changes, the Service included.
+	createPod(t, cs, podOf("api-1", tmpl.Labels, map[string]string{AgentHashAnnotation: pod.Annotations[AgentHashAnnotation]}, replicaSetOf(t, cs, dep)))
 	before := len(writes(cs))
 	tg = resolve(t, cs, ref, "80")
 	if want.AgentPort = 9901; tg != want {
@@ -439,8 +542,32 @@ func TestRestoreWorkloadDeletedWhileInjected(t *testing.T) {
 	if s.Spec.Ports[0].TargetPort != intstr.FromInt32(8080) || s.Labels[InjectedLabel] != "" {
 		t.Errorf("service not restored: %+v %v", s.Spec.Ports, s.Labels)
 	}
+	if hasRecord(t, cs, ref) {
+		t.Error("the record of the deleted workload remains")
+	}
 	_, err = Restore(ctx, cs, refs[0], false)
 	wantKind(t, err, remote.Usage, `there is no Deployment "api"`)
+}
+
+func TestRestoreRecordOfADeletedWorkload(t *testing.T) {
+	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.AppsV1().Deployments(ns).Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := Injected(ctx, cs, ns); err != nil || len(refs) != 1 || refs[0] != ref {
+		t.Fatalf("Injected: %v %v", refs, err)
+	}
+	if plan, err := Restore(ctx, cs, ref, false); err != nil || !plan.Changed {
+		t.Fatalf("restore: %+v %v", plan, err)
+	}
+	if hasRecord(t, cs, ref) {
+		t.Error("the record remains")
+	}
 }
 
 func TestInjectStatefulSet(t *testing.T) {
@@ -463,10 +590,14 @@ func TestInjectStatefulSet(t *testing.T) {
 	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "OnDelete") {
 		t.Errorf("warnings %v", plan.Warnings)
 	}
+	rec := record(t, cs, ref)
 	got, _ := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
-	container(t, &got.Spec.Template.Spec, agentspec.Container)
-	if got.Labels[InjectedLabel] != "true" {
-		t.Errorf("labels %v", got.Labels)
+	if want := withRestart(tmpl, hashOf(t, rec)); !equality.Semantic.DeepEqual(got.Spec.Template, want) || len(got.Labels) != 0 {
+		t.Errorf("statefulset after inject: labels %v template\n%s", got.Labels, toYAML(got.Spec.Template))
+	}
+	container(t, &admit(t, &got.Spec.Template, rec).Spec, agentspec.Container)
+	if RecordName(ref) != "tp-agent.statefulsets.db" || !hasRecord(t, cs, ref) {
+		t.Errorf("no record %s", RecordName(ref))
 	}
 	if refs, _ := Injected(ctx, cs, ns); len(refs) != 1 || refs[0].Kind != StatefulSet {
 		t.Errorf("Injected %v", refs)
@@ -475,7 +606,7 @@ func TestInjectStatefulSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ = cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
-	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) || len(got.Labels) != 0 || len(got.Annotations) != 0 {
+	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) || len(got.Labels) != 0 || len(got.Annotations) != 0 || hasRecord(t, cs, ref) {
 		t.Errorf("not restored")
 	}
 }
@@ -513,9 +644,9 @@ func TestInjectReplicaSetRestartsItsPods(t *testing.T) {
 		t.Errorf("pods left %v", pods.Items)
 	}
 	got, _ := cs.AppsV1().ReplicaSets(ns).Get(ctx, "job", metav1.GetOptions{})
-	hash := got.Spec.Template.Annotations[AgentHashAnnotation]
-	if hash == "" {
-		t.Fatal("no agent hash on the template")
+	hash := hashOf(t, record(t, cs, ref))
+	if v := got.Spec.Template.Annotations[RestartAnnotation]; v != hash {
+		t.Fatalf("restart annotation %q, want %s", v, hash)
 	}
 	// The ReplicaSet made a pod with the agent: injecting again leaves it alone.
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, owned("job-c", map[string]string{AgentHashAnnotation: hash}), metav1.CreateOptions{}); err != nil {
@@ -529,7 +660,7 @@ func TestInjectReplicaSetRestartsItsPods(t *testing.T) {
 		t.Errorf("restore: %v %v", plan.DeletedPods, err)
 	}
 	got, _ = cs.AppsV1().ReplicaSets(ns).Get(ctx, "job", metav1.GetOptions{})
-	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) {
+	if !equality.Semantic.DeepEqual(got.Spec.Template, tmpl) || hasRecord(t, cs, ref) {
 		t.Errorf("not restored")
 	}
 }
@@ -556,9 +687,12 @@ func TestInjectDryRunChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !plan.Changed || !strings.Contains(plan.After, "name: tp-agent") || strings.Contains(plan.Before, "tp-agent") ||
-		!strings.Contains(plan.After, "name: tp-http") {
-		t.Errorf("plan:\n%s", plan.After)
+	if !plan.Changed || !strings.Contains(plan.After, RestartAnnotation) || strings.Contains(plan.Before, RestartAnnotation) ||
+		strings.Contains(plan.After, "tp-agent") {
+		t.Errorf("plan, template:\n%s", plan.After)
+	}
+	if !strings.Contains(plan.Pods, "name: tp-agent") || !strings.Contains(plan.Pods, "name: tp-http") {
+		t.Errorf("plan, pods:\n%s", plan.Pods)
 	}
 	if w := writes(cs); len(w) != 0 {
 		t.Errorf("dry run wrote %v", w)
@@ -566,21 +700,24 @@ func TestInjectDryRunChangesNothing(t *testing.T) {
 	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
 		t.Fatal(err)
 	}
+	before := len(writes(cs))
 	plan, err = Restore(ctx, cs, ref, true)
-	if err != nil || !plan.Changed || strings.Contains(plan.After, "tp-agent") {
+	if err != nil || !plan.Changed || strings.Contains(plan.After, RestartAnnotation) || !strings.Contains(plan.Before, RestartAnnotation) {
 		t.Fatalf("restore dry run: %v %v", plan, err)
 	}
-	if !getDeploymentInjected(t, cs, "web") {
+	if w := writes(cs)[before:]; len(w) != 0 {
+		t.Errorf("restore dry run wrote %v", w)
+	}
+	if !hasRecord(t, cs, ref) || getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation] == "" {
 		t.Error("restore dry run restored")
 	}
 }
 
-func getDeploymentInjected(t *testing.T, cs *fakeClient, name string) bool {
-	return getDeployment(t, cs, name).Labels[InjectedLabel] == "true"
-}
-
-func TestRestoreWarnsAboutEditsWhileInjected(t *testing.T) {
-	cs := newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+// TestRestoreKeepsEditsWhileInjected: the template is the user's while injected; Restore
+// takes back its annotation only.
+func TestRestoreKeepsEditsWhileInjected(t *testing.T) {
+	orig := appTemplate("web")
+	cs := newClient(deployment("web", orig), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
 	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
 	tg := resolve(t, cs, ref, "")
 	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
@@ -592,8 +729,135 @@ func TestRestoreWarnsAboutEditsWhileInjected(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan, err := Restore(ctx, cs, ref, false)
+	if err != nil || len(plan.Warnings) != 0 {
+		t.Errorf("restore: %v %v", plan.Warnings, err)
+	}
+	want := *orig.DeepCopy()
+	want.Spec.Containers[0].Image = "example.com/app:2"
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, want) {
+		t.Errorf("restored template:\n%s\nwant\n%s", toYAML(got.Spec.Template), toYAML(want))
+	}
+}
+
+// legacyTargets is what an older tp injected in the legacy tests: an agent port the
+// allocation would not give today, so that keeping it shows.
+var legacyTargets = []Target{{Service: "web", ServicePort: 80, ServicePortName: "http", TargetPortName: "http", AppPort: 8080, AgentPort: 9905}}
+
+// TestInjectMigratesALegacyInjection: a workload an older tp injected in its template gets
+// its original template back, with the restart annotation, and a record that keeps the
+// agent ports it gave out.
+func TestInjectMigratesALegacyInjection(t *testing.T) {
+	orig := appTemplate("web")
+	cs := newClient(legacyDeployment(t, "web", orig, legacyTargets), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	if refs, err := Injected(ctx, cs, ns); err != nil || len(refs) != 1 || refs[0] != ref {
+		t.Errorf("Injected, legacy: %v %v", refs, err)
+	}
+	tg := resolve(t, cs, ref, "http")
+	if tg.AgentPort != 9905 || tg.AppPort != 8080 {
+		t.Errorf("resolve of a legacy injection: %+v", tg)
+	}
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject: %+v %v", plan, err)
+	}
+	rec := record(t, cs, ref)
+	if !equality.Semantic.DeepEqual(rec, Record{Agent: testAgent, Targets: legacyTargets}) {
+		t.Errorf("record %+v, want the legacy targets", rec)
+	}
+	got := getDeployment(t, cs, "web")
+	if want := withRestart(orig, hashOf(t, rec)); !equality.Semantic.DeepEqual(got.Spec.Template, want) {
+		t.Errorf("template:\n%s\nwant\n%s", toYAML(got.Spec.Template), toYAML(want))
+	}
+	if got.Labels[InjectedLabel] != "" || len(got.Annotations) != 0 {
+		t.Errorf("legacy marks remain: %v %v", got.Labels, got.Annotations)
+	}
+	// The pods admitted now are those the old template made: same hash, same agent.
+	legacyPod, _ := inject(&orig, testAgent, legacyTargets)
+	if pod := admit(t, &got.Spec.Template, rec); !equality.Semantic.DeepEqual(pod.Spec, legacyPod.Spec) {
+		t.Errorf("admitted pod differs from the legacy template:\n%s", toYAML(pod.Spec))
+	}
+	if refs, err := Injected(ctx, cs, ns); err != nil || len(refs) != 1 || refs[0] != ref {
+		t.Errorf("Injected, migrated: %v %v", refs, err)
+	}
+	if _, err := Restore(ctx, cs, ref, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, orig) || hasRecord(t, cs, ref) {
+		t.Errorf("not restored")
+	}
+}
+
+// TestRestoreALegacyInjection: Restore gives a legacy workload its saved template back and
+// warns when that undoes an edit made while injected.
+func TestRestoreALegacyInjection(t *testing.T) {
+	orig := appTemplate("web")
+	dep := legacyDeployment(t, "web", orig, legacyTargets)
+	cs := newClient(dep)
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	plan, err := Restore(ctx, cs, ref, false)
+	if err != nil || !plan.Changed || len(plan.Warnings) != 0 {
+		t.Fatalf("restore: %+v %v", plan, err)
+	}
+	got := getDeployment(t, cs, "web")
+	if !equality.Semantic.DeepEqual(got.Spec.Template, orig) || !equality.Semantic.DeepEqual(got.Labels, map[string]string{"owner": "me"}) || len(got.Annotations) != 0 {
+		t.Errorf("restored: labels %v annotations %v template\n%s", got.Labels, got.Annotations, toYAML(got.Spec.Template))
+	}
+
+	edited := legacyDeployment(t, "web", orig, legacyTargets)
+	edited.Spec.Template.Spec.Containers[0].Image = "example.com/app:2"
+	cs = newClient(edited)
+	plan, err = Restore(ctx, cs, ref, false)
 	if err != nil || len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "undoes that change") {
 		t.Errorf("restore: %v %v", plan.Warnings, err)
+	}
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, orig) {
+		t.Errorf("not restored to the saved original")
+	}
+}
+
+// TestRestoreDeletesAgentPodsOfAnUnmarkedTemplate: when the template lost tp's annotation
+// (a GitOps tool applied its manifest again), removing it rolls nothing: Restore deletes
+// the Deployment's pods that run the agent.
+func TestRestoreDeletesAgentPodsOfAnUnmarkedTemplate(t *testing.T) {
+	orig := appTemplate("web")
+	dep := deployment("web", orig)
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	hash := hashOf(t, record(t, cs, ref))
+	d := getDeployment(t, cs, "web")
+	d.Spec.Template = *orig.DeepCopy()
+	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	byRS := replicaSetOf(t, cs, dep)
+	agentHash := map[string]string{AgentHashAnnotation: hash}
+	createPod(t, cs, podOf("web-6d4f-a", orig.Labels, agentHash, byRS))
+	createPod(t, cs, podOf("web-6d4f-b", orig.Labels, nil, byRS))
+	createPod(t, cs, podOf("stranger", orig.Labels, agentHash, nil))
+
+	plan, err := Restore(ctx, cs, ref, false)
+	if err != nil || !plan.Changed || !slices.Equal(plan.DeletedPods, []string{"web-6d4f-a"}) {
+		t.Fatalf("restore: %+v %v", plan, err)
+	}
+	pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	var left []string
+	for _, p := range pods.Items {
+		left = append(left, p.Name)
+	}
+	slices.Sort(left)
+	if !slices.Equal(left, []string{"stranger", "web-6d4f-b"}) {
+		t.Errorf("pods left %v", left)
+	}
+	if hasRecord(t, cs, ref) {
+		t.Error("the record remains")
+	}
+	if got := getDeployment(t, cs, "web"); !equality.Semantic.DeepEqual(got.Spec.Template, orig) {
+		t.Errorf("template changed")
 	}
 }
 
@@ -612,8 +876,8 @@ func TestInjectRetriesOnConflict(t *testing.T) {
 	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
 		t.Fatal(err)
 	}
-	if !getDeploymentInjected(t, cs, "web") {
-		t.Error("not injected")
+	if v := getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation]; v != hashOf(t, record(t, cs, ref)) {
+		t.Errorf("not injected: restart annotation %q", v)
 	}
 	gets := 0
 	for _, a := range cs.Actions() {
@@ -641,6 +905,17 @@ func TestInjectForbidden(t *testing.T) {
 	forbid(cs, "update", "services")
 	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
 	wantKind(t, err, remote.Access, "no permission to update services api in namespace shop")
+
+	cs = newClient(deployment("web", appTemplate("web")), service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref.Name = "web"
+	tg = resolve(t, cs, ref, "")
+	forbid(cs, "create", "leases")
+	_, err = Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	wantKind(t, err, remote.Access, "no permission to create leases.coordination.k8s.io tp-agent.deployments.web in namespace shop",
+		"create, update and delete on leases")
+	if w := writes(cs); !slices.Equal(w, []string{"create leases"}) {
+		t.Errorf("a refused record changed %v: the workload must not roll without it", w)
+	}
 }
 
 func TestCheckAllowed(t *testing.T) {
@@ -767,7 +1042,7 @@ func TestLongPortNames(t *testing.T) {
 	if _, err := Inject(ctx, cs, ref, testAgent, targets, false); err != nil {
 		t.Fatal(err)
 	}
-	spec := getDeployment(t, cs, "web").Spec.Template.Spec
+	spec := admitDeployment(t, cs, "web").Spec
 	seen := map[string]bool{}
 	for _, c := range spec.Containers {
 		for _, p := range c.Ports {
@@ -830,6 +1105,9 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	wantKind(t, err, remote.Usage, "node's network")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, tg, false)
 	wantKind(t, err, remote.Usage, `already has a container named "tp-agent"`)
+	if w := writes(cs); len(w) != 0 {
+		t.Errorf("refused injections wrote %v", w)
+	}
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, AgentConfig{Image: "x", ManagerAddress: "nope", TokenAudience: "a", CABundle: testAgent.CABundle}, tg, false)
 	wantKind(t, err, remote.Usage, "not host:port")
 	noCA := testAgent
@@ -838,4 +1116,111 @@ func TestInjectRefusesHostNetworkAndForeignAgent(t *testing.T) {
 	wantKind(t, err, remote.Usage, "the CA bundle for the agent is not usable")
 	_, err = Inject(ctx, cs, Ref{Namespace: ns, Kind: Deployment, Name: "f"}, testAgent, nil, false)
 	wantKind(t, err, remote.Usage, "no port to intercept")
+}
+
+func TestRecordNames(t *testing.T) {
+	for _, ref := range []Ref{{Kind: Deployment, Name: "web"}, {Kind: StatefulSet, Name: "db"}, {Kind: ReplicaSet, Name: "web.v2-6d4f"}} {
+		name := RecordName(ref)
+		if got, ok := RecordRef(name); !ok || got != ref {
+			t.Errorf("RecordRef(%q) = %+v %v, want %+v", name, got, ok, ref)
+		}
+	}
+	if n := RecordName(Ref{Namespace: ns, Kind: Deployment, Name: "web"}); n != "tp-agent.deployments.web" {
+		t.Errorf("RecordName = %q", n)
+	}
+	for _, name := range []string{"web", "tp-agent.deployments", "tp-agent.deployments.", "tp-agent.daemonsets.x", "tp-agent.Deployments.web", "other.deployments.web", "kube-scheduler"} {
+		if ref, ok := RecordRef(name); ok {
+			t.Errorf("RecordRef(%q) = %+v, want none", name, ref)
+		}
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	rec := Record{Agent: testAgent, Targets: []Target{{Service: "web", ServicePort: 80, TargetPortName: "http", AppPort: 8080, AgentPort: 9901}}}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := func(labels map[string]string, annotation string) *coordv1.Lease {
+		return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tp-agent.deployments.web", Namespace: ns, Labels: labels,
+			Annotations: map[string]string{RecordAnnotation: annotation}}}
+	}
+	label := map[string]string{RecordLabel: RecordVersion}
+	if got, err := ParseRecord(lease(label, string(raw))); err != nil || !equality.Semantic.DeepEqual(*got, rec) {
+		t.Errorf("ParseRecord: %+v %v", got, err)
+	}
+	for what, l := range map[string]*coordv1.Lease{
+		"no label":       lease(nil, string(raw)),
+		"other version":  lease(map[string]string{RecordLabel: "v0"}, string(raw)),
+		"bad JSON":       lease(label, "{"),
+		"no annotation":  lease(label, ""),
+		"no targets":     lease(label, `{"agent":`+string(must(json.Marshal(testAgent)))+`,"targets":[]}`),
+		"no agent image": lease(label, `{"agent":{},"targets":[]}`),
+	} {
+		if got, err := ParseRecord(l); err == nil {
+			t.Errorf("%s: ParseRecord = %+v, want an error", what, got)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestInjectAfterTheRecordWasLost: a template that keeps tp's annotation while the record
+// is gone (a restore that stopped half-way, a hand's kubectl delete) made pods without the
+// agent; injecting again writes the record and rolls those pods.
+func TestInjectAfterTheRecordWasLost(t *testing.T) {
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	tg := resolve(t, cs, ref, "")
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false); err != nil {
+		t.Fatal(err)
+	}
+	hash := hashOf(t, record(t, cs, ref))
+	if err := cs.CoordinationV1().Leases(ns).Delete(ctx, RecordName(ref), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createPod(t, cs, podOf("web-1", dep.Spec.Template.Labels, nil, replicaSetOf(t, cs, dep)))
+
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{tg}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject: %+v %v", plan, err)
+	}
+	if h := hashOf(t, record(t, cs, ref)); h != hash {
+		t.Errorf("record hash %s, want %s", h, hash)
+	}
+	if v := getDeployment(t, cs, "web").Spec.Template.Annotations[RestartAnnotation]; !strings.HasPrefix(v, hash+".") {
+		t.Errorf("restart annotation %q: the pod without the agent is not rolled", v)
+	}
+}
+
+// TestInjectASecondServiceOfTheSamePort: a second Service on the port the agent already
+// carries changes the record, not the agent: pods that run it are not rolled.
+func TestInjectASecondServiceOfTheSamePort(t *testing.T) {
+	dep := deployment("web", appTemplate("web"))
+	cs := newClient(dep, service("web", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))),
+		service("web-public", map[string]string{"app": "web"}, svcPort("http", 80, intstr.FromString("http"))))
+	ref := Ref{Namespace: ns, Kind: Deployment, Name: "web"}
+	if _, err := Inject(ctx, cs, ref, testAgent, []Target{resolve(t, cs, ref, "web/80")}, false); err != nil {
+		t.Fatal(err)
+	}
+	hash := hashOf(t, record(t, cs, ref))
+	createPod(t, cs, podOf("web-1", dep.Spec.Template.Labels, map[string]string{AgentHashAnnotation: hash}, replicaSetOf(t, cs, dep)))
+	before := len(writes(cs))
+	plan, err := Inject(ctx, cs, ref, testAgent, []Target{resolve(t, cs, ref, "web-public/80")}, false)
+	if err != nil || !plan.Changed || plan.AlreadyInjected {
+		t.Fatalf("inject: %+v %v", plan, err)
+	}
+	rec := record(t, cs, ref)
+	if len(rec.Targets) != 2 || rec.Targets[1].Service != "web-public" || rec.Targets[1].AgentPort != rec.Targets[0].AgentPort || hashOf(t, rec) != hash {
+		t.Errorf("record %+v", rec.Targets)
+	}
+	if w := writes(cs)[before:]; !slices.Equal(w, []string{"update leases"}) {
+		t.Errorf("wrote %v, want the record only", w)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -61,18 +62,28 @@ func fakeCluster(c *Client, objs ...runtime.Object) {
 
 func TestList(t *testing.T) {
 	shortHome(t)
-	injected := func(ns, name string) *appsv1.Deployment {
-		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{intercept.InjectedLabel: "true"}}}
+	// The agent's record (a Lease) marks an injected workload; an older tp labelled the
+	// workload itself.
+	recorded := func(ns string, ref intercept.Ref) *coordv1.Lease {
+		return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: intercept.RecordName(ref),
+			Labels: map[string]string{intercept.RecordLabel: intercept.RecordVersion}}}
 	}
+	legacy := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "old", Labels: map[string]string{intercept.InjectedLabel: "true"}}}
 	plain := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "plain"}}
 	var out, msgs bytes.Buffer
 	c := New(KubeFlags{Kubeconfig: kubeconfig(t, "ns")}, &out, &msgs)
-	fakeCluster(c, injected("ns", "web"), injected("other", "api"), plain)
+	fakeCluster(c, recorded("ns", intercept.Ref{Kind: intercept.Deployment, Name: "web"}), recorded("ns", intercept.Ref{Kind: intercept.StatefulSet, Name: "db"}),
+		recorded("other", intercept.Ref{Kind: intercept.Deployment, Name: "api"}), legacy, plain)
 
 	if err := c.List(t.Context(), ListConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "ns/web Deployment") || strings.Contains(out.String(), "other/api") || strings.Contains(out.String(), "plain") {
+	for _, want := range []string{"ns/web Deployment", "ns/db StatefulSet", "ns/old Deployment"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tp list in ns does not show %s:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "other/api") || strings.Contains(out.String(), "plain") {
 		t.Errorf("tp list in ns:\n%s", out.String())
 	}
 	out.Reset()
