@@ -219,7 +219,7 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 			case len(stale) > 0:
 				// Pods made while the manager could not admit them (or while the record
 				// was missing, or by hand): a new value rolls the workload again.
-				metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().Unix(), 36))
+				metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().UnixNano(), 36))
 				templateChanged = true
 			case !recordChanged:
 				plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(w.template), toYAML(pods), merged
