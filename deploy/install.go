@@ -51,9 +51,11 @@ const (
 	eventLines   = 10
 
 	installNeeds = "the rights to apply namespaces, serviceaccounts, services, deployments, secrets, configmaps, " +
-		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies and their bindings"
+		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies and their bindings, " +
+		"and mutatingwebhookconfigurations"
 	uninstallNeeds = "the rights to delete namespaces, deployments, services, serviceaccounts, secrets, configmaps, " +
-		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies, their bindings and leases"
+		"clusterroles, clusterrolebindings, roles, rolebindings, validatingadmissionpolicies, their bindings, " +
+		"mutatingwebhookconfigurations and leases"
 	statusNeeds = "read access to deployments, replicasets, pods and events in tp's namespace"
 )
 
@@ -168,7 +170,7 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 		}
 		return nil, err
 	}
-	manifest, err := render(opts, certs.fingerprint)
+	manifest, err := render(opts, certs.fingerprint, []byte(certs.bundle.Data[CABundleKey]))
 	if err != nil {
 		return nil, err
 	}
@@ -557,10 +559,11 @@ func (in *installer) notInstalled(ctx context.Context, namespace, hint string) *
 	return e
 }
 
-// Uninstall removes what Install made for opts.Namespace: the namespace (when tp made it;
-// otherwise only tp's objects in it), the ClusterRole and ClusterRoleBinding, and the Roles
-// and RoleBindings in managed namespaces; then waits until they are gone, up to
-// opts.Timeout. Only Namespace, Timeout and Log of opts matter. With nothing installed the
+// Uninstall removes what Install made for opts.Namespace: the pod webhook first (no pod is
+// sent to a manager on its way out), then the namespace (when tp made it; otherwise only
+// tp's objects in it), the ClusterRole and ClusterRoleBinding, the admission policies, the
+// Roles and RoleBindings in managed namespaces, and left-over intercept grants and agent
+// records; then waits until they are gone, up to opts.Timeout. Only Namespace, Timeout and Log of opts matter. With nothing installed the
 // error is an *remote.Error of category NotInstalled.
 func Uninstall(ctx context.Context, cfg *rest.Config, opts Options) error {
 	opts, err := opts.withDefaults(false)
@@ -704,42 +707,68 @@ func (in *installer) findInNamespace(ctx context.Context, nsName string, left *l
 	return nil
 }
 
-// findClusterWide looks for what install made outside its namespace: RBAC, the admission
-// policy, Roles in managed namespaces, and the intercept grants clients left (a crashed
-// laptop's), which nothing honours once the manager is gone.
+// findClusterWide looks for what install made outside its namespace: the pod webhook,
+// RBAC, the admission policies, Roles in managed namespaces, and the intercept grants and
+// agent records clients left (a crashed laptop's; a workload tp uninstall could not
+// restore), which nothing honours once the manager is gone, and which a later install's
+// webhook would otherwise act on.
 func (in *installer) findClusterWide(ctx context.Context, nsName string, left *leftovers) *failedLookup {
-	name := RBACName(nsName)
+	name, recordPolicy := RBACName(nsName), RecordPolicyName(nsName)
 	rbac, admission := in.cs.RbacV1(), in.cs.AdmissionregistrationV1()
 	get, del := metav1.GetOptions{}, metav1.DeleteOptions{}
+
+	// The pod webhook goes before anything else: from then on no pod waits for, or is
+	// changed by, a manager on its way out.
+	webhooks := admission.MutatingWebhookConfigurations()
+	_, err := webhooks.Get(ctx, name, get)
+	if ignoreMissing(err) != nil {
+		return &failedLookup{"get MutatingWebhookConfiguration " + name, err}
+	}
+	if err == nil {
+		what := "MutatingWebhookConfiguration " + name
+		left.found = append(left.found, what)
+		left.remove = append([]leftover{{what, func() error { return webhooks.Delete(ctx, name, del) }}}, left.remove...)
+	}
+
 	var found []string
 	var remove leftovers
+	crs, crbs := rbac.ClusterRoles(), rbac.ClusterRoleBindings()
+	vaps, vapbs := admission.ValidatingAdmissionPolicies(), admission.ValidatingAdmissionPolicyBindings()
 	for _, o := range []struct {
-		kind string
-		get  func() error
-		del  func() error
+		kind, name string
+		get        func() error
+		del        func() error
 	}{
-		{"ClusterRole", func() error { _, err := rbac.ClusterRoles().Get(ctx, name, get); return err },
-			func() error { return rbac.ClusterRoles().Delete(ctx, name, del) }},
-		{"ClusterRoleBinding", func() error { _, err := rbac.ClusterRoleBindings().Get(ctx, name, get); return err },
-			func() error { return rbac.ClusterRoleBindings().Delete(ctx, name, del) }},
-		{"ValidatingAdmissionPolicy", func() error { _, err := admission.ValidatingAdmissionPolicies().Get(ctx, name, get); return err },
-			func() error { return admission.ValidatingAdmissionPolicies().Delete(ctx, name, del) }},
-		{"ValidatingAdmissionPolicyBinding", func() error { _, err := admission.ValidatingAdmissionPolicyBindings().Get(ctx, name, get); return err },
-			func() error { return admission.ValidatingAdmissionPolicyBindings().Delete(ctx, name, del) }},
+		{"ClusterRole", name, func() error { _, err := crs.Get(ctx, name, get); return err },
+			func() error { return crs.Delete(ctx, name, del) }},
+		{"ClusterRoleBinding", name, func() error { _, err := crbs.Get(ctx, name, get); return err },
+			func() error { return crbs.Delete(ctx, name, del) }},
+		{"ValidatingAdmissionPolicy", name, func() error { _, err := vaps.Get(ctx, name, get); return err },
+			func() error { return vaps.Delete(ctx, name, del) }},
+		{"ValidatingAdmissionPolicyBinding", name, func() error { _, err := vapbs.Get(ctx, name, get); return err },
+			func() error { return vapbs.Delete(ctx, name, del) }},
+		{"ValidatingAdmissionPolicy", recordPolicy, func() error { _, err := vaps.Get(ctx, recordPolicy, get); return err },
+			func() error { return vaps.Delete(ctx, recordPolicy, del) }},
+		{"ValidatingAdmissionPolicyBinding", recordPolicy, func() error { _, err := vapbs.Get(ctx, recordPolicy, get); return err },
+			func() error { return vapbs.Delete(ctx, recordPolicy, del) }},
 	} {
 		err := o.get()
 		if ignoreMissing(err) != nil {
-			return &failedLookup{"get " + o.kind + " " + name, err}
+			return &failedLookup{"get " + o.kind + " " + o.name, err}
 		}
 		if err == nil {
-			found = append(found, o.kind+" "+name)
+			found = append(found, o.kind+" "+o.name)
 			// A binding goes before what it binds.
-			remove.remove = append([]leftover{{o.kind + " " + name, o.del}}, remove.remove...)
+			remove.remove = append([]leftover{{o.kind + " " + o.name, o.del}}, remove.remove...)
 		}
 	}
 	grants, err := in.cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{LabelSelector: grant.Label})
 	if err != nil {
 		return &failedLookup{"list intercept grants (leases) in all namespaces", err}
+	}
+	records, err := in.cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{LabelSelector: AgentRecordLabel})
+	if err != nil {
+		return &failedLookup{"list tp agent records (leases) in all namespaces", err}
 	}
 	sel := metav1.ListOptions{LabelSelector: instanceSelector(nsName)}
 	roles, err := rbac.Roles("").List(ctx, sel)
@@ -751,7 +780,7 @@ func (in *installer) findClusterWide(ctx context.Context, nsName string, left *l
 		return &failedLookup{"list tp's RoleBindings in all namespaces", err}
 	}
 	left.found = append(left.found, found...)
-	for _, l := range grants.Items {
+	for _, l := range append(grants.Items, records.Items...) {
 		left.found = append(left.found, "Lease "+l.Namespace+"/"+l.Name)
 	}
 	for _, r := range roles.Items {
@@ -767,6 +796,10 @@ func (in *installer) findClusterWide(ctx context.Context, nsName string, left *l
 	left.remove = append(left.remove, remove.remove...)
 	for _, l := range grants.Items {
 		left.add("", "intercept grant (Lease) "+l.Namespace+"/"+l.Name,
+			func() error { return in.cs.CoordinationV1().Leases(l.Namespace).Delete(ctx, l.Name, del) })
+	}
+	for _, l := range records.Items {
+		left.add("", "tp agent record (Lease) "+l.Namespace+"/"+l.Name,
 			func() error { return in.cs.CoordinationV1().Leases(l.Namespace).Delete(ctx, l.Name, del) })
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -57,6 +58,17 @@ const (
 	ManagedNamespacesEnv = managerspec.ManagedNamespacesEnv
 	AllowedCIDRsEnv      = managerspec.AllowedCIDRsEnv
 
+	// AgentRecordLabel marks a Lease as a tp agent record (intercept.RecordLabel; deploy
+	// cannot import intercept, which imports deploy: a test holds the two equal), and
+	// AgentRecordPrefix starts its name, tp-agent.<resource>.<name>. The record admission
+	// policy selects Leases by the one and reads the workload out of the name by the other.
+	AgentRecordLabel  = "tp.dev/agent-record"
+	AgentRecordPrefix = "tp-agent."
+	// WebhookName and WebhookPath: the pod webhook of the MutatingWebhookConfiguration
+	// (named RBACName), served by the manager on its cluster port.
+	WebhookName = managerspec.WebhookName
+	WebhookPath = managerspec.WebhookPath
+
 	// DefaultTimeout bounds the wait for the manager to be ready (or gone, on uninstall).
 	DefaultTimeout = 2 * time.Minute
 )
@@ -64,6 +76,10 @@ const (
 // RBACName names the ClusterRole and ClusterRoleBinding of the install in namespace, and the
 // Roles and RoleBindings in its managed namespaces: installs in two namespaces never collide.
 func RBACName(namespace string) string { return ManagerName + "-" + namespace }
+
+// RecordPolicyName names the admission policy (and its binding) for agent records of the
+// install in namespace; the grant policy is named RBACName.
+func RecordPolicyName(namespace string) string { return RBACName(namespace) + "-agent-records" }
 
 // Options says what to install and how to report on it.
 type Options struct {
@@ -162,26 +178,58 @@ type manifestData struct {
 	ManagedList       string
 	AllowedList       string
 	ConfigHash        string
+	// CABundle is base64 of tp's CA bundle, the webhook's caBundle; "" (no cluster, as for
+	// --dry-run) leaves it out, with a comment saying where it comes from.
+	CABundle string
+	// WebhookNamespaces are those the pod webhook is called for (the managed ones but the
+	// install's own); WebhookExcluded those it never is when all are managed.
+	WebhookNamespaces, WebhookExcluded []string
 
 	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel, TLSSecret, TLSDir string
+	RecordPolicyName, RecordLabel, RecordPrefix, WebhookName, WebhookPath                     string
 	ClientPort, ClusterPort                                                                   int
 }
 
 // Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
-// the order it must be applied. It is what Install applies, and what --dry-run shows.
+// the order it must be applied. It is what Install applies, and what --dry-run shows, but
+// for the pod webhook's caBundle: tp's CA is made by Install, in the cluster, so Render
+// leaves it out (a comment says so) where Install puts the CA bundle in.
 func Render(opts Options) ([]byte, error) {
 	opts, err := opts.withDefaults(true)
 	if err != nil {
 		return nil, err
 	}
-	return render(opts, "")
+	return render(opts, "", nil)
 }
 
 // render renders the manifest; certFingerprint (of the manager's server certificate, which
 // is not in the manifest) goes into the config hash, so that a new certificate restarts
-// the manager.
-func render(opts Options, certFingerprint string) ([]byte, error) {
+// the manager. caBundle (PEM, as ConfigMap tp-ca holds it) is the pod webhook's; nil leaves
+// it out.
+func render(opts Options, certFingerprint string, caBundle []byte) ([]byte, error) {
+	var webhookNS []string
+	for _, n := range opts.ManagedNamespaces {
+		if n != opts.Namespace {
+			webhookNS = append(webhookNS, n)
+		}
+	}
+	excluded := []string{opts.Namespace}
+	if opts.Namespace != "kube-system" {
+		excluded = append(excluded, "kube-system")
+	}
+	var bundle string
+	if len(caBundle) > 0 {
+		bundle = base64.StdEncoding.EncodeToString(caBundle)
+	}
 	d := manifestData{
+		CABundle:          bundle,
+		WebhookNamespaces: webhookNS,
+		WebhookExcluded:   excluded,
+		RecordPolicyName:  RecordPolicyName(opts.Namespace),
+		RecordLabel:       AgentRecordLabel,
+		RecordPrefix:      AgentRecordPrefix,
+		WebhookName:       WebhookName,
+		WebhookPath:       WebhookPath,
 		Namespace:         opts.Namespace,
 		Image:             opts.Image,
 		ManagedNamespaces: opts.ManagedNamespaces,

@@ -33,6 +33,9 @@ type rendered struct {
 	dep          *appsv1.Deployment
 	policy       *admissionv1.ValidatingAdmissionPolicy
 	policyBind   *admissionv1.ValidatingAdmissionPolicyBinding
+	recordPolicy *admissionv1.ValidatingAdmissionPolicy
+	recordBind   *admissionv1.ValidatingAdmissionPolicyBinding
+	webhook      *admissionv1.MutatingWebhookConfiguration
 }
 
 func renderObjects(t *testing.T, opts Options) rendered {
@@ -41,6 +44,12 @@ func renderObjects(t *testing.T, opts Options) rendered {
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}
+	return readRendered(t, manifest)
+}
+
+// readRendered reads a rendered manifest back, strictly.
+func readRendered(t *testing.T, manifest []byte) rendered {
+	t.Helper()
 	objs, err := Objects(manifest)
 	if err != nil {
 		t.Fatalf("objects: %v\n%s", err, manifest)
@@ -71,9 +80,19 @@ func renderObjects(t *testing.T, opts Options) rendered {
 		case "Deployment":
 			r.dep = convert[appsv1.Deployment](t, o)
 		case "ValidatingAdmissionPolicy":
-			r.policy = convert[admissionv1.ValidatingAdmissionPolicy](t, o)
+			if strings.HasSuffix(o.GetName(), "-agent-records") {
+				r.recordPolicy = convert[admissionv1.ValidatingAdmissionPolicy](t, o)
+			} else {
+				r.policy = convert[admissionv1.ValidatingAdmissionPolicy](t, o)
+			}
 		case "ValidatingAdmissionPolicyBinding":
-			r.policyBind = convert[admissionv1.ValidatingAdmissionPolicyBinding](t, o)
+			if strings.HasSuffix(o.GetName(), "-agent-records") {
+				r.recordBind = convert[admissionv1.ValidatingAdmissionPolicyBinding](t, o)
+			} else {
+				r.policyBind = convert[admissionv1.ValidatingAdmissionPolicyBinding](t, o)
+			}
+		case "MutatingWebhookConfiguration":
+			r.webhook = convert[admissionv1.MutatingWebhookConfiguration](t, o)
 		default:
 			t.Errorf("unexpected kind %s", o.GetKind())
 		}
@@ -91,10 +110,15 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 	return v
 }
 
+// renderedKinds are the kinds of the manifest, in order.
+var renderedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+	"Service", "Deployment", "MutatingWebhookConfiguration"}
+
 func TestRenderDefaults(t *testing.T) {
 	r := renderObjects(t, Options{Image: "localhost/tp/tp:v1"})
-	if want := []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Service", "Deployment"}; !slices.Equal(r.kinds, want) {
-		t.Fatalf("kinds %v, want %v (namespace first: the rest lives in it)", r.kinds, want)
+	if want := renderedKinds; !slices.Equal(r.kinds, want) {
+		t.Fatalf("kinds %v, want %v (namespace first: the rest lives in it; the webhook last: it calls the manager)", r.kinds, want)
 	}
 	if r.namespace.Name != DefaultNamespace || r.namespace.Labels[ManagedByLabel] != "tp" {
 		t.Errorf("namespace %s labels %v", r.namespace.Name, r.namespace.Labels)
@@ -350,12 +374,18 @@ func TestRenderHashFollowsTheConfig(t *testing.T) {
 	}
 	withCert := func(fp string) string {
 		o, _ := base.withDefaults(true)
-		m, err := render(o, fp)
+		m, err := render(o, fp, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		objs, _ := Objects(m)
-		return convert[appsv1.Deployment](t, objs[len(objs)-1]).Spec.Template.Annotations[HashAnnotation]
+		for _, obj := range objs {
+			if obj.GetKind() == "Deployment" {
+				return convert[appsv1.Deployment](t, obj).Spec.Template.Annotations[HashAnnotation]
+			}
+		}
+		t.Fatal("no Deployment")
+		return ""
 	}
 	if withCert("aa") == withCert("bb") || withCert("aa") != withCert("aa") {
 		t.Error("the hash does not follow the server certificate: a new one would not restart the manager")
