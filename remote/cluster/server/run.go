@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := manager.New(manager.Config{Version: cfg.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: cfg.AllowedCIDRs, Log: log})
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), manager.LeaseAuthorizer{CS: cs}, log)
 	go registry.Expire(ctx)
+	go registry.Drift(ctx, cs) // tells holders when the cluster no longer sends them the traffic
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {
 		return fmt.Errorf("manager: client API: %w", err)
