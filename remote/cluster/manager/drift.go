@@ -27,15 +27,21 @@ import (
 // intercept and tells its holder what is wrong (and again when it is fixed).
 //
 // Cost: the checks read the API server directly (the manager runs no informers, and its
-// rights on leases are get only), memoized for one round: per workload with held
-// intercepts, a GET of its record (Lease), a GET of the workload and a LIST of its pods
-// (label selector); per Service its targets name, a GET of it and a LIST of its
-// EndpointSlices (label selector). One intercept on one Service is 5 calls every 5 s; more
-// intercepts of one workload add only their Services'.
+// rights on leases are get only), memoized for one round and served from the API server's
+// watch cache (resourceVersion "0"): per workload with held intercepts, a GET of its
+// record (Lease), a GET of the workload and a LIST of its pods (label selector); per
+// Service its targets name, a GET of it and a LIST of its EndpointSlices (label selector).
+// One intercept on one Service is 5 calls every 5 s; more intercepts of one workload add
+// only their Services'. No intercept, no call.
 const driftPeriod = 5 * time.Second
 
-// driftWait bounds one round of checks.
-const driftWait = 4 * time.Second
+// driftWait bounds one round of checks: many intercepts' calls queue behind the client's
+// rate limit (a round that takes longer than driftPeriod delays the next).
+const driftWait = 20 * time.Second
+
+// cached reads serve from the API server's watch cache (resourceVersion "0") rather than
+// etcd: a check a few seconds behind is as good, and far cheaper.
+var cached = metav1.GetOptions{ResourceVersion: "0"}
 
 // maxNamed is how many pods a problem names before "and N more".
 const maxNamed = 3
@@ -64,9 +70,11 @@ func (r *Registry) checkDrift(ctx context.Context, cs kubernetes.Interface) {
 	d := &driftRound{cs: cs, workloads: map[interceptKey]*workloadState{}, services: map[string]*serviceState{}}
 	problems := map[interceptKey]string{}
 	for _, k := range keys {
-		p, ok := d.problem(ctx, k)
-		if !ok {
-			continue // the API server did not say: the last known problem stands
+		p, err := d.problem(ctx, k)
+		if err != nil {
+			// The API server did not say: the last known problem stands.
+			r.log.Debug("intercept not checked", "workload", k, "err", err)
+			continue
 		}
 		problems[k] = p
 	}
@@ -111,16 +119,16 @@ type serviceState struct {
 	err    error
 }
 
-// problem is key's intercept's first problem ("" for none); ok is false when the API
-// server could not be read.
-func (d *driftRound) problem(ctx context.Context, key interceptKey) (string, bool) {
+// problem is key's intercept's first problem ("" for none); an error when the API server
+// could not be read.
+func (d *driftRound) problem(ctx context.Context, key interceptKey) (string, error) {
 	w := d.workload(ctx, key)
 	if w.err != nil {
-		return "", false
+		return "", w.err
 	}
 	ref := key.kind + "/" + key.workload
 	if w.recordProblem != "" {
-		return w.recordProblem, true
+		return w.recordProblem, nil
 	}
 	var targets []inj.Target
 	for _, t := range w.record.Targets {
@@ -129,27 +137,27 @@ func (d *driftRound) problem(ctx context.Context, key interceptKey) (string, boo
 		}
 	}
 	if len(targets) == 0 {
-		return fmt.Sprintf("the agent record of %s has no target for port %s: new pods will start without the agent for it; run tp intercept again", ref, key.port), true
+		return fmt.Sprintf("the agent record of %s has no target for port %s: new pods will start without the agent for it; run tp intercept again", ref, key.port), nil
 	}
 	if w.podsProblem != "" {
-		return w.podsProblem, true
+		return w.podsProblem, nil
 	}
 	if p := withoutAgent(key, w.pods, w.recordCreated); p != "" {
-		return p, true
+		return p, nil
 	}
 	if p := sharedPortName(w.pods, key.port); p != "" {
-		return p, true
+		return p, nil
 	}
 	for _, t := range targets {
 		s := d.service(ctx, key.namespace, t.Service)
 		if s.err != nil {
-			return "", false
+			return "", s.err
 		}
 		if p := serviceProblem(key, t, s, w.pods); p != "" {
-			return p, true
+			return p, nil
 		}
 	}
-	return "", true
+	return "", nil
 }
 
 // workload reads key's workload once per round: its record and its live pods.
@@ -162,7 +170,7 @@ func (d *driftRound) workload(ctx context.Context, key interceptKey) *workloadSt
 	d.workloads[wk] = w
 	ref := key.kind + "/" + key.workload
 	name := inj.RecordName(inj.Ref{Namespace: key.namespace, Kind: key.kind, Name: key.workload})
-	lease, err := d.cs.CoordinationV1().Leases(key.namespace).Get(ctx, name, metav1.GetOptions{})
+	lease, err := d.cs.CoordinationV1().Leases(key.namespace).Get(ctx, name, cached)
 	switch {
 	case apierrors.IsNotFound(err):
 		w.recordProblem = fmt.Sprintf("the agent record of %s is gone: new pods will start without the agent; run tp intercept again", ref)
@@ -194,7 +202,7 @@ func (d *driftRound) workload(ctx context.Context, key interceptKey) *workloadSt
 		w.podsProblem = fmt.Sprintf("%s has a selector tp cannot use: nothing to check", ref)
 		return w
 	}
-	pods, err := d.cs.CoreV1().Pods(key.namespace).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
+	pods, err := d.cs.CoreV1().Pods(key.namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0", LabelSelector: s.String()})
 	if err != nil {
 		w.err = err
 		return w
@@ -213,19 +221,19 @@ func (d *driftRound) selector(ctx context.Context, key interceptKey) (*metav1.La
 	apps := d.cs.AppsV1()
 	switch key.kind {
 	case "deployment":
-		o, err := apps.Deployments(key.namespace).Get(ctx, key.workload, metav1.GetOptions{})
+		o, err := apps.Deployments(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
 			return nil, "", err
 		}
 		return o.Spec.Selector, o.UID, nil
 	case "statefulset":
-		o, err := apps.StatefulSets(key.namespace).Get(ctx, key.workload, metav1.GetOptions{})
+		o, err := apps.StatefulSets(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
 			return nil, "", err
 		}
 		return o.Spec.Selector, o.UID, nil
 	case "replicaset":
-		o, err := apps.ReplicaSets(key.namespace).Get(ctx, key.workload, metav1.GetOptions{})
+		o, err := apps.ReplicaSets(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
 			return nil, "", err
 		}
@@ -277,7 +285,7 @@ func withoutAgent(key interceptKey, pods []corev1.Pod, recordCreated time.Time) 
 	switch {
 	case reason != "":
 	case older:
-		reason = fmt.Sprintf("%s %s created before tp's agent record (the rollout tp intercept started replaces %s)", they, were, them)
+		reason = fmt.Sprintf("%s %s created before tp's agent record and not replaced since", they, were)
 	default:
 		reason = fmt.Sprintf("%s %s created while tp's manager could not admit %s", they, were, them)
 	}
@@ -338,7 +346,7 @@ func (d *driftRound) service(ctx context.Context, ns, name string) *serviceState
 	}
 	s := &serviceState{}
 	d.services[k] = s
-	svc, err := d.cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	svc, err := d.cs.CoreV1().Services(ns).Get(ctx, name, cached)
 	if apierrors.IsNotFound(err) {
 		return s
 	}
@@ -347,7 +355,7 @@ func (d *driftRound) service(ctx context.Context, ns, name string) *serviceState
 		return s
 	}
 	s.svc = svc
-	slices, err := d.cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+	slices, err := d.cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0", LabelSelector: discoveryv1.LabelServiceName + "=" + name})
 	if err != nil {
 		s.err = err
 		return s
@@ -365,7 +373,7 @@ func serviceProblem(key interceptKey, t inj.Target, s *serviceState, pods []core
 	}
 	var sp *corev1.ServicePort
 	for i := range s.svc.Spec.Ports {
-		if p := &s.svc.Spec.Ports[i]; p.Port == t.ServicePort {
+		if p := &s.svc.Spec.Ports[i]; p.Port == t.ServicePort && (sp == nil || p.Name == t.ServicePortName) {
 			sp = p
 		}
 	}

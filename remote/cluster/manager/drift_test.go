@@ -11,10 +11,12 @@ import (
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tpdev/tp/deploy/pki"
 	inj "github.com/tpdev/tp/intercept"
@@ -150,7 +152,7 @@ func TestDriftProblems(t *testing.T) {
 			p := webPod("web-old-1", false)
 			p.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
 			w.pods = append(w.pods, p)
-		}, want: []string{"pod web-old-1 runs without tp's agent: it was created before tp's agent record", "it gets it when it is recreated"}},
+		}, want: []string{"pod web-old-1 runs without tp's agent: it was created before tp's agent record and not replaced since", "it gets it when it is recreated"}},
 		{name: "terminating and other workloads' pods do not count", change: func(w *driftWorld) {
 			gone := webPod("web-abc-9", false)
 			now := metav1.Now()
@@ -194,9 +196,9 @@ func TestDriftProblems(t *testing.T) {
 			w := newDriftWorld(t)
 			tc.change(w)
 			d := &driftRound{cs: fake.NewClientset(w.objects()...), workloads: map[interceptKey]*workloadState{}, services: map[string]*serviceState{}}
-			got, ok := d.problem(context.Background(), webKey)
-			if !ok {
-				t.Fatal("the check could not read the cluster")
+			got, err := d.problem(context.Background(), webKey)
+			if err != nil {
+				t.Fatalf("the check could not read the cluster: %v", err)
 			}
 			if len(tc.want) == 0 && got != "" {
 				t.Errorf("problem %q; want none", got)
@@ -235,6 +237,15 @@ func TestDriftTellsTheHolderOfChanges(t *testing.T) {
 	r.checkDrift(ctx, cs)
 	if len(c.out) != 0 {
 		t.Errorf("an unchanged problem was sent again: %v", <-c.out)
+	}
+	// An API server that does not answer changes nothing: the last known problem stands.
+	down := fake.NewClientset(newDriftWorld(t).objects()...)
+	down.PrependReactor("get", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("etcd is away")
+	})
+	r.checkDrift(ctx, down)
+	if len(c.out) != 0 || r.byKey[webKey].problem != res.GetProblem() {
+		t.Errorf("an unreadable cluster changed the problem: %v", r.byKey[webKey].problem)
 	}
 	resp, err := r.ClientAPI().List(ctx, &tunnelpb.ListRequest{Grants: []*tunnelpb.GrantRef{{Namespace: "shop", Name: "alice", SecretSha256: grant.Hash("ok")}}})
 	if err != nil || len(resp.GetIntercepts()) != 1 || resp.GetIntercepts()[0].GetProblem() != res.GetProblem() {
