@@ -67,6 +67,9 @@ type intercept struct {
 	// holder is the Kubernetes user the grant names; grant and grantHash identify the
 	// grant, so that List tells about it only to who can read it.
 	holder, grant, grantHash string
+	// problem is what keeps the intercept from the workload's traffic, as the drift check
+	// last found it ("" when all is well); its holder hears of every change.
+	problem string
 }
 
 type clientSession struct {
@@ -226,14 +229,15 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 					r.notifyLocked(k)
 				}
 			}
-			since := time.Now()
+			since, problem := time.Now(), ""
 			if held != nil {
-				since = held.since
+				since, problem = held.since, held.problem
 			}
 			r.byKey[key] = &intercept{key: key, name: req.GetName(), client: c, since: since,
-				holder: holder, grant: req.GetGrant(), grantHash: grant.Hash(req.GetSecret())}
+				holder: holder, grant: req.GetGrant(), grantHash: grant.Hash(req.GetSecret()), problem: problem}
 			r.notifyLocked(key)
 			res.Agents = int32(r.agentsLocked(key))
+			res.Problem = problem
 			r.log.Info("intercept", "name", req.GetName(), "workload", key, "holder", holder, "client", c.who)
 		}
 		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: res}})
@@ -383,7 +387,7 @@ func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb
 		resp.Intercepts = append(resp.Intercepts, &tunnelpb.InterceptInfo{
 			Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
 			Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
-			Holder: it.holder, Grant: it.grant,
+			Holder: it.holder, Grant: it.grant, Problem: it.problem,
 		})
 	}
 	sort.Slice(resp.Intercepts, func(i, j int) bool { return resp.Intercepts[i].Name < resp.Intercepts[j].Name })

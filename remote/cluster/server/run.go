@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cs, err := inCluster()
+	cs, driftCS, err := inCluster()
 	if err != nil {
 		return err
 	}
@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := manager.New(manager.Config{Version: cfg.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: cfg.AllowedCIDRs, Log: log})
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), manager.LeaseAuthorizer{CS: cs}, log)
 	go registry.Expire(ctx)
+	go registry.Drift(ctx, driftCS) // tells holders when the cluster no longer sends them the traffic
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {
 		return fmt.Errorf("manager: client API: %w", err)
@@ -110,11 +111,13 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// inCluster is the manager's client of the API server, as its pod's service account.
-func inCluster() (*kubernetes.Clientset, error) {
+// inCluster is the manager's client of the API server, as its pod's service account; and
+// one for the drift check with a rate limit of its own (every held intercept costs it about
+// one call a second: many intercepts must not queue the agents' token reviews).
+func inCluster() (cs, drift *kubernetes.Clientset, err error) {
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
-		return nil, fmt.Errorf("manager: not running in a cluster: %w", err)
+		return nil, nil, fmt.Errorf("manager: not running in a cluster: %w", err)
 	}
 	// client-go's default, 5 requests a second (burst 10), is a laptop tool's: the manager
 	// reviews every new agent token (and reads its pod and owners, four calls), and a
@@ -123,11 +126,15 @@ func inCluster() (*kubernetes.Clientset, error) {
 	// agents can spend (no review for malformed or known-bad tokens, a few per source, four
 	// at a time), so this is headroom for real work, not for garbage.
 	cfg.QPS, cfg.Burst = 50, 100
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("manager: %w", err)
+	if cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, nil, fmt.Errorf("manager: %w", err)
 	}
-	return cs, nil
+	dcfg := rest.CopyConfig(cfg)
+	dcfg.QPS, dcfg.Burst = 20, 40
+	if drift, err = kubernetes.NewForConfig(dcfg); err != nil {
+		return nil, nil, fmt.Errorf("manager: %w", err)
+	}
+	return cs, drift, nil
 }
 
 // loadCertificate reads the cluster port's certificate chain and key, which tp install

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -63,7 +66,8 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	if err != nil || in == nil {
 		return err
 	}
-	hold, leave, done, err := c.holder(ctx, k, in.managerNS, len(cfg.Command) > 0)
+	problems := &problemReporter{w: c.Err}
+	hold, leave, done, err := c.holder(ctx, k, in.managerNS, len(cfg.Command) > 0, problems.report)
 	if err != nil {
 		return err
 	}
@@ -81,6 +85,7 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 		fmt.Fprintf(c.Err, "tp: end it with: tp leave %s\n", in.spec.Name)
 		return nil
 	}
+	problems.start()
 	defer func() { _ = leave(in.spec.Name) }()
 	cmd, err := startCommand(cfg.Command, withEnv(os.Environ(), env), c.Stdio)
 	if err != nil {
@@ -90,14 +95,16 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 }
 
 // holder is who holds the intercept: with a command, this process, on a connection of its
-// own, for exactly the command's lifetime; else the running connection for k (started
-// when none runs). done releases what holder opened.
-func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool) (hold holdFunc, leave func(string) error, done func(), err error) {
+// own, for exactly the command's lifetime (onProblem hears what the manager reports about
+// its intercepts); else the running connection for k (started when none runs), whose log
+// has the problems. done releases what holder opened.
+func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool, onProblem func(name, problem string)) (hold holdFunc, leave func(string) error, done func(), err error) {
 	if own {
 		conn, err := c.openPrivate(ctx, k, managerNS, portforward.Auto, 30*time.Second)
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		conn.sess.OnInterceptProblem(onProblem)
 		return conn.sess.Intercept, conn.sess.Leave, conn.Close, nil
 	}
 	daemon, err := c.ensureDaemon(ctx, k, managerNS)
@@ -109,6 +116,53 @@ func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool
 	}
 	leave = func(n string) error { return control.Leave(ctx, daemon, n) }
 	return hold, leave, func() {}, nil
+}
+
+// problemReporter tells the user of `tp intercept -- CMD` what the manager finds wrong
+// with the intercept while the command runs: "tp: intercept NAME: PROBLEM" when a problem
+// appears or changes, "tp: intercept NAME: delivers again" when it clears. Until start
+// (while the intercept is being set up, when the workload's old pods still lack the agent)
+// it only keeps the latest report; start prints a problem still standing.
+type problemReporter struct {
+	w       io.Writer
+	mu      sync.Mutex
+	started bool
+	latest  map[string]string
+	told    map[string]bool // a problem was printed: its end is news too
+}
+
+// report is the session's OnInterceptProblem function.
+func (p *problemReporter) report(name, problem string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.latest == nil {
+		p.latest, p.told = map[string]string{}, map[string]bool{}
+	}
+	p.latest[name] = problem
+	if p.started {
+		p.printLocked(name)
+	}
+}
+
+// start prints the problems that stand, and from then on every change.
+func (p *problemReporter) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.started = true
+	for _, name := range slices.Sorted(maps.Keys(p.latest)) {
+		p.printLocked(name)
+	}
+}
+
+func (p *problemReporter) printLocked(name string) {
+	switch problem := p.latest[name]; {
+	case problem != "":
+		fmt.Fprintf(p.w, "tp: intercept %s: %s\n", name, problem)
+		p.told[name] = true
+	case p.told[name]:
+		fmt.Fprintf(p.w, "tp: intercept %s: delivers again\n", name)
+		p.told[name] = false
+	}
 }
 
 // writeEnvs reads the app container's environment and writes it where asked.

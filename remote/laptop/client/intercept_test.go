@@ -99,3 +99,26 @@ func TestInterceptNeedsWorkloadAndPort(t *testing.T) {
 		t.Errorf("no port: %v", err)
 	}
 }
+
+// A tp intercept -- CMD hears of problems once the intercept is set up: what stands then,
+// and every change after.
+func TestProblemReporter(t *testing.T) {
+	var out bytes.Buffer
+	p := &problemReporter{w: &out}
+	p.report("web-http", "pod web-1 runs without tp's agent: it was created before tp's agent record")
+	p.report("web-http", "")
+	p.report("api-grpc", "Service api port 80 targets 8080 again")
+	if out.Len() != 0 {
+		t.Fatalf("printed while the intercept was set up: %q", out.String())
+	}
+	p.start()
+	p.report("api-grpc", "")
+	p.report("api-grpc", "")
+	p.report("web-http", "the agent record of deployment/web is gone")
+	want := "tp: intercept api-grpc: Service api port 80 targets 8080 again\n" +
+		"tp: intercept api-grpc: delivers again\n" +
+		"tp: intercept web-http: the agent record of deployment/web is gone\n"
+	if out.String() != want {
+		t.Errorf("printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

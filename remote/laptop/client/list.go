@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -82,10 +83,11 @@ func listIntercepts(ctx context.Context, k *Kube, ns string) (control.Intercepts
 	return all, err
 }
 
-// printIntercepts prints the intercepts, then the workloads with the agent that none
-// intercepts.
+// printIntercepts prints the intercepts, each with the problem the manager reports for it
+// on a line of its own under it, then the workloads with the agent that none intercepts.
 func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.Ref) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKLOAD\tAGENT\tINTERCEPT\tPORT\tBY\tSINCE")
 	seen := map[string]bool{}
 	for _, it := range all {
@@ -104,5 +106,19 @@ func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.
 			fmt.Fprintf(tw, "%s/%s %s\tyes\t-\t-\t-\t-\n", r.Namespace, r.Name, r.Kind)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The problems go in after the table is aligned: a line without cells would end the
+	// columns above it.
+	lines := strings.SplitAfter(table.String(), "\n")
+	var out strings.Builder
+	for i, l := range lines {
+		out.WriteString(l)
+		if i >= 1 && i <= len(all) && all[i-1].Problem != "" {
+			fmt.Fprintf(&out, "  problem: %s\n", all[i-1].Problem)
+		}
+	}
+	_, err := io.WriteString(w, out.String())
+	return err
 }

@@ -38,6 +38,24 @@ func TestPrintIntercepts(t *testing.T) {
 	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "ns/db StatefulSet yes - - - -" {
 		t.Errorf("the workload with the agent only: %q", lines[2])
 	}
+
+	// A problem goes on a line under its intercept, and the table stays aligned.
+	all = append(all, control.InterceptInfo{Name: "api-grpc", Namespace: "ns", Kind: "Deployment", Workload: "api", Port: "grpc", Holder: "bob", SinceUnix: since.Unix()})
+	all[0].Problem = "the agent record of deployment/web is gone: new pods will start without the agent; run tp intercept again"
+	out.Reset()
+	if err := printIntercepts(&out, all, refs); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 5 || lines[2] != "  problem: "+all[0].Problem {
+		t.Fatalf("tp list with a problem:\n%s", out.String())
+	}
+	col := strings.Index(lines[0], "INTERCEPT")
+	for _, i := range []int{1, 3, 4} {
+		if len(lines[i]) < col || lines[i][col-2:col] != "  " || lines[i][col] == ' ' {
+			t.Errorf("line %d is out of the INTERCEPT column (%d):\n%s", i, col, out.String())
+		}
+	}
 }
 
 // TestInterceptsKeepTheirJSON: the control socket's intercepts read as they did when they

@@ -110,6 +110,7 @@ func printStatus(w io.Writer, info control.Info, now time.Time) {
 		fmt.Fprintln(w)
 	}
 	printReconnects(w, st, now)
+	printHeld(w, st.Intercepts, now)
 	fmt.Fprintf(w, "\n  up since:    %s (pid %d, tp %s)\n", info.Started.Format(time.RFC3339), info.PID, info.Version)
 }
 
@@ -131,6 +132,22 @@ func printReconnects(w io.Writer, st session.Status, now time.Time) {
 		fmt.Fprintf(w, "\n    %s %s", tr.At.Format(time.TimeOnly), tr.State)
 		if tr.Error != "" {
 			fmt.Fprintf(w, ": %s", tr.Error)
+		}
+	}
+}
+
+// printHeld lists the session's intercepts, each with the problem the manager reports for
+// it.
+func printHeld(w io.Writer, held []session.InterceptSpec, now time.Time) {
+	if len(held) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n  intercepts:")
+	for _, it := range held {
+		fmt.Fprintf(w, "\n    %s: %s %s/%s port %s to %s (for %s)", it.Name, strings.ToLower(it.Kind), it.Namespace, it.Workload, it.Port, it.Local,
+			now.Sub(it.Since).Round(time.Second))
+		if it.Problem != "" {
+			fmt.Fprintf(w, "\n      problem: %s", it.Problem)
 		}
 	}
 }

@@ -19,6 +19,11 @@ func TestPrintStatus(t *testing.T) {
 		History:   []session.Transition{{At: now.Add(-2 * time.Minute), State: session.Reconnecting, Error: "lost"}, {At: now.Add(-time.Minute), State: session.Connected}},
 		Lanes:     []session.LaneStatus{{State: "ready", Flows: 2, Bulk: 1}},
 		OpenFlows: 2, TotalFlows: 10, FailedFlows: 1, BytesIn: 1536, BytesOut: 3 << 20,
+		Intercepts: []session.InterceptSpec{
+			{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web", Port: "http", Local: "127.0.0.1:8080", Since: now.Add(-time.Minute),
+				Problem: "Service web port 80 targets 8080 again (changed back, e.g. by a GitOps tool)"},
+			{Name: "db-5432", Namespace: "ns", Kind: "StatefulSet", Workload: "db", Port: "tp-5432", Local: "127.0.0.1:5432", Since: now.Add(-time.Minute)},
+		},
 	}
 	raw, _ := json.Marshal(st)
 	info := control.Info{Name: "default", PID: 42, Version: "v1", Context: "kind", Cluster: "https://api:6443", Namespace: "ns",
@@ -36,15 +41,24 @@ func TestPrintStatus(t *testing.T) {
 		"  flows:       2 open, 10 total, 1 failed; 1.5 KiB in, 3.0 MiB out\n",
 		"  lanes:       0 ready (2 flows, 1 bulk)\n",
 		"  reconnects:  1 (last error 1m0s ago: lost)\n    15:02:05 reconnecting: lost\n    15:03:05 connected\n",
+		"  intercepts:\n    web-http: deployment ns/web port http to 127.0.0.1:8080 (for 1m0s)\n" +
+			"      problem: Service web port 80 targets 8080 again (changed back, e.g. by a GitOps tool)\n" +
+			"    db-5432: statefulset ns/db port tp-5432 to 127.0.0.1:5432 (for 1m0s)\n",
 		"  up since:    2026-01-02T14:04:05Z (pid 42, tp v1)\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("tp status lacks %q:\n%s", want, out.String())
 		}
 	}
+	// tp status --json carries the intercepts with their problems as the session tells them.
+	var back session.Status
+	if err := json.Unmarshal(info.Session, &back); err != nil || len(back.Intercepts) != 2 || back.Intercepts[0].Problem == "" ||
+		!strings.Contains(string(info.Session), `"problem":"Service web port 80`) {
+		t.Errorf("the status JSON: %s (%v)", info.Session, err)
+	}
 	out.Reset()
 	printStatus(&out, control.Info{Name: "x"}, now)
-	if !strings.Contains(out.String(), "also allowed: none (tp install --allow-cidr adds ranges)") || strings.Contains(out.String(), "dns:") {
+	if !strings.Contains(out.String(), "also allowed: none (tp install --allow-cidr adds ranges)") || strings.Contains(out.String(), "dns:") || strings.Contains(out.String(), "intercepts:") {
 		t.Errorf("a bare status:\n%s", out.String())
 	}
 }

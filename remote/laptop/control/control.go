@@ -130,6 +130,9 @@ type InterceptInfo struct {
 	// Holder is the Kubernetes user the grant names, Grant the grant (Lease) itself.
 	Holder string `json:"holder,omitempty"`
 	Grant  string `json:"grant,omitempty"`
+	// Problem is what keeps the intercept from the workload's traffic, as the manager
+	// last found it; empty when all is well.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Serve answers the daemon's API on the named session's socket until ctx ends: GET

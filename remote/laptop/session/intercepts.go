@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -30,6 +31,10 @@ type InterceptSpec struct {
 	// Holder is the Kubernetes user the intercept's grant names (set once the manager
 	// accepted it).
 	Holder string `json:"holder,omitempty"`
+	// Problem is what keeps the intercept from the workload's traffic, as the manager last
+	// found it in the cluster (with what to do about it); empty when all is well. Set by
+	// the session from the manager's reports, in Intercepts' answer only.
+	Problem string `json:"problem,omitempty"`
 }
 
 // intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
@@ -41,8 +46,11 @@ type intercepts struct {
 	sendMu  sync.Mutex
 	waiters map[string]chan *tunnelpb.InterceptResult
 	grants  map[string]heldGrant // by intercept name
-	who     string
-	running bool
+	// problems is the manager's latest report per intercept name ("" or absent: none).
+	problems  map[string]string
+	onProblem func(name, problem string)
+	who       string
+	running   bool
 }
 
 const (
@@ -61,7 +69,8 @@ func (s *Session) icState() *intercepts {
 		if h, err := os.Hostname(); err == nil {
 			who += "@" + h
 		}
-		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, grants: map[string]heldGrant{}, who: who}
+		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, grants: map[string]heldGrant{},
+			problems: map[string]string{}, who: who}
 	})
 	return s.ic
 }
@@ -157,6 +166,7 @@ func (s *Session) Leave(name string) error {
 	g, hadGrant := ic.grants[name]
 	delete(ic.specs, name)
 	delete(ic.grants, name)
+	delete(ic.problems, name)
 	ic.mu.Unlock()
 	if !ok {
 		return remote.Errorf(remote.NoSuchHost, "no intercept named %q here", name)
@@ -218,10 +228,21 @@ func (s *Session) Intercepts() []InterceptSpec {
 	defer ic.mu.Unlock()
 	out := make([]InterceptSpec, 0, len(ic.specs))
 	for _, sp := range ic.specs {
+		sp.Problem = ic.problems[sp.Name]
 		out = append(out, sp)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// OnInterceptProblem has f called whenever the manager's report of an intercept's problem
+// changes: a problem appears or changes (problem is what to tell the user), or clears
+// (problem is ""). f runs on the session's receiving goroutine: it must not block.
+func (s *Session) OnInterceptProblem(f func(name, problem string)) {
+	ic := s.icState()
+	ic.mu.Lock()
+	ic.onProblem = f
+	ic.mu.Unlock()
 }
 
 // ListIntercepts asks the manager about the intercepts in namespace ("" = all) whose grants
@@ -326,19 +347,56 @@ func (s *Session) interceptSession() error {
 		}
 		switch k := m.GetKind().(type) {
 		case *tunnelpb.InterceptServerMsg_Result:
-			ic.mu.Lock()
-			w := ic.waiters[k.Result.GetName()]
-			delete(ic.waiters, k.Result.GetName())
-			ic.mu.Unlock()
-			if w != nil {
-				w <- k.Result
-			} else if k.Result.GetError() != "" {
-				s.cfg.Log.Warn("intercept lost", "name", k.Result.GetName(), "why", k.Result.GetError())
-			}
+			s.takeResult(k.Result)
 		case *tunnelpb.InterceptServerMsg_Incoming:
 			go s.takeIncoming(k.Incoming)
 		}
 	}
+}
+
+// takeResult hands the manager's result to whoever waits for it (Intercept), and keeps
+// the problem it reports for an intercept this session holds, telling OnInterceptProblem's
+// function when it changed. The manager sends a result on every request and whenever the
+// problem changes.
+func (s *Session) takeResult(res *tunnelpb.InterceptResult) {
+	ic := s.icState()
+	name := res.GetName()
+	ic.mu.Lock()
+	w := ic.waiters[name]
+	delete(ic.waiters, name)
+	changed, f := false, ic.onProblem
+	if _, held := ic.specs[name]; held && res.GetError() == "" && ic.problems[name] != res.GetProblem() {
+		changed = true
+		if res.GetProblem() == "" {
+			delete(ic.problems, name)
+		} else {
+			ic.problems[name] = res.GetProblem()
+		}
+	}
+	ic.mu.Unlock()
+	if changed {
+		if res.GetProblem() != "" {
+			s.logger().Warn("intercept problem", "name", name, "problem", res.GetProblem())
+		} else {
+			s.logger().Info("intercept delivers again", "name", name)
+		}
+		if f != nil {
+			f(name, res.GetProblem())
+		}
+	}
+	if w != nil {
+		w <- res
+	} else if res.GetError() != "" {
+		s.logger().Warn("intercept lost", "name", name, "why", res.GetError())
+	}
+}
+
+// logger is the session's log (none for a Session a test made bare).
+func (s *Session) logger() *slog.Logger {
+	if s.cfg.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.cfg.Log
 }
 
 // takeIncoming brings one intercepted connection to its local address.

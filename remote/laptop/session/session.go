@@ -509,6 +509,9 @@ type Status struct {
 	FailedFlows    int64        `json:"failedFlows"`
 	BytesIn        int64        `json:"bytesIn"`  // from the cluster
 	BytesOut       int64        `json:"bytesOut"` // to the cluster
+	// Intercepts are those this session holds, each with the problem the manager last
+	// reported for it.
+	Intercepts []InterceptSpec `json:"intercepts,omitempty"`
 }
 
 // BeyondPolicy lists the prefixes of want (tp connect --also-proxy) that the manager's dial
@@ -534,6 +537,10 @@ func (st Status) BeyondPolicy(want []netip.Prefix) []netip.Prefix {
 // Status reports the session's state and counters.
 func (s *Session) Status() Status {
 	info := s.info.Load()
+	held := s.Intercepts() // before s.mu: the intercepts' lock is never taken inside it
+	if len(held) == 0 {
+		held = nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Status{
@@ -542,7 +549,7 @@ func (s *Session) Status() Status {
 		Reconnects: s.reconnects, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
 		History: slices.Clone(s.history), Lanes: s.laneStatus(),
 		OpenFlows: s.open.Load(), TotalFlows: s.total.Load(), FailedFlows: s.failed.Load(),
-		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Intercepts: held,
 	}
 }
 

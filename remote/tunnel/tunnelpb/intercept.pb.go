@@ -428,7 +428,12 @@ type InterceptResult struct {
 	// How many registered agents serve it now.
 	Agents int32 `protobuf:"varint,3,opt,name=agents,proto3" json:"agents,omitempty"`
 	// The Kubernetes user the intercept's grant names.
-	Holder        string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	Holder string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	// What keeps the intercept from receiving the workload's traffic, as the manager last
+	// found it in the cluster (a deleted agent record, pods without the agent, a Service
+	// routed around the agent), with what to do; empty when all is well. The manager sends
+	// a result to the holder whenever it changes, back to empty included.
+	Problem       string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +492,13 @@ func (x *InterceptResult) GetAgents() int32 {
 func (x *InterceptResult) GetHolder() string {
 	if x != nil {
 		return x.Holder
+	}
+	return ""
+}
+
+func (x *InterceptResult) GetProblem() string {
+	if x != nil {
+		return x.Problem
 	}
 	return ""
 }
@@ -722,8 +734,11 @@ type InterceptInfo struct {
 	SinceUnix int64                  `protobuf:"varint,7,opt,name=since_unix,json=sinceUnix,proto3" json:"since_unix,omitempty"`
 	Agents    int32                  `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`
 	// The Kubernetes user the grant names, and the grant (Lease) itself.
-	Holder        string `protobuf:"bytes,9,opt,name=holder,proto3" json:"holder,omitempty"`
-	Grant         string `protobuf:"bytes,10,opt,name=grant,proto3" json:"grant,omitempty"`
+	Holder string `protobuf:"bytes,9,opt,name=holder,proto3" json:"holder,omitempty"`
+	Grant  string `protobuf:"bytes,10,opt,name=grant,proto3" json:"grant,omitempty"`
+	// What keeps the intercept from receiving traffic (InterceptResult.problem); empty when
+	// all is well.
+	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -824,6 +839,13 @@ func (x *InterceptInfo) GetHolder() string {
 func (x *InterceptInfo) GetGrant() string {
 	if x != nil {
 		return x.Grant
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetProblem() string {
+	if x != nil {
+		return x.Problem
 	}
 	return ""
 }
@@ -1028,12 +1050,13 @@ const file_intercept_proto_rawDesc = "" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
 	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincomingB\x06\n" +
-	"\x04kind\"k\n" +
+	"\x04kind\"\x85\x01\n" +
 	"\x0fInterceptResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
 	"\x06agents\x18\x03 \x01(\x05R\x06agents\x12\x16\n" +
-	"\x06holder\x18\x04 \x01(\tR\x06holder\"P\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x18\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\"P\n" +
 	"\bIncoming\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tintercept\x18\x02 \x01(\tR\tintercept\x12\x12\n" +
@@ -1048,7 +1071,7 @@ const file_intercept_proto_rawDesc = "" +
 	"\fListResponse\x12;\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1b.tp.tunnel.v1.InterceptInfoR\n" +
-	"intercepts\"\x82\x02\n" +
+	"intercepts\"\x9c\x02\n" +
 	"\rInterceptInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1061,7 +1084,8 @@ const file_intercept_proto_rawDesc = "" +
 	"\x06agents\x18\b \x01(\x05R\x06agents\x12\x16\n" +
 	"\x06holder\x18\t \x01(\tR\x06holder\x12\x14\n" +
 	"\x05grant\x18\n" +
-	" \x01(\tR\x05grant\"\x85\x01\n" +
+	" \x01(\tR\x05grant\x12\x18\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\"\x85\x01\n" +
 	"\n" +
 	"AgentHello\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
