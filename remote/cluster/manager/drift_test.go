@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/tpdev/tp/deploy/pki"
 	inj "github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/grant"
@@ -37,26 +35,16 @@ type driftWorld struct {
 
 var driftTarget = inj.Target{Service: "web", ServicePort: 80, ServicePortName: "web", TargetPortName: "http", AppPort: 8080, AgentPort: 9900}
 
-func recordLease(t *testing.T, targets ...inj.Target) *coordv1.Lease {
+func driftRecord(t *testing.T, targets ...inj.Target) *coordv1.Lease {
 	t.Helper()
-	ca, err := pki.NewCA("test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := inj.Record{Agent: inj.AgentConfig{Image: "ghcr.io/tpdev/tp:1", ManagerAddress: "tp-manager.tp-system:8443",
-		TokenAudience: agentspec.Audience, CABundle: string(ca.CertPEM)}, Targets: targets}
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{
-		Name: inj.RecordName(inj.Ref{Namespace: "shop", Kind: "Deployment", Name: "web"}), Namespace: "shop",
-		CreationTimestamp: metav1.NewTime(time.Now().Add(-time.Hour)),
-		Labels:            map[string]string{inj.RecordLabel: inj.RecordVersion},
-		Annotations:       map[string]string{inj.RecordAnnotation: string(raw)}}}
+	rec := testRecord(t, "http")
+	rec.Targets = targets
+	l := recordLease(t, inj.Ref{Namespace: "shop", Kind: inj.Deployment, Name: "web"}, rec)
+	l.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	return l
 }
 
-func webPod(name string, agent bool) *corev1.Pod {
+func driftPod(name string, agent bool) *corev1.Pod {
 	yes := true
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", CreationTimestamp: metav1.Now(),
 		Labels:          map[string]string{"app": "web", podTemplateHash: "abc"},
@@ -72,10 +60,10 @@ func newDriftWorld(t *testing.T) *driftWorld {
 	name, port, pod := "web", int32(9900), "Pod"
 	ready := true
 	return &driftWorld{
-		record: recordLease(t, driftTarget),
+		record: driftRecord(t, driftTarget),
 		deploy: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "d-1"},
 			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
-		pods: []*corev1.Pod{webPod("web-abc-1", true), webPod("web-abc-2", true)},
+		pods: []*corev1.Pod{driftPod("web-abc-1", true), driftPod("web-abc-2", true)},
 		service: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"},
 				Ports: []corev1.ServicePort{{Name: "web", Port: 80, TargetPort: intstr.FromString("http")}}}},
@@ -131,34 +119,34 @@ func TestDriftProblems(t *testing.T) {
 		{name: "record without the port", change: func(w *driftWorld) {
 			other := driftTarget
 			other.TargetPortName = "grpc"
-			w.record = recordLease(t, other)
+			w.record = driftRecord(t, other)
 		}, want: []string{"the agent record of deployment/web has no target for port http"}},
 		{name: "pods without the agent, not admitted", change: func(w *driftWorld) {
-			w.pods = append(w.pods, webPod("web-abc-3", false), webPod("web-abc-4", false))
+			w.pods = append(w.pods, driftPod("web-abc-3", false), driftPod("web-abc-4", false))
 		}, want: []string{"pods web-abc-3, web-abc-4 run without tp's agent: they were created while tp's manager could not admit them",
 			"they get it when they are recreated (kubectl rollout restart deployment/web -n shop, or tp intercept again)"}},
 		{name: "a pod the webhook skipped", change: func(w *driftWorld) {
-			p := webPod("web-abc-3", false)
+			p := driftPod("web-abc-3", false)
 			p.Annotations = map[string]string{inj.SkippedAnnotation: "the record names port http, which the pod does not have"}
 			w.pods = append(w.pods, p)
 		}, want: []string{"pod web-abc-3 runs without tp's agent: the record names port http, which the pod does not have"}},
 		{name: "many pods without the agent", change: func(w *driftWorld) {
 			w.pods = nil
 			for _, n := range []string{"a", "b", "c", "d", "e"} {
-				w.pods = append(w.pods, webPod("web-abc-"+n, false))
+				w.pods = append(w.pods, driftPod("web-abc-"+n, false))
 			}
 		}, want: []string{"pods web-abc-a, web-abc-b, web-abc-c and 2 more run without"}},
 		{name: "pods older than the record", change: func(w *driftWorld) {
-			p := webPod("web-old-1", false)
+			p := driftPod("web-old-1", false)
 			p.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
 			w.pods = append(w.pods, p)
 		}, want: []string{"pod web-old-1 runs without tp's agent: it was created before tp's agent record and not replaced since", "it gets it when it is recreated"}},
 		{name: "terminating and other workloads' pods do not count", change: func(w *driftWorld) {
-			gone := webPod("web-abc-9", false)
+			gone := driftPod("web-abc-9", false)
 			now := metav1.Now()
 			gone.DeletionTimestamp = &now
 			gone.Finalizers = []string{"x"}
-			other := webPod("db-0", false)
+			other := driftPod("db-0", false)
 			other.Labels = map[string]string{"app": "db"}
 			w.pods = append(w.pods, gone, other)
 		}},
@@ -168,13 +156,13 @@ func TestDriftProblems(t *testing.T) {
 		{name: "numeric targetPort reverted", change: func(w *driftWorld) {
 			num := driftTarget
 			num.Numeric = true
-			w.record = recordLease(t, num)
+			w.record = driftRecord(t, num)
 			w.service.Spec.Ports[0].TargetPort = intstr.FromInt32(8080)
 		}, want: []string{"Service web port 80 targets 8080 again (changed back, e.g. by a GitOps tool): requests go to the app; run tp intercept again, and tell the GitOps tool to ignore spec.ports[].targetPort (README)"}},
 		{name: "numeric targetPort in place", change: func(w *driftWorld) {
 			num := driftTarget
 			num.Numeric = true
-			w.record = recordLease(t, num)
+			w.record = driftRecord(t, num)
 		}},
 		{name: "endpoints route to the app", change: func(w *driftWorld) {
 			p := int32(8080)
