@@ -68,6 +68,8 @@ type installer struct {
 	host  string // the API server's URL, for messages
 	log   io.Writer
 	poll  time.Duration
+	// webhookWait bounds the wait for the API server to reach the pod webhook.
+	webhookWait time.Duration
 }
 
 func newInstaller(cfg *rest.Config, log io.Writer) (*installer, error) {
@@ -92,7 +94,7 @@ func newInstaller(cfg *rest.Config, log io.Writer) (*installer, error) {
 		return nil, kubeconfigErr(err)
 	}
 	return &installer{
-		cs: cs, apply: a.Apply, host: host, log: log, poll: pollInterval,
+		cs: cs, apply: a.Apply, host: host, log: log, poll: pollInterval, webhookWait: webhookWait,
 		reach: reachFunc(cs.Discovery().RESTClient(), host, reachTimeout),
 	}, nil
 }
@@ -213,6 +215,7 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 	if err != nil {
 		return nil, err
 	}
+	in.waitWebhook(ctx, opts)
 	in.logf("manager ready: pod %s in namespace %s (%s)", inst.Pod, opts.Namespace, time.Since(start).Round(100*time.Millisecond))
 	return inst, nil
 }

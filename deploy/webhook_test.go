@@ -17,8 +17,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tpdev/tp/remote/grant"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 const ownedByWorkload = "has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller && (o.kind == 'ReplicaSet' || o.kind == 'StatefulSet'))"
@@ -355,5 +357,33 @@ func TestUninstallFindsALoneWebhook(t *testing.T) {
 	list, _ := f.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(context.Background(), metav1.ListOptions{})
 	if len(list.Items) != 0 {
 		t.Errorf("webhook configurations left: %v", list.Items)
+	}
+}
+
+func TestInstallWaitsForTheWebhook(t *testing.T) {
+	for _, answers := range []bool{true, false} {
+		f := newFake(t)
+		tries := 0
+		f.cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			c := a.(k8stesting.CreateActionImpl)
+			if !slices.Contains(c.CreateOptions.DryRun, metav1.DryRunAll) {
+				t.Errorf("the probe pod was created for real")
+			}
+			pod := c.GetObject().(*corev1.Pod).DeepCopy()
+			tries++
+			if answers && tries == 3 { // the API server reaches the new Service after a while
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
+			}
+			return true, pod, nil
+		})
+		f.installer.webhookWait = 200 * time.Millisecond
+		f.installer.waitWebhook(context.Background(), Options{Namespace: "tp-system", Image: "tp:1"})
+		warned := strings.Contains(f.log.String(), "does not reach tp's pod webhook")
+		switch {
+		case answers && (warned || tries != 3):
+			t.Errorf("webhook answering on try 3: %d tries, log:\n%s", tries, f.log.String())
+		case !answers && (!warned || tries < 2):
+			t.Errorf("webhook never answering: %d tries, log:\n%s", tries, f.log.String())
+		}
 	}
 }

@@ -23,6 +23,11 @@ const (
 	// WebhookName names the one webhook of the MutatingWebhookConfiguration tp install
 	// makes (named like the install's other cluster-wide objects).
 	WebhookName = "agent-injector.tp.dev"
+	// WebhookProbeLabel marks the pod tp install creates in a server-side dry run to learn
+	// that the API server reaches the webhook: the manager admits it with the annotation
+	// WebhookProbeLabel=WebhookProbeAnswer, which the dry run's answer shows.
+	WebhookProbeLabel  = "tp.dev/webhook-probe"
+	WebhookProbeAnswer = "admitted"
 
 	// TLSSecret holds the manager's server certificate (tls.crt: the certificate, then the
 	// cross-signed CA after a rotation) and key (tls.key); the manager mounts it at TLSDir.

@@ -140,12 +140,13 @@ func TestGitOps(t *testing.T) {
 	t.Run("NumericTargetPortRevertIsReported", func(t *testing.T) {
 		l.MustTP(t, 3*time.Minute, "intercept", "num", "--namespace", ns, "--port", local+":80")
 		eventually(t, 30*time.Second, num, "/num", "laptop /num")
+		name := "num-" + numericPortName(t, cs, ns, "num")
 		// The self-heal puts the Service's targetPort back to the number git has.
 		kubectl(t, "apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", manifest("3"))
 		took := listSays(t, 10*time.Second, "num", fmt.Sprintf("targets %d again", kit.HTTPPort))
 		t.Logf("tp list reported the reverted targetPort %s after the apply", took)
 		// tp intercept again puts it back.
-		l.MustTP(t, 30*time.Second, "leave", "num-"+numericPortName(t, cs, ns, "num"))
+		l.MustTP(t, 30*time.Second, "leave", name)
 		l.MustTP(t, 3*time.Minute, "intercept", "num", "--namespace", ns, "--port", local+":80")
 		eventually(t, 30*time.Second, num, "/num-again", "laptop /num-again")
 	})

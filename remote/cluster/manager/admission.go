@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	inj "github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // Admission answers the API server's pod admission reviews (the webhook tp install
@@ -82,6 +83,9 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 		return nil
 	}
 	pod.Namespace = req.Namespace
+	if _, probe := pod.Labels[managerspec.WebhookProbeLabel]; probe {
+		return annotate(pod, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
+	}
 	if pod.Name == "" {
 		pod.Name = pod.GenerateName // for messages: the name is given after admission
 	}
@@ -124,12 +128,17 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 // skip admits pod without the agent, saying why on the pod.
 func (a *Admission) skip(pod *corev1.Pod, why string) []byte {
 	a.log().Warn("admission: pod admitted without the agent", "pod", pod.Namespace+"/"+pod.Name, "why", why)
+	return annotate(pod, inj.SkippedAnnotation, why)
+}
+
+// annotate is the JSON patch that sets pod's annotation key to value.
+func annotate(pod *corev1.Pod, key, value string) []byte {
 	var op any
 	if pod.Annotations == nil {
-		op = map[string]any{"op": "add", "path": "/metadata/annotations", "value": map[string]string{inj.SkippedAnnotation: why}}
+		op = map[string]any{"op": "add", "path": "/metadata/annotations", "value": map[string]string{key: value}}
 	} else {
-		key := strings.NewReplacer("~", "~0", "/", "~1").Replace(inj.SkippedAnnotation)
-		op = map[string]any{"op": "add", "path": "/metadata/annotations/" + key, "value": why}
+		escaped := strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
+		op = map[string]any{"op": "add", "path": "/metadata/annotations/" + escaped, "value": value}
 	}
 	patch, err := json.Marshal([]any{op})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/tpdev/tp/deploy/pki"
 	inj "github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/agentspec"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 func testRecord(t *testing.T, port string) inj.Record {
@@ -207,5 +208,15 @@ func TestAdmissionRejectsWhatIsNotAReview(t *testing.T) {
 	a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mutate-pods", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET: status %d", rec.Code)
+	}
+}
+
+func TestAdmissionAnswersInstallsProbe(t *testing.T) {
+	c := newChain()
+	pod := webPod(c)
+	pod.Labels[managerspec.WebhookProbeLabel] = "true"
+	got, _ := admitReview(t, &Admission{CS: fake.NewClientset()}, pod)
+	if got.Annotations[managerspec.WebhookProbeLabel] != managerspec.WebhookProbeAnswer || hasAgent(got) {
+		t.Errorf("probe admitted as %v", got.Annotations)
 	}
 }

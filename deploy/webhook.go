@@ -1,0 +1,73 @@
+package deploy
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tpdev/tp/remote/managerspec"
+)
+
+// webhookWait bounds how long install waits for the API server to reach the pod webhook
+// once the manager is ready (kube-proxy programs a new Service within seconds).
+const webhookWait = 30 * time.Second
+
+// waitWebhook waits until the API server reaches the manager's pod webhook, and says so
+// when it does not: the webhook's failurePolicy is Ignore, so a pod created before that
+// is admitted without tp, and the first intercept after an install would roll out pods
+// without the agent. A server-side dry run of a pod create runs the admission chain and
+// stores nothing; the manager admits its probe pod with an annotation the answer shows.
+func (in *installer) waitWebhook(ctx context.Context, opts Options) {
+	ns := "default"
+	if managed := slices.DeleteFunc(slices.Clone(opts.ManagedNamespaces), func(n string) bool { return n == opts.Namespace }); len(managed) > 0 {
+		ns = managed[0]
+	}
+	probe := webhookProbe(opts.Image)
+	deadline := time.Now().Add(in.webhookWait)
+	var last string
+	for {
+		got, err := in.cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil && got.Annotations[managerspec.WebhookProbeLabel] == managerspec.WebhookProbeAnswer:
+			return
+		case err == nil:
+			last = "the manager did not answer the API server's admission review"
+		case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
+			in.logf("  cannot check that the API server reaches tp's pod webhook (a dry-run pod in namespace %s: %v)", ns, err)
+			return
+		default:
+			last = err.Error()
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			in.logf("warning: the API server does not reach tp's pod webhook (Service %s/%s port %d) after %s: %s. "+
+				"Intercepted workloads' pods start without the agent until it does (tp list says so). "+
+				"Where the control plane reaches nodes on a few ports only (e.g. GKE private clusters), allow it port %d",
+				opts.Namespace, ManagerName, ClusterPort, in.webhookWait, last, ClusterPort)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(in.poll):
+		}
+	}
+}
+
+// webhookProbe is the pod whose dry-run creation tells that the webhook answers: owned
+// (in name only: it is never stored) by a ReplicaSet, as the webhook's matchConditions
+// require.
+func webhookProbe(image string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "tp-webhook-probe-",
+			Labels:       map[string]string{managerspec.WebhookProbeLabel: "true"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "tp-webhook-probe",
+				UID: types.UID("00000000-0000-0000-0000-000000000000"), Controller: new(true)}},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: image}}},
+	}
+}
