@@ -180,7 +180,10 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 			return err
 		}
 		rec, lease, err := getRecord(ctx, cs, ref)
-		if err != nil {
+		// Who may not read the record (a viewer) may still find the workload's pods running
+		// the very agent asked for: then there is nothing to write, and the manager decides.
+		unreadable := err != nil && remote.KindOf(err) == remote.Access
+		if err != nil && !unreadable {
 			return err
 		}
 		var existing []Target
@@ -221,7 +224,7 @@ func Inject(ctx context.Context, cs kubernetes.Interface, ref Ref, agent AgentCo
 				// was missing, or by hand): a new value rolls the workload again.
 				metav1.SetMetaDataAnnotation(&after.ObjectMeta, RestartAnnotation, hash+"."+strconv.FormatInt(time.Now().UnixNano(), 36))
 				templateChanged = true
-			case !recordChanged:
+			case !recordChanged || unreadable:
 				plan.Before, plan.After, plan.Pods, plan.Targets = toYAML(w.template), toYAML(w.template), toYAML(pods), merged
 				plan.AlreadyInjected = true
 				return nil

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/tunnel"
@@ -86,6 +87,32 @@ func TestRoleSets(t *testing.T) {
 		Spec: coordv1.LeaseSpec{HolderIdentity: &alice}}
 	if _, err := devCS.CoordinationV1().Leases(ns).Create(ctx, forged, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "must name the user who writes it") {
 		t.Errorf("a grant naming another holder: %v, want the admission policy's refusal", err)
+	}
+	// The agent record that tp intercept wrote may be written only by who may update the
+	// workload: Lease rights alone (which grants need) change no workload's pods.
+	leaseRole := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "tp-e2e-leases-only"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "create", "update", "delete"}}}}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, leaseRole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.RbacV1().ClusterRoles().Delete(context.Background(), leaseRole.Name, metav1.DeleteOptions{}) })
+	leasesOnly := kubernetes.NewForConfigOrDie(developerConfig(t, developer(t, cs, ns, "dev-leases", "tp-e2e-leases-only"), nil))
+	recordName := intercept.RecordName(intercept.Ref{Namespace: ns, Kind: intercept.Deployment, Name: "web-app"})
+	record, err := leasesOnly.CoordinationV1().Leases(ns).Get(ctx, recordName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the agent record of web-app: %v", err)
+	}
+	record.Annotations[intercept.RecordAnnotation] = "{}"
+	if _, err := leasesOnly.CoordinationV1().Leases(ns).Update(ctx, record, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "may update deployments/web-app") {
+		t.Errorf("an agent record updated with Lease rights only: %v, want the admission policy's refusal", err)
+	}
+	if err := leasesOnly.CoordinationV1().Leases(ns).Delete(ctx, recordName, metav1.DeleteOptions{}); err == nil || !strings.Contains(err.Error(), "may update deployments/web-app") {
+		t.Errorf("an agent record deleted with Lease rights only: %v, want the admission policy's refusal", err)
+	}
+	other := record.DeepCopy()
+	other.ObjectMeta = metav1.ObjectMeta{Name: "tp-agent.statefulsets.db", Labels: record.Labels, Annotations: record.Annotations}
+	if _, err := leasesOnly.CoordinationV1().Leases(ns).Create(ctx, other, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "may update statefulsets/db") {
+		t.Errorf("an agent record created with Lease rights only: %v, want the admission policy's refusal", err)
 	}
 	dev.MustTP(t, 30*time.Second, "leave", "web-app-http")
 	podsAnswer("the pods answer again")
