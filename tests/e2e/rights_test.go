@@ -95,7 +95,9 @@ func TestRoleSets(t *testing.T) {
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, leaseRole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.RbacV1().ClusterRoles().Delete(context.Background(), leaseRole.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), leaseRole.Name, metav1.DeleteOptions{})
+	})
 	leasesOnly := kubernetes.NewForConfigOrDie(developerConfig(t, developer(t, cs, ns, "dev-leases", "tp-e2e-leases-only"), nil))
 	recordName := intercept.RecordName(intercept.Ref{Namespace: ns, Kind: intercept.Deployment, Name: "web-app"})
 	record, err := leasesOnly.CoordinationV1().Leases(ns).Get(ctx, recordName, metav1.GetOptions{})

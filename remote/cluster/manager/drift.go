@@ -92,7 +92,7 @@ func (r *Registry) checkDrift(ctx context.Context, cs kubernetes.Interface) {
 			r.log.Warn("intercept problem", "name", it.name, "workload", k, "client", it.client.who, "problem", p)
 		}
 		r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: &tunnelpb.InterceptResult{
-			Name: it.name, Agents: int32(r.agentsLocked(k)), Holder: it.holder, Problem: p}}})
+			Name: it.name, Agents: int32(r.agentsLocked(k)), Holder: it.holder, Problem: p, Report: true}}})
 	}
 }
 

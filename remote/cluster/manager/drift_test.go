@@ -219,7 +219,7 @@ func TestDriftTellsTheHolderOfChanges(t *testing.T) {
 	cs := fake.NewClientset(w.objects()...)
 	r.checkDrift(ctx, cs)
 	res := result(t, c)
-	if !strings.Contains(res.GetProblem(), "agent record of deployment/web is gone") || res.GetName() != "web-http" || res.GetHolder() != "alice" || res.GetError() != "" {
+	if !strings.Contains(res.GetProblem(), "agent record of deployment/web is gone") || res.GetName() != "web-http" || res.GetHolder() != "alice" || res.GetError() != "" || !res.GetReport() {
 		t.Fatalf("after the record went: %+v", res)
 	}
 	r.checkDrift(ctx, cs)
@@ -240,13 +240,13 @@ func TestDriftTellsTheHolderOfChanges(t *testing.T) {
 		t.Errorf("List: %v, %v", resp, err)
 	}
 	r.handleClient(ctx, c, msg) // the client asks again (a reconnection): the problem stays
-	if again := result(t, c); again.GetProblem() != res.GetProblem() {
+	if again := result(t, c); again.GetProblem() != res.GetProblem() || again.GetReport() {
 		t.Errorf("asked again: problem %q", again.GetProblem())
 	}
 
 	w = newDriftWorld(t)
 	r.checkDrift(ctx, fake.NewClientset(w.objects()...))
-	if res := result(t, c); res.GetProblem() != "" || res.GetName() != "web-http" {
+	if res := result(t, c); res.GetProblem() != "" || res.GetName() != "web-http" || !res.GetReport() {
 		t.Errorf("after the record came back: %+v", res)
 	}
 }

@@ -356,14 +356,17 @@ func (s *Session) interceptSession() error {
 
 // takeResult hands the manager's result to whoever waits for it (Intercept), and keeps
 // the problem it reports for an intercept this session holds, telling OnInterceptProblem's
-// function when it changed. The manager sends a result on every request and whenever the
-// problem changes.
+// function when it changed. The manager sends a result on every request and, marked as a
+// report, whenever the problem changes.
 func (s *Session) takeResult(res *tunnelpb.InterceptResult) {
 	ic := s.icState()
 	name := res.GetName()
 	ic.mu.Lock()
-	w := ic.waiters[name]
-	delete(ic.waiters, name)
+	var w chan *tunnelpb.InterceptResult
+	if !res.GetReport() {
+		w = ic.waiters[name]
+		delete(ic.waiters, name)
+	}
 	changed, f := false, ic.onProblem
 	if _, held := ic.specs[name]; held && res.GetError() == "" && ic.problems[name] != res.GetProblem() {
 		changed = true

@@ -47,3 +47,27 @@ func TestInterceptProblems(t *testing.T) {
 		t.Errorf("a left intercept's problem stays: %v", ic.problems)
 	}
 }
+
+// A report the manager sends on its own never stands in for the answer to a request the
+// session waits on: moving an intercept to a port another holds must not read as success
+// because a report of the old one arrived meanwhile.
+func TestInterceptReportAnswersNoRequest(t *testing.T) {
+	s := &Session{}
+	ic := s.icState()
+	ic.specs["web-http"] = InterceptSpec{Name: "web-http", Namespace: "shop", Kind: "Deployment", Workload: "web", Port: "http"}
+	wait := make(chan *tunnelpb.InterceptResult, 1)
+	ic.waiters["web-http"] = wait
+	s.takeResult(&tunnelpb.InterceptResult{Name: "web-http", Agents: 1, Problem: "pods run without tp's agent", Report: true})
+	select {
+	case res := <-wait:
+		t.Fatalf("a report answered the request: %v", res)
+	default:
+	}
+	if got := s.Intercepts()[0].Problem; got != "pods run without tp's agent" {
+		t.Errorf("the report's problem was not kept: %q", got)
+	}
+	s.takeResult(&tunnelpb.InterceptResult{Name: "web-http", Error: "already intercepted by alice"})
+	if res := <-wait; res.GetError() == "" {
+		t.Errorf("the answer: %v", res)
+	}
+}

@@ -433,7 +433,10 @@ type InterceptResult struct {
 	// found it in the cluster (a deleted agent record, pods without the agent, a Service
 	// routed around the agent), with what to do; empty when all is well. The manager sends
 	// a result to the holder whenever it changes, back to empty included.
-	Problem       string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
+	// Set on a result the manager sends on its own (the problem changed), not in answer to
+	// a request: it answers no request the client may be waiting on.
+	Report        bool `protobuf:"varint,6,opt,name=report,proto3" json:"report,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -501,6 +504,13 @@ func (x *InterceptResult) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *InterceptResult) GetReport() bool {
+	if x != nil {
+		return x.Report
+	}
+	return false
 }
 
 type Incoming struct {
@@ -1050,13 +1060,14 @@ const file_intercept_proto_rawDesc = "" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
 	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincomingB\x06\n" +
-	"\x04kind\"\x85\x01\n" +
+	"\x04kind\"\x9d\x01\n" +
 	"\x0fInterceptResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
 	"\x06agents\x18\x03 \x01(\x05R\x06agents\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x18\n" +
-	"\aproblem\x18\x05 \x01(\tR\aproblem\"P\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\x12\x16\n" +
+	"\x06report\x18\x06 \x01(\bR\x06report\"P\n" +
 	"\bIncoming\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tintercept\x18\x02 \x01(\tR\tintercept\x12\x12\n" +
