@@ -5,8 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,29 +61,9 @@ func TestGitOps(t *testing.T) {
 		return s.Spec.ClusterIP
 	}
 	web, num := svcIP("web"), svcIP("num")
-	get := func(ip, path string) string {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-		resp, err := c.Get("http://" + ip + path)
-		if err != nil {
-			return "error: " + err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
 	eventually := func(t *testing.T, within time.Duration, ip, path, want string) time.Duration {
 		t.Helper()
-		start := time.Now()
-		for {
-			got := get(ip, path)
-			if strings.HasPrefix(got, want) {
-				return time.Since(start)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("after %s GET %s still answers %q, want %q", within, path, got, want)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		return answersWithin(t, within, "", ip, path, want)
 	}
 	listSays := func(t *testing.T, within time.Duration, wants ...string) time.Duration {
 		t.Helper()

@@ -7,9 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"reflect"
 	"strconv"
@@ -59,29 +57,10 @@ func TestIntercept(t *testing.T) {
 	// The laptop's server.
 	local := laptopServer(t, "laptop")
 
-	get := func(svc kit.Workload, path string) string {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-		resp, err := c.Get("http://" + svc.ClusterIP + path)
-		if err != nil {
-			return "error: " + err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	get := func(svc kit.Workload, path string) string { return hostGet(svc.ClusterIP, path) }
 	eventually := func(t *testing.T, within time.Duration, what string, svc kit.Workload, path, want string) time.Duration {
 		t.Helper()
-		start := time.Now()
-		for {
-			got := get(svc, path)
-			if strings.HasPrefix(got, want) {
-				return time.Since(start)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("%s: after %s GET %s still answers %q, want %q", what, within, path, got, want)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		return answersWithin(t, within, what, svc.ClusterIP, path, want)
 	}
 	podUIDs := func(app string) []string {
 		pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
@@ -289,6 +268,23 @@ func TestIntercept(t *testing.T) {
 		}
 		eventually(t, 60*time.Second, "after uninstall", w, "/end", "pod=")
 	})
+}
+
+// answersWithin waits until a GET of path from the node (hostGet) answers with want,
+// within; it returns how long that took.
+func answersWithin(t *testing.T, within time.Duration, what, ip, path, want string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := hostGet(ip, path)
+		if strings.HasPrefix(got, want) {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: after %s GET %s still answers %q, want %q", what, within, path, got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // numericTargetPort makes the workload's Service target its HTTP port by number.

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	inj "github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote"
@@ -108,6 +109,7 @@ type workloadState struct {
 	record        *inj.Record
 	recordProblem string       // what is wrong with the record ("": it is there)
 	recordCreated time.Time    // when the record's Lease was made
+	rolling       bool         // the workload's rollout has not completed
 	pods          []corev1.Pod // the live ones
 	podsProblem   string       // what is wrong with the workload itself
 	err           error        // the API server did not answer
@@ -142,7 +144,7 @@ func (d *driftRound) problem(ctx context.Context, key interceptKey) (string, err
 	if w.podsProblem != "" {
 		return w.podsProblem, nil
 	}
-	if p := withoutAgent(key, w.pods, w.recordCreated); p != "" {
+	if p := withoutAgent(key, w.pods, w.recordCreated, w.rolling); p != "" {
 		return p, nil
 	}
 	if p := sharedPortName(w.pods, key.port); p != "" {
@@ -184,7 +186,8 @@ func (d *driftRound) workload(ctx context.Context, key interceptKey) *workloadSt
 		return w
 	}
 	w.recordCreated = lease.CreationTimestamp.Time
-	sel, uid, err := d.selector(ctx, key)
+	sel, uid, rolling, err := d.selector(ctx, key)
+	w.rolling = rolling
 	if apierrors.IsNotFound(err) {
 		w.podsProblem = fmt.Sprintf("%s is gone: no pod serves the intercept; tp leave it, or run tp intercept again once the workload is back", ref)
 		return w
@@ -216,30 +219,35 @@ func (d *driftRound) workload(ctx context.Context, key interceptKey) *workloadSt
 	return w
 }
 
-// selector reads the workload's pod selector and UID.
-func (d *driftRound) selector(ctx context.Context, key interceptKey) (*metav1.LabelSelector, types.UID, error) {
+// selector reads the workload's pod selector and UID, and whether its rollout is still
+// under way.
+func (d *driftRound) selector(ctx context.Context, key interceptKey) (*metav1.LabelSelector, types.UID, bool, error) {
 	apps := d.cs.AppsV1()
 	switch key.kind {
 	case "deployment":
 		o, err := apps.Deployments(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
-			return nil, "", err
+			return nil, "", false, err
 		}
-		return o.Spec.Selector, o.UID, nil
+		st, want := o.Status, ptr.Deref(o.Spec.Replicas, 1)
+		rolling := st.ObservedGeneration < o.Generation || st.UpdatedReplicas < want || st.Replicas > st.UpdatedReplicas
+		return o.Spec.Selector, o.UID, rolling, nil
 	case "statefulset":
 		o, err := apps.StatefulSets(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
-			return nil, "", err
+			return nil, "", false, err
 		}
-		return o.Spec.Selector, o.UID, nil
+		st, want := o.Status, ptr.Deref(o.Spec.Replicas, 1)
+		rolling := st.ObservedGeneration < o.Generation || st.UpdatedReplicas < want || st.CurrentRevision != st.UpdateRevision
+		return o.Spec.Selector, o.UID, rolling, nil
 	case "replicaset":
 		o, err := apps.ReplicaSets(key.namespace).Get(ctx, key.workload, cached)
 		if err != nil {
-			return nil, "", err
+			return nil, "", false, err
 		}
-		return o.Spec.Selector, o.UID, nil
+		return o.Spec.Selector, o.UID, false, nil
 	}
-	return nil, "", apierrors.NewNotFound(corev1.Resource(key.kind), key.workload)
+	return nil, "", false, apierrors.NewNotFound(corev1.Resource(key.kind), key.workload)
 }
 
 // ownedBy tells, as far as the pod's own controller reference goes, whether it is the
@@ -260,17 +268,20 @@ func ownedBy(p *corev1.Pod, kind string, uid types.UID) bool {
 }
 
 // withoutAgent names the live pods that run without tp's agent, and why (the first such
-// pod's reason: its SkippedAnnotation, else how its age compares with the record's).
-func withoutAgent(key interceptKey, pods []corev1.Pod, recordCreated time.Time) string {
+// pod's reason: its SkippedAnnotation, else how its age compares with the record's). While
+// the workload rolls out, pods older than the record are on their way out (the rollout tp
+// intercept started replaces them) and are not named.
+func withoutAgent(key interceptKey, pods []corev1.Pod, recordCreated time.Time, rolling bool) string {
 	var names []string
 	skipped, older := "", false
 	for _, p := range pods {
-		if hasContainer(&p, agentspec.Container) {
+		before := !recordCreated.IsZero() && p.CreationTimestamp.Time.Before(recordCreated)
+		if hasContainer(&p, agentspec.Container) || rolling && before {
 			continue
 		}
 		if len(names) == 0 {
 			skipped = p.Annotations[inj.SkippedAnnotation]
-			older = !recordCreated.IsZero() && p.CreationTimestamp.Time.Before(recordCreated)
+			older = before
 		}
 		names = append(names, p.Name)
 	}

@@ -62,7 +62,8 @@ func newDriftWorld(t *testing.T) *driftWorld {
 	return &driftWorld{
 		record: driftRecord(t, driftTarget),
 		deploy: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "d-1"},
-			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
+			Spec:   appsv1.DeploymentSpec{Replicas: new(int32(2)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+			Status: appsv1.DeploymentStatus{Replicas: 2, UpdatedReplicas: 2}}, // rolled out
 		pods: []*corev1.Pod{driftPod("web-abc-1", true), driftPod("web-abc-2", true)},
 		service: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"},
@@ -141,6 +142,16 @@ func TestDriftProblems(t *testing.T) {
 			p.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
 			w.pods = append(w.pods, p)
 		}, want: []string{"pod web-old-1 runs without tp's agent: it was created before tp's agent record and not replaced since", "it gets it when it is recreated"}},
+		{name: "pods older than the record, while the rollout replaces them", change: func(w *driftWorld) {
+			p := driftPod("web-old-1", false)
+			p.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
+			w.pods = append(w.pods, p)
+			w.deploy.Status = appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 2}
+		}},
+		{name: "new pods without the agent, while rolling out", change: func(w *driftWorld) {
+			w.pods = append(w.pods, driftPod("web-new-1", false))
+			w.deploy.Status = appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 2}
+		}, want: []string{"pod web-new-1 runs without tp's agent"}},
 		{name: "terminating and other workloads' pods do not count", change: func(w *driftWorld) {
 			gone := driftPod("web-abc-9", false)
 			now := metav1.Now()
