@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -287,4 +288,41 @@ func FuzzAgentFlow(f *testing.F) {
 			t.Fatalf("Flow of a port no client intercepts answered %v", s.sent)
 		}
 	})
+}
+
+// A connection announced to the client just before it leaves goes to the app at once: the
+// agent must not wait acceptWait for a client that will never take it (a request right
+// after tp leave would hang for seconds).
+func TestLeaveSendsAnnouncedConnectionsToTheApp(t *testing.T) {
+	ctx := context.Background()
+	r := NewRegistry(oneAgent{}, fakeAuth{}, nil)
+	c := newClient(r)
+	msg := create("web-http", "web", "alice", "ok")
+	msg.GetCreate().Namespace = webAgent.Namespace
+	r.handleClient(ctx, c, msg)
+	if res := result(t, c); res.GetError() != "" {
+		t.Fatalf("create: %v", res.GetError())
+	}
+	dial := &tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: &tunnelpb.Dial{Network: "tcp", Address: "http"}}}
+	s := &flowStream{ctx: metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+agentToken)), in: []*tunnelpb.Frame{dial}}
+	done := make(chan error, 1)
+	go func() { done <- r.AgentAPI().Flow(s) }()
+	select {
+	case m := <-c.out:
+		if m.GetIncoming() == nil {
+			t.Fatalf("the client was told %v, want the incoming connection", m)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the client heard of no incoming connection")
+	}
+	start := time.Now()
+	r.handleClient(ctx, c, &tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Leave{Leave: "web-http"}})
+	select {
+	case err := <-done:
+		if err != nil || len(s.sent) != 1 || s.sent[0].GetDialResult().GetCode() != tunnelpb.Code_CODE_REFUSED {
+			t.Fatalf("Flow: %v, answered %v", err, s.sent)
+		}
+	case <-time.After(acceptWait / 2):
+		t.Fatalf("the announced connection still waits %s after the leave", time.Since(start))
+	}
 }

@@ -86,6 +86,7 @@ type agentConn struct {
 }
 
 type pendingFlow struct {
+	key      interceptKey       // the intercept it was announced for
 	accepted chan tunnel.Stream // the client's Accept stream
 	rejected chan string
 	done     chan struct{} // closed when the relay ends, releasing the Accept handler
@@ -227,6 +228,7 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 				if it.client == c && it.name == req.GetName() && k != key {
 					delete(r.byKey, k) // the same name re-pointed: the old one ends
 					r.notifyLocked(k)
+					r.endedLocked(k)
 				}
 			}
 			since, problem := time.Now(), ""
@@ -246,6 +248,7 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 			if it.client == c && it.name == m.GetLeave() {
 				delete(r.byKey, k)
 				r.notifyLocked(k)
+				r.endedLocked(k)
 				r.log.Info("leave", "name", it.name, "client", c.who)
 			}
 		}
@@ -306,12 +309,27 @@ func (r *Registry) dropClientLocked(c *clientSession, why string) {
 		if it.client == c {
 			delete(r.byKey, k)
 			r.notifyLocked(k)
+			r.endedLocked(k)
 			r.log.Info("intercept ended", "name", it.name, "client", c.who, "why", why)
 		}
 	}
 }
 
 // notifyLocked wakes the agents of the workload of key.
+// endedLocked lets the connections announced for key's intercept go to the app at once:
+// the intercept ended, so no client will take them (a request right after tp leave must
+// not wait for acceptWait).
+func (r *Registry) endedLocked(key interceptKey) {
+	for _, p := range r.pending {
+		if p.key == key {
+			select {
+			case p.rejected <- "the intercept ended":
+			default:
+			}
+		}
+	}
+}
+
 func (r *Registry) notifyLocked(key interceptKey) {
 	for a := range r.agents {
 		if a.matches(key) {
@@ -538,7 +556,7 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 	}
 	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
 	flowID := newFlowID()
-	p := &pendingFlow{accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
+	p := &pendingFlow{key: key, accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
 	defer close(p.done)
 	r.mu.Lock()
 	it := r.byKey[key]

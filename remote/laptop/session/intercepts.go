@@ -435,17 +435,21 @@ func (s *Session) takeIncoming(in *tunnelpb.Incoming) {
 	ctx, cancel := context.WithTimeout(s.ctx, resultWait)
 	defer cancel()
 	ln := s.pickLane(ctx)
+	// Whatever fails from here, the manager hears of it: a connection nobody takes would
+	// wait for it to give up (acceptWait) before reaching the app.
 	stream, err := ln.intercepts.Accept(sctx)
 	if err != nil {
 		end()
 		ln.release()
 		local.Close()
+		reject(fmt.Sprintf("the intercepting machine could not take it: %v", err))
 		return
 	}
 	c, err := tunnel.OpenFlow(ctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: in.GetFlow()})
 	if err != nil {
 		ln.release()
 		local.Close()
+		reject(fmt.Sprintf("the intercepting machine could not take it: %v", err))
 		return
 	}
 	_, _, _ = remote.Splice(s.count(c, ln), local)
