@@ -8,6 +8,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	clientpf "k8s.io/client-go/tools/portforward"
 
 	"github.com/tpdev/tp/remote/laptop/portforward"
@@ -305,7 +309,19 @@ func TestBenchIntercept(t *testing.T) {
 	go func() { _ = http.Serve(ln, workload.Handler("laptop")) }()
 	local := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 
+	// A cold intercept (the workload has no agent yet) against the floor it cannot beat: a
+	// rollout of an identical workload (kubectl rollout restart), in the same run.
+	rollout := rolloutTime(t, cs, ns, "plain")
+	start := time.Now()
 	l.MustTP(t, 3*time.Minute, "intercept", "idle", "--namespace", ns, "--port", local+":80")
+	cold := time.Since(start)
+	kit.WaitFor(t, 30*time.Second, "the laptop answers through the first intercept", func() error {
+		if got := nodeGet("http://" + idle.ClusterIP + "/cold"); !strings.HasPrefix(got, "pod=laptop") {
+			return fmt.Errorf("GET answers %q", got)
+		}
+		return nil
+	})
+	coldAnswer := time.Since(start)
 	l.MustTP(t, time.Minute, "leave", "idle-http") // the agent stays, idle
 	l.MustTP(t, 3*time.Minute, "intercept", "icpt", "--namespace", ns, "--port", local+":80")
 	idleRSS := agentRSS(t, ns, "idle-")
@@ -332,6 +348,8 @@ func TestBenchIntercept(t *testing.T) {
 		fmt.Fprintf(&b, "\nidle agent: bulk %.2fx of the app alone, request p50 +%s\n", results[1].mbps/base.mbps, (results[1].p50 - base.p50).Round(10*time.Microsecond))
 		fmt.Fprintf(&b, "intercepted: bulk %.2fx of the app alone, request p50 %.1fx\n", results[2].mbps/base.mbps, float64(results[2].p50)/float64(base.p50))
 	}
+	fmt.Fprintf(&b, "cold intercept: tp intercept returned in %s, the laptop answered after %s; a rollout restart of the same workload took %s (%.2fx)\n",
+		cold.Round(10*time.Millisecond), coldAnswer.Round(10*time.Millisecond), rollout.Round(10*time.Millisecond), float64(coldAnswer)/float64(rollout))
 	busy := agentPeakRSS(t, ns, "icpt-")
 	fmt.Fprintf(&b, "agent memory: idle RSS %.1f MiB (target <= 20 MiB); peak RSS of the intercepted one under this load %.1f MiB\n",
 		float64(idleRSS)/(1<<20), float64(busy)/(1<<20))
@@ -343,6 +361,41 @@ func TestBenchIntercept(t *testing.T) {
 			f.Close()
 		}
 	}
+}
+
+// rolloutTime restarts the workload's pods as kubectl rollout restart does and returns how
+// long until only new pods, all ready, serve its Service.
+func rolloutTime(t *testing.T, cs kubernetes.Interface, ns, name string) time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
+	start := time.Now()
+	if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kit.WaitFor(t, 2*time.Minute, "the rollout of "+name, func() error {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st, want := d.Status, *d.Spec.Replicas
+		if st.ObservedGeneration < d.Generation || st.UpdatedReplicas != want || st.Replicas != want || st.ReadyReplicas != want {
+			return fmt.Errorf("status %+v", st)
+		}
+		eps, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+		if err != nil {
+			return err
+		}
+		for _, s := range eps.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Serving != nil && *e.Conditions.Serving && e.Conditions.Terminating != nil && *e.Conditions.Terminating {
+					return fmt.Errorf("old pod %v still serving", e.TargetRef)
+				}
+			}
+		}
+		return nil
+	})
+	return time.Since(start)
 }
 
 // agentProc finds, on this node, the agent process of a pod whose name starts with prefix.
@@ -389,4 +442,16 @@ func agentRSS(t *testing.T, ns, prefix string) int64 {
 
 func agentPeakRSS(t *testing.T, ns, prefix string) int64 {
 	return procStatus(t, agentProc(t, ns, prefix), "VmHWM")
+}
+
+// nodeGet is a GET from the node, as cluster traffic arrives (through kube-proxy).
+func nodeGet(url string) string {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
