@@ -116,15 +116,22 @@ func TestGitOps(t *testing.T) {
 	}
 
 	t.Run("NumericTargetPortRevertIsReported", func(t *testing.T) {
-		l.MustTP(t, 3*time.Minute, "intercept", "num", "--namespace", ns, "--port", local+":80")
-		eventually(t, 30*time.Second, num, "/num", "laptop /num")
-		name := "num-" + numericPortName(t, cs, ns, "num")
+		// Held by a command, which hears of the problem on its stderr.
+		held := make(chan kit.Result, 1)
+		go func() {
+			held <- l.TPRun(2*time.Minute, "intercept", "num", "--namespace", ns, "--port", local+":80", "--", "sleep", "20")
+		}()
+		eventually(t, 60*time.Second, num, "/num", "laptop /num")
 		// The self-heal puts the Service's targetPort back to the number git has.
 		kubectl(t, "apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", manifest("3"))
-		took := listSays(t, 10*time.Second, "num", fmt.Sprintf("targets %d again", kit.HTTPPort))
+		reverted := fmt.Sprintf("targets %d again", kit.HTTPPort)
+		took := listSays(t, 10*time.Second, "num", reverted)
 		t.Logf("tp list reported the reverted targetPort %s after the apply", took)
+		r := <-held
+		if r.Err != nil || !strings.Contains(r.Stderr, "tp: intercept num-") || !strings.Contains(r.Stderr, reverted) {
+			t.Errorf("tp intercept -- CMD did not say the targetPort was reverted: %v\n%s", r.Err, r.Stderr)
+		}
 		// tp intercept again puts it back.
-		l.MustTP(t, 30*time.Second, "leave", name)
 		l.MustTP(t, 3*time.Minute, "intercept", "num", "--namespace", ns, "--port", local+":80")
 		eventually(t, 30*time.Second, num, "/num-again", "laptop /num-again")
 	})

@@ -281,6 +281,7 @@ func answersWithin(t *testing.T, within time.Duration, what, ip, path, want stri
 			return time.Since(start)
 		}
 		if time.Since(start) > within {
+			kit.PrintClusterLogs(t)
 			t.Fatalf("%s: after %s GET %s still answers %q, want %q", what, within, path, got, want)
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -14,9 +14,10 @@ import (
 	"github.com/tpdev/tp/remote/agentspec"
 )
 
-// printClusterLogs prints the end of the managers' and the agents' logs, for a failed test:
-// the cluster's side of a failure goes with the test's namespace and the next install.
-func printClusterLogs(t testing.TB) {
+// PrintClusterLogs prints the end of the managers' and the agents' logs, for a failed test:
+// the cluster's side of a failure goes with the test's namespace and the next install, so
+// a test that is about to fail calls it while they are still there.
+func PrintClusterLogs(t testing.TB) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", KubeconfigPath())
 	if err != nil {
 		return

@@ -66,7 +66,7 @@ func NewLaptop(t testing.TB) *Laptop {
 		l.quitAll(t)
 		if t.Failed() {
 			l.printDaemonLogs(t)
-			printClusterLogs(t)
+			PrintClusterLogs(t)
 		}
 	})
 	return l
