@@ -58,10 +58,10 @@ const (
 	ManagedNamespacesEnv = managerspec.ManagedNamespacesEnv
 	AllowedCIDRsEnv      = managerspec.AllowedCIDRsEnv
 
-	// AgentRecordLabel marks a Lease as a tp agent record (intercept.RecordLabel; deploy
-	// cannot import intercept, which imports deploy: a test holds the two equal), and
-	// AgentRecordPrefix starts its name, tp-agent.<resource>.<name>. The record admission
-	// policy selects Leases by the one and reads the workload out of the name by the other.
+	// AgentRecordLabel marks a Lease as a tp agent record, and AgentRecordPrefix starts its
+	// name, tp-agent.<resource>.<name>; intercept writes records by them. The record
+	// admission policy selects Leases by the one and reads the workload out of the name by
+	// the other.
 	AgentRecordLabel  = "tp.dev/agent-record"
 	AgentRecordPrefix = "tp-agent."
 	// WebhookName and WebhookPath: the pod webhook of the MutatingWebhookConfiguration

@@ -30,8 +30,7 @@ func AdmitPod(pod *corev1.Pod, rec Record) ([]byte, error) {
 	for _, c := range pod.Spec.Containers {
 		if c.Name == agentspec.Container {
 			// Created from a template tp injected (the old way), or admitted twice.
-			ports, err := agentPorts(rec.Targets)
-			if err == nil && pod.Annotations[AgentHashAnnotation] == agentHash(rec.Agent, ports) {
+			if hash, err := rec.Hash(); err == nil && pod.Annotations[AgentHashAnnotation] == hash {
 				return nil, nil
 			}
 			return nil, fmt.Errorf("pod already has a %s container of another configuration", agentspec.Container)

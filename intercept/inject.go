@@ -533,7 +533,7 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool)
 		plan.Changed = true
 		cleaned++
 		if !dryRun {
-			if _, err := deleteRecord(ctx, cs, ref); err != nil {
+			if err := deleteRecord(ctx, cs, ref); err != nil {
 				return plan, err
 			}
 		}

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/deploy"
 )
 
 // The record of a workload's agent is a Lease in the workload's namespace, named
@@ -22,10 +24,10 @@ import (
 // every tp-intercept user may already write Leases (grants), it has no data a GitOps tool
 // owns, and it costs the cluster nothing.
 const (
-	RecordLabel      = "tp.dev/agent-record"
+	RecordLabel      = deploy.AgentRecordLabel // install's admission policy selects records by it
 	RecordVersion    = "v1"
 	RecordAnnotation = "tp.dev/agent-record"
-	recordPrefix     = "tp-agent."
+	recordPrefix     = deploy.AgentRecordPrefix // and reads the workload out of their names after it
 )
 
 // Record is what tp keeps in the cluster about a workload it injects: the agent's
@@ -145,16 +147,13 @@ func putRecord(ctx context.Context, cs kubernetes.Interface, ref Ref, rec Record
 }
 
 // deleteRecord removes ref's record; none is fine.
-func deleteRecord(ctx context.Context, cs kubernetes.Interface, ref Ref) (bool, error) {
+func deleteRecord(ctx context.Context, cs kubernetes.Interface, ref Ref) error {
 	name := RecordName(ref)
 	err := cs.CoordinationV1().Leases(ref.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, nil
+	if err != nil && !apierrors.IsNotFound(err) {
+		return apiError(ctx, "delete", "leases.coordination.k8s.io", ref.Namespace, name, err)
 	}
-	if err != nil {
-		return false, apiError(ctx, "delete", "leases.coordination.k8s.io", ref.Namespace, name, err)
-	}
-	return true, nil
+	return nil
 }
 
 // recordRefs lists the workloads recorded in namespace ("" for all), sorted.
