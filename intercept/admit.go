@@ -3,6 +3,7 @@ package intercept
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -50,6 +51,20 @@ func AdmitPod(pod *corev1.Pod, rec Record) ([]byte, error) {
 		ops = append(ops, patchOp{Op: "replace", Path: "/spec/initContainers", Value: want.Spec.InitContainers})
 	}
 	return json.Marshal(ops)
+}
+
+// AnnotatePatch is the JSON patch (RFC 6902) that sets pod's annotation key to value and
+// changes nothing else: how a webhook marks a pod it admits as it is.
+func AnnotatePatch(pod *corev1.Pod, key, value string) []byte {
+	op := patchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{key: value}}
+	if pod.Annotations != nil {
+		op = patchOp{Op: "add", Path: "/metadata/annotations/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(key), Value: value}
+	}
+	patch, err := json.Marshal([]patchOp{op})
+	if err != nil {
+		return nil // a map of strings always encodes
+	}
+	return patch
 }
 
 func opFor(exists bool) string {

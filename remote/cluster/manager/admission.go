@@ -84,7 +84,7 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 	}
 	pod.Namespace = req.Namespace
 	if _, probe := pod.Labels[managerspec.WebhookProbeLabel]; probe {
-		return annotate(pod, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
+		return inj.AnnotatePatch(pod, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
 	}
 	if pod.Name == "" {
 		pod.Name = pod.GenerateName // for messages: the name is given after admission
@@ -128,23 +128,7 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 // skip admits pod without the agent, saying why on the pod.
 func (a *Admission) skip(pod *corev1.Pod, why string) []byte {
 	a.log().Warn("admission: pod admitted without the agent", "pod", pod.Namespace+"/"+pod.Name, "why", why)
-	return annotate(pod, inj.SkippedAnnotation, why)
-}
-
-// annotate is the JSON patch that sets pod's annotation key to value.
-func annotate(pod *corev1.Pod, key, value string) []byte {
-	var op any
-	if pod.Annotations == nil {
-		op = map[string]any{"op": "add", "path": "/metadata/annotations", "value": map[string]string{key: value}}
-	} else {
-		escaped := strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
-		op = map[string]any{"op": "add", "path": "/metadata/annotations/" + escaped, "value": value}
-	}
-	patch, err := json.Marshal([]any{op})
-	if err != nil {
-		return nil
-	}
-	return patch
+	return inj.AnnotatePatch(pod, inj.SkippedAnnotation, why)
 }
 
 func (a *Admission) log() *slog.Logger {
