@@ -301,7 +301,7 @@ func TestBenchIntercept(t *testing.T) {
 	l.MustTP(t, 3*time.Minute, "install")
 
 	// The laptop's server: the same workload handler, on the laptop's loopback.
-	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	ln, err := l.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 // Package cluster runs the project's real single-node Kubernetes test cluster on this machine:
 // kube-apiserver, controller-manager, scheduler, kubelet and kube-proxy built from source,
 // Debian's etcd, containerd, runc and CNI plugins, and a minimal CoreDNS. It also makes the
-// "laptop" network namespace that e2e tests run tp in, which reaches the API server and
-// nothing else.
+// "laptop" network namespaces that e2e tests run tp in, each of which reaches the API server
+// and nothing else.
 //
 // Runtime state is machine-wide (one cluster per machine: it owns fixed addresses, links and
 // iptables chains), so a fresh checkout finds and cleans what an older one left. Each
@@ -43,7 +43,8 @@ const (
 	cniNetwork = "tp"
 	cniConf    = "/etc/cni/net.d/10-tp.conflist"
 
-	// The laptop: a network namespace that reaches NodeIP only, through a veth pair.
+	// The first laptop (Laptops[0]): a network namespace that reaches NodeIP only, through a
+	// veth pair.
 	LaptopNetns = "/run/netns/tplaptop"
 	laptopHost  = "tplap0" // host end
 	laptopPeer  = "tplap1" // laptop end
@@ -57,6 +58,25 @@ const (
 	// images loaded at start.
 	PauseImage = "localhost/tp/pause:test"
 )
+
+// LaptopNet is one laptop's network namespace, reached from the host through a veth pair on
+// a /30 of its own.
+type LaptopNet struct {
+	Netns string // the namespace's path, for nsenter --net and setns
+	IP    string // the laptop end's address: what the host reaches the laptop at
+	host  string // the veth's host end
+	peer  string // its laptop end; named apart from every other end, as both ends start on the host
+	gw    string // the host end's address, the laptop's one route to NodeIP
+}
+
+// Laptops are the laptop namespaces Up makes, one per developer a test needs at once: two
+// developers on one machine would share loopback, ports and tp's view of the network, which
+// no two laptops do. The first is LaptopNetns, where kit.NewLaptop and LaptopDialContext run;
+// each next one takes the next /30 of 10.251.0.0/24.
+var Laptops = []LaptopNet{
+	{Netns: LaptopNetns, IP: LaptopIP, host: laptopHost, peer: laptopPeer, gw: laptopGW},
+	{Netns: "/run/netns/tplaptop2", IP: "10.251.0.6", host: "tplap2", peer: "tplap3", gw: "10.251.0.5"},
+}
 
 // Config says where the cluster keeps its things.
 type Config struct {

@@ -143,3 +143,38 @@ func TestEstablishedToReadsProcNetTCP(t *testing.T) {
 		t.Fatalf("establishedTo = %v, %v; want [45176]", got, err)
 	}
 }
+
+// Each laptop namespace must be a /30 of its own with ends named apart: both veth ends start
+// on the host, and two laptops on one subnet would reach each other through the host.
+func TestLaptopsAreApart(t *testing.T) {
+	if first := Laptops[0]; first.Netns != LaptopNetns || first.IP != LaptopIP || first.host != laptopHost || first.peer != laptopPeer || first.gw != laptopGW {
+		t.Errorf("the first laptop %+v is not the one LaptopNetns and LaptopIP name", first)
+	}
+	names := map[string]bool{NodeLink: true, CNIBridge: true}
+	seen := map[string]bool{}
+	var nets []netip.Prefix
+	for _, n := range Laptops {
+		for _, name := range []string{n.host, n.peer} {
+			if names[name] || len(name) > 15 {
+				t.Errorf("laptop %s: link name %q is taken or too long", n.Netns, name)
+			}
+			names[name] = true
+		}
+		if seen[n.Netns] || filepath.Dir(n.Netns) != "/run/netns" {
+			t.Errorf("laptop namespace %s: taken or not under /run/netns", n.Netns)
+		}
+		seen[n.Netns] = true
+		gw, ip := netip.MustParseAddr(n.gw), netip.MustParseAddr(n.IP)
+		p := netip.PrefixFrom(gw, 30).Masked()
+		hosts := []netip.Addr{p.Addr().Next(), p.Addr().Next().Next()} // not the network's, not the broadcast
+		if gw == ip || !slices.Contains(hosts, gw) || !slices.Contains(hosts, ip) {
+			t.Errorf("laptop %s: %s and %s are not the two hosts of one /30", n.Netns, n.gw, n.IP)
+		}
+		for _, q := range nets {
+			if q.Overlaps(p) {
+				t.Errorf("laptop %s: %s overlaps %s", n.Netns, p, q)
+			}
+		}
+		nets = append(nets, p)
+	}
+}

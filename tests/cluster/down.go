@@ -219,12 +219,18 @@ func (c *Cluster) leftovers() error {
 			left = append(left, fmt.Sprintf("process %s (pid %d)", d.name, pid))
 		}
 	}
-	for _, link := range []string{NodeLink, CNIBridge, laptopHost} {
+	links := []string{NodeLink, CNIBridge}
+	namespaces := globNames("/run/netns/cni-*")
+	for _, n := range Laptops {
+		links = append(links, n.host) // the peer end goes with it, or with its namespace
+		namespaces = append(namespaces, globNames(n.Netns)...)
+	}
+	for _, link := range links {
 		if linkExists(link) {
 			left = append(left, "link "+link)
 		}
 	}
-	for _, ns := range append(globNames("/run/netns/cni-*"), globNames(LaptopNetns)...) {
+	for _, ns := range namespaces {
 		left = append(left, "network namespace "+ns)
 	}
 	for _, ch := range leftoverChains() {

@@ -18,6 +18,11 @@ func LaptopDialContext(ctx context.Context, network, address string) (net.Conn, 
 	return DialInNetns(ctx, LaptopNetns, network, address)
 }
 
+// DialContext dials from the laptop n, as LaptopDialContext does from the first.
+func (n LaptopNet) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return DialInNetns(ctx, n.Netns, network, address)
+}
+
 // DialInNetns dials address from the network namespace at nsPath.
 func DialInNetns(ctx context.Context, nsPath, network, address string) (net.Conn, error) {
 	return DialInNetnsAs(ctx, nsPath, -1, network, address)

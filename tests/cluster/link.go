@@ -11,8 +11,8 @@ import (
 	"strings"
 )
 
-// ShapeLaptopLink makes the laptop's link to the node slower than the machine: rateMbit in
-// each direction, with a queue of its own for each TCP connection the laptop has open to
+// ShapeLaptopLink makes the first laptop's link to the node slower than the machine: rateMbit
+// in each direction, with a queue of its own for each TCP connection the laptop has open to
 // the API server when it is called, served in turn (what fq_codel gives, the default queue
 // discipline of Linux distributions; this kernel has neither fq_codel nor sfq, so each
 // connection gets an HTB class). Connections made later share one more queue.
@@ -23,11 +23,16 @@ import (
 // head-of-line blocking must see. The returned func removes the shaping; so does the next
 // cluster start.
 func ShapeLaptopLink(rateMbit int) (ports []uint16, undo func(), err error) {
-	ports, err = laptopAPIPorts()
+	return Laptops[0].ShapeLink(rateMbit)
+}
+
+// ShapeLink is ShapeLaptopLink for the laptop n.
+func (n LaptopNet) ShapeLink(rateMbit int) (ports []uint16, undo func(), err error) {
+	ports, err = n.apiPorts()
 	if err != nil {
 		return nil, nil, err
 	}
-	undo = unshapeLaptopLink
+	undo = n.unshape
 	undo()
 	// The host end's egress carries downloads (to the laptop's port); the laptop end's
 	// carries uploads (from it).
@@ -35,7 +40,7 @@ func ShapeLaptopLink(rateMbit int) (ports []uint16, undo func(), err error) {
 		pre     []string
 		dev     string
 		portKey string
-	}{{nil, laptopHost, "dport"}, {[]string{"nsenter", "--net=" + LaptopNetns}, laptopPeer, "sport"}} {
+	}{{nil, n.host, "dport"}, {[]string{"nsenter", "--net=" + n.Netns}, n.peer, "sport"}} {
 		tc := func(args ...string) error {
 			cmd := append(append([]string{}, side.pre...), append([]string{"tc"}, args...)...)
 			_, err := run(cmd[0], cmd[1:]...)
@@ -67,17 +72,17 @@ func ShapeLaptopLink(rateMbit int) (ports []uint16, undo func(), err error) {
 	return ports, undo, nil
 }
 
-// unshapeLaptopLink removes what ShapeLaptopLink added (nothing there is fine).
-func unshapeLaptopLink() {
-	_, _ = run("tc", "qdisc", "del", "dev", laptopHost, "root")
-	_, _ = run("nsenter", "--net="+LaptopNetns, "tc", "qdisc", "del", "dev", laptopPeer, "root")
+// unshape removes what ShapeLink added (nothing there is fine).
+func (n LaptopNet) unshape() {
+	_, _ = run("tc", "qdisc", "del", "dev", n.host, "root")
+	_, _ = run("nsenter", "--net="+n.Netns, "tc", "qdisc", "del", "dev", n.peer, "root")
 }
 
-// laptopAPIPorts lists the laptop's local ports of its established connections to the API
-// server, read from the laptop namespace's /proc/net/tcp.
-func laptopAPIPorts() ([]uint16, error) {
+// apiPorts lists the laptop's local ports of its established connections to the API server,
+// read from the laptop namespace's /proc/net/tcp.
+func (n LaptopNet) apiPorts() ([]uint16, error) {
 	var data []byte
-	err := inNetns(LaptopNetns, func() (err error) {
+	err := inNetns(n.Netns, func() (err error) {
 		data, err = os.ReadFile("/proc/thread-self/net/tcp")
 		return err
 	})

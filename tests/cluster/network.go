@@ -72,53 +72,64 @@ func localRoutes() error {
 	return nil
 }
 
-// laptopUp makes the laptop namespace if it is missing: a veth to the host, a route to the
-// node address and no other. The host drops whatever the laptop would have it forward, so
-// neither the cluster's addresses nor anything off the machine is reachable from it.
+// laptopUp makes every laptop namespace that is missing: a veth to the host, a route to the
+// node address and no other. The host drops whatever a laptop would have it forward, so
+// neither the cluster's addresses nor anything off the machine, nor another laptop, is
+// reachable from it.
 func (c *Cluster) laptopUp() error {
 	if err := c.tunForEveryone(); err != nil {
 		return err
 	}
-	if _, err := os.Stat(LaptopNetns); err == nil && linkExists(laptopHost) {
-		unshapeLaptopLink() // a test that ended before its undo may have left it slow
-		return c.laptopDropRule()
+	for _, n := range Laptops {
+		if err := n.up(); err != nil {
+			return err
+		}
 	}
-	c.laptopDown()
+	return nil
+}
+
+// up makes n if it is missing, and otherwise leaves it (and what runs in it) as it is.
+func (n LaptopNet) up() error {
+	if _, err := os.Stat(n.Netns); err == nil && linkExists(n.host) {
+		n.unshape() // a test that ended before its undo may have left it slow
+		return n.dropRule()
+	}
+	n.down() // what a half-made one left; the other laptops, and what runs in them, stay
 	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
-		return fmt.Errorf("laptop namespace: %w", err)
+		return fmt.Errorf("laptop namespace %s: %w", n.Netns, err)
 	}
-	if err := os.WriteFile(LaptopNetns, nil, 0o644); err != nil {
-		return fmt.Errorf("laptop namespace: %w", err)
+	if err := os.WriteFile(n.Netns, nil, 0o644); err != nil {
+		return fmt.Errorf("laptop namespace %s: %w", n.Netns, err)
 	}
 	// Not `ip netns add`: where /run/netns is no mount point yet, it bind-mounts /run/netns
 	// over itself, hiding the pod namespaces CNI made there (pods then hang in Terminating).
 	steps := [][]string{
-		{"unshare", "--net=" + LaptopNetns, "true"},
-		{"ip", "link", "add", laptopHost, "type", "veth", "peer", "name", laptopPeer},
-		{"ip", "link", "set", laptopPeer, "netns", LaptopNetns},
-		{"ip", "addr", "add", laptopGW + "/30", "dev", laptopHost},
-		{"ip", "link", "set", laptopHost, "up"},
-		{"nsenter", "--net=" + LaptopNetns, "ip", "addr", "add", LaptopIP + "/30", "dev", laptopPeer},
-		{"nsenter", "--net=" + LaptopNetns, "ip", "link", "set", laptopPeer, "up"},
-		{"nsenter", "--net=" + LaptopNetns, "ip", "link", "set", "lo", "up"},
-		{"nsenter", "--net=" + LaptopNetns, "ip", "route", "add", NodeIP + "/32", "via", laptopGW},
+		{"unshare", "--net=" + n.Netns, "true"},
+		{"ip", "link", "add", n.host, "type", "veth", "peer", "name", n.peer},
+		{"ip", "link", "set", n.peer, "netns", n.Netns},
+		{"ip", "addr", "add", n.gw + "/30", "dev", n.host},
+		{"ip", "link", "set", n.host, "up"},
+		{"nsenter", "--net=" + n.Netns, "ip", "addr", "add", n.IP + "/30", "dev", n.peer},
+		{"nsenter", "--net=" + n.Netns, "ip", "link", "set", n.peer, "up"},
+		{"nsenter", "--net=" + n.Netns, "ip", "link", "set", "lo", "up"},
+		{"nsenter", "--net=" + n.Netns, "ip", "route", "add", NodeIP + "/32", "via", n.gw},
 	}
 	for _, s := range steps {
 		if _, err := run(s[0], s[1:]...); err != nil {
-			return fmt.Errorf("laptop namespace: %w", err)
+			return fmt.Errorf("laptop namespace %s: %w", n.Netns, err)
 		}
 	}
-	return c.laptopDropRule()
+	return n.dropRule()
 }
 
-// laptopDropRule makes sure the host forwards nothing from the laptop, ahead of kube-proxy's
-// and anyone's FORWARD rules.
-func (c *Cluster) laptopDropRule() error {
-	if _, err := run("iptables", "-C", "FORWARD", "-i", laptopHost, "-j", "DROP"); err == nil {
+// dropRule makes sure the host forwards nothing from the laptop, ahead of kube-proxy's and
+// anyone's FORWARD rules.
+func (n LaptopNet) dropRule() error {
+	if _, err := run("iptables", "-C", "FORWARD", "-i", n.host, "-j", "DROP"); err == nil {
 		return nil
 	}
-	if _, err := run("iptables", "-I", "FORWARD", "1", "-i", laptopHost, "-j", "DROP"); err != nil {
-		return fmt.Errorf("laptop namespace: %w", err)
+	if _, err := run("iptables", "-I", "FORWARD", "1", "-i", n.host, "-j", "DROP"); err != nil {
+		return fmt.Errorf("laptop namespace %s: %w", n.Netns, err)
 	}
 	return nil
 }
@@ -157,25 +168,32 @@ func (c *Cluster) tunRestore() {
 	}
 }
 
-// laptopDown ends the processes in the laptop namespace and removes it.
+// laptopDown ends the processes in every laptop namespace and removes them.
 func (c *Cluster) laptopDown() {
-	if ino, err := nsInode(LaptopNetns); err == nil {
+	for _, n := range Laptops {
+		n.down()
+	}
+}
+
+// down ends the processes in n and removes it; what is already gone is fine.
+func (n LaptopNet) down() {
+	if ino, err := nsInode(n.Netns); err == nil {
 		for pid := range processes() {
 			if pino, err := nsInode(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && pino == ino && pid != os.Getpid() {
 				terminate(pid, 3*time.Second)
 			}
 		}
 	}
-	if linkExists(laptopHost) {
-		_, _ = run("ip", "link", "del", laptopHost)
+	if linkExists(n.host) {
+		_, _ = run("ip", "link", "del", n.host)
 	}
 	for {
-		if _, err := run("iptables", "-D", "FORWARD", "-i", laptopHost, "-j", "DROP"); err != nil {
+		if _, err := run("iptables", "-D", "FORWARD", "-i", n.host, "-j", "DROP"); err != nil {
 			break
 		}
 	}
-	_, _ = run("umount", LaptopNetns)
-	_ = os.Remove(LaptopNetns)
+	_, _ = run("umount", n.Netns)
+	_ = os.Remove(n.Netns)
 }
 
 // iptablesCleanup removes every KUBE-* chain, the CNI portmap chains and the rules that jump

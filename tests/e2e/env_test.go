@@ -59,11 +59,23 @@ var laptopDial = cluster.LaptopDialContext
 
 func podStates(pods []corev1.Pod) string { return kit.PodStates(pods) }
 
-// laptopServer serves HTTP on the laptop's loopback, answering "<prefix> <path>", until the
-// test ends; it returns the port.
+// laptopServer serves HTTP on the first laptop's loopback, answering "<prefix> <path>", until
+// the test ends; it returns the port.
 func laptopServer(t testing.TB, prefix string) string {
 	t.Helper()
-	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	return serveIn(t, cluster.LaptopNetns, prefix)
+}
+
+// laptopServerOn is laptopServer on l's loopback: each laptop namespace has its own, which
+// another laptop's tp cannot reach.
+func laptopServerOn(t testing.TB, l *kit.Laptop, prefix string) string {
+	t.Helper()
+	return serveIn(t, l.Net.Netns, prefix)
+}
+
+func serveIn(t testing.TB, netns, prefix string) string {
+	t.Helper()
+	ln, err := cluster.ListenInNetns(netns, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

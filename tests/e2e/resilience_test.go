@@ -167,7 +167,7 @@ func TestResilience(t *testing.T) {
 		took := recovers(t, 10*time.Second, func(t *testing.T) {
 			// Reset every connection from the laptop to the API server, the port-forward's
 			// included, as a dropped link or a restarted API server would.
-			if out, err := exec.Command("nsenter", "--net="+cluster.LaptopNetns, "ss", "-K", "dst", cluster.NodeIP).CombinedOutput(); err != nil && !strings.Contains(string(out), "ESTAB") {
+			if out, err := exec.Command("nsenter", "--net="+l.Net.Netns, "ss", "-K", "dst", cluster.NodeIP).CombinedOutput(); err != nil && !strings.Contains(string(out), "ESTAB") {
 				t.Fatalf("ss -K: %v %s", err, out)
 			}
 			// The flow that was open at the cut fails fast rather than hanging.
@@ -206,7 +206,7 @@ func TestResilience(t *testing.T) {
 	t.Run("BlackHoledTunnel", func(t *testing.T) {
 		rule := []string{"OUTPUT", "-d", cluster.NodeIP, "-j", "DROP"}
 		ipt := func(op string) error {
-			return exec.Command("nsenter", append([]string{"--net=" + cluster.LaptopNetns, "iptables", op}, rule...)...).Run()
+			return exec.Command("nsenter", append([]string{"--net=" + l.Net.Netns, "iptables", op}, rule...)...).Run()
 		}
 		defer ipt("-D")
 		var detected time.Duration

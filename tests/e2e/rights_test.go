@@ -33,7 +33,6 @@ import (
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
-	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 )
 
@@ -278,7 +277,7 @@ func TestProxyCredentials(t *testing.T) {
 		t.Errorf("tp connect printed the password:\n%s\n%s", r.Stdout, r.Stderr)
 	}
 	// Another machine: the host, through the laptop's address.
-	proxy := net.JoinHostPort(cluster.LaptopIP, "1081")
+	proxy := net.JoinHostPort(l.Net.IP, "1081")
 	want := fmt.Sprintf("pod=%s path=/c\n", w.Pod)
 	curl := func(args ...string) (string, error) {
 		out, err := execOut("curl", append([]string{"-sS", "--max-time", "20", "-w", "\n%{http_code}"}, args...)...)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 )
 
@@ -36,7 +35,7 @@ func TestRun(t *testing.T) {
 	l.MustTP(t, 3*time.Minute, "install")
 
 	// A server on the laptop's own loopback, for the VIF's host address.
-	ln, err := cluster.ListenInNetns(cluster.LaptopNetns, "127.0.0.1:0")
+	ln, err := l.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,22 +23,37 @@ import (
 // LaptopUID is the unprivileged user tp runs as in e2e tests: tp must never need root.
 const LaptopUID = 65534
 
-// Laptop runs programs as a developer's laptop would: in the laptop network namespace
-// (which reaches the API server and nothing else of the cluster), as an unprivileged user,
-// with its own home folder and a copy of the kubeconfig.
+// Laptop runs programs as a developer's laptop would: in a laptop network namespace (which
+// reaches the API server and nothing else of the cluster), as an unprivileged user, with
+// its own home folder and a copy of the kubeconfig.
 type Laptop struct {
 	Home       string
 	Kubeconfig string
-	TP         string // tp's binary, copied into Home
+	TP         string            // tp's binary, copied into Home
+	Net        cluster.LaptopNet // the namespace everything the laptop runs and dials is in
 	env        []string
 }
 
-// NewLaptop prepares a laptop user for one test; its tp sessions end with the test.
+// NewLaptop prepares a laptop user for one test, in the first laptop namespace; its tp
+// sessions end with the test.
 func NewLaptop(t testing.TB) *Laptop {
+	t.Helper()
+	return NewLaptopIn(t, cluster.Laptops[0])
+}
+
+// NewLaptopIn is NewLaptop in the laptop namespace n: a test with two developers at once
+// gives each a namespace of its own (cluster.Laptops), as two laptops share no loopback and
+// no ports. Laptops in one namespace are users of one machine.
+func NewLaptopIn(t testing.TB, n cluster.LaptopNet) *Laptop {
 	t.Helper()
 	tpBin := os.Getenv("TP_E2E_TP")
 	if tpBin == "" {
 		t.Fatal("TP_E2E_TP is not set: run the e2e tests with make e2e, which builds bin/tp")
+	}
+	// A cluster brought up before this laptop was in cluster.Laptops lacks its namespace
+	// (nsenter would say little more than "No such file").
+	if _, err := os.Stat(n.Netns); n.Netns == "" || err != nil {
+		t.Fatalf("laptop namespace %q is missing: run make cluster-up, which makes every laptop namespace", n.Netns)
 	}
 	strays.Do(func() { endStrays(t) })
 	home, err := os.MkdirTemp("", "tp-laptop-")
@@ -46,7 +61,7 @@ func NewLaptop(t testing.TB) *Laptop {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
-	l := &Laptop{Home: home, Kubeconfig: filepath.Join(home, "kubeconfig"), TP: filepath.Join(home, "tp")}
+	l := &Laptop{Home: home, Kubeconfig: filepath.Join(home, "kubeconfig"), TP: filepath.Join(home, "tp"), Net: n}
 	copyFile(t, KubeconfigPath(), l.Kubeconfig, 0o600)
 	copyFile(t, tpBin, l.TP, 0o755)
 	if err := filepath.Walk(home, func(p string, _ os.FileInfo, err error) error {
@@ -118,7 +133,7 @@ func (l *Laptop) Command(ctx context.Context, env []string, name string, args ..
 // commandAs is Command as uid (its group too): another user of the laptop unless uid is
 // LaptopUID.
 func (l *Laptop) commandAs(ctx context.Context, uid int, env []string, name string, args ...string) *exec.Cmd {
-	full := []string{"--net=" + cluster.LaptopNetns, "--",
+	full := []string{"--net=" + l.Net.Netns, "--",
 		"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--",
 		"env", "-i"}
 	full = append(full, l.env...)
@@ -202,7 +217,13 @@ func (l *Laptop) Dial(ctx context.Context, network, address string) (net.Conn, e
 // DialAs dials from the laptop's network namespace with a socket that belongs to uid: another
 // user of the developer's machine when uid is not LaptopUID.
 func (l *Laptop) DialAs(ctx context.Context, uid int, network, address string) (net.Conn, error) {
-	return cluster.DialInNetnsAs(ctx, cluster.LaptopNetns, uid, network, address)
+	return cluster.DialInNetnsAs(ctx, l.Net.Netns, uid, network, address)
+}
+
+// Listen listens on address (tcp) in the laptop's network namespace, where the developer's
+// own servers run.
+func (l *Laptop) Listen(address string) (net.Listener, error) {
+	return cluster.ListenInNetns(l.Net.Netns, address)
 }
 
 // HTTPClient is an HTTP client on the laptop that uses proxy (nil: none).
