@@ -27,6 +27,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MatchKind int32
+
+const (
+	MatchKind_MATCH_EXACT  MatchKind = 0
+	MatchKind_MATCH_PREFIX MatchKind = 1
+	// RE2 syntax, matched against the whole value.
+	MatchKind_MATCH_REGEX MatchKind = 2
+)
+
+// Enum value maps for MatchKind.
+var (
+	MatchKind_name = map[int32]string{
+		0: "MATCH_EXACT",
+		1: "MATCH_PREFIX",
+		2: "MATCH_REGEX",
+	}
+	MatchKind_value = map[string]int32{
+		"MATCH_EXACT":  0,
+		"MATCH_PREFIX": 1,
+		"MATCH_REGEX":  2,
+	}
+)
+
+func (x MatchKind) Enum() *MatchKind {
+	p := new(MatchKind)
+	*p = x
+	return p
+}
+
+func (x MatchKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MatchKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_intercept_proto_enumTypes[0].Descriptor()
+}
+
+func (MatchKind) Type() protoreflect.EnumType {
+	return &file_intercept_proto_enumTypes[0]
+}
+
+func (x MatchKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MatchKind.Descriptor instead.
+func (MatchKind) EnumDescriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{0}
+}
+
 type InterceptClientMsg struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -157,8 +207,11 @@ type InterceptRequest struct {
 	Client string `protobuf:"bytes,6,opt,name=client,proto3" json:"client,omitempty"`
 	// The grant: the Lease the client wrote in the workload's namespace (its name), and the
 	// secret whose SHA-256 that Lease carries. Only a writer of that Lease knows the secret.
-	Grant         string `protobuf:"bytes,7,opt,name=grant,proto3" json:"grant,omitempty"`
-	Secret        string `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
+	Grant  string `protobuf:"bytes,7,opt,name=grant,proto3" json:"grant,omitempty"`
+	Secret string `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Set for a filtered intercept: only the HTTP requests it matches come to the client,
+	// the others go to the app. Unset: every connection to the port comes to the client.
+	Http          *HTTPFilter `protobuf:"bytes,9,opt,name=http,proto3" json:"http,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +302,138 @@ func (x *InterceptRequest) GetSecret() string {
 	return ""
 }
 
+func (x *InterceptRequest) GetHttp() *HTTPFilter {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
+// HTTPFilter selects HTTP requests (HTTP/1.x requests one by one on a connection, HTTP/2
+// streams): a request matches when it carries the header x-tp-intercept with the value id,
+// or when every header match and the path match (those given, at least one) hold.
+type HTTPFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Headers       []*Match               `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
+	Path          *Match                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPFilter) Reset() {
+	*x = HTTPFilter{}
+	mi := &file_intercept_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPFilter) ProtoMessage() {}
+
+func (x *HTTPFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPFilter.ProtoReflect.Descriptor instead.
+func (*HTTPFilter) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HTTPFilter) GetHeaders() []*Match {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *HTTPFilter) GetPath() *Match {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *HTTPFilter) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// Match is one condition: on a header (name, case-insensitive: any of its values matches)
+// or on the request's path (name empty; the path as sent, without the query).
+type Match struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Kind          MatchKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=tp.tunnel.v1.MatchKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Match) Reset() {
+	*x = Match{}
+	mi := &file_intercept_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Match) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Match) ProtoMessage() {}
+
+func (x *Match) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Match.ProtoReflect.Descriptor instead.
+func (*Match) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Match) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Match) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Match) GetKind() MatchKind {
+	if x != nil {
+		return x.Kind
+	}
+	return MatchKind_MATCH_EXACT
+}
+
 type Renew struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -257,7 +442,7 @@ type Renew struct {
 
 func (x *Renew) Reset() {
 	*x = Renew{}
-	mi := &file_intercept_proto_msgTypes[2]
+	mi := &file_intercept_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +454,7 @@ func (x *Renew) String() string {
 func (*Renew) ProtoMessage() {}
 
 func (x *Renew) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[2]
+	mi := &file_intercept_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +467,7 @@ func (x *Renew) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Renew.ProtoReflect.Descriptor instead.
 func (*Renew) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{2}
+	return file_intercept_proto_rawDescGZIP(), []int{4}
 }
 
 // Reject turns down an announced flow (nothing listens on the laptop).
@@ -296,7 +481,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_intercept_proto_msgTypes[3]
+	mi := &file_intercept_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +493,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[3]
+	mi := &file_intercept_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +506,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{3}
+	return file_intercept_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Reject) GetFlow() string {
@@ -351,7 +536,7 @@ type InterceptServerMsg struct {
 
 func (x *InterceptServerMsg) Reset() {
 	*x = InterceptServerMsg{}
-	mi := &file_intercept_proto_msgTypes[4]
+	mi := &file_intercept_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +548,7 @@ func (x *InterceptServerMsg) String() string {
 func (*InterceptServerMsg) ProtoMessage() {}
 
 func (x *InterceptServerMsg) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[4]
+	mi := &file_intercept_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +561,7 @@ func (x *InterceptServerMsg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptServerMsg.ProtoReflect.Descriptor instead.
 func (*InterceptServerMsg) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{4}
+	return file_intercept_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InterceptServerMsg) GetKind() isInterceptServerMsg_Kind {
@@ -436,14 +621,17 @@ type InterceptResult struct {
 	Problem string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
 	// Set on a result the manager sends on its own (the problem changed), not in answer to
 	// a request: it answers no request the client may be waiting on.
-	Report        bool `protobuf:"varint,6,opt,name=report,proto3" json:"report,omitempty"`
+	Report bool `protobuf:"varint,6,opt,name=report,proto3" json:"report,omitempty"`
+	// For a filtered intercept: the intercepts of other clients on the same port whose
+	// filters may match the same requests, and which of them such a request goes to.
+	Overlap       string `protobuf:"bytes,7,opt,name=overlap,proto3" json:"overlap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterceptResult) Reset() {
 	*x = InterceptResult{}
-	mi := &file_intercept_proto_msgTypes[5]
+	mi := &file_intercept_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +643,7 @@ func (x *InterceptResult) String() string {
 func (*InterceptResult) ProtoMessage() {}
 
 func (x *InterceptResult) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[5]
+	mi := &file_intercept_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +656,7 @@ func (x *InterceptResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptResult.ProtoReflect.Descriptor instead.
 func (*InterceptResult) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{5}
+	return file_intercept_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InterceptResult) GetName() string {
@@ -513,6 +701,13 @@ func (x *InterceptResult) GetReport() bool {
 	return false
 }
 
+func (x *InterceptResult) GetOverlap() string {
+	if x != nil {
+		return x.Overlap
+	}
+	return ""
+}
+
 type Incoming struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Flow      string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
@@ -525,7 +720,7 @@ type Incoming struct {
 
 func (x *Incoming) Reset() {
 	*x = Incoming{}
-	mi := &file_intercept_proto_msgTypes[6]
+	mi := &file_intercept_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +732,7 @@ func (x *Incoming) String() string {
 func (*Incoming) ProtoMessage() {}
 
 func (x *Incoming) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[6]
+	mi := &file_intercept_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +745,7 @@ func (x *Incoming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Incoming.ProtoReflect.Descriptor instead.
 func (*Incoming) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{6}
+	return file_intercept_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Incoming) GetFlow() string {
@@ -587,7 +782,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_intercept_proto_msgTypes[7]
+	mi := &file_intercept_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +794,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[7]
+	mi := &file_intercept_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +807,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{7}
+	return file_intercept_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRequest) GetNamespace() string {
@@ -640,7 +835,7 @@ type GrantRef struct {
 
 func (x *GrantRef) Reset() {
 	*x = GrantRef{}
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +847,7 @@ func (x *GrantRef) String() string {
 func (*GrantRef) ProtoMessage() {}
 
 func (x *GrantRef) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +860,7 @@ func (x *GrantRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantRef.ProtoReflect.Descriptor instead.
 func (*GrantRef) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{8}
+	return file_intercept_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GrantRef) GetNamespace() string {
@@ -698,7 +893,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +905,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +918,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{9}
+	return file_intercept_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListResponse) GetIntercepts() []*InterceptInfo {
@@ -748,14 +943,16 @@ type InterceptInfo struct {
 	Grant  string `protobuf:"bytes,10,opt,name=grant,proto3" json:"grant,omitempty"`
 	// What keeps the intercept from receiving traffic (InterceptResult.problem); empty when
 	// all is well.
-	Problem       string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The intercept's filter; unset for one that takes every connection.
+	Http          *HTTPFilter `protobuf:"bytes,12,opt,name=http,proto3" json:"http,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +964,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +977,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{10}
+	return file_intercept_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InterceptInfo) GetName() string {
@@ -860,6 +1057,13 @@ func (x *InterceptInfo) GetProblem() string {
 	return ""
 }
 
+func (x *InterceptInfo) GetHttp() *HTTPFilter {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
 type AgentHello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pod           string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
@@ -872,7 +1076,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1088,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1101,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{11}
+	return file_intercept_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AgentHello) GetPod() string {
@@ -939,7 +1143,7 @@ type AgentPort struct {
 
 func (x *AgentPort) Reset() {
 	*x = AgentPort{}
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1155,7 @@ func (x *AgentPort) String() string {
 func (*AgentPort) ProtoMessage() {}
 
 func (x *AgentPort) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1168,7 @@ func (x *AgentPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPort.ProtoReflect.Descriptor instead.
 func (*AgentPort) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{12}
+	return file_intercept_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentPort) GetName() string {
@@ -990,15 +1194,20 @@ func (x *AgentPort) GetApp() int32 {
 
 type AgentState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Names of the agent's ports that are intercepted now.
-	Intercepted   []string `protobuf:"bytes,1,rep,name=intercepted,proto3" json:"intercepted,omitempty"`
+	// Names of the agent's ports that are intercepted now, whole: every connection goes to
+	// the manager.
+	Intercepted []string `protobuf:"bytes,1,rep,name=intercepted,proto3" json:"intercepted,omitempty"`
+	// The agent's ports that filtered intercepts hold: each request is matched against the
+	// routes in order, the first that matches takes it, and one that matches none goes to
+	// the app.
+	Routes        []*PortRoutes `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
 	*x = AgentState{}
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1219,7 @@ func (x *AgentState) String() string {
 func (*AgentState) ProtoMessage() {}
 
 func (x *AgentState) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,12 +1232,124 @@ func (x *AgentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
 func (*AgentState) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{13}
+	return file_intercept_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AgentState) GetIntercepted() []string {
 	if x != nil {
 		return x.Intercepted
+	}
+	return nil
+}
+
+func (x *AgentState) GetRoutes() []*PortRoutes {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type PortRoutes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          string                 `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
+	Routes        []*Route               `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortRoutes) Reset() {
+	*x = PortRoutes{}
+	mi := &file_intercept_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortRoutes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortRoutes) ProtoMessage() {}
+
+func (x *PortRoutes) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortRoutes.ProtoReflect.Descriptor instead.
+func (*PortRoutes) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PortRoutes) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+func (x *PortRoutes) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manager's id of the intercept; the agent names it in the Dial of a Flow.
+	Id            string      `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Http          *HTTPFilter `protobuf:"bytes,2,opt,name=http,proto3" json:"http,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_intercept_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Route) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Route) GetHttp() *HTTPFilter {
+	if x != nil {
+		return x.Http
 	}
 	return nil
 }
@@ -1043,7 +1364,7 @@ const file_intercept_proto_rawDesc = "" +
 	"\x05leave\x18\x02 \x01(\tH\x00R\x05leave\x12+\n" +
 	"\x05renew\x18\x03 \x01(\v2\x13.tp.tunnel.v1.RenewH\x00R\x05renew\x12.\n" +
 	"\x06reject\x18\x04 \x01(\v2\x14.tp.tunnel.v1.RejectH\x00R\x06rejectB\x06\n" +
-	"\x04kind\"\xce\x01\n" +
+	"\x04kind\"\xfc\x01\n" +
 	"\x10InterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1052,7 +1373,17 @@ const file_intercept_proto_rawDesc = "" +
 	"\x04port\x18\x05 \x01(\tR\x04port\x12\x16\n" +
 	"\x06client\x18\x06 \x01(\tR\x06client\x12\x14\n" +
 	"\x05grant\x18\a \x01(\tR\x05grant\x12\x16\n" +
-	"\x06secret\x18\b \x01(\tR\x06secret\"\a\n" +
+	"\x06secret\x18\b \x01(\tR\x06secret\x12,\n" +
+	"\x04http\x18\t \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\"t\n" +
+	"\n" +
+	"HTTPFilter\x12-\n" +
+	"\aheaders\x18\x01 \x03(\v2\x13.tp.tunnel.v1.MatchR\aheaders\x12'\n" +
+	"\x04path\x18\x02 \x01(\v2\x13.tp.tunnel.v1.MatchR\x04path\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"^\n" +
+	"\x05Match\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12+\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x17.tp.tunnel.v1.MatchKindR\x04kind\"\a\n" +
 	"\x05Renew\"4\n" +
 	"\x06Reject\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x16\n" +
@@ -1060,14 +1391,15 @@ const file_intercept_proto_rawDesc = "" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
 	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincomingB\x06\n" +
-	"\x04kind\"\x9d\x01\n" +
+	"\x04kind\"\xb7\x01\n" +
 	"\x0fInterceptResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
 	"\x06agents\x18\x03 \x01(\x05R\x06agents\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x18\n" +
 	"\aproblem\x18\x05 \x01(\tR\aproblem\x12\x16\n" +
-	"\x06report\x18\x06 \x01(\bR\x06report\"P\n" +
+	"\x06report\x18\x06 \x01(\bR\x06report\x12\x18\n" +
+	"\aoverlap\x18\a \x01(\tR\aoverlap\"P\n" +
 	"\bIncoming\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tintercept\x18\x02 \x01(\tR\tintercept\x12\x12\n" +
@@ -1082,7 +1414,7 @@ const file_intercept_proto_rawDesc = "" +
 	"\fListResponse\x12;\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1b.tp.tunnel.v1.InterceptInfoR\n" +
-	"intercepts\"\x9c\x02\n" +
+	"intercepts\"\xca\x02\n" +
 	"\rInterceptInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1096,7 +1428,8 @@ const file_intercept_proto_rawDesc = "" +
 	"\x06holder\x18\t \x01(\tR\x06holder\x12\x14\n" +
 	"\x05grant\x18\n" +
 	" \x01(\tR\x05grant\x12\x18\n" +
-	"\aproblem\x18\v \x01(\tR\aproblem\"\x85\x01\n" +
+	"\aproblem\x18\v \x01(\tR\aproblem\x12,\n" +
+	"\x04http\x18\f \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\"\x85\x01\n" +
 	"\n" +
 	"AgentHello\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
@@ -1106,10 +1439,22 @@ const file_intercept_proto_rawDesc = "" +
 	"\tAgentPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\x05R\x06listen\x12\x10\n" +
-	"\x03app\x18\x03 \x01(\x05R\x03app\".\n" +
+	"\x03app\x18\x03 \x01(\x05R\x03app\"`\n" +
 	"\n" +
 	"AgentState\x12 \n" +
-	"\vintercepted\x18\x01 \x03(\tR\vintercepted2\xd6\x01\n" +
+	"\vintercepted\x18\x01 \x03(\tR\vintercepted\x120\n" +
+	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\"M\n" +
+	"\n" +
+	"PortRoutes\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\tR\x04port\x12+\n" +
+	"\x06routes\x18\x02 \x03(\v2\x13.tp.tunnel.v1.RouteR\x06routes\"E\n" +
+	"\x05Route\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
+	"\x04http\x18\x02 \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http*?\n" +
+	"\tMatchKind\x12\x0f\n" +
+	"\vMATCH_EXACT\x10\x00\x12\x10\n" +
+	"\fMATCH_PREFIX\x10\x01\x12\x0f\n" +
+	"\vMATCH_REGEX\x10\x022\xd6\x01\n" +
 	"\n" +
 	"Intercepts\x12Q\n" +
 	"\aSession\x12 .tp.tunnel.v1.InterceptClientMsg\x1a .tp.tunnel.v1.InterceptServerMsg(\x010\x01\x126\n" +
@@ -1131,48 +1476,62 @@ func file_intercept_proto_rawDescGZIP() []byte {
 	return file_intercept_proto_rawDescData
 }
 
-var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_intercept_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_intercept_proto_goTypes = []any{
-	(*InterceptClientMsg)(nil), // 0: tp.tunnel.v1.InterceptClientMsg
-	(*InterceptRequest)(nil),   // 1: tp.tunnel.v1.InterceptRequest
-	(*Renew)(nil),              // 2: tp.tunnel.v1.Renew
-	(*Reject)(nil),             // 3: tp.tunnel.v1.Reject
-	(*InterceptServerMsg)(nil), // 4: tp.tunnel.v1.InterceptServerMsg
-	(*InterceptResult)(nil),    // 5: tp.tunnel.v1.InterceptResult
-	(*Incoming)(nil),           // 6: tp.tunnel.v1.Incoming
-	(*ListRequest)(nil),        // 7: tp.tunnel.v1.ListRequest
-	(*GrantRef)(nil),           // 8: tp.tunnel.v1.GrantRef
-	(*ListResponse)(nil),       // 9: tp.tunnel.v1.ListResponse
-	(*InterceptInfo)(nil),      // 10: tp.tunnel.v1.InterceptInfo
-	(*AgentHello)(nil),         // 11: tp.tunnel.v1.AgentHello
-	(*AgentPort)(nil),          // 12: tp.tunnel.v1.AgentPort
-	(*AgentState)(nil),         // 13: tp.tunnel.v1.AgentState
-	(*Frame)(nil),              // 14: tp.tunnel.v1.Frame
+	(MatchKind)(0),             // 0: tp.tunnel.v1.MatchKind
+	(*InterceptClientMsg)(nil), // 1: tp.tunnel.v1.InterceptClientMsg
+	(*InterceptRequest)(nil),   // 2: tp.tunnel.v1.InterceptRequest
+	(*HTTPFilter)(nil),         // 3: tp.tunnel.v1.HTTPFilter
+	(*Match)(nil),              // 4: tp.tunnel.v1.Match
+	(*Renew)(nil),              // 5: tp.tunnel.v1.Renew
+	(*Reject)(nil),             // 6: tp.tunnel.v1.Reject
+	(*InterceptServerMsg)(nil), // 7: tp.tunnel.v1.InterceptServerMsg
+	(*InterceptResult)(nil),    // 8: tp.tunnel.v1.InterceptResult
+	(*Incoming)(nil),           // 9: tp.tunnel.v1.Incoming
+	(*ListRequest)(nil),        // 10: tp.tunnel.v1.ListRequest
+	(*GrantRef)(nil),           // 11: tp.tunnel.v1.GrantRef
+	(*ListResponse)(nil),       // 12: tp.tunnel.v1.ListResponse
+	(*InterceptInfo)(nil),      // 13: tp.tunnel.v1.InterceptInfo
+	(*AgentHello)(nil),         // 14: tp.tunnel.v1.AgentHello
+	(*AgentPort)(nil),          // 15: tp.tunnel.v1.AgentPort
+	(*AgentState)(nil),         // 16: tp.tunnel.v1.AgentState
+	(*PortRoutes)(nil),         // 17: tp.tunnel.v1.PortRoutes
+	(*Route)(nil),              // 18: tp.tunnel.v1.Route
+	(*Frame)(nil),              // 19: tp.tunnel.v1.Frame
 }
 var file_intercept_proto_depIdxs = []int32{
-	1,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
-	2,  // 1: tp.tunnel.v1.InterceptClientMsg.renew:type_name -> tp.tunnel.v1.Renew
-	3,  // 2: tp.tunnel.v1.InterceptClientMsg.reject:type_name -> tp.tunnel.v1.Reject
-	5,  // 3: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
-	6,  // 4: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
-	8,  // 5: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
-	10, // 6: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
-	12, // 7: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
-	0,  // 8: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	14, // 9: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	7,  // 10: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	11, // 11: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	14, // 12: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	4,  // 13: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	14, // 14: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	9,  // 15: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	13, // 16: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	14, // 17: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
+	5,  // 1: tp.tunnel.v1.InterceptClientMsg.renew:type_name -> tp.tunnel.v1.Renew
+	6,  // 2: tp.tunnel.v1.InterceptClientMsg.reject:type_name -> tp.tunnel.v1.Reject
+	3,  // 3: tp.tunnel.v1.InterceptRequest.http:type_name -> tp.tunnel.v1.HTTPFilter
+	4,  // 4: tp.tunnel.v1.HTTPFilter.headers:type_name -> tp.tunnel.v1.Match
+	4,  // 5: tp.tunnel.v1.HTTPFilter.path:type_name -> tp.tunnel.v1.Match
+	0,  // 6: tp.tunnel.v1.Match.kind:type_name -> tp.tunnel.v1.MatchKind
+	8,  // 7: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
+	9,  // 8: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
+	11, // 9: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
+	13, // 10: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
+	3,  // 11: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
+	15, // 12: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
+	17, // 13: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
+	18, // 14: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
+	3,  // 15: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
+	1,  // 16: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	19, // 17: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	10, // 18: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	14, // 19: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	19, // 20: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	7,  // 21: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	19, // 22: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	12, // 23: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	16, // 24: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	19, // 25: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }
@@ -1187,7 +1546,7 @@ func file_intercept_proto_init() {
 		(*InterceptClientMsg_Renew)(nil),
 		(*InterceptClientMsg_Reject)(nil),
 	}
-	file_intercept_proto_msgTypes[4].OneofWrappers = []any{
+	file_intercept_proto_msgTypes[6].OneofWrappers = []any{
 		(*InterceptServerMsg_Result)(nil),
 		(*InterceptServerMsg_Incoming)(nil),
 	}
@@ -1196,13 +1555,14 @@ func file_intercept_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_intercept_proto_rawDesc), len(file_intercept_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_intercept_proto_goTypes,
 		DependencyIndexes: file_intercept_proto_depIdxs,
+		EnumInfos:         file_intercept_proto_enumTypes,
 		MessageInfos:      file_intercept_proto_msgTypes,
 	}.Build()
 	File_intercept_proto = out.File

@@ -462,7 +462,10 @@ type Dial struct {
 	// can take a dial's failure from its first read saves a round trip (as with TCP Fast Open).
 	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
 	// For a connection an agent hands over: where it came from (ip:port), for the client's logs.
-	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	Origin string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	// For a connection an agent hands over on a port that filtered intercepts hold: the id
+	// of the route (intercept) its requests matched.
+	Route         string `protobuf:"bytes,6,opt,name=route,proto3" json:"route,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +531,13 @@ func (x *Dial) GetData() []byte {
 func (x *Dial) GetOrigin() string {
 	if x != nil {
 		return x.Origin
+	}
+	return ""
+}
+
+func (x *Dial) GetRoute() string {
+	if x != nil {
+		return x.Route
 	}
 	return ""
 }
@@ -658,13 +668,14 @@ const file_tunnel_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x12;\n" +
 	"\vclose_write\x18\x04 \x01(\v2\x18.tp.tunnel.v1.CloseWriteH\x00R\n" +
 	"closeWriteB\x06\n" +
-	"\x04kind\"\x84\x01\n" +
+	"\x04kind\"\x9a\x01\n" +
 	"\x04Dial\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
-	"\x06origin\x18\x05 \x01(\tR\x06origin\"o\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\x12\x14\n" +
+	"\x05route\x18\x06 \x01(\tR\x05route\"o\n" +
 	"\n" +
 	"DialResult\x12&\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x12.tp.tunnel.v1.CodeR\x04code\x12\x18\n" +
