@@ -82,19 +82,26 @@ func (r *Registry) checkDrift(ctx context.Context, cs kubernetes.Interface) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, p := range problems {
-		it := r.byKey[k]
-		if it == nil || it.problem == p {
-			continue
+		// A port's problem is every one of its intercepts': each holder hears of it.
+		for _, it := range r.byKey[k] {
+			r.setProblemLocked(it, p)
 		}
-		it.problem = p
-		if p == "" {
-			r.log.Info("intercept delivers again", "name", it.name, "workload", k, "client", it.client.who)
-		} else {
-			r.log.Warn("intercept problem", "name", it.name, "workload", k, "client", it.client.who, "problem", p)
-		}
-		r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: &tunnelpb.InterceptResult{
-			Name: it.name, Agents: int32(r.agentsLocked(k)), Holder: it.holder, Problem: p, Report: true}}})
 	}
+}
+
+// setProblemLocked records p as the problem of it, and tells its holder when that changed.
+func (r *Registry) setProblemLocked(it *intercept, p string) {
+	if it.problem == p {
+		return
+	}
+	it.problem = p
+	if p == "" {
+		r.log.Info("intercept delivers again", "name", it.name, "workload", it.key, "client", it.client.who)
+	} else {
+		r.log.Warn("intercept problem", "name", it.name, "workload", it.key, "client", it.client.who, "problem", p)
+	}
+	r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: &tunnelpb.InterceptResult{
+		Name: it.name, Agents: int32(r.agentsLocked(it.key)), Holder: it.holder, Problem: p, Report: true}}})
 }
 
 // driftRound memoizes what one round read, so that intercepts of one workload or Service

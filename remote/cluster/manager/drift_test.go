@@ -243,8 +243,8 @@ func TestDriftTellsTheHolderOfChanges(t *testing.T) {
 		return true, nil, apierrors.NewServiceUnavailable("etcd is away")
 	})
 	r.checkDrift(ctx, down)
-	if len(c.out) != 0 || r.byKey[webKey].problem != res.GetProblem() {
-		t.Errorf("an unreadable cluster changed the problem: %v", r.byKey[webKey].problem)
+	if len(c.out) != 0 || r.byKey[webKey][0].problem != res.GetProblem() {
+		t.Errorf("an unreadable cluster changed the problem: %v", r.byKey[webKey][0].problem)
 	}
 	resp, err := r.ClientAPI().List(ctx, &tunnelpb.ListRequest{Grants: []*tunnelpb.GrantRef{{Namespace: "shop", Name: "alice", SecretSha256: grant.Hash("ok")}}})
 	if err != nil || len(resp.GetIntercepts()) != 1 || resp.GetIntercepts()[0].GetProblem() != res.GetProblem() {

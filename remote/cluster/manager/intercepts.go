@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
-	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -50,8 +50,11 @@ type Registry struct {
 	leaseTTL     time.Duration // a client that renews nothing for this long loses its intercepts
 	tick         time.Duration // how often agents hear their state, even unchanged
 
-	mu      sync.Mutex
-	byKey   map[interceptKey]*intercept
+	mu sync.Mutex
+	// byKey is each port's intercepts in the order they were made, oldest first: a request
+	// that several filters match goes to the first, so the order is the agents' route order.
+	// A port has one global intercept alone, or filtered ones only.
+	byKey   map[interceptKey][]*intercept
 	agents  map[*agentConn]struct{}
 	pending map[string]*pendingFlow
 	clients map[*clientSession]struct{}
@@ -60,8 +63,14 @@ type Registry struct {
 type interceptKey struct{ namespace, kind, workload, port string }
 
 type intercept struct {
-	key    interceptKey
-	name   string
+	key  interceptKey
+	name string
+	// id names the intercept to agents (Route.id, Dial.route); the manager picks it, so
+	// that an agent's connection reaches the intercept it was routed to and no other.
+	id string
+	// filter selects the HTTP requests that come to the client; nil for a global
+	// intercept, which takes every connection and holds the port alone.
+	filter *route.Filter
 	client *clientSession
 	since  time.Time
 	// holder is the Kubernetes user the grant names; grant and grantHash identify the
@@ -86,7 +95,7 @@ type agentConn struct {
 }
 
 type pendingFlow struct {
-	key      interceptKey       // the intercept it was announced for
+	it       *intercept         // the intercept it was announced for
 	accepted chan tunnel.Stream // the client's Accept stream
 	rejected chan string
 	done     chan struct{} // closed when the relay ends, releasing the Accept handler
@@ -103,7 +112,7 @@ func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 	}
 	return &Registry{
 		verify: verify, auth: auth, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second, maxPerHolder: DefaultMaxPerHolder,
-		byKey: map[interceptKey]*intercept{}, agents: map[*agentConn]struct{}{},
+		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{},
 		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
 	}
 }
@@ -206,51 +215,12 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 	c.lastRenew = time.Now()
 	switch k := m.GetKind().(type) {
 	case *tunnelpb.InterceptClientMsg_Create:
-		req := k.Create
-		if req.GetClient() != "" {
-			c.who = req.GetClient()
-		}
-		res := &tunnelpb.InterceptResult{Name: req.GetName(), Holder: holder}
-		key := interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
-		switch held := r.byKey[key]; {
-		case req.GetName() == "" || key.namespace == "" || key.workload == "" || key.port == "":
-			res.Error = "an intercept needs a name, namespace, workload and port"
-		case authErr != nil:
-			res.Error = authErr.Error()
-			r.log.Warn("intercept refused", "name", req.GetName(), "workload", key, "client", c.who, "err", authErr)
-		case held != nil && held.client != c:
-			res.Error = fmt.Sprintf("port %s of %s %s/%s is already intercepted by %s (since %s, as %q)",
-				key.port, req.GetKind(), key.namespace, key.workload, held.describeHolder(), held.since.UTC().Format(time.RFC3339), held.name)
-		case held == nil && r.heldByLocked(holder, c, req.GetName()) >= r.maxPerHolder:
-			res.Error = fmt.Sprintf("%s holds %d intercepts, the most tp's manager allows one user: tp leave one first", holder, r.maxPerHolder)
-		default:
-			for k, it := range r.byKey {
-				if it.client == c && it.name == req.GetName() && k != key {
-					delete(r.byKey, k) // the same name re-pointed: the old one ends
-					r.notifyLocked(k)
-					r.endedLocked(k)
-				}
-			}
-			since, problem := time.Now(), ""
-			if held != nil {
-				since, problem = held.since, held.problem
-			}
-			r.byKey[key] = &intercept{key: key, name: req.GetName(), client: c, since: since,
-				holder: holder, grant: req.GetGrant(), grantHash: grant.Hash(req.GetSecret()), problem: problem}
-			r.notifyLocked(key)
-			res.Agents = int32(r.agentsLocked(key))
-			res.Problem = problem
-			r.log.Info("intercept", "name", req.GetName(), "workload", key, "holder", holder, "client", c.who)
-		}
+		res := r.createLocked(c, k.Create, holder, authErr)
 		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: res}})
 	case *tunnelpb.InterceptClientMsg_Leave:
-		for k, it := range r.byKey {
-			if it.client == c && it.name == m.GetLeave() {
-				delete(r.byKey, k)
-				r.notifyLocked(k)
-				r.endedLocked(k)
-				r.log.Info("leave", "name", it.name, "client", c.who)
-			}
+		if it := r.findLocked(c, m.GetLeave()); it != nil {
+			r.removeLocked(it)
+			r.log.Info("leave", "name", it.name, "client", c.who)
 		}
 	case *tunnelpb.InterceptClientMsg_Reject:
 		if p := r.pending[k.Reject.GetFlow()]; p != nil {
@@ -275,9 +245,11 @@ func (r *Registry) authorize(ctx context.Context, req *tunnelpb.InterceptRequest
 // for it again re-points it rather than adding one).
 func (r *Registry) heldByLocked(holder string, c *clientSession, name string) int {
 	n := 0
-	for _, it := range r.byKey {
-		if it.holder == holder && (it.client != c || it.name != name) {
-			n++
+	for _, its := range r.byKey {
+		for _, it := range its {
+			if it.holder == holder && (it.client != c || it.name != name) {
+				n++
+			}
 		}
 	}
 	return n
@@ -305,23 +277,18 @@ func (r *Registry) sendLocked(c *clientSession, m *tunnelpb.InterceptServerMsg) 
 }
 
 func (r *Registry) dropClientLocked(c *clientSession, why string) {
-	for k, it := range r.byKey {
-		if it.client == c {
-			delete(r.byKey, k)
-			r.notifyLocked(k)
-			r.endedLocked(k)
-			r.log.Info("intercept ended", "name", it.name, "client", c.who, "why", why)
-		}
+	for _, it := range r.ofClientLocked(c) {
+		r.removeLocked(it)
+		r.log.Info("intercept ended", "name", it.name, "client", c.who, "why", why)
 	}
 }
 
-// notifyLocked wakes the agents of the workload of key.
-// endedLocked lets the connections announced for key's intercept go to the app at once:
-// the intercept ended, so no client will take them (a request right after tp leave must
-// not wait for acceptWait).
-func (r *Registry) endedLocked(key interceptKey) {
+// endedLocked lets the connections announced for it go to the app at once: it ended, so
+// no client will take them (a request right after tp leave must not wait for acceptWait).
+// Other intercepts of the same port keep theirs.
+func (r *Registry) endedLocked(it *intercept) {
 	for _, p := range r.pending {
-		if p.key == key {
+		if p.it == it {
 			select {
 			case p.rejected <- "the intercept ended":
 			default:
@@ -330,6 +297,7 @@ func (r *Registry) endedLocked(key interceptKey) {
 	}
 }
 
+// notifyLocked wakes the agents of the workload of key.
 func (r *Registry) notifyLocked(key interceptKey) {
 	for a := range r.agents {
 		if a.matches(key) {
@@ -398,18 +366,33 @@ func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	resp := &tunnelpb.ListResponse{}
-	for k, it := range r.byKey {
-		if hash, ok := asked[ref{k.namespace, it.grant}]; !ok || !strings.EqualFold(hash, it.grantHash) {
-			continue
+	for k, its := range r.byKey {
+		for _, it := range its {
+			if hash, ok := asked[ref{k.namespace, it.grant}]; !ok || !strings.EqualFold(hash, it.grantHash) {
+				continue
+			}
+			resp.Intercepts = append(resp.Intercepts, r.infoLocked(it))
 		}
-		resp.Intercepts = append(resp.Intercepts, &tunnelpb.InterceptInfo{
-			Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
-			Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
-			Holder: it.holder, Grant: it.grant, Problem: it.problem,
-		})
 	}
-	sort.Slice(resp.Intercepts, func(i, j int) bool { return resp.Intercepts[i].Name < resp.Intercepts[j].Name })
+	slices.SortFunc(resp.Intercepts, func(a, b *tunnelpb.InterceptInfo) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Workload, b.Workload),
+			strings.Compare(a.Port, b.Port), cmp.Compare(a.SinceUnix, b.SinceUnix), strings.Compare(a.Client, b.Client))
+	})
 	return resp, nil
+}
+
+// infoLocked is it as List tells about it, its filter included.
+func (r *Registry) infoLocked(it *intercept) *tunnelpb.InterceptInfo {
+	k := it.key
+	info := &tunnelpb.InterceptInfo{
+		Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
+		Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
+		Holder: it.holder, Grant: it.grant, Problem: it.problem,
+	}
+	if it.filter != nil {
+		info.Http = it.filter.Proto()
+	}
+	return info
 }
 
 type agentAPI struct {
@@ -521,14 +504,8 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		st := &tunnelpb.AgentState{}
-		for k := range r.byKey {
-			if ag.matches(k) && ag.ports[k.port] {
-				st.Intercepted = append(st.Intercepted, k.port)
-			}
-		}
+		st := r.agentStateLocked(ag)
 		r.mu.Unlock()
-		sort.Strings(st.Intercepted)
 		if err := stream.Send(st); err != nil {
 			return err
 		}
@@ -556,15 +533,18 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 	}
 	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
 	flowID := newFlowID()
-	p := &pendingFlow{key: key, accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
+	p := &pendingFlow{accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
 	defer close(p.done)
 	r.mu.Lock()
-	it := r.byKey[key]
-	sent := false
+	it, why := r.flowTargetLocked(key, d.GetRoute())
+	name := ""
 	if it != nil {
+		p.it, name = it, it.name
 		r.pending[flowID] = p
-		sent = r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Incoming{
-			Incoming: &tunnelpb.Incoming{Flow: flowID, Intercept: it.name, From: d.GetOrigin()}}})
+		if !r.sendLocked(it.client, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Incoming{
+			Incoming: &tunnelpb.Incoming{Flow: flowID, Intercept: it.name, From: d.GetOrigin()}}}) {
+			why = fmt.Sprintf("the client of intercept %q is too slow to take it", it.name)
+		}
 	}
 	r.mu.Unlock()
 	defer func() {
@@ -572,8 +552,8 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 		delete(r.pending, flowID)
 		r.mu.Unlock()
 	}()
-	if it == nil || !sent {
-		return tunnel.Answer(stream, remote.Errorf(remote.Refused, "port %s of %s/%s is not intercepted", key.port, key.namespace, key.workload), "")
+	if why != "" {
+		return tunnel.Answer(stream, remote.Errorf(remote.Refused, "%s", why), "")
 	}
 	var client tunnel.Stream
 	select {
@@ -592,7 +572,7 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 		return nil
 	}
 	if err := tunnel.Relay(stream, client); err != nil && !errors.Is(err, context.Canceled) {
-		r.log.Debug("intercepted flow ended", "intercept", it.name, "err", err)
+		r.log.Debug("intercepted flow ended", "intercept", name, "err", err)
 	}
 	return nil
 }
