@@ -364,3 +364,29 @@ func TestDriftTellsEveryHolderOfAPort(t *testing.T) {
 		t.Errorf("a new intercept of a port with a problem: %+v", res)
 	}
 }
+
+// The same name asked for on another port moves there: the old one ends, its announced
+// connections go to the app, and the new one comes after the port's others.
+func TestARenamedPortMovesTheIntercept(t *testing.T) {
+	r := NewRegistry(oneAgent{}, fakeAuth{}, nil)
+	alice, bob := newClient(r), newClient(r)
+	mustIntercept(t, r, alice, intercepting("a", "alice", "", header("x-dev", "a")))
+	ids := routes(t, agentState(t, r))
+	s, done := handOver(r, ids[0])
+	incoming(t, alice)
+
+	other := intercepting("b", "bob", "", header("x-dev", "b"))
+	other.GetCreate().Port = "grpc"
+	mustIntercept(t, r, bob, other)
+	moved := intercepting("a", "alice", "", header("x-dev", "a"))
+	moved.GetCreate().Port = "grpc"
+	mustIntercept(t, r, alice, moved)
+	refusedFlow(t, s, done, acceptWait/2, "the intercept ended")
+	if st := agentState(t, r); len(st.GetRoutes()) != 0 {
+		t.Errorf("port http after its intercept moved: %v", st)
+	}
+	its := r.byKey[interceptKey{webAgent.Namespace, "deployment", webAgent.Workload, "grpc"}]
+	if len(its) != 2 || its[0].name != "b" || its[1].name != "a" {
+		t.Errorf("port grpc holds %v; want b, then a", its)
+	}
+}
