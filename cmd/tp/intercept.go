@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -26,10 +27,22 @@ away, the workload gets its traffic back within seconds.
 
    tp intercept web-app --port 8080:80
    tp intercept web-app --port 8080 --env-file web-app.env -- ./web-app
-   tp intercept web-app --port 8080 --dry-run          # print the change to the workload`,
+   tp intercept web-app --port 8080 --dry-run          # print the change to the workload
+
+Personal intercepts: with --http-header or --http-path only the HTTP requests that match
+come here (each request of a kept-alive connection on its own); all others go to the app,
+and other developers may hold their own filtered intercepts of the same port at once. A
+request that several filters match goes to the oldest of those intercepts. Every filtered
+intercept also takes the requests that carry the header tp prints (x-tp-intercept: ID).
+
+   tp intercept web-app --port 8080:80 --http-header x-dev=alice
+   tp intercept web-app --port 8080:80 --http-header 'x-dev=~alice|al' --http-path /api/
+   tp intercept web-app --port 8080:80 --http-header auto   # only requests with tp's header`,
 		Flags: append(kubeFlags(),
 			&cli.StringFlag{Name: "port", Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name)"},
 			&cli.StringFlag{Name: "name", Usage: "the intercept's name (default WORKLOAD-PORT)"},
+			&cli.GenericFlag{Name: "http-header", Value: &repeated{}, Usage: "only requests with this header: NAME=VALUE (exact), NAME=~REGEX (RE2, the whole value), or auto (only tp's own header); repeatable, all must match"},
+			&cli.StringFlag{Name: "http-path", Usage: "only requests whose path is: /PREFIX (starts so), =/PATH (exactly), ~REGEX (RE2, the whole path); the query is not part of it"},
 			&cli.StringFlag{Name: "env-file", Usage: "write the app container's environment here (KEY=value lines)"},
 			&cli.StringFlag{Name: "env-json", Usage: "write the app container's environment here (a JSON object)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the change the intercept makes to the workload, and change nothing"},
@@ -41,10 +54,18 @@ away, the workload gets its traffic back within seconds.
 				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
 				Port: c.String("port"), Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
+				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"),
 			})
 		},
 	}
 }
+
+// repeated is a flag that may be given many times, each value whole: a regular expression
+// may hold commas, which a StringSliceFlag would split it at.
+type repeated struct{ values []string }
+
+func (r *repeated) Set(v string) error { r.values = append(r.values, v); return nil }
+func (r *repeated) String() string     { return strings.Join(r.values, " ") }
 
 // commandAfter is the command given after the workload, past its "--".
 func commandAfter(args []string) []string {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tpdev/tp/deploy/pki"
+	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -135,9 +136,13 @@ type Agent struct {
 
 	mu          sync.Mutex
 	intercepted map[string]bool
-	heard       time.Time
+	// routes are the filtered intercepts of ports, by port name: their connections go
+	// through a route.Relay, which sends each request where its routes say.
+	routes map[string]route.Table
+	heard  time.Time
 
 	passed, handed atomic.Int64
+	routed         route.Stats
 }
 
 // Run serves until ctx ends.
@@ -160,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer cc.Close()
-	a := &Agent{cfg: cfg, client: tunnelpb.NewAgentsClient(cc), intercepted: map[string]bool{}}
+	a := &Agent{cfg: cfg, client: tunnelpb.NewAgentsClient(cc), intercepted: map[string]bool{}, routes: map[string]route.Table{}}
 	var lns []net.Listener
 	for _, p := range cfg.Ports {
 		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p.Listen))
@@ -283,8 +288,19 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 		for _, name := range st.GetIntercepted() {
 			now[name] = true
 		}
+		routes := map[string]route.Table{}
+		for _, pr := range st.GetRoutes() {
+			t, err := route.TableFromProto(pr)
+			if err != nil {
+				// The manager checked every filter: a route this agent cannot read comes
+				// from a newer manager. Its port's traffic stays with the app.
+				a.cfg.Log.Warn("agent: a port's routes are unreadable; its traffic goes to the app", "err", err)
+				continue
+			}
+			routes[pr.GetPort()] = t
+		}
 		a.mu.Lock()
-		a.intercepted, a.heard = now, time.Now()
+		a.intercepted, a.routes, a.heard = now, routes, time.Now()
 		a.mu.Unlock()
 	}
 }
@@ -295,9 +311,9 @@ func (a *Agent) expire(ctx context.Context) {
 	remote.Every(ctx, time.Second, func(time.Time) bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if len(a.intercepted) > 0 && time.Since(a.heard) > a.cfg.Stale {
+		if (len(a.intercepted) > 0 || len(a.routes) > 0) && time.Since(a.heard) > a.cfg.Stale {
 			a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
-			a.intercepted = map[string]bool{}
+			a.intercepted, a.routes = map[string]bool{}, map[string]route.Table{}
 		}
 		return true
 	})
@@ -307,6 +323,13 @@ func (a *Agent) isIntercepted(port string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.intercepted[port]
+}
+
+// table is the port's routes now (none when no filtered intercept holds it).
+func (a *Agent) table(port string) route.Table {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.routes[port]
 }
 
 func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
@@ -321,7 +344,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
 
 func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 	if a.isIntercepted(p.Name) {
-		if t, err := a.handOver(ctx, c, p); err == nil {
+		if t, err := a.handOver(ctx, c, p, ""); err == nil {
 			a.handed.Add(1)
 			_, _, _ = remote.Splice(c, t)
 			return
@@ -329,7 +352,11 @@ func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 			a.cfg.Log.Info("agent: intercepted connection goes to the app", "port", p.Name, "why", err)
 		}
 	}
-	app, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.App)))
+	if len(a.table(p.Name)) > 0 {
+		a.relay(ctx, c, p)
+		return
+	}
+	app, err := a.dialApp(ctx, p)
 	if err != nil {
 		a.cfg.Log.Warn("agent: the app does not answer", "port", p.App, "err", err)
 		c.Close()
@@ -339,8 +366,30 @@ func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 	_, _, _ = remote.Splice(c, app)
 }
 
-// handOver asks the manager to give the connection to the intercepting client.
-func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port) (net.Conn, error) {
+func (a *Agent) dialApp(ctx context.Context, p Port) (net.Conn, error) {
+	return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.App)))
+}
+
+// relay serves a connection to a port that filtered intercepts hold: each request goes to
+// the intercept whose filter matches it first, or to the app.
+func (a *Agent) relay(ctx context.Context, c net.Conn, p Port) {
+	r := &route.Relay{
+		Table: func() route.Table { return a.table(p.Name) },
+		Dial: func(ctx context.Context, id string) (net.Conn, error) {
+			if id == "" {
+				return a.dialApp(ctx, p)
+			}
+			return a.handOver(ctx, c, p, id)
+		},
+		Stats: &a.routed,
+		Log:   a.cfg.Log,
+	}
+	r.Serve(ctx, c)
+}
+
+// handOver asks the manager to give the connection to the intercepting client: the
+// holder of the port's global intercept, or, with a route, that filtered intercept's.
+func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port, routeID string) (net.Conn, error) {
 	sctx, end := context.WithCancel(ctx)
 	stream, err := a.client.Flow(sctx)
 	if err != nil {
@@ -350,7 +399,7 @@ func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port) (net.Conn, err
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	stop := context.AfterFunc(dctx, end)
-	t, err := tunnel.OpenFlow(dctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: p.Name, Origin: c.RemoteAddr().String()})
+	t, err := tunnel.OpenFlow(dctx, stream, end, &tunnelpb.Dial{Network: "tcp", Address: p.Name, Origin: c.RemoteAddr().String(), Route: routeID})
 	stop()
 	return t, err
 }

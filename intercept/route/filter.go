@@ -20,22 +20,42 @@ import (
 // to their laptop with nothing else to set.
 const IDHeader = "x-tp-intercept"
 
-// Kind is how a Match compares.
-type Kind int
+// MatchKind is how a Match compares.
+type MatchKind int
 
 const (
-	Exact Kind = iota
+	Exact MatchKind = iota
 	Prefix
 	Regex
 )
+
+var kindNames = []string{"exact", "prefix", "regex"}
+
+// MarshalText names the kind in JSON (tp list -o json, the control socket).
+func (k MatchKind) MarshalText() ([]byte, error) {
+	if k < Exact || k > Regex {
+		return nil, fmt.Errorf("no match kind %d", int(k))
+	}
+	return []byte(kindNames[k]), nil
+}
+
+func (k *MatchKind) UnmarshalText(b []byte) error {
+	for i, n := range kindNames {
+		if n == string(b) {
+			*k = MatchKind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("no match kind %q", b)
+}
 
 // Match is one condition on a request: on a header (Name, compared case-insensitively; a
 // request matches when any of the header's values does) or, with Name empty, on its path
 // as sent, without the query.
 type Match struct {
-	Name  string `json:"name,omitempty"`
-	Value string `json:"value"`
-	Kind  Kind   `json:"kind,omitempty"`
+	Name  string    `json:"name,omitempty"`
+	Value string    `json:"value"`
+	Kind  MatchKind `json:"kind"`
 }
 
 // Filter selects the requests of one intercept: those that carry IDHeader: ID, and those
@@ -239,7 +259,7 @@ func FromProto(p *tunnelpb.HTTPFilter) *Filter {
 }
 
 func fromProto(m *tunnelpb.Match) Match {
-	return Match{Name: strings.ToLower(m.GetName()), Value: m.GetValue(), Kind: Kind(m.GetKind())}
+	return Match{Name: strings.ToLower(m.GetName()), Value: m.GetValue(), Kind: MatchKind(m.GetKind())}
 }
 
 // MayOverlap reports whether a request may match both a and b, apart from their ids
@@ -287,7 +307,7 @@ type Matcher struct {
 
 type matcher struct {
 	name  string
-	kind  Kind
+	kind  MatchKind
 	value string
 	re    *regexp.Regexp
 }
@@ -364,4 +384,3 @@ func (m *Matcher) Match(r Request) bool {
 	}
 	return m.path == nil || m.path.match(r.Path())
 }
-

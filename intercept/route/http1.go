@@ -48,12 +48,12 @@ const bufSize = 16 << 10
 // Serve relays one client connection until it ends, then closes it.
 func (r *Relay) Serve(ctx context.Context, client net.Conn) {
 	s := &session{Relay: r, ctx: ctx, client: client, cr: bufio.NewReaderSize(client, bufSize),
-		cw: bufio.NewWriterSize(client, bufSize), ups: map[string]*upstream{}}
-	if s.Stats == nil {
-		s.Stats = &Stats{}
+		cw: bufio.NewWriterSize(client, bufSize), ups: map[string]*upstream{}, stats: r.Stats, log: r.Log}
+	if s.stats == nil {
+		s.stats = &Stats{}
 	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	defer s.close()
 	if !s.clientSpeaksFirst() {
@@ -69,6 +69,8 @@ type session struct {
 	cr     *bufio.Reader
 	cw     *bufio.Writer
 	ups    map[string]*upstream
+	stats  *Stats
+	log    *slog.Logger
 }
 
 type upstream struct {
@@ -125,7 +127,7 @@ func (s *session) clientSpeaksFirst() bool {
 		app.pending = appFirst
 		return true
 	case <-appFirst:
-		s.Stats.Raw.Add(1)
+		s.stats.Raw.Add(1)
 		s.pipe(app, first)
 		return false
 	}
@@ -181,13 +183,13 @@ func (s *session) pick(h *head) (*upstream, error) {
 	if id := s.Table().Pick(h); id != "" {
 		up, err := s.upstream(id)
 		if err == nil {
-			s.Stats.Routed.Add(1)
+			s.stats.Routed.Add(1)
 			return up, nil
 		}
-		s.Stats.Fallbacks.Add(1)
-		s.Log.Info("route: a matching request goes to the app", "route", id, "why", err)
+		s.stats.Fallbacks.Add(1)
+		s.log.Info("route: a matching request goes to the app", "route", id, "why", err)
 	}
-	s.Stats.Passed.Add(1)
+	s.stats.Passed.Add(1)
 	return s.upstream("")
 }
 
@@ -215,6 +217,14 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 		return s.answer(h, up, resp, nil)
 	}
 	up.bw.Write(h.raw)
+	if s.cr.Buffered() == 0 || h.has("expect", "100-continue") {
+		// The body is not here yet, maybe because the client waits for 100 Continue: the
+		// server must see the head now.
+		if err := up.bw.Flush(); err != nil {
+			s.badGateway(err)
+			return false
+		}
+	}
 	body := make(chan error, 1)
 	go func() { body <- s.copyBody(up, kind, n) }()
 	resp, err := s.readResponse(up)
@@ -330,7 +340,7 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 
 // badGateway tells the client its request got no answer, as a proxy would.
 func (s *session) badGateway(err error) {
-	s.Log.Info("route: a request got no response", "err", err)
+	s.log.Info("route: a request got no response", "err", err)
 	msg := "tp's traffic agent: " + err.Error() + "\n"
 	fmt.Fprintf(s.cw, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(msg), msg)
 	_ = s.cw.Flush()
@@ -339,7 +349,7 @@ func (s *session) badGateway(err error) {
 // passRest carries the rest of the connection to the app as it comes, starting with raw
 // (the bytes read that are not HTTP/1.x).
 func (s *session) passRest(raw []byte) {
-	s.Stats.Raw.Add(1)
+	s.stats.Raw.Add(1)
 	for route, up := range s.ups {
 		if route != "" {
 			s.drop(up)
@@ -347,7 +357,7 @@ func (s *session) passRest(raw []byte) {
 	}
 	app, err := s.upstream("")
 	if err != nil {
-		s.Log.Info("route: the app does not answer", "err", err)
+		s.log.Info("route: the app does not answer", "err", err)
 		return
 	}
 	app.bw.Write(raw)

@@ -4,11 +4,13 @@
 package client
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 
+	"github.com/tpdev/tp/remote/laptop/control"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -54,6 +56,35 @@ func (c *Client) cluster() (*Kube, error) {
 		c.kube, c.kubeErr = LoadKube(c.Kube)
 	})
 	return c.kube, c.kubeErr
+}
+
+// connectedCluster is cluster() in the namespace of the connection running for its
+// context, when no namespace was given (-n) and the running connections of that context
+// agree on one: a workload named without a namespace is then one of the connected
+// namespace's, as its short DNS names are.
+func (c *Client) connectedCluster(ctx context.Context) (*Kube, error) {
+	k, err := c.cluster()
+	if err != nil || c.Kube.Namespace != "" {
+		return k, err
+	}
+	names, _ := control.Names()
+	ns := ""
+	for _, n := range names {
+		info, err := control.Status(ctx, n)
+		if err != nil || info.Context != k.Context || info.Cluster != k.Cluster {
+			continue
+		}
+		if ns != "" && info.Namespace != ns {
+			return k, nil // connected to several namespaces: the kubeconfig's stands
+		}
+		ns = info.Namespace
+	}
+	if ns == "" || ns == k.Namespace {
+		return k, nil
+	}
+	in := *k
+	in.Namespace = ns
+	return &in, nil
 }
 
 // kubeClient is the Kubernetes client for k.

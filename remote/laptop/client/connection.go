@@ -10,6 +10,7 @@ import (
 	"runtime"
 
 	"github.com/tpdev/tp/deploy"
+	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/localproxy/peer"
@@ -183,7 +184,7 @@ func interceptsOf(in []*tunnelpb.InterceptInfo) []control.InterceptInfo {
 		out = append(out, control.InterceptInfo{
 			Name: it.GetName(), Namespace: it.GetNamespace(), Kind: it.GetKind(), Workload: it.GetWorkload(),
 			Port: it.GetPort(), Client: it.GetClient(), SinceUnix: it.GetSinceUnix(), Agents: it.GetAgents(),
-			Holder: it.GetHolder(), Grant: it.GetGrant(), Problem: it.GetProblem(),
+			Holder: it.GetHolder(), Grant: it.GetGrant(), Problem: it.GetProblem(), HTTP: httproute.FromProto(it.GetHttp()),
 		})
 	}
 	return out

@@ -2,10 +2,13 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
+	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/laptop/control"
@@ -36,10 +40,87 @@ type InterceptConfig struct {
 	Timeout          time.Duration // for the agents
 	// Command, when given, runs with the app's environment and the intercept lasts as long.
 	Command []string
+	// HTTPHeaders (NAME=VALUE, NAME=~REGEX, or auto) and HTTPPath (/PREFIX, =/PATH,
+	// ~REGEX) filter the intercept: only the requests they match come here.
+	HTTPHeaders []string
+	HTTPPath    string
 }
 
-// holdFunc asks for an intercept; it returns how many agents serve it.
-type holdFunc func(context.Context, session.InterceptSpec) (int, error)
+// holdFunc asks for an intercept.
+type holdFunc func(context.Context, session.InterceptSpec) (session.Held, error)
+
+// httpFilter reads the filter flags; nil for none (the intercept takes every connection).
+// Every filter gets an id: requests that carry IDHeader with it are the developer's own.
+func httpFilter(headers []string, path string) (*httproute.Filter, error) {
+	if len(headers) == 0 && path == "" {
+		return nil, nil
+	}
+	f := &httproute.Filter{}
+	for _, h := range headers {
+		if h == "auto" {
+			continue // the id alone
+		}
+		m, err := httproute.ParseHeader(h)
+		if err != nil {
+			return nil, remote.Errorf(remote.Usage, "%v", err)
+		}
+		f.Headers = append(f.Headers, m)
+	}
+	if path != "" {
+		m, err := httproute.ParsePath(path)
+		if err != nil {
+			return nil, remote.Errorf(remote.Usage, "%v", err)
+		}
+		f.Path = &m
+	}
+	id, err := newFilterID()
+	if err != nil {
+		return nil, err
+	}
+	f.ID = id
+	return f, nil
+}
+
+// newFilterID is the local user's name (as far as a header value takes it) and four random
+// hex digits: alice-1a2b.
+func newFilterID() (string, error) {
+	name := "tp"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if i := strings.LastIndexAny(name, `\/`); i >= 0 {
+		name = name[i+1:] // DOMAIN\user on Windows
+	}
+	clean := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '.', r == '_':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return -1
+	}, name)
+	if clean == "" || len(clean) > 32 {
+		clean = "tp"
+	}
+	var b [2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("intercept id: %w", err)
+	}
+	return clean + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// looksTLS reports whether a Service port is named or numbered as TLS usually is: the
+// agent cannot read its requests, so it cannot filter them.
+func looksTLS(t *intercept.Target) bool {
+	for _, name := range []string{t.ServicePortName, t.TargetPortName} {
+		switch strings.ToLower(name) {
+		case "https", "tls", "grpcs", "wss", "h2", "ssl":
+			return true
+		}
+	}
+	return t.ServicePort == 443 || t.ServicePort == 8443
+}
 
 // parsePort reads LOCAL[:REMOTE].
 func parsePort(s string) (local int, target string, err error) {
@@ -58,7 +139,7 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	if cfg.Workload == "" {
 		return remote.Errorf(remote.Usage, "name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
 	}
-	k, err := c.cluster()
+	k, err := c.connectedCluster(ctx)
 	if err != nil {
 		return err
 	}
@@ -111,7 +192,7 @@ func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	hold = func(ctx context.Context, s session.InterceptSpec) (int, error) {
+	hold = func(ctx context.Context, s session.InterceptSpec) (session.Held, error) {
 		return control.Intercept(ctx, daemon, s)
 	}
 	leave = func(n string) error { return control.Leave(ctx, daemon, n) }
@@ -201,6 +282,10 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	if err != nil {
 		return nil, err
 	}
+	filter, err := httpFilter(cfg.HTTPHeaders, cfg.HTTPPath)
+	if err != nil {
+		return nil, err
+	}
 	cs, err := c.kubeClient(k)
 	if err != nil {
 		return nil, err
@@ -215,6 +300,10 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
 	if err != nil {
 		return nil, err
+	}
+	if filter != nil && looksTLS(target) {
+		return nil, remote.Errorf(remote.Usage, "Service %s port %d (%s) carries TLS: tp's agent cannot read encrypted requests, so it cannot filter them by header or path; intercept the port whole (no --http-header/--http-path), or filter a port that carries plain HTTP",
+			target.Service, target.ServicePort, target.TargetPortName)
 	}
 	agentCfg, err := agentConfig(ctx, k, cfg.ManagerNamespace)
 	if err != nil {
@@ -239,7 +328,7 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 		name = ref.Name + "-" + target.TargetPortName
 	}
 	spec := session.InterceptSpec{Name: name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
-		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local)}
+		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local), HTTP: filter}
 	return &pendingIntercept{cs: cs, ref: ref, target: target, plan: plan, spec: spec, managerNS: cfg.ManagerNamespace}, nil
 }
 
@@ -265,7 +354,8 @@ func agentConfig(ctx context.Context, k *Kube, mgrNS string) (intercept.AgentCon
 // hold asks for the intercept until the agents serve it and the workload's pods are all
 // theirs.
 func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.Duration, hold holdFunc, leave func(string) error) error {
-	if err := waitForAgents(ctx, timeout, in.spec, hold); err != nil {
+	held, err := waitForAgents(ctx, timeout, in.spec, hold)
+	if err != nil {
 		_ = leave(in.spec.Name)
 		return err
 	}
@@ -275,6 +365,15 @@ func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.
 			return err
 		}
 	}
+	if f := in.spec.HTTP; f != nil {
+		fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d that match %s come to %s (intercept %q); all others go to the app\n",
+			in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, f, in.spec.Local, in.spec.Name)
+		fmt.Fprintf(w, "tp: send your own requests here with the header  %s: %s\n", httproute.IDHeader, f.ID)
+		if held.Overlap != "" {
+			fmt.Fprintf(w, "tp: note: %s\n", held.Overlap)
+		}
+		return nil
+	}
 	fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
 		in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, in.spec.Local, in.spec.Name)
 	return nil
@@ -282,23 +381,23 @@ func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.
 
 // waitForAgents asks for the intercept until an agent serves it: after a first injection
 // the workload's pods roll out with the agent, and it registers with the manager.
-func waitForAgents(ctx context.Context, timeout time.Duration, spec session.InterceptSpec, hold holdFunc) error {
+func waitForAgents(ctx context.Context, timeout time.Duration, spec session.InterceptSpec, hold holdFunc) (session.Held, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		agents, err := hold(ctx, spec)
+		held, err := hold(ctx, spec)
 		if err != nil {
-			return err
+			return held, err
 		}
-		if agents > 0 {
-			return nil
+		if held.Agents > 0 {
+			return held, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no traffic agent of %s %s/%s registered within %s: see kubectl -n %s get pods (the agent's container is %s)",
+			return held, fmt.Errorf("no traffic agent of %s %s/%s registered within %s: see kubectl -n %s get pods (the agent's container is %s)",
 				spec.Kind, spec.Namespace, spec.Workload, timeout, spec.Namespace, agentspec.Container)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return held, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}

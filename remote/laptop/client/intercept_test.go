@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -72,20 +73,49 @@ func TestPrintPlan(t *testing.T) {
 func TestWaitForAgents(t *testing.T) {
 	spec := session.InterceptSpec{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web"}
 	calls := 0
-	err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (int, error) {
+	held, err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (session.Held, error) {
 		calls++
-		return calls - 1, nil // none the first time, one the second
+		return session.Held{Agents: calls - 1, Overlap: "o"}, nil // none the first time, one the second
 	})
-	if err != nil || calls != 2 {
-		t.Errorf("waitForAgents: %v after %d asks, want success on the second", err, calls)
+	if err != nil || calls != 2 || held.Overlap != "o" {
+		t.Errorf("waitForAgents: %+v, %v after %d asks, want success on the second", held, err, calls)
 	}
 	refused := errors.New("refused")
-	if err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (int, error) { return 0, refused }); err != refused {
+	if _, err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, refused }); err != refused {
 		t.Errorf("a refusal: %v", err)
 	}
-	err = waitForAgents(t.Context(), 0, spec, func(context.Context, session.InterceptSpec) (int, error) { return 0, nil })
+	_, err = waitForAgents(t.Context(), 0, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, nil })
 	if err == nil || !strings.Contains(err.Error(), "no traffic agent of Deployment ns/web registered within 0s") {
 		t.Errorf("no agent: %v", err)
+	}
+}
+
+func TestHTTPFilterFlags(t *testing.T) {
+	if f, err := httpFilter(nil, ""); f != nil || err != nil {
+		t.Errorf("no flags: %v, %v; want a whole intercept", f, err)
+	}
+	f, err := httpFilter([]string{"x-dev=alice", "X-Env=~dev|test"}, "/api/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Headers) != 2 || f.Path == nil || !regexp.MustCompile(`^[a-z0-9._-]+-[0-9a-f]{4}$`).MatchString(f.ID) {
+		t.Errorf("filter %+v", f)
+	}
+	if f, err := httpFilter([]string{"auto"}, ""); err != nil || len(f.Headers) != 0 || f.ID == "" {
+		t.Errorf("auto: %+v, %v; want the id alone", f, err)
+	}
+	for _, bad := range [][2]string{{"x-dev", ""}, {"", "api"}, {"x-dev=~(", ""}} {
+		var headers []string
+		if bad[0] != "" {
+			headers = []string{bad[0]}
+		}
+		if _, err := httpFilter(headers, bad[1]); err == nil || exitCode(err) != 2 {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+	if !looksTLS(&intercept.Target{ServicePortName: "https"}) || !looksTLS(&intercept.Target{ServicePort: 443, TargetPortName: "web"}) ||
+		looksTLS(&intercept.Target{ServicePort: 80, ServicePortName: "http", TargetPortName: "http"}) {
+		t.Error("looksTLS")
 	}
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 // Leave is tp leave: whichever running connection holds the intercept ends it.
@@ -27,7 +29,54 @@ func (c *Client) Leave(ctx context.Context, name string) error {
 			return nil
 		}
 	}
-	return remote.Errorf(remote.Usage, "no running connection holds an intercept named %q (tp list shows them)", name)
+	// Not an intercept's name: a workload's, when this machine holds one intercept of it.
+	held := heldOf(ctx, names, name)
+	switch len(held) {
+	case 0:
+		return remote.Errorf(remote.Usage, "no running connection holds an intercept named %q, or of a workload so named (tp list shows them)", name)
+	case 1:
+		if err := control.Leave(ctx, held[0].session, held[0].intercept); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Err, "tp: ended intercept %q of %s\n", held[0].intercept, name)
+		return nil
+	}
+	var which []string
+	for _, h := range held {
+		which = append(which, h.intercept)
+	}
+	return remote.Errorf(remote.Usage, "this machine holds %d intercepts of %s: %s; name the one to end: tp leave NAME", len(held), name, strings.Join(which, ", "))
+}
+
+// heldIntercept is an intercept a running connection of this machine holds.
+type heldIntercept struct{ session, intercept string }
+
+// heldOf lists the intercepts the named connections hold of the workload named by s (NAME,
+// deploy/NAME, sts/NAME, rs/NAME), in any namespace.
+func heldOf(ctx context.Context, sessions []string, s string) []heldIntercept {
+	ref, err := intercept.ParseRef("any", s)
+	if err != nil {
+		return nil
+	}
+	var out []heldIntercept
+	for _, n := range sessions {
+		info, err := control.Status(ctx, n)
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Intercepts []session.InterceptSpec `json:"intercepts"`
+		}
+		if json.Unmarshal(info.Session, &st) != nil {
+			continue
+		}
+		for _, sp := range st.Intercepts {
+			if sp.Workload == ref.Name && strings.EqualFold(sp.Kind, ref.Kind) {
+				out = append(out, heldIntercept{n, sp.Name})
+			}
+		}
+	}
+	return out
 }
 
 // ListConfig is tp list's configuration.
@@ -38,7 +87,7 @@ type ListConfig struct {
 // List is tp list: the workloads that have tp's agent in the namespace (or all), and who
 // intercepts them.
 func (c *Client) List(ctx context.Context, cfg ListConfig) error {
-	k, err := c.cluster()
+	k, err := c.connectedCluster(ctx)
 	if err != nil {
 		return err
 	}
@@ -88,7 +137,7 @@ func listIntercepts(ctx context.Context, k *Kube, ns string) (control.Intercepts
 func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.Ref) error {
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKLOAD\tAGENT\tINTERCEPT\tPORT\tBY\tSINCE")
+	fmt.Fprintln(tw, "WORKLOAD\tAGENT\tINTERCEPT\tPORT\tREQUESTS\tBY\tSINCE")
 	seen := map[string]bool{}
 	for _, it := range all {
 		key := it.Namespace + "/" + strings.ToLower(it.Kind) + "/" + it.Workload
@@ -97,13 +146,17 @@ func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.
 		if it.Client != "" {
 			by += " (" + it.Client + ")"
 		}
-		fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, by,
+		requests := "all"
+		if it.HTTP != nil {
+			requests = it.HTTP.String()
+		}
+		fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, requests, by,
 			time.Unix(it.SinceUnix, 0).Format(time.RFC3339))
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Namespace+refs[i].Name < refs[j].Namespace+refs[j].Name })
 	for _, r := range refs {
 		if !seen[r.Namespace+"/"+strings.ToLower(r.Kind)+"/"+r.Name] {
-			fmt.Fprintf(tw, "%s/%s %s\tyes\t-\t-\t-\t-\n", r.Namespace, r.Name, r.Kind)
+			fmt.Fprintf(tw, "%s/%s %s\tyes\t-\t-\t-\t-\t-\n", r.Namespace, r.Name, r.Kind)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/intercept"
+	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -32,15 +33,16 @@ func TestPrintIntercepts(t *testing.T) {
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "WORKLOAD") {
 		t.Fatalf("tp list:\n%s", out.String())
 	}
-	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "ns/web Deployment 1 ready web-http http alice (laptop) "+since.Local().Format(time.RFC3339) {
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "ns/web Deployment 1 ready web-http http all alice (laptop) "+since.Local().Format(time.RFC3339) {
 		t.Errorf("the intercepted workload: %q", lines[1])
 	}
-	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "ns/db StatefulSet yes - - - -" {
+	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "ns/db StatefulSet yes - - - - -" {
 		t.Errorf("the workload with the agent only: %q", lines[2])
 	}
 
 	// A problem goes on a line under its intercept, and the table stays aligned.
-	all = append(all, control.InterceptInfo{Name: "api-grpc", Namespace: "ns", Kind: "Deployment", Workload: "api", Port: "grpc", Holder: "bob", SinceUnix: since.Unix()})
+	all = append(all, control.InterceptInfo{Name: "api-grpc", Namespace: "ns", Kind: "Deployment", Workload: "api", Port: "grpc", Holder: "bob", SinceUnix: since.Unix(),
+		HTTP: &httproute.Filter{Headers: []httproute.Match{{Name: "x-dev", Value: "bob"}}, ID: "bob-1a2b"}})
 	all[0].Problem = "the agent record of deployment/web is gone: new pods will start without the agent; run tp intercept again"
 	out.Reset()
 	if err := printIntercepts(&out, all, refs); err != nil {
@@ -49,6 +51,9 @@ func TestPrintIntercepts(t *testing.T) {
 	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 5 || lines[2] != "  problem: "+all[0].Problem {
 		t.Fatalf("tp list with a problem:\n%s", out.String())
+	}
+	if !strings.Contains(lines[3], " x-dev=bob, or x-tp-intercept: bob-1a2b ") {
+		t.Errorf("a filtered intercept's requests: %q", lines[3])
 	}
 	col := strings.Index(lines[0], "INTERCEPT")
 	for _, i := range []int{1, 3, 4} {

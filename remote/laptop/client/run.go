@@ -73,7 +73,7 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return remote.Errorf(remote.Usage, "--transport: %v", err)
 	}
-	k, err := c.cluster()
+	k, err := c.connectedCluster(ctx)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
 
@@ -103,7 +104,7 @@ func Names() ([]string, error) {
 type API struct {
 	Info      func() Info
 	Quit      func()
-	Intercept func(ctx context.Context, spec session.InterceptSpec) (agents int, err error)
+	Intercept func(ctx context.Context, spec session.InterceptSpec) (session.Held, error)
 	Leave     func(name string) error
 	List      func(ctx context.Context, namespace string) (Intercepts, error)
 }
@@ -133,6 +134,8 @@ type InterceptInfo struct {
 	// Problem is what keeps the intercept from the workload's traffic, as the manager
 	// last found it; empty when all is well.
 	Problem string `json:"problem,omitempty"`
+	// HTTP is the intercept's filter; nil for one that takes every connection.
+	HTTP *route.Filter `json:"http,omitempty"`
 }
 
 // Serve answers the daemon's API on the named session's socket until ctx ends: GET
@@ -175,14 +178,12 @@ func Serve(ctx context.Context, name string, api API) error {
 			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 			return
 		}
-		agents, err := api.Intercept(r.Context(), spec)
+		held, err := api.Intercept(r.Context(), spec)
 		if err != nil {
 			writeJSON(w, http.StatusConflict, apiError{err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, struct {
-			Agents int `json:"agents"`
-		}{agents})
+		writeJSON(w, http.StatusOK, held)
 	})
 	mux.HandleFunc("DELETE /intercepts/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if err := api.Leave(r.PathValue("name")); err != nil {
@@ -257,14 +258,11 @@ func call(ctx context.Context, name, method, path string, in, out any) error {
 	return nil
 }
 
-// Intercept asks the named session's daemon to hold an intercept; it returns how many
-// agents serve it.
-func Intercept(ctx context.Context, name string, spec session.InterceptSpec) (int, error) {
-	var out struct {
-		Agents int `json:"agents"`
-	}
+// Intercept asks the named session's daemon to hold an intercept.
+func Intercept(ctx context.Context, name string, spec session.InterceptSpec) (session.Held, error) {
+	var out session.Held
 	err := call(ctx, name, http.MethodPost, "/intercepts", spec, &out)
-	return out.Agents, err
+	return out, err
 }
 
 // Leave ends an intercept the named session's daemon holds.

@@ -52,7 +52,10 @@ func TestInterceptsOverTheSocket(t *testing.T) {
 			}
 			return want, nil
 		},
-		Intercept: func(_ context.Context, spec session.InterceptSpec) (int, error) { asked = spec; return 2, nil },
+		Intercept: func(_ context.Context, spec session.InterceptSpec) (session.Held, error) {
+			asked = spec
+			return session.Held{Agents: 2, Overlap: "x"}, nil
+		},
 		Leave: func(name string) error {
 			if name != "web-http" {
 				return errors.New("no intercept " + name)
@@ -67,8 +70,8 @@ func TestInterceptsOverTheSocket(t *testing.T) {
 	if _, err := ListIntercepts(t.Context(), "s", "other"); err == nil || err.Error() != "wrong namespace other" {
 		t.Errorf("a failed list: %v, want the daemon's error", err)
 	}
-	if n, err := Intercept(t.Context(), "s", want.Held[0]); n != 2 || err != nil || asked != want.Held[0] {
-		t.Errorf("Intercept: %d, %v (asked %+v)", n, err, asked)
+	if held, err := Intercept(t.Context(), "s", want.Held[0]); held.Agents != 2 || held.Overlap != "x" || err != nil || asked != want.Held[0] {
+		t.Errorf("Intercept: %+v, %v (asked %+v)", held, err, asked)
 	}
 	if err := Leave(t.Context(), "s", "web-http"); err != nil {
 		t.Errorf("Leave: %v", err)

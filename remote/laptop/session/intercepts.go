@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/tunnel"
@@ -35,6 +36,17 @@ type InterceptSpec struct {
 	// found it in the cluster (with what to do about it); empty when all is well. Set by
 	// the session from the manager's reports, in Intercepts' answer only.
 	Problem string `json:"problem,omitempty"`
+	// HTTP, when set, filters the intercept: only the requests it matches come here.
+	HTTP *route.Filter `json:"http,omitempty"`
+}
+
+// Held is the manager's answer to an intercept asked for.
+type Held struct {
+	// Agents is how many registered agents serve it.
+	Agents int `json:"agents"`
+	// Overlap names, for a filtered intercept, other intercepts of the port whose filters
+	// may match the same requests, and where such a request goes.
+	Overlap string `json:"overlap,omitempty"`
 }
 
 // intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
@@ -77,11 +89,11 @@ func (s *Session) icState() *intercepts {
 
 // Intercept writes the intercept's grant (once per name and target), asks the manager for
 // the intercept and keeps it (renewing it, and asserting it again after a reconnection)
-// until Leave or Close. It returns how many agents serve it.
-func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error) {
+// until Leave or Close.
+func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (Held, error) {
 	ic := s.icState()
 	if _, _, err := net.SplitHostPort(spec.Local); err != nil {
-		return 0, fmt.Errorf("intercept %s: local address %q: %w", spec.Name, spec.Local, err)
+		return Held{}, fmt.Errorf("intercept %s: local address %q: %w", spec.Name, spec.Local, err)
 	}
 	if spec.Since.IsZero() {
 		spec.Since = time.Now()
@@ -118,7 +130,7 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 		go s.interceptLoop()
 	}
 	if err := s.sendCreate(spec); err != nil && !errors.Is(err, errNoStream) {
-		return 0, err
+		return Held{}, err
 	}
 	select {
 	case res := <-wait:
@@ -142,7 +154,7 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 			if grantErr != nil {
 				msg += " (" + grantErr.Error() + ")"
 			}
-			return 0, remote.Errorf(remote.Refused, "tp's manager refused the intercept: %s", msg)
+			return Held{}, remote.Errorf(remote.Refused, "tp's manager refused the intercept: %s", msg)
 		}
 		ic.mu.Lock()
 		if sp, ok := ic.specs[spec.Name]; ok {
@@ -150,11 +162,11 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (int, error
 			ic.specs[spec.Name] = sp
 		}
 		ic.mu.Unlock()
-		return int(res.GetAgents()), nil
+		return Held{Agents: int(res.GetAgents()), Overlap: res.GetOverlap()}, nil
 	case <-time.After(resultWait):
-		return 0, remote.Errorf(remote.Timeout, "the manager did not answer the intercept in %s: %v", resultWait, s.downError())
+		return Held{}, remote.Errorf(remote.Timeout, "the manager did not answer the intercept in %s: %v", resultWait, s.downError())
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Held{}, ctx.Err()
 	}
 }
 
@@ -285,10 +297,14 @@ func (s *Session) sendCreate(spec InterceptSpec) error {
 	ic.mu.Lock()
 	g := ic.grants[spec.Name]
 	ic.mu.Unlock()
-	return s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: &tunnelpb.InterceptRequest{
+	req := &tunnelpb.InterceptRequest{
 		Name: spec.Name, Namespace: spec.Namespace, Kind: spec.Kind, Workload: spec.Workload, Port: spec.Port, Client: ic.who,
 		Grant: g.lease, Secret: g.secret,
-	}}})
+	}
+	if spec.HTTP != nil {
+		req.Http = spec.HTTP.Proto()
+	}
+	return s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: req}})
 }
 
 // interceptLoop keeps an intercept session open while the session lives: it opens the

@@ -1,0 +1,349 @@
+package route
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// serveHTTP serves handler on loopback until the test ends.
+func serveHTTP(t *testing.T, h http.Handler, idle time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, IdleTimeout: idle}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// named answers "<name> <method> <path> <body>".
+func named(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s %s", name, r.Method, r.URL.Path, body)
+	})
+}
+
+// relayFor serves a relay on loopback that routes by table to addrs (route id → address;
+// "" is the app) and returns its address.
+func relayFor(t *testing.T, table Table, addrs map[string]string, stats *Stats) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := &Relay{
+		Table: func() Table { return table },
+		Dial: func(ctx context.Context, route string) (net.Conn, error) {
+			addr, ok := addrs[route]
+			if !ok {
+				return nil, errors.New("no such route")
+			}
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+		Stats:     stats,
+		FirstByte: 100 * time.Millisecond,
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.Serve(context.Background(), c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func devTable(t *testing.T) Table {
+	t.Helper()
+	var table Table
+	for _, dev := range []string{"a", "b"} {
+		m, err := Filter{Headers: []Match{{Name: "x-dev", Value: dev}}}.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		table = append(table, Route{ID: dev, Match: m})
+	}
+	return table
+}
+
+func devServers(t *testing.T) map[string]string {
+	return map[string]string{"": serveHTTP(t, named("app"), 0), "a": serveHTTP(t, named("laptop-a"), 0), "b": serveHTTP(t, named("laptop-b"), 0)}
+}
+
+func TestEachRequestOfAKeptAliveConnectionIsRoutedOnItsOwn(t *testing.T) {
+	stats := &Stats{}
+	addr := relayFor(t, devTable(t), devServers(t), stats)
+	var conns atomic.Int32
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+		conns.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, a)
+	}}}
+	for i, c := range []struct{ dev, want string }{
+		{"a", "laptop-a"}, {"", "app"}, {"b", "laptop-b"}, {"a", "laptop-a"}, {"", "app"}, {"c", "app"},
+	} {
+		method, body := "GET", ""
+		if i%2 == 1 {
+			method, body = "POST", strings.Repeat("x", 100_000) // a body larger than a buffer
+		}
+		r, _ := http.NewRequest(method, "http://"+addr+"/p", strings.NewReader(body))
+		if c.dev != "" {
+			r.Header.Set("X-Dev", c.dev)
+		}
+		resp, err := client.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%s %s /p %s", c.want, method, body); string(got) != want {
+			t.Errorf("request %d (x-dev %q): %.60q, want %.60q", i, c.dev, got, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the client opened %d connections; the relay must keep one alive", n)
+	}
+	if stats.Routed.Load() != 3 || stats.Passed.Load() != 3 {
+		t.Errorf("routed %d, passed %d; want 3 and 3", stats.Routed.Load(), stats.Passed.Load())
+	}
+}
+
+// A pipelining client sends every request before reading an answer: the answers come back
+// in order, each from its own route.
+func TestPipelinedRequestsAnswerInOrder(t *testing.T) {
+	addr := relayFor(t, devTable(t), devServers(t), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reqs strings.Builder
+	devs := []string{"b", "", "a", "b"}
+	for i, dev := range devs {
+		fmt.Fprintf(&reqs, "GET /%d HTTP/1.1\r\nHost: x\r\n", i)
+		if dev != "" {
+			fmt.Fprintf(&reqs, "X-Dev: %s\r\n", dev)
+		}
+		reqs.WriteString("\r\n")
+	}
+	if _, err := io.WriteString(c, reqs.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, dev := range devs {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		want := "app"
+		if dev != "" {
+			want = "laptop-" + dev
+		}
+		if want = fmt.Sprintf("%s GET /%d ", want, i); string(got) != want {
+			t.Errorf("answer %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
+// A chunked request body and a chunked (streamed) response pass byte for byte, and an
+// Expect: 100-continue request gets its 100 from the server.
+func TestChunkedBodiesAndContinue(t *testing.T) {
+	stream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		for i := range 3 {
+			fmt.Fprintf(w, "part%d:%d;", i, len(body))
+			w.(http.Flusher).Flush()
+		}
+	})
+	addrs := map[string]string{"": serveHTTP(t, named("app"), 0), "a": serveHTTP(t, stream, 0)}
+	addr := relayFor(t, devTable(t)[:1], addrs, nil)
+	pr, pw := io.Pipe()
+	go func() {
+		for range 5 {
+			pw.Write([]byte(strings.Repeat("y", 1000)))
+		}
+		pw.Close()
+	}()
+	r, _ := http.NewRequest("PUT", "http://"+addr+"/up", pr) // no length: chunked
+	r.Header.Set("X-Dev", "a")
+	r.Header.Set("Expect", "100-continue")
+	start := time.Now()
+	resp, err := (&http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}).Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the client waited %s for 100 Continue: the server never saw the request's head", took)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "part0:5000;part1:5000;part2:5000;" || len(resp.TransferEncoding) == 0 {
+		t.Errorf("answer %q (transfer encoding %v)", got, resp.TransferEncoding)
+	}
+}
+
+// After 101 Switching Protocols the connection carries another protocol: bytes pass as
+// they come, both ways.
+func TestUpgradeCarriesTheNewProtocol(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", 400)
+			return
+		}
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	})
+	addrs := map[string]string{"": serveHTTP(t, named("app"), 0), "a": serveHTTP(t, echo, 0)}
+	addr := relayFor(t, devTable(t)[:1], addrs, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nX-Dev: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for _, msg := range []string{"hello\n", "GET / HTTP/1.1\r\n\r\n"} { // not read as HTTP any more
+		io.WriteString(c, msg)
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
+			t.Errorf("echo of %q: %q %v", msg, buf, err)
+		}
+	}
+}
+
+// What is not HTTP reaches the app as it came, whether the client or the app speaks first.
+func TestOtherProtocolsPassToTheApp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, "220 greeting\r\n") // the server speaks first
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	stats := &Stats{}
+	addr := relayFor(t, devTable(t), map[string]string{"": ln.Addr().String()}, stats)
+	for _, first := range []string{"", "\x16\x03\x01binary\n", "PING\r\n"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		if first != "" {
+			io.WriteString(c, first)
+		}
+		line, err := br.ReadString('\n')
+		if err != nil || line != "220 greeting\r\n" {
+			t.Errorf("client sending %q first: greeting %q %v", first, line, err)
+		}
+		if first != "" {
+			buf := make([]byte, len(first))
+			if _, err := io.ReadFull(br, buf); err != nil || string(buf) != first {
+				t.Errorf("echo of %q: %q %v", first, buf, err)
+			}
+		}
+		c.Close()
+	}
+	if stats.Raw.Load() != 3 {
+		t.Errorf("%d raw connections, want 3", stats.Raw.Load())
+	}
+}
+
+// A kept-alive app connection its server closed meanwhile is replaced for a request
+// without a body; a route whose intercept is gone sends its requests to the app.
+func TestClosedUpstreamsAndGoneRoutes(t *testing.T) {
+	addrs := map[string]string{"": serveHTTP(t, named("app"), 50*time.Millisecond), "a": serveHTTP(t, named("laptop-a"), 0)}
+	stats := &Stats{}
+	addr := relayFor(t, devTable(t), addrs, stats) // route b has no server: its dial fails
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(path, dev string) string {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nX-Dev: %s\r\n\r\n", path, dev)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		return string(got)
+	}
+	if got := get("/1", "c"); got != "app GET /1 " {
+		t.Errorf("first: %q", got)
+	}
+	time.Sleep(200 * time.Millisecond) // the app closes its idle connection
+	if got := get("/2", "c"); got != "app GET /2 " {
+		t.Errorf("after the app closed its side: %q", got)
+	}
+	if got := get("/3", "b"); got != "app GET /3 " || stats.Fallbacks.Load() != 1 {
+		t.Errorf("to a gone route: %q (%d fallbacks)", got, stats.Fallbacks.Load())
+	}
+	if got := get("/4", "a"); got != "laptop-a GET /4 " {
+		t.Errorf("route a: %q", got)
+	}
+}
+
+// HEAD's answer has a length but no body; Connection: close ends the connection.
+func TestHeadAndClose(t *testing.T) {
+	addr := relayFor(t, devTable(t), devServers(t), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "HEAD /h HTTP/1.1\r\nHost: x\r\nX-Dev: a\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	head, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
+	if err != nil || head.StatusCode != 200 {
+		t.Fatalf("HEAD: %v %v", head, err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if string(got) != "app GET /g " {
+		t.Errorf("after HEAD: %q", got)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after Connection: close the relay kept the connection (%d, %v)", n, err)
+	}
+}

@@ -1,0 +1,215 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tpdev/tp/tests/cluster"
+	"github.com/tpdev/tp/tests/kit"
+)
+
+// TestPersonalIntercepts has two developers, each on a laptop of their own (own network
+// namespace, own tp as an unprivileged user), hold filtered intercepts of one Service port
+// at once: each gets the requests their filter matches, the app the rest, request by
+// request on one kept-alive connection.
+func TestPersonalIntercepts(t *testing.T) {
+	cs := clientset(t)
+	ns := namespace(t, cs, "tp-e2e-personal")
+	w := deployWorkload(t, cs, ns, "web-app")
+	a := kit.NewLaptop(t)
+	b := kit.NewLaptopIn(t, cluster.Laptops[1])
+	a.MustTP(t, 3*time.Minute, "install")
+	portA := laptopServerOn(t, a, "laptop-a")
+	portB := laptopServerOn(t, b, "laptop-b")
+	portBAPI := laptopServerOn(t, b, "laptop-b-api")
+
+	r := a.MustTP(t, 3*time.Minute, "intercept", "web-app", "-n", ns, "--port", portA+":80", "--http-header", "x-dev=a")
+	t.Logf("laptop a: tp intercept said:\n%s", r.Stderr)
+	idA := printedID(t, r.Stderr)
+	waitFor(t, 60*time.Second, "x-dev: a reaches laptop a", func() error {
+		return expectAll(w.ClusterIP, []routed{{dev: "a", want: "laptop-a /"}, {want: "pod="}})
+	})
+	r = b.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portB+":80", "--http-header", "x-dev=b")
+	idB := printedID(t, r.Stderr)
+	if strings.Contains(r.Stderr, "overlap") || strings.Contains(r.Stderr, "note:") {
+		t.Errorf("x-dev=a and x-dev=b cannot overlap, yet tp said:\n%s", r.Stderr)
+	}
+
+	t.Run("OneConnectionRoutesEachRequest", func(t *testing.T) {
+		mixed := []routed{{dev: "a", want: "laptop-a /"}, {dev: "b", want: "laptop-b /"}, {want: "pod="}, {dev: "b", want: "laptop-b /"},
+			{dev: "c", want: "pod="}, {dev: "a", want: "laptop-a /"}, {id: idB, want: "laptop-b /"}, {id: idA, dev: "b", want: "laptop-a /"}}
+		waitFor(t, 30*time.Second, "both intercepts and the app on one connection", func() error { return expectAll(w.ClusterIP, mixed) })
+		// The same, pipelined: every request written before the first answer is read.
+		if err := pipelined(w.ClusterIP, mixed); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("PathBesideHeaderAndTheOverlapRule", func(t *testing.T) {
+		r := b.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portBAPI+":80", "--name", "web-api", "--http-path", "/api/")
+		t.Logf("laptop b: tp intercept --http-path said:\n%s", r.Stderr)
+		if !strings.Contains(r.Stderr, "x-dev=a") || !strings.Contains(r.Stderr, "created first") {
+			t.Errorf("a path filter beside header filters: tp said nothing of the overlap:\n%s", r.Stderr)
+		}
+		waitFor(t, 30*time.Second, "path and header routes", func() error {
+			return expectAll(w.ClusterIP, []routed{
+				{path: "/api/x", want: "laptop-b-api /api/x"},
+				{path: "/api/x", dev: "a", want: "laptop-a /api/x"}, // both match: the oldest takes it
+				{path: "/apix", want: "pod="},
+				{path: "/other", dev: "b", want: "laptop-b /other"},
+			})
+		})
+	})
+
+	t.Run("AWholeInterceptIsRefusedBesideFilteredOnes", func(t *testing.T) {
+		r := a.TPRun(time.Minute, "intercept", "web-app", "-n", ns, "--port", portA+":80", "--name", "whole")
+		if r.Err == nil || !strings.Contains(r.Stderr, "x-dev=b") {
+			t.Errorf("a whole intercept beside filtered ones: %v\n%s", r.Err, r.Stderr)
+		}
+	})
+
+	t.Run("LeaveKillAndRestartKeepTheOthers", func(t *testing.T) {
+		b.MustTP(t, 30*time.Second, "leave", "web-app-http")
+		waitFor(t, 10*time.Second, "b's header intercept gone, the others kept", func() error {
+			return expectAll(w.ClusterIP, []routed{{dev: "b", want: "pod="}, {dev: "a", want: "laptop-a /"}, {path: "/api/y", want: "laptop-b-api /api/y"}})
+		})
+		// A pod restart: the new pod's agent gets the routes as they stand.
+		pods := livePods(t, cs, ns, "web-app")
+		if err := cs.CoreV1().Pods(ns).Delete(context.Background(), pods[0].Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 90*time.Second, "the deleted pod gone, its replacement ready", func() error {
+			if _, err := cs.CoreV1().Pods(ns).Get(context.Background(), pods[0].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("pod %s is still there (%v)", pods[0].Name, err)
+			}
+			for _, p := range livePods(t, cs, ns, "web-app") {
+				if podHasAgent(&p) && podReady(&p) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no ready pod with the agent: %s", podStates(livePods(t, cs, ns, "web-app")))
+		})
+		waitFor(t, 30*time.Second, "the routes on the new pod", func() error {
+			return expectAll(w.ClusterIP, []routed{{dev: "a", want: "laptop-a /"}, {path: "/api/z", want: "laptop-b-api /api/z"}, {want: "pod="}})
+		})
+		// kill -9 of laptop a's daemon: its requests go to the app, b's path intercept stays.
+		if err := syscall.Kill(status(t, a, "default").PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		waitFor(t, 30*time.Second, "a's intercept gone after kill -9, b's kept", func() error {
+			return expectAll(w.ClusterIP, []routed{{dev: "a", want: "pod="}, {path: "/api/k", want: "laptop-b-api /api/k"}})
+		})
+		t.Logf("laptop a's requests reached the app again %s after kill -9 of its tp", time.Since(start).Round(100*time.Millisecond))
+	})
+}
+
+// routed is a request and the start of the answer it must get.
+type routed struct {
+	path, dev, id, want string
+}
+
+func (r routed) request(ip string) *http.Request {
+	path := r.path
+	if path == "" {
+		path = "/"
+	}
+	req, _ := http.NewRequest("GET", "http://"+ip+path, nil)
+	if r.dev != "" {
+		req.Header.Set("X-Dev", r.dev)
+	}
+	if r.id != "" {
+		req.Header.Set("X-Tp-Intercept", r.id)
+	}
+	return req
+}
+
+// expectAll sends the requests from the node, in order, on one kept-alive connection.
+func expectAll(ip string, reqs []routed) error {
+	var dials atomic.Int32
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	defer c.CloseIdleConnections()
+	for i, r := range reqs {
+		resp, err := c.Do(r.request(ip))
+		if err != nil {
+			return fmt.Errorf("request %d %+v: %w", i, r, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(body), r.want) {
+			return fmt.Errorf("request %d %+v: answered %q", i, r, body)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		return fmt.Errorf("%d connections for %d requests: the agent did not keep the connection alive", n, len(reqs))
+	}
+	return nil
+}
+
+// pipelined writes every request on one connection before reading the answers.
+func pipelined(ip string, reqs []routed) error {
+	conn, err := net.DialTimeout("tcp", ip+":80", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, r := range reqs {
+		if err := r.request(ip).Write(conn); err != nil {
+			return err
+		}
+	}
+	br := bufio.NewReader(conn)
+	for i, r := range reqs {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("pipelined answer %d: %w", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.HasPrefix(string(body), r.want) {
+			return fmt.Errorf("pipelined request %d %+v: answered %q", i, r, body)
+		}
+	}
+	return nil
+}
+
+var idLine = regexp.MustCompile(`x-tp-intercept: (\S+)`)
+
+// printedID is the intercept id tp intercept printed.
+func printedID(t *testing.T, out string) string {
+	t.Helper()
+	m := idLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("tp intercept printed no x-tp-intercept header:\n%s", out)
+	}
+	return m[1]
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
