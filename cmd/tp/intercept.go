@@ -28,6 +28,7 @@ away, the workload gets its traffic back within seconds.
    tp intercept web-app --port 8080:80
    tp intercept web-app --port 8080 --env-file web-app.env -- ./web-app
    tp intercept web-app --port 8080 --dry-run          # print the change to the workload
+   tp intercept web-app --port 8080:http --port 9090:grpc   # one intercept, two ports
 
 Personal intercepts: with --http-header or --http-path only the HTTP requests that match
 come here (each request of a kept-alive connection on its own); all others go to the app,
@@ -39,7 +40,7 @@ intercept also takes the requests that carry the header tp prints (x-tp-intercep
    tp intercept web-app --port 8080:80 --http-header 'x-dev=~alice|al' --http-path /api/
    tp intercept web-app --port 8080:80 --http-header auto   # only requests with tp's header`,
 		Flags: append(kubeFlags(),
-			&cli.StringFlag{Name: "port", Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name)"},
+			&cli.GenericFlag{Name: "port", Value: &repeated{}, Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name); repeat it for several ports in one intercept"},
 			&cli.StringFlag{Name: "name", Usage: "the intercept's name (default WORKLOAD-PORT)"},
 			&cli.GenericFlag{Name: "http-header", Value: &repeated{}, Usage: "only requests with this header: NAME=VALUE (exact), NAME=~REGEX (RE2, the whole value), or auto (only tp's own header); repeatable, all must match"},
 			&cli.StringFlag{Name: "http-path", Usage: "only requests whose path is: /PREFIX (starts so), =/PATH (exactly), ~REGEX (RE2, the whole path); the query is not part of it"},
@@ -52,7 +53,7 @@ intercept also takes the requests that carry the header tp prints (x-tp-intercep
 		Action: func(c *cli.Context) error {
 			return newClient(c).Intercept(c.Context, client.InterceptConfig{
 				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
-				Port: c.String("port"), Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
+				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
 				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"),
 			})

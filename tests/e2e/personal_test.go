@@ -36,6 +36,7 @@ func TestPersonalIntercepts(t *testing.T) {
 	b := kit.NewLaptopIn(t, cluster.Laptops[1])
 	a.MustTP(t, 3*time.Minute, "install")
 	portA := laptopServerOn(t, a, "laptop-a")
+	portA2 := laptopServerOn(t, a, "laptop-a2")
 	portB := laptopServerOn(t, b, "laptop-b")
 	portBAPI := laptopServerOn(t, b, "laptop-b-api")
 
@@ -81,6 +82,39 @@ func TestPersonalIntercepts(t *testing.T) {
 		r := a.TPRun(time.Minute, "intercept", "web-app", "-n", ns, "--port", portA+":80", "--name", "whole")
 		if r.Err == nil || !strings.Contains(r.Stderr, "x-dev=b") {
 			t.Errorf("a whole intercept beside filtered ones: %v\n%s", r.Err, r.Stderr)
+		}
+	})
+
+	t.Run("SeveralPortsOneName", func(t *testing.T) {
+		multi := deployWorkload(t, cs, ns, "multi")
+		a.MustTP(t, 3*time.Minute, "intercept", "multi", "-n", ns, "--port", portA+":http", "--port", portA2+":tcp-echo")
+		waitFor(t, 60*time.Second, "both ports of multi reach laptop a", func() error {
+			if got := hostGet(multi.ClusterIP, "/m"); !strings.HasPrefix(got, "laptop-a /m") {
+				return fmt.Errorf("port http answered %q", got)
+			}
+			if got := hostGet(fmt.Sprintf("%s:%d", multi.ClusterIP, kit.TCPEchoPort), "/e"); !strings.HasPrefix(got, "laptop-a2 /e") {
+				return fmt.Errorf("port tcp-echo answered %q", got)
+			}
+			return nil
+		})
+		r := a.MustTP(t, 30*time.Second, "list", "-n", ns)
+		if !strings.Contains(r.Stdout, "multi-http") || !strings.Contains(r.Stdout, "multi-tcp-echo") {
+			t.Errorf("tp list shows not both ports:\n%s", r.Stdout)
+		}
+		a.MustTP(t, 30*time.Second, "leave", "multi") // the intercept's name: both ports end
+		waitFor(t, 10*time.Second, "both ports of multi back to the app", func() error {
+			if got := hostGet(multi.ClusterIP, "/m"); !strings.HasPrefix(got, "pod=") {
+				return fmt.Errorf("port http answered %q", got)
+			}
+			if got := hostGet(fmt.Sprintf("%s:%d", multi.ClusterIP, kit.TCPEchoPort), "/e"); strings.Contains(got, "laptop") {
+				return fmt.Errorf("port tcp-echo answered %q", got)
+			}
+			return nil
+		})
+		// Laptop b holds two intercepts of web-app: its name alone is ambiguous.
+		r = b.TPRun(30*time.Second, "leave", "web-app")
+		if r.Err == nil || !strings.Contains(r.Stderr, "web-api") || !strings.Contains(r.Stderr, "web-app-http") {
+			t.Errorf("tp leave of a workload with two intercepts: %v\n%s", r.Err, r.Stderr)
 		}
 	})
 

@@ -30,9 +30,11 @@ import (
 
 // InterceptConfig is tp intercept's configuration.
 type InterceptConfig struct {
-	Workload string // NAME, deploy/NAME, sts/NAME or rs/NAME
-	Port     string // LOCAL[:REMOTE]
-	Name     string // the intercept's; default WORKLOAD-PORT
+	Workload string   // NAME, deploy/NAME, sts/NAME or rs/NAME
+	Ports    []string // LOCAL[:REMOTE] each
+	// Name is the intercept's: default WORKLOAD-PORT, or WORKLOAD for several ports (each
+	// port's is then NAME-PORT, and tp leave NAME ends them all).
+	Name string
 	// EnvFile and EnvJSON receive the app container's environment.
 	EnvFile, EnvJSON string
 	DryRun           bool
@@ -163,11 +165,11 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 		return err
 	}
 	if len(cfg.Command) == 0 {
-		fmt.Fprintf(c.Err, "tp: end it with: tp leave %s\n", in.spec.Name)
+		fmt.Fprintf(c.Err, "tp: end it with: tp leave %s\n", in.name)
 		return nil
 	}
 	problems.start()
-	defer func() { _ = leave(in.spec.Name) }()
+	defer in.leaveAll(leave)
 	cmd, err := startCommand(cfg.Command, withEnv(os.Environ(), env), c.Stdio)
 	if err != nil {
 		return err
@@ -262,25 +264,60 @@ func writeEnvs(ctx context.Context, in *pendingIntercept, file, jsonFile string)
 }
 
 // pendingIntercept is an intercept whose agent is in place (or on its way): what is left is
-// to hold it.
+// to hold it, one session intercept per port.
 type pendingIntercept struct {
 	cs        kubernetes.Interface
 	ref       intercept.Ref
-	target    *intercept.Target
+	target    *intercept.Target // the first port's: its container's environment is the command's
 	plan      *intercept.Plan
-	spec      session.InterceptSpec
+	ports     []pendingPort
+	name      string // what tp leave takes: the one port's intercept, or the group of them
 	managerNS string
 }
 
-// prepareIntercept resolves the workload and LOCAL[:REMOTE] and puts the agent in the
+type pendingPort struct {
+	target *intercept.Target
+	spec   session.InterceptSpec
+}
+
+// names are the session intercepts it holds.
+func (in *pendingIntercept) names() []string {
+	var out []string
+	for _, p := range in.ports {
+		out = append(out, p.spec.Name)
+	}
+	return out
+}
+
+// leaveAll ends every port's intercept.
+func (in *pendingIntercept) leaveAll(leave func(string) error) {
+	for _, n := range in.names() {
+		_ = leave(n)
+	}
+}
+
+// prepareIntercept resolves the workload and each LOCAL[:REMOTE] and puts the agent in the
 // workload (or, with DryRun, prints what that changes and returns nil).
 func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptConfig) (*pendingIntercept, error) {
-	if cfg.Port == "" {
+	if len(cfg.Ports) == 0 {
 		return nil, remote.Errorf(remote.Usage, "--port is required: tp intercept %s --port LOCAL[:REMOTE]", cfg.Workload)
 	}
-	local, remotePort, err := parsePort(cfg.Port)
-	if err != nil {
-		return nil, err
+	type asked struct {
+		local  int
+		remote string
+	}
+	var ports []asked
+	for _, p := range cfg.Ports {
+		local, remotePort, err := parsePort(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range ports {
+			if o.local == local {
+				return nil, remote.Errorf(remote.Usage, "--port %s: local port %d is given twice", p, local)
+			}
+		}
+		ports = append(ports, asked{local, remotePort})
 	}
 	filter, err := httpFilter(cfg.HTTPHeaders, cfg.HTTPPath)
 	if err != nil {
@@ -297,19 +334,28 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	if err := intercept.CheckAllowed(ctx, cs, ref.Namespace); err != nil {
 		return nil, err
 	}
-	target, err := intercept.Resolve(ctx, cs, ref, remotePort)
-	if err != nil {
-		return nil, err
-	}
-	if filter != nil && looksTLS(target) {
-		return nil, remote.Errorf(remote.Usage, "Service %s port %d (%s) carries TLS: tp's agent cannot read encrypted requests, so it cannot filter them by header or path; intercept the port whole (no --http-header/--http-path), or filter a port that carries plain HTTP",
-			target.Service, target.ServicePort, target.TargetPortName)
+	var targets []intercept.Target
+	for _, p := range ports {
+		target, err := intercept.Resolve(ctx, cs, ref, p.remote)
+		if err != nil {
+			return nil, err
+		}
+		if filter != nil && looksTLS(target) {
+			return nil, remote.Errorf(remote.Usage, "Service %s port %d (%s) carries TLS: tp's agent cannot read encrypted requests, so it cannot filter them by header or path; intercept the port whole (no --http-header/--http-path), or filter a port that carries plain HTTP",
+				target.Service, target.ServicePort, target.TargetPortName)
+		}
+		for _, o := range targets {
+			if o.TargetPortName == target.TargetPortName {
+				return nil, remote.Errorf(remote.Usage, "--port: %s's port %s is given twice", ref.Name, target.TargetPortName)
+			}
+		}
+		targets = append(targets, *target)
 	}
 	agentCfg, err := agentConfig(ctx, k, cfg.ManagerNamespace)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, []intercept.Target{*target}, cfg.DryRun)
+	plan, err := intercept.Inject(ctx, cs, ref, agentCfg, targets, cfg.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -323,13 +369,24 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	for _, warn := range plan.Warnings {
 		fmt.Fprintf(c.Err, "tp: note: %s\n", warn)
 	}
-	name := cfg.Name
-	if name == "" {
-		name = ref.Name + "-" + target.TargetPortName
+	in := &pendingIntercept{cs: cs, ref: ref, plan: plan, managerNS: cfg.ManagerNamespace, name: cfg.Name}
+	if in.name == "" {
+		in.name = ref.Name
+		if len(targets) == 1 {
+			in.name += "-" + targets[0].TargetPortName
+		}
 	}
-	spec := session.InterceptSpec{Name: name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
-		Port: target.TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(local), HTTP: filter}
-	return &pendingIntercept{cs: cs, ref: ref, target: target, plan: plan, spec: spec, managerNS: cfg.ManagerNamespace}, nil
+	for i := range targets {
+		spec := session.InterceptSpec{Name: in.name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
+			Port: targets[i].TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(ports[i].local), HTTP: filter}
+		if len(targets) > 1 {
+			// One name for the user, one session intercept per port: NAME-PORT, grouped.
+			spec.Name, spec.Group = in.name+"-"+targets[i].TargetPortName, in.name
+		}
+		in.ports = append(in.ports, pendingPort{target: &targets[i], spec: spec})
+	}
+	in.target = in.ports[0].target
+	return in, nil
 }
 
 // agentConfig is what the agent needs to reach the manager tp install put in mgrNS.
@@ -351,32 +408,50 @@ func agentConfig(ctx context.Context, k *Kube, mgrNS string) (intercept.AgentCon
 	}, nil
 }
 
-// hold asks for the intercept until the agents serve it and the workload's pods are all
-// theirs.
+// hold asks for the intercept of every port until the agents serve it and the workload's
+// pods are all theirs; on a failure it leaves those it holds.
 func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.Duration, hold holdFunc, leave func(string) error) error {
-	held, err := waitForAgents(ctx, timeout, in.spec, hold)
-	if err != nil {
-		_ = leave(in.spec.Name)
-		return err
-	}
-	if !in.plan.AlreadyInjected {
-		if err := intercept.WaitRolledOut(ctx, in.cs, in.ref, in.target.Service, timeout); err != nil {
-			_ = leave(in.spec.Name)
+	helds := make([]session.Held, len(in.ports))
+	for i, p := range in.ports {
+		held, err := waitForAgents(ctx, timeout, p.spec, hold)
+		if err != nil {
+			in.leaveAll(leave)
 			return err
 		}
+		helds[i] = held
 	}
-	if f := in.spec.HTTP; f != nil {
-		fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d that match %s come to %s (intercept %q); all others go to the app\n",
-			in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, f, in.spec.Local, in.spec.Name)
-		fmt.Fprintf(w, "tp: send your own requests here with the header  %s: %s\n", httproute.IDHeader, f.ID)
-		if held.Overlap != "" {
-			fmt.Fprintf(w, "tp: note: %s\n", held.Overlap)
+	if !in.plan.AlreadyInjected {
+		seen := map[string]bool{}
+		for _, p := range in.ports {
+			if seen[p.target.Service] {
+				continue
+			}
+			seen[p.target.Service] = true
+			if err := intercept.WaitRolledOut(ctx, in.cs, in.ref, p.target.Service, timeout); err != nil {
+				in.leaveAll(leave)
+				return err
+			}
 		}
-		return nil
 	}
-	fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
-		in.ref.Kind, in.ref.Namespace, in.ref.Name, in.target.Service, in.target.ServicePort, in.spec.Local, in.spec.Name)
+	for i, p := range in.ports {
+		in.printHeld(w, p, helds[i])
+	}
 	return nil
+}
+
+func (in *pendingIntercept) printHeld(w io.Writer, p pendingPort, held session.Held) {
+	f := p.spec.HTTP
+	if f == nil {
+		fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
+			in.ref.Kind, in.ref.Namespace, in.ref.Name, p.target.Service, p.target.ServicePort, p.spec.Local, p.spec.Name)
+		return
+	}
+	fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d that match %s come to %s (intercept %q); all others go to the app\n",
+		in.ref.Kind, in.ref.Namespace, in.ref.Name, p.target.Service, p.target.ServicePort, f, p.spec.Local, p.spec.Name)
+	fmt.Fprintf(w, "tp: send your own requests here with the header  %s: %s\n", httproute.IDHeader, f.ID)
+	if held.Overlap != "" {
+		fmt.Fprintf(w, "tp: note: %s\n", held.Overlap)
+	}
 }
 
 // waitForAgents asks for the intercept until an agent serves it: after a first injection

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -29,8 +30,26 @@ func (c *Client) Leave(ctx context.Context, name string) error {
 			return nil
 		}
 	}
-	// Not an intercept's name: a workload's, when this machine holds one intercept of it.
-	held := heldOf(ctx, names, name)
+	// Not an intercept's name: that of an intercept of several ports, or a workload's when
+	// this machine holds one intercept of it.
+	held := heldOf(ctx, names, func(sp session.InterceptSpec) bool { return sp.Group == name })
+	if len(held) > 0 {
+		for _, h := range held {
+			if err := control.Leave(ctx, h.session, h.intercept); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(c.Err, "tp: ended intercept %q (%d ports)\n", name, len(held))
+		return nil
+	}
+	if ref, err := intercept.ParseRef("any", name); err == nil {
+		held = heldOf(ctx, names, func(sp session.InterceptSpec) bool {
+			return sp.Workload == ref.Name && strings.EqualFold(sp.Kind, ref.Kind)
+		})
+	}
+	if len(held) > 0 && held[0].group != "" && !slices.ContainsFunc(held, func(h heldIntercept) bool { return h.group != held[0].group }) {
+		return c.Leave(ctx, held[0].group) // the ports of one intercept
+	}
 	switch len(held) {
 	case 0:
 		return remote.Errorf(remote.Usage, "no running connection holds an intercept named %q, or of a workload so named (tp list shows them)", name)
@@ -49,15 +68,10 @@ func (c *Client) Leave(ctx context.Context, name string) error {
 }
 
 // heldIntercept is an intercept a running connection of this machine holds.
-type heldIntercept struct{ session, intercept string }
+type heldIntercept struct{ session, intercept, group string }
 
-// heldOf lists the intercepts the named connections hold of the workload named by s (NAME,
-// deploy/NAME, sts/NAME, rs/NAME), in any namespace.
-func heldOf(ctx context.Context, sessions []string, s string) []heldIntercept {
-	ref, err := intercept.ParseRef("any", s)
-	if err != nil {
-		return nil
-	}
+// heldOf lists the intercepts the named connections hold that match.
+func heldOf(ctx context.Context, sessions []string, match func(session.InterceptSpec) bool) []heldIntercept {
 	var out []heldIntercept
 	for _, n := range sessions {
 		info, err := control.Status(ctx, n)
@@ -71,8 +85,8 @@ func heldOf(ctx context.Context, sessions []string, s string) []heldIntercept {
 			continue
 		}
 		for _, sp := range st.Intercepts {
-			if sp.Workload == ref.Name && strings.EqualFold(sp.Kind, ref.Kind) {
-				out = append(out, heldIntercept{n, sp.Name})
+			if match(sp) {
+				out = append(out, heldIntercept{n, sp.Name, sp.Group})
 			}
 		}
 	}

@@ -97,7 +97,7 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	started := func(*netstack.Stack) error { return nil }
 	if in != nil {
 		started = in.holdFor(ctx, c.Err, cfg.Timeout, conn)
-		defer func() { _ = conn.sess.Leave(in.spec.Name) }()
+		defer in.leaveAll(conn.sess.Leave)
 	}
 	if useVIF {
 		return c.runInVIF(cfg.Args, env, r, c.log(), started)
@@ -115,7 +115,10 @@ func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pen
 		}
 		return nil, os.Environ(), nil
 	}
-	ic := InterceptConfig{Workload: cfg.Intercept, Port: cfg.Port, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
+	ic := InterceptConfig{Workload: cfg.Intercept, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
+	if cfg.Port != "" {
+		ic.Ports = []string{cfg.Port}
+	}
 	in, err := c.prepareIntercept(ctx, k, ic)
 	if err != nil {
 		return nil, nil, err

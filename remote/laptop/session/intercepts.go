@@ -38,6 +38,9 @@ type InterceptSpec struct {
 	Problem string `json:"problem,omitempty"`
 	// HTTP, when set, filters the intercept: only the requests it matches come here.
 	HTTP *route.Filter `json:"http,omitempty"`
+	// Group is the name of the intercept of several ports this one is a port of (tp leave
+	// GROUP ends them all); empty for an intercept of one port.
+	Group string `json:"group,omitempty"`
 }
 
 // Held is the manager's answer to an intercept asked for.
