@@ -94,9 +94,10 @@ func listCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "list the workloads tp's agent is in, and who intercepts them",
-		Flags: append(kubeFlags(), &cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "every namespace"}),
+		Flags: append(kubeFlags(), &cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "every namespace"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text, or json (a stable shape with a version field)"}),
 		Action: func(c *cli.Context) error {
-			return newClient(c).List(c.Context, client.ListConfig{AllNamespaces: c.Bool("all-namespaces")})
+			return newClient(c).List(c.Context, client.ListConfig{AllNamespaces: c.Bool("all-namespaces"), Output: c.String("output")})
 		},
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tpdev/tp/remote/laptop/client"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 )
@@ -48,6 +50,7 @@ func TestPersonalIntercepts(t *testing.T) {
 	})
 	r = b.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portB+":80", "--http-header", "x-dev=b")
 	idB := printedID(t, r.Stderr)
+	var idBAPI string
 	if strings.Contains(r.Stderr, "overlap") || strings.Contains(r.Stderr, "note:") {
 		t.Errorf("x-dev=a and x-dev=b cannot overlap, yet tp said:\n%s", r.Stderr)
 	}
@@ -65,6 +68,7 @@ func TestPersonalIntercepts(t *testing.T) {
 	t.Run("PathBesideHeaderAndTheOverlapRule", func(t *testing.T) {
 		r := b.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portBAPI+":80", "--name", "web-api", "--http-path", "/api/")
 		t.Logf("laptop b: tp intercept --http-path said:\n%s", r.Stderr)
+		idBAPI = printedID(t, r.Stderr)
 		if !strings.Contains(r.Stderr, "x-dev=a") || !strings.Contains(r.Stderr, "created first") {
 			t.Errorf("a path filter beside header filters: tp said nothing of the overlap:\n%s", r.Stderr)
 		}
@@ -76,6 +80,30 @@ func TestPersonalIntercepts(t *testing.T) {
 				{path: "/other", dev: "b", want: "laptop-b /other"},
 			})
 		})
+	})
+
+	t.Run("ListShowsFiltersAndHolders", func(t *testing.T) {
+		r := a.MustTP(t, 30*time.Second, "list", "-n", ns, "-o", "json")
+		var list client.ListJSON
+		if err := json.Unmarshal([]byte(r.Stdout), &list); err != nil || list.Version != 1 {
+			t.Fatalf("tp list -o json: %v\n%s", err, r.Stdout)
+		}
+		filters := map[string]string{}
+		for _, it := range list.Intercepts {
+			if it.HTTP == nil || it.Holder == "" || it.Since.IsZero() {
+				t.Errorf("intercept %+v: no filter, holder or since", it)
+				continue
+			}
+			filters[it.Name+" "+it.HTTP.ID] = it.HTTP.String()
+		}
+		if filters["web-app-http "+idA] != "x-dev=a, or x-tp-intercept: "+idA || filters["web-app-http "+idB] != "x-dev=b, or x-tp-intercept: "+idB ||
+			filters["web-api "+idBAPI] == "" {
+			t.Errorf("tp list -o json: filters %v\n%s", filters, r.Stdout)
+		}
+		r = b.MustTP(t, 30*time.Second, "list", "-n", ns)
+		if !strings.Contains(r.Stdout, "x-dev=a") || !strings.Contains(r.Stdout, "path /api/*") {
+			t.Errorf("tp list:\n%s", r.Stdout)
+		}
 	})
 
 	t.Run("AWholeInterceptIsRefusedBesideFilteredOnes", func(t *testing.T) {

@@ -127,3 +127,26 @@ func TestList(t *testing.T) {
 		t.Errorf("tp list of a namespace without the agent: %v %q", err, out.String())
 	}
 }
+
+func TestListJSON(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	all := []control.InterceptInfo{{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web", Port: "http", Holder: "alice", Agents: 1, SinceUnix: since.Unix(),
+		HTTP: &httproute.Filter{Headers: []httproute.Match{{Name: "x-dev", Value: "a"}}, ID: "alice-1a2b"}}}
+	refs := []intercept.Ref{{Namespace: "ns", Kind: "StatefulSet", Name: "db"}, {Namespace: "ns", Kind: "Deployment", Name: "web"}}
+	var out bytes.Buffer
+	if err := writeListJSON(&out, all, refs); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"intercepts":[{"agents":1,"holder":"alice","http":{"headers":[{"kind":"exact","name":"x-dev","value":"a"}],"id":"alice-1a2b"},"kind":"Deployment","name":"web-http","namespace":"ns","port":"http","since":"2026-01-02T03:04:05Z","workload":"web"}],"version":1,"workloads":[{"intercepted":false,"kind":"StatefulSet","name":"db","namespace":"ns"},{"intercepted":true,"kind":"Deployment","name":"web","namespace":"ns"}]}`
+	if b, _ := json.Marshal(got); string(b) != want {
+		t.Errorf("tp list -o json:\n%s\nwant\n%s", b, want)
+	}
+	out.Reset()
+	if err := writeListJSON(&out, nil, nil); err != nil || !strings.Contains(out.String(), `"intercepts": []`) {
+		t.Errorf("an empty list: %s %v (want [] rather than null)", out.String(), err)
+	}
+}
