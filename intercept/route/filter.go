@@ -1,8 +1,8 @@
 // Package route decides, request by request, where the traffic of a port that filtered
 // intercepts hold goes: to one of the intercepting clients, or to the app. It holds the
 // filters (what a developer asks for with tp intercept --http-header/--http-path, what the
-// manager checks and the agent applies) and the HTTP/1.x relay that routes each request of
-// a connection on its own.
+// manager checks and the agent applies) and the relay that routes each request of a
+// connection on its own: HTTP/1.x, and HTTP/2 cleartext with prior knowledge (gRPC).
 package route
 
 import (

@@ -19,7 +19,7 @@ type Dialer func(ctx context.Context, route string) (net.Conn, error)
 
 // Stats counts what a relay did, for the agent's log and tests.
 type Stats struct {
-	// Routed requests went to an intercept; Passed ones to the app.
+	// Routed requests (HTTP/2 streams too) went to an intercept; Passed ones to the app.
 	Routed, Passed atomic.Int64
 	// Fallbacks are requests a route matched whose intercept could not take them: they
 	// went to the app.
@@ -29,7 +29,8 @@ type Stats struct {
 	Raw atomic.Int64
 }
 
-// Relay routes the requests of HTTP/1.x connections one by one.
+// Relay routes each request of an HTTP/1.x connection on its own, and each stream of an
+// HTTP/2 cleartext one (gRPC's; h2.go).
 type Relay struct {
 	Table func() Table // the port's routes now; read for every request
 	Dial  Dialer
@@ -57,6 +58,10 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn) {
 	}
 	defer s.close()
 	if !s.clientSpeaksFirst() {
+		return
+	}
+	if speaksH2(s.cr) {
+		s.serveH2()
 		return
 	}
 	s.loop()
@@ -262,12 +267,7 @@ func (s *session) readResponse(up *upstream) (*head, error) {
 	return resp, nil
 }
 
-func (up *upstream) name() string {
-	if up.route == "" {
-		return "the app"
-	}
-	return "intercept route " + up.route
-}
+func (up *upstream) name() string { return routeName(up.route) }
 
 func (s *session) copyBody(up *upstream, kind bodyKind, n int64) error {
 	var err error
@@ -296,7 +296,8 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 		}
 	}
 	if resp.status == 101 || (req.method == "CONNECT" && resp.status/100 == 2) {
-		// A WebSocket or another protocol from here on: the bytes go as they come.
+		// A WebSocket or another protocol from here on (h2c by Upgrade too, whose streams
+		// then all go where the upgrade request went): the bytes go as they come.
 		s.cw.Write(resp.raw)
 		if s.cw.Flush() != nil {
 			return false
