@@ -20,6 +20,7 @@ import (
 
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
+	"github.com/tpdev/tp/tests/workload"
 )
 
 const (
@@ -80,10 +81,10 @@ func serveIn(t testing.TB, netns, prefix string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		_ = http.Serve(ln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(rw, "%s %s\n", prefix, r.URL.Path)
-		}))
-	}()
+	// HTTP/1.1, and HTTP/2 cleartext answering gRPC's workload.WhoMethod with prefix.
+	srv := workload.NewServer(workload.WithGRPC(prefix, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(rw, "%s %s\n", prefix, r.URL.Path)
+	})))
+	go func() { _ = srv.Serve(ln) }()
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

@@ -17,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +28,7 @@ import (
 	"github.com/tpdev/tp/remote/laptop/client"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
+	"github.com/tpdev/tp/tests/workload"
 )
 
 // TestPersonalIntercepts has two developers, each on a laptop of their own (own network
@@ -62,6 +67,31 @@ func TestPersonalIntercepts(t *testing.T) {
 		// The same, pipelined: every request written before the first answer is read.
 		if err := pipelined(w.ClusterIP, mixed); err != nil {
 			t.Error(err)
+		}
+	})
+
+	t.Run("GRPCCallsOfOneConnection", func(t *testing.T) {
+		cc, err := grpc.NewClient("passthrough:///"+w.ClusterIP+":80", grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		for i, c := range []struct{ dev, id, want string }{
+			{"a", "", "laptop-a"}, {"", "", "pod="}, {"b", "", "laptop-b"}, {"", idA, "laptop-a"}, {"c", "", "pod="}, {"a", "", "laptop-a"},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if c.dev != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "x-dev", c.dev)
+			}
+			if c.id != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "x-tp-intercept", c.id)
+			}
+			out := new(wrapperspb.StringValue)
+			err := cc.Invoke(ctx, workload.WhoMethod, wrapperspb.String("?"), out)
+			cancel()
+			if err != nil || !strings.HasPrefix(out.GetValue(), c.want) {
+				t.Errorf("gRPC call %d (x-dev %q, id %q): %q, %v; want %s", i, c.dev, c.id, out.GetValue(), err, c.want)
+			}
 		}
 	})
 

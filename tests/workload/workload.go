@@ -7,6 +7,8 @@
 //	GET  /any/path      "pod=NAME path=/any/path\n"
 //	GET  /bytes?n=N     N bytes of Pattern (application/octet-stream)
 //	POST /sha256        the hex SHA-256 of the request body
+//
+// The HTTP port speaks HTTP/2 cleartext too, and answers gRPC's WhoMethod with "pod=NAME".
 package workload
 
 import (
@@ -76,7 +78,8 @@ func Handler(name string) http.Handler {
 
 // ServeHTTP serves Handler on addr until ctx ends; with a certificate it serves HTTPS.
 func ServeHTTP(ctx context.Context, addr, name string, cert *tls.Certificate) error {
-	srv := &http.Server{Addr: addr, Handler: Handler(name), ReadHeaderTimeout: 10 * time.Second}
+	srv := NewServer(WithGRPC("pod="+name, Handler(name)))
+	srv.Addr, srv.ReadHeaderTimeout = addr, 10*time.Second
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -58,6 +58,9 @@ type Registry struct {
 	agents  map[*agentConn]struct{}
 	pending map[string]*pendingFlow
 	clients map[*clientSession]struct{}
+	// probes are the probe connections under way, by their address as agents see it.
+	probes    map[string]chan struct{}
+	probeDial ProbeDialer
 }
 
 type interceptKey struct{ namespace, kind, workload, port string }
@@ -112,7 +115,7 @@ func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 	}
 	return &Registry{
 		verify: verify, auth: auth, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second, maxPerHolder: DefaultMaxPerHolder,
-		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{},
+		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{}, probes: map[string]chan struct{}{},
 		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
 	}
 }
@@ -229,6 +232,8 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 			default:
 			}
 		}
+	case *tunnelpb.InterceptClientMsg_Probe:
+		r.startProbeLocked(ctx, c, k.Probe)
 	}
 }
 
@@ -532,6 +537,14 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
+	r.mu.Lock()
+	probe := r.probeBackLocked(d.GetOrigin())
+	r.mu.Unlock()
+	if probe {
+		// Taken, then ended: the prober has its answer, and the app never sees the probe.
+		_ = tunnel.Answer(stream, nil, "")
+		return nil
+	}
 	flowID := newFlowID()
 	p := &pendingFlow{accepted: make(chan tunnel.Stream, 1), rejected: make(chan string, 1), done: make(chan struct{})}
 	defer close(p.done)

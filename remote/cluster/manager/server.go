@@ -174,6 +174,16 @@ func (s *Server) Tunnel(stream tunnelpb.Manager_TunnelServer) error {
 	return nil
 }
 
+// DialService connects to address (a cluster name or an address, the name resolved with
+// namespace's search path) as a client's dial would, under the same dial policy: the
+// intercept registry's probes use it.
+func (s *Server) DialService(ctx context.Context, address, namespace string) (net.Conn, error) {
+	if _, _, err := net.SplitHostPort(address); err != nil {
+		return nil, fmt.Errorf("probe address %q: %w", address, err)
+	}
+	return s.dial(ctx, &tunnelpb.Dial{Network: "tcp", Address: address, Namespace: namespace})
+}
+
 // dial resolves the destination (cluster names with the client namespace's search path),
 // checks each address against the dial policy and connects to the first allowed one that
 // answers. A destination with no allowed address is refused without a packet sent.

@@ -85,6 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	srv := manager.New(manager.Config{Version: cfg.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: cfg.AllowedCIDRs, Log: log})
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), manager.LeaseAuthorizer{CS: cs}, log)
+	registry.SetProbeDialer(srv.DialService)
 	go registry.Expire(ctx)
 	go registry.Drift(ctx, driftCS) // tells holders when the cluster no longer sends them the traffic
 	ln, err := net.Listen("tcp", cfg.ClientListen)

@@ -434,9 +434,47 @@ func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.
 		}
 	}
 	for i, p := range in.ports {
+		in.confirm(ctx, w, p, hold)
 		in.printHeld(w, p, helds[i])
 	}
 	return nil
+}
+
+// Delivery is proven by probeRun connections in a row through the Service to the agents,
+// asked for until confirmWait has passed.
+const (
+	probeRun    = 3
+	confirmWait = 30 * time.Second
+)
+
+// confirm waits until the Service of p delivers to the agents, as the manager's probe
+// finds: after a rollout kube-proxy may send connections for a while to pods that are gone
+// or have no agent, and the first request after tp intercept returns must not fail. When
+// the probe keeps failing it says so, and the intercept stands.
+func (in *pendingIntercept) confirm(ctx context.Context, w io.Writer, p pendingPort, hold holdFunc) {
+	spec := p.spec
+	spec.Probe = &session.ProbeSpec{Address: fmt.Sprintf("%s:%d", p.target.Service, p.target.ServicePort), Namespace: in.ref.Namespace, Count: probeRun}
+	deadline := time.Now().Add(confirmWait)
+	for {
+		why := ""
+		held, err := hold(ctx, spec)
+		switch {
+		case err != nil:
+			why = err.Error()
+		case held.Delivered == probeRun:
+			return
+		default:
+			why = held.ProbeError
+		}
+		if time.Now().After(deadline) || strings.Contains(why, "did not answer the probe") || ctx.Err() != nil {
+			fmt.Fprintf(w, "tp: note: requests to Service %s:%d may not all reach the intercept yet: %s\n", p.target.Service, p.target.ServicePort, why)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }
 
 func (in *pendingIntercept) printHeld(w io.Writer, p pendingPort, held session.Held) {

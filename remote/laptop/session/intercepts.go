@@ -41,6 +41,17 @@ type InterceptSpec struct {
 	// Group is the name of the intercept of several ports this one is a port of (tp leave
 	// GROUP ends them all); empty for an intercept of one port.
 	Group string `json:"group,omitempty"`
+	// Probe, when set, asks the manager to prove, once the intercept is in place, that
+	// the workload's Service delivers to its agents (Held.Delivered). It is not kept.
+	Probe *ProbeSpec `json:"probe,omitempty"`
+}
+
+// ProbeSpec is a probe of the Service an intercept takes the traffic of: Count
+// connections to Address (a cluster name and port; resolved in Namespace).
+type ProbeSpec struct {
+	Address   string `json:"address"`
+	Namespace string `json:"namespace"`
+	Count     int    `json:"count"`
 }
 
 // Held is the manager's answer to an intercept asked for.
@@ -50,6 +61,10 @@ type Held struct {
 	// Overlap names, for a filtered intercept, other intercepts of the port whose filters
 	// may match the same requests, and where such a request goes.
 	Overlap string `json:"overlap,omitempty"`
+	// Delivered is how many of a probe's connections reached an agent, and ProbeError why
+	// the others did not.
+	Delivered  int    `json:"delivered,omitempty"`
+	ProbeError string `json:"probeError,omitempty"`
 }
 
 // intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
@@ -60,7 +75,8 @@ type intercepts struct {
 	stream  tunnelpb.Intercepts_SessionClient
 	sendMu  sync.Mutex
 	waiters map[string]chan *tunnelpb.InterceptResult
-	grants  map[string]heldGrant // by intercept name
+	probes  map[string]chan *tunnelpb.ProbeResult // by intercept name
+	grants  map[string]heldGrant                  // by intercept name
 	// problems is the manager's latest report per intercept name ("" or absent: none).
 	problems  map[string]string
 	onProblem func(name, problem string)
@@ -85,6 +101,7 @@ func (s *Session) icState() *intercepts {
 			who += "@" + h
 		}
 		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, grants: map[string]heldGrant{},
+			probes: map[string]chan *tunnelpb.ProbeResult{},
 			problems: map[string]string{}, who: who}
 	})
 	return s.ic
@@ -101,6 +118,8 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (Held, erro
 	if spec.Since.IsZero() {
 		spec.Since = time.Now()
 	}
+	probe := spec.Probe
+	spec.Probe = nil
 	ic.mu.Lock()
 	oldGrant, hadGrant := ic.grants[spec.Name]
 	ic.mu.Unlock()
@@ -165,11 +184,45 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (Held, erro
 			ic.specs[spec.Name] = sp
 		}
 		ic.mu.Unlock()
-		return Held{Agents: int(res.GetAgents()), Overlap: res.GetOverlap()}, nil
+		held := Held{Agents: int(res.GetAgents()), Overlap: res.GetOverlap()}
+		if probe != nil && held.Agents > 0 {
+			held.Delivered, held.ProbeError = s.probe(ctx, spec.Name, probe)
+		}
+		return held, nil
 	case <-time.After(resultWait):
 		return Held{}, remote.Errorf(remote.Timeout, "the manager did not answer the intercept in %s: %v", resultWait, s.downError())
 	case <-ctx.Done():
 		return Held{}, ctx.Err()
+	}
+}
+
+// probe asks the manager to probe the Service of the intercept name; it returns how many
+// of the probe's connections reached an agent, and why the others did not.
+func (s *Session) probe(ctx context.Context, name string, p *ProbeSpec) (int, string) {
+	ic := s.icState()
+	wait := make(chan *tunnelpb.ProbeResult, 1)
+	ic.mu.Lock()
+	ic.probes[name] = wait
+	ic.mu.Unlock()
+	defer func() {
+		ic.mu.Lock()
+		if ic.probes[name] == wait {
+			delete(ic.probes, name)
+		}
+		ic.mu.Unlock()
+	}()
+	err := s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Probe{Probe: &tunnelpb.Probe{
+		Name: name, Address: p.Address, Namespace: p.Namespace, Count: int32(p.Count)}}})
+	if err != nil {
+		return 0, fmt.Sprintf("asking the manager for a probe: %v", err)
+	}
+	select {
+	case res := <-wait:
+		return int(res.GetDelivered()), res.GetError()
+	case <-time.After(resultWait + time.Duration(p.Count)*3*time.Second):
+		return 0, "the manager did not answer the probe"
+	case <-ctx.Done():
+		return 0, ctx.Err().Error()
 	}
 }
 
@@ -369,6 +422,15 @@ func (s *Session) interceptSession() error {
 			s.takeResult(k.Result)
 		case *tunnelpb.InterceptServerMsg_Incoming:
 			go s.takeIncoming(k.Incoming)
+		case *tunnelpb.InterceptServerMsg_Probe:
+			ic.mu.Lock()
+			if w := ic.probes[k.Probe.GetName()]; w != nil {
+				select {
+				case w <- k.Probe:
+				default:
+				}
+			}
+			ic.mu.Unlock()
 		}
 	}
 }

@@ -85,6 +85,7 @@ type InterceptClientMsg struct {
 	//	*InterceptClientMsg_Leave
 	//	*InterceptClientMsg_Renew
 	//	*InterceptClientMsg_Reject
+	//	*InterceptClientMsg_Probe
 	Kind          isInterceptClientMsg_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -163,6 +164,15 @@ func (x *InterceptClientMsg) GetReject() *Reject {
 	return nil
 }
 
+func (x *InterceptClientMsg) GetProbe() *Probe {
+	if x != nil {
+		if x, ok := x.Kind.(*InterceptClientMsg_Probe); ok {
+			return x.Probe
+		}
+	}
+	return nil
+}
+
 type isInterceptClientMsg_Kind interface {
 	isInterceptClientMsg_Kind()
 }
@@ -184,6 +194,10 @@ type InterceptClientMsg_Reject struct {
 	Reject *Reject `protobuf:"bytes,4,opt,name=reject,proto3,oneof"`
 }
 
+type InterceptClientMsg_Probe struct {
+	Probe *Probe `protobuf:"bytes,5,opt,name=probe,proto3,oneof"`
+}
+
 func (*InterceptClientMsg_Create) isInterceptClientMsg_Kind() {}
 
 func (*InterceptClientMsg_Leave) isInterceptClientMsg_Kind() {}
@@ -191,6 +205,82 @@ func (*InterceptClientMsg_Leave) isInterceptClientMsg_Kind() {}
 func (*InterceptClientMsg_Renew) isInterceptClientMsg_Kind() {}
 
 func (*InterceptClientMsg_Reject) isInterceptClientMsg_Kind() {}
+
+func (*InterceptClientMsg_Probe) isInterceptClientMsg_Kind() {}
+
+// Probe asks the manager to prove that the workload's Service delivers to the agents: it
+// connects to the Service (address, with namespace's search path) count times from its own
+// pod, each time as the intercept's traffic (a filtered intercept's with its id header),
+// and counts the connections an agent handed back to it. The manager ends them itself:
+// they reach neither the app nor the client.
+type Probe struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name of an intercept this client holds.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Namespace     string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Count         int32  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Probe) Reset() {
+	*x = Probe{}
+	mi := &file_intercept_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Probe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Probe) ProtoMessage() {}
+
+func (x *Probe) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Probe.ProtoReflect.Descriptor instead.
+func (*Probe) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Probe) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Probe) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Probe) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Probe) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
 
 type InterceptRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -218,7 +308,7 @@ type InterceptRequest struct {
 
 func (x *InterceptRequest) Reset() {
 	*x = InterceptRequest{}
-	mi := &file_intercept_proto_msgTypes[1]
+	mi := &file_intercept_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +320,7 @@ func (x *InterceptRequest) String() string {
 func (*InterceptRequest) ProtoMessage() {}
 
 func (x *InterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[1]
+	mi := &file_intercept_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +333,7 @@ func (x *InterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptRequest.ProtoReflect.Descriptor instead.
 func (*InterceptRequest) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{1}
+	return file_intercept_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InterceptRequest) GetName() string {
@@ -323,7 +413,7 @@ type HTTPFilter struct {
 
 func (x *HTTPFilter) Reset() {
 	*x = HTTPFilter{}
-	mi := &file_intercept_proto_msgTypes[2]
+	mi := &file_intercept_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +425,7 @@ func (x *HTTPFilter) String() string {
 func (*HTTPFilter) ProtoMessage() {}
 
 func (x *HTTPFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[2]
+	mi := &file_intercept_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +438,7 @@ func (x *HTTPFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPFilter.ProtoReflect.Descriptor instead.
 func (*HTTPFilter) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{2}
+	return file_intercept_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HTTPFilter) GetHeaders() []*Match {
@@ -385,7 +475,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_intercept_proto_msgTypes[3]
+	mi := &file_intercept_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +487,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[3]
+	mi := &file_intercept_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +500,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{3}
+	return file_intercept_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Match) GetName() string {
@@ -442,7 +532,7 @@ type Renew struct {
 
 func (x *Renew) Reset() {
 	*x = Renew{}
-	mi := &file_intercept_proto_msgTypes[4]
+	mi := &file_intercept_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +544,7 @@ func (x *Renew) String() string {
 func (*Renew) ProtoMessage() {}
 
 func (x *Renew) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[4]
+	mi := &file_intercept_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +557,7 @@ func (x *Renew) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Renew.ProtoReflect.Descriptor instead.
 func (*Renew) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{4}
+	return file_intercept_proto_rawDescGZIP(), []int{5}
 }
 
 // Reject turns down an announced flow (nothing listens on the laptop).
@@ -481,7 +571,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_intercept_proto_msgTypes[5]
+	mi := &file_intercept_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +583,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[5]
+	mi := &file_intercept_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +596,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{5}
+	return file_intercept_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Reject) GetFlow() string {
@@ -529,6 +619,7 @@ type InterceptServerMsg struct {
 	//
 	//	*InterceptServerMsg_Result
 	//	*InterceptServerMsg_Incoming
+	//	*InterceptServerMsg_Probe
 	Kind          isInterceptServerMsg_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -536,7 +627,7 @@ type InterceptServerMsg struct {
 
 func (x *InterceptServerMsg) Reset() {
 	*x = InterceptServerMsg{}
-	mi := &file_intercept_proto_msgTypes[6]
+	mi := &file_intercept_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +639,7 @@ func (x *InterceptServerMsg) String() string {
 func (*InterceptServerMsg) ProtoMessage() {}
 
 func (x *InterceptServerMsg) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[6]
+	mi := &file_intercept_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +652,7 @@ func (x *InterceptServerMsg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptServerMsg.ProtoReflect.Descriptor instead.
 func (*InterceptServerMsg) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{6}
+	return file_intercept_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InterceptServerMsg) GetKind() isInterceptServerMsg_Kind {
@@ -589,6 +680,15 @@ func (x *InterceptServerMsg) GetIncoming() *Incoming {
 	return nil
 }
 
+func (x *InterceptServerMsg) GetProbe() *ProbeResult {
+	if x != nil {
+		if x, ok := x.Kind.(*InterceptServerMsg_Probe); ok {
+			return x.Probe
+		}
+	}
+	return nil
+}
+
 type isInterceptServerMsg_Kind interface {
 	isInterceptServerMsg_Kind()
 }
@@ -601,9 +701,77 @@ type InterceptServerMsg_Incoming struct {
 	Incoming *Incoming `protobuf:"bytes,2,opt,name=incoming,proto3,oneof"`
 }
 
+type InterceptServerMsg_Probe struct {
+	Probe *ProbeResult `protobuf:"bytes,3,opt,name=probe,proto3,oneof"`
+}
+
 func (*InterceptServerMsg_Result) isInterceptServerMsg_Kind() {}
 
 func (*InterceptServerMsg_Incoming) isInterceptServerMsg_Kind() {}
+
+func (*InterceptServerMsg_Probe) isInterceptServerMsg_Kind() {}
+
+type ProbeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How many of the probe's connections came back through an agent.
+	Delivered int32 `protobuf:"varint,2,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Why the others did not (the last reason), or why there was no probe.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResult) Reset() {
+	*x = ProbeResult{}
+	mi := &file_intercept_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResult) ProtoMessage() {}
+
+func (x *ProbeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResult.ProtoReflect.Descriptor instead.
+func (*ProbeResult) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ProbeResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetDelivered() int32 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *ProbeResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 type InterceptResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -631,7 +799,7 @@ type InterceptResult struct {
 
 func (x *InterceptResult) Reset() {
 	*x = InterceptResult{}
-	mi := &file_intercept_proto_msgTypes[7]
+	mi := &file_intercept_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +811,7 @@ func (x *InterceptResult) String() string {
 func (*InterceptResult) ProtoMessage() {}
 
 func (x *InterceptResult) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[7]
+	mi := &file_intercept_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +824,7 @@ func (x *InterceptResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptResult.ProtoReflect.Descriptor instead.
 func (*InterceptResult) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{7}
+	return file_intercept_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InterceptResult) GetName() string {
@@ -720,7 +888,7 @@ type Incoming struct {
 
 func (x *Incoming) Reset() {
 	*x = Incoming{}
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +900,7 @@ func (x *Incoming) String() string {
 func (*Incoming) ProtoMessage() {}
 
 func (x *Incoming) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +913,7 @@ func (x *Incoming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Incoming.ProtoReflect.Descriptor instead.
 func (*Incoming) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{8}
+	return file_intercept_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Incoming) GetFlow() string {
@@ -782,7 +950,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +962,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +975,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{9}
+	return file_intercept_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRequest) GetNamespace() string {
@@ -835,7 +1003,7 @@ type GrantRef struct {
 
 func (x *GrantRef) Reset() {
 	*x = GrantRef{}
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1015,7 @@ func (x *GrantRef) String() string {
 func (*GrantRef) ProtoMessage() {}
 
 func (x *GrantRef) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1028,7 @@ func (x *GrantRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantRef.ProtoReflect.Descriptor instead.
 func (*GrantRef) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{10}
+	return file_intercept_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GrantRef) GetNamespace() string {
@@ -893,7 +1061,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1073,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1086,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{11}
+	return file_intercept_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListResponse) GetIntercepts() []*InterceptInfo {
@@ -952,7 +1120,7 @@ type InterceptInfo struct {
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1132,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1145,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{12}
+	return file_intercept_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InterceptInfo) GetName() string {
@@ -1076,7 +1244,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1256,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1269,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{13}
+	return file_intercept_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AgentHello) GetPod() string {
@@ -1143,7 +1311,7 @@ type AgentPort struct {
 
 func (x *AgentPort) Reset() {
 	*x = AgentPort{}
-	mi := &file_intercept_proto_msgTypes[14]
+	mi := &file_intercept_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1323,7 @@ func (x *AgentPort) String() string {
 func (*AgentPort) ProtoMessage() {}
 
 func (x *AgentPort) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[14]
+	mi := &file_intercept_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1336,7 @@ func (x *AgentPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPort.ProtoReflect.Descriptor instead.
 func (*AgentPort) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{14}
+	return file_intercept_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentPort) GetName() string {
@@ -1207,7 +1375,7 @@ type AgentState struct {
 
 func (x *AgentState) Reset() {
 	*x = AgentState{}
-	mi := &file_intercept_proto_msgTypes[15]
+	mi := &file_intercept_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1387,7 @@ func (x *AgentState) String() string {
 func (*AgentState) ProtoMessage() {}
 
 func (x *AgentState) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[15]
+	mi := &file_intercept_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1400,7 @@ func (x *AgentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
 func (*AgentState) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{15}
+	return file_intercept_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AgentState) GetIntercepted() []string {
@@ -1259,7 +1427,7 @@ type PortRoutes struct {
 
 func (x *PortRoutes) Reset() {
 	*x = PortRoutes{}
-	mi := &file_intercept_proto_msgTypes[16]
+	mi := &file_intercept_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1439,7 @@ func (x *PortRoutes) String() string {
 func (*PortRoutes) ProtoMessage() {}
 
 func (x *PortRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[16]
+	mi := &file_intercept_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1452,7 @@ func (x *PortRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRoutes.ProtoReflect.Descriptor instead.
 func (*PortRoutes) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{16}
+	return file_intercept_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PortRoutes) GetPort() string {
@@ -1312,7 +1480,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_intercept_proto_msgTypes[17]
+	mi := &file_intercept_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1492,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[17]
+	mi := &file_intercept_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1505,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{17}
+	return file_intercept_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Route) GetId() string {
@@ -1358,13 +1526,19 @@ var File_intercept_proto protoreflect.FileDescriptor
 
 const file_intercept_proto_rawDesc = "" +
 	"\n" +
-	"\x0fintercept.proto\x12\ftp.tunnel.v1\x1a\ftunnel.proto\"\xcb\x01\n" +
+	"\x0fintercept.proto\x12\ftp.tunnel.v1\x1a\ftunnel.proto\"\xf8\x01\n" +
 	"\x12InterceptClientMsg\x128\n" +
 	"\x06create\x18\x01 \x01(\v2\x1e.tp.tunnel.v1.InterceptRequestH\x00R\x06create\x12\x16\n" +
 	"\x05leave\x18\x02 \x01(\tH\x00R\x05leave\x12+\n" +
 	"\x05renew\x18\x03 \x01(\v2\x13.tp.tunnel.v1.RenewH\x00R\x05renew\x12.\n" +
-	"\x06reject\x18\x04 \x01(\v2\x14.tp.tunnel.v1.RejectH\x00R\x06rejectB\x06\n" +
-	"\x04kind\"\xfc\x01\n" +
+	"\x06reject\x18\x04 \x01(\v2\x14.tp.tunnel.v1.RejectH\x00R\x06reject\x12+\n" +
+	"\x05probe\x18\x05 \x01(\v2\x13.tp.tunnel.v1.ProbeH\x00R\x05probeB\x06\n" +
+	"\x04kind\"i\n" +
+	"\x05Probe\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x05R\x05count\"\xfc\x01\n" +
 	"\x10InterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1387,11 +1561,16 @@ const file_intercept_proto_rawDesc = "" +
 	"\x05Renew\"4\n" +
 	"\x06Reject\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbe\x01\n" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
-	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincomingB\x06\n" +
-	"\x04kind\"\xb7\x01\n" +
+	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincoming\x121\n" +
+	"\x05probe\x18\x03 \x01(\v2\x19.tp.tunnel.v1.ProbeResultH\x00R\x05probeB\x06\n" +
+	"\x04kind\"U\n" +
+	"\vProbeResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tdelivered\x18\x02 \x01(\x05R\tdelivered\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xb7\x01\n" +
 	"\x0fInterceptResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x16\n" +
@@ -1477,61 +1656,65 @@ func file_intercept_proto_rawDescGZIP() []byte {
 }
 
 var file_intercept_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_intercept_proto_goTypes = []any{
 	(MatchKind)(0),             // 0: tp.tunnel.v1.MatchKind
 	(*InterceptClientMsg)(nil), // 1: tp.tunnel.v1.InterceptClientMsg
-	(*InterceptRequest)(nil),   // 2: tp.tunnel.v1.InterceptRequest
-	(*HTTPFilter)(nil),         // 3: tp.tunnel.v1.HTTPFilter
-	(*Match)(nil),              // 4: tp.tunnel.v1.Match
-	(*Renew)(nil),              // 5: tp.tunnel.v1.Renew
-	(*Reject)(nil),             // 6: tp.tunnel.v1.Reject
-	(*InterceptServerMsg)(nil), // 7: tp.tunnel.v1.InterceptServerMsg
-	(*InterceptResult)(nil),    // 8: tp.tunnel.v1.InterceptResult
-	(*Incoming)(nil),           // 9: tp.tunnel.v1.Incoming
-	(*ListRequest)(nil),        // 10: tp.tunnel.v1.ListRequest
-	(*GrantRef)(nil),           // 11: tp.tunnel.v1.GrantRef
-	(*ListResponse)(nil),       // 12: tp.tunnel.v1.ListResponse
-	(*InterceptInfo)(nil),      // 13: tp.tunnel.v1.InterceptInfo
-	(*AgentHello)(nil),         // 14: tp.tunnel.v1.AgentHello
-	(*AgentPort)(nil),          // 15: tp.tunnel.v1.AgentPort
-	(*AgentState)(nil),         // 16: tp.tunnel.v1.AgentState
-	(*PortRoutes)(nil),         // 17: tp.tunnel.v1.PortRoutes
-	(*Route)(nil),              // 18: tp.tunnel.v1.Route
-	(*Frame)(nil),              // 19: tp.tunnel.v1.Frame
+	(*Probe)(nil),              // 2: tp.tunnel.v1.Probe
+	(*InterceptRequest)(nil),   // 3: tp.tunnel.v1.InterceptRequest
+	(*HTTPFilter)(nil),         // 4: tp.tunnel.v1.HTTPFilter
+	(*Match)(nil),              // 5: tp.tunnel.v1.Match
+	(*Renew)(nil),              // 6: tp.tunnel.v1.Renew
+	(*Reject)(nil),             // 7: tp.tunnel.v1.Reject
+	(*InterceptServerMsg)(nil), // 8: tp.tunnel.v1.InterceptServerMsg
+	(*ProbeResult)(nil),        // 9: tp.tunnel.v1.ProbeResult
+	(*InterceptResult)(nil),    // 10: tp.tunnel.v1.InterceptResult
+	(*Incoming)(nil),           // 11: tp.tunnel.v1.Incoming
+	(*ListRequest)(nil),        // 12: tp.tunnel.v1.ListRequest
+	(*GrantRef)(nil),           // 13: tp.tunnel.v1.GrantRef
+	(*ListResponse)(nil),       // 14: tp.tunnel.v1.ListResponse
+	(*InterceptInfo)(nil),      // 15: tp.tunnel.v1.InterceptInfo
+	(*AgentHello)(nil),         // 16: tp.tunnel.v1.AgentHello
+	(*AgentPort)(nil),          // 17: tp.tunnel.v1.AgentPort
+	(*AgentState)(nil),         // 18: tp.tunnel.v1.AgentState
+	(*PortRoutes)(nil),         // 19: tp.tunnel.v1.PortRoutes
+	(*Route)(nil),              // 20: tp.tunnel.v1.Route
+	(*Frame)(nil),              // 21: tp.tunnel.v1.Frame
 }
 var file_intercept_proto_depIdxs = []int32{
-	2,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
-	5,  // 1: tp.tunnel.v1.InterceptClientMsg.renew:type_name -> tp.tunnel.v1.Renew
-	6,  // 2: tp.tunnel.v1.InterceptClientMsg.reject:type_name -> tp.tunnel.v1.Reject
-	3,  // 3: tp.tunnel.v1.InterceptRequest.http:type_name -> tp.tunnel.v1.HTTPFilter
-	4,  // 4: tp.tunnel.v1.HTTPFilter.headers:type_name -> tp.tunnel.v1.Match
-	4,  // 5: tp.tunnel.v1.HTTPFilter.path:type_name -> tp.tunnel.v1.Match
-	0,  // 6: tp.tunnel.v1.Match.kind:type_name -> tp.tunnel.v1.MatchKind
-	8,  // 7: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
-	9,  // 8: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
-	11, // 9: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
-	13, // 10: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
-	3,  // 11: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
-	15, // 12: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
-	17, // 13: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
-	18, // 14: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
-	3,  // 15: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
-	1,  // 16: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	19, // 17: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	10, // 18: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	14, // 19: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	19, // 20: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	7,  // 21: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	19, // 22: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	12, // 23: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	16, // 24: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	19, // 25: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
+	6,  // 1: tp.tunnel.v1.InterceptClientMsg.renew:type_name -> tp.tunnel.v1.Renew
+	7,  // 2: tp.tunnel.v1.InterceptClientMsg.reject:type_name -> tp.tunnel.v1.Reject
+	2,  // 3: tp.tunnel.v1.InterceptClientMsg.probe:type_name -> tp.tunnel.v1.Probe
+	4,  // 4: tp.tunnel.v1.InterceptRequest.http:type_name -> tp.tunnel.v1.HTTPFilter
+	5,  // 5: tp.tunnel.v1.HTTPFilter.headers:type_name -> tp.tunnel.v1.Match
+	5,  // 6: tp.tunnel.v1.HTTPFilter.path:type_name -> tp.tunnel.v1.Match
+	0,  // 7: tp.tunnel.v1.Match.kind:type_name -> tp.tunnel.v1.MatchKind
+	10, // 8: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
+	11, // 9: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
+	9,  // 10: tp.tunnel.v1.InterceptServerMsg.probe:type_name -> tp.tunnel.v1.ProbeResult
+	13, // 11: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
+	15, // 12: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
+	4,  // 13: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
+	17, // 14: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
+	19, // 15: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
+	20, // 16: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
+	4,  // 17: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
+	1,  // 18: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	21, // 19: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	12, // 20: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	16, // 21: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	21, // 22: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	8,  // 23: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	21, // 24: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	14, // 25: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	18, // 26: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	21, // 27: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }
@@ -1545,10 +1728,12 @@ func file_intercept_proto_init() {
 		(*InterceptClientMsg_Leave)(nil),
 		(*InterceptClientMsg_Renew)(nil),
 		(*InterceptClientMsg_Reject)(nil),
+		(*InterceptClientMsg_Probe)(nil),
 	}
-	file_intercept_proto_msgTypes[6].OneofWrappers = []any{
+	file_intercept_proto_msgTypes[7].OneofWrappers = []any{
 		(*InterceptServerMsg_Result)(nil),
 		(*InterceptServerMsg_Incoming)(nil),
+		(*InterceptServerMsg_Probe)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1556,7 +1741,7 @@ func file_intercept_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_intercept_proto_rawDesc), len(file_intercept_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
