@@ -101,7 +101,7 @@ func (s *Session) icState() *intercepts {
 			who += "@" + h
 		}
 		s.ic = &intercepts{specs: map[string]InterceptSpec{}, waiters: map[string]chan *tunnelpb.InterceptResult{}, grants: map[string]heldGrant{},
-			probes: map[string]chan *tunnelpb.ProbeResult{},
+			probes:   map[string]chan *tunnelpb.ProbeResult{},
 			problems: map[string]string{}, who: who}
 	})
 	return s.ic
