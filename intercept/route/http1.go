@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,13 +45,44 @@ type Relay struct {
 }
 
 // Buffer sizes: a head fits in the read buffer (readHead grows past it when it must), and
-// a body moves in writes of up to this many bytes.
-const bufSize = 16 << 10
+// a body moves in writes of up to this many bytes. Bodies larger than spliceAbove move
+// between the connections themselves once the buffered part is written: between two TCP
+// connections (the client and the app) the kernel moves them (splice(2)).
+const (
+	bufSize     = 16 << 10
+	spliceAbove = 64 << 10
+)
+
+// The buffers are pooled: most connections carry one small request, and a relay that
+// allocated 64 KiB for each would cost the pod's memory and its GC time.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+)
+
+func newReader(c net.Conn) *bufio.Reader {
+	r := readers.Get().(*bufio.Reader)
+	r.Reset(c)
+	return r
+}
+
+func newWriter(c net.Conn) *bufio.Writer {
+	w := writers.Get().(*bufio.Writer)
+	w.Reset(c)
+	return w
+}
+
+func release(r *bufio.Reader, w *bufio.Writer) {
+	r.Reset(nil)
+	w.Reset(nil)
+	readers.Put(r)
+	writers.Put(w)
+}
 
 // Serve relays one client connection until it ends, then closes it.
 func (r *Relay) Serve(ctx context.Context, client net.Conn) {
-	s := &session{Relay: r, ctx: ctx, client: client, cr: bufio.NewReaderSize(client, bufSize),
-		cw: bufio.NewWriterSize(client, bufSize), ups: map[string]*upstream{}, stats: r.Stats, log: r.Log}
+	s := &session{Relay: r, ctx: ctx, client: client, cr: newReader(client),
+		cw: newWriter(client), ups: map[string]*upstream{}, stats: r.Stats, log: r.Log}
 	if s.stats == nil {
 		s.stats = &Stats{}
 	}
@@ -61,6 +94,7 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn) {
 		return
 	}
 	if speaksH2(s.cr) {
+		s.h2 = true
 		s.serveH2()
 		return
 	}
@@ -76,6 +110,9 @@ type session struct {
 	ups    map[string]*upstream
 	stats  *Stats
 	log    *slog.Logger
+	// h2: the connection was served as HTTP/2, which took over the buffers of the
+	// upstreams it adopted: they are not pooled again.
+	h2 bool
 }
 
 type upstream struct {
@@ -94,27 +131,35 @@ type upstream struct {
 func (s *session) close() {
 	for _, up := range s.ups {
 		up.c.Close()
+		if !s.h2 && up.pending == nil {
+			release(up.br, up.bw)
+		}
 	}
 	s.client.Close()
+	if !s.h2 { // HTTP/2's reader may still be ending
+		release(s.cr, s.cw)
+	}
 }
 
 // clientSpeaksFirst waits for the client's first byte. When the client is silent for
 // FirstByte, the app's connection opens too: if the app speaks first, this is no HTTP
 // connection, and its bytes are carried as they come (false is returned once they were).
 func (s *session) clientSpeaksFirst() bool {
-	first := make(chan error, 1)
-	go func() { _, err := s.cr.Peek(1); first <- err }()
 	wait := s.FirstByte
 	if wait == 0 {
 		wait = 500 * time.Millisecond
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case err := <-first:
-		return err == nil
-	case <-timer.C:
+	// Nearly always the client speaks at once: a read deadline tells so without a
+	// goroutine and a timer for every connection.
+	if s.client.SetReadDeadline(time.Now().Add(wait)) == nil {
+		_, err := s.cr.Peek(1)
+		_ = s.client.SetReadDeadline(time.Time{})
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err == nil
+		}
 	}
+	first := make(chan error, 1)
+	go func() { _, err := s.cr.Peek(1); first <- err }()
 	app, err := s.upstream("")
 	if err != nil {
 		err := <-first // the app is not there: wait for the client as if it were
@@ -170,7 +215,7 @@ func (s *session) upstream(route string) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	up := &upstream{route: route, c: c, br: bufio.NewReaderSize(c, bufSize), bw: bufio.NewWriterSize(c, bufSize)}
+	up := &upstream{route: route, c: c, br: newReader(c), bw: newWriter(c)}
 	s.ups[route] = up
 	return up, nil
 }
@@ -179,6 +224,9 @@ func (s *session) drop(up *upstream) {
 	up.c.Close()
 	if s.ups[up.route] == up {
 		delete(s.ups, up.route)
+		if up.pending == nil {
+			release(up.br, up.bw)
+		}
 	}
 }
 
@@ -274,7 +322,7 @@ func (s *session) copyBody(up *upstream, kind bodyKind, n int64) error {
 	if kind == chunkedBody {
 		err = copyChunked(up.bw, s.cr)
 	} else {
-		err = stream(up.bw, s.cr, n)
+		err = moveBody(up.bw, up.c, s.cr, s.client, n)
 	}
 	if err == nil {
 		err = up.bw.Flush()
@@ -318,11 +366,11 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 	s.cw.Write(resp.raw)
 	switch kind {
 	case lengthBody:
-		err = stream(s.cw, up.br, n)
+		err = moveBody(s.cw, s.client, up.br, up.c, n)
 	case chunkedBody:
 		err = copyChunked(s.cw, up.br)
 	case closeBody:
-		err = stream(s.cw, up.br, -1)
+		err = moveBody(s.cw, s.client, up.br, up.c, -1)
 	}
 	if err == nil {
 		err = s.cw.Flush()
@@ -394,6 +442,34 @@ func (c *bufConn) Read(p []byte) (int, error) {
 }
 
 func (c *bufConn) CloseWrite() error { return remote.CloseWrite(c.Conn) }
+
+// moveBody copies a body of n bytes (n < 0: up to EOF) from src, read through sr, to dst,
+// written through dw: what sr holds goes through the buffers, and the rest of a large body
+// straight from one connection to the other.
+func moveBody(dw *bufio.Writer, dst net.Conn, sr *bufio.Reader, src net.Conn, n int64) error {
+	if n >= 0 && n <= spliceAbove {
+		return stream(dw, sr, n)
+	}
+	k := int64(sr.Buffered())
+	if n >= 0 {
+		k = min(k, n)
+	}
+	if err := stream(dw, sr, k); err != nil {
+		return err
+	}
+	if err := dw.Flush(); err != nil {
+		return err
+	}
+	if n < 0 {
+		_, err := io.Copy(dst, src)
+		return err
+	}
+	moved, err := io.CopyN(dst, src, n-k)
+	if err == io.EOF && moved < n-k {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
 
 // stream copies n bytes (n < 0: up to EOF) from src to dst, writing what has arrived and
 // flushing whenever src has nothing more yet, so a slow body reaches its reader as it comes

@@ -347,3 +347,42 @@ func TestHeadAndClose(t *testing.T) {
 		t.Errorf("after Connection: close the relay kept the connection (%d, %v)", n, err)
 	}
 }
+
+// A large body moves between the connections themselves once the buffered part is
+// written; the kept-alive connection stays in step for the requests after it.
+func TestLargeBodiesKeepTheConnectionInStep(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/big" {
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+			return
+		}
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(body))
+	})
+	addrs := map[string]string{"": serveHTTP(t, h, 0), "a": serveHTTP(t, h, 0)}
+	addr := relayFor(t, devTable(t)[:1], addrs, nil)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	for i, dev := range []string{"", "a", "", "a"} {
+		for _, c := range []struct{ method, path, body, want string }{
+			{"GET", "/big", "", big},
+			{"PUT", "/up", big, fmt.Sprintf("/up %d", len(big))},
+			{"GET", "/small", "", "/small 0"},
+		} {
+			r, _ := http.NewRequest(c.method, "http://"+addr+c.path, strings.NewReader(c.body))
+			if dev != "" {
+				r.Header.Set("X-Dev", dev)
+			}
+			resp, err := client.Do(r)
+			if err != nil {
+				t.Fatalf("round %d %s %s: %v", i, c.method, c.path, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != c.want {
+				t.Errorf("round %d %s %s: %d bytes %.40q, want %d bytes", i, c.method, c.path, len(got), got, len(c.want))
+			}
+		}
+	}
+}

@@ -297,6 +297,7 @@ func TestBenchIntercept(t *testing.T) {
 	plain := kit.DeployWorkload(t, cs, ns, "plain")
 	idle := kit.DeployWorkload(t, cs, ns, "idle")
 	icpt := kit.DeployWorkload(t, cs, ns, "icpt")
+	flt := kit.DeployWorkload(t, cs, ns, "flt")
 	l := kit.NewLaptop(t)
 	l.MustTP(t, 3*time.Minute, "install")
 
@@ -324,15 +325,23 @@ func TestBenchIntercept(t *testing.T) {
 	coldAnswer := time.Since(start)
 	l.MustTP(t, time.Minute, "leave", "idle-http") // the agent stays, idle
 	l.MustTP(t, 3*time.Minute, "intercept", "icpt", "--namespace", ns, "--port", local+":80")
+	// A personal intercept: requests with x-dev: bench come to the laptop, the others go
+	// through the agent's HTTP relay to the app.
+	l.MustTP(t, 3*time.Minute, "intercept", "flt", "--namespace", ns, "--port", local+":80", "--http-header", "x-dev=bench")
 	idleRSS := agentRSS(t, ns, "idle-")
 
 	direct := func(keep bool) *http.Client {
 		return &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: !keep, DisableCompression: true}}
 	}
+	matching := func(keep bool) *http.Client {
+		return &http.Client{Transport: withHeader{"X-Dev", "bench", direct(keep).Transport}}
+	}
 	results := measure([]path{
 		{name: "to the app (no agent)", client: direct, base: "http://" + plain.ClusterIP},
 		{name: "through an idle agent", client: direct, base: "http://" + idle.ClusterIP},
 		{name: "intercepted to the laptop", client: direct, base: "http://" + icpt.ClusterIP},
+		{name: "beside a personal intercept, to the app", client: direct, base: "http://" + flt.ClusterIP},
+		{name: "personal intercept, to the laptop", client: matching, base: "http://" + flt.ClusterIP},
 	})
 	for _, r := range results {
 		if r.bulkErr != nil || r.reqErr != nil {
@@ -347,6 +356,9 @@ func TestBenchIntercept(t *testing.T) {
 	if base := results[0]; base.mbps > 0 {
 		fmt.Fprintf(&b, "\nidle agent: bulk %.2fx of the app alone, request p50 +%s\n", results[1].mbps/base.mbps, (results[1].p50 - base.p50).Round(10*time.Microsecond))
 		fmt.Fprintf(&b, "intercepted: bulk %.2fx of the app alone, request p50 %.1fx\n", results[2].mbps/base.mbps, float64(results[2].p50)/float64(base.p50))
+		fmt.Fprintf(&b, "beside a personal intercept (HTTP relay, no match): bulk %.2fx of the app alone, request p50 +%s (target <= +0.5 ms)\n",
+			results[3].mbps/base.mbps, (results[3].p50 - base.p50).Round(10*time.Microsecond))
+		fmt.Fprintf(&b, "personal intercept, matching: request p50 %.2fx of the whole intercept's\n", float64(results[4].p50)/float64(results[2].p50))
 	}
 	fmt.Fprintf(&b, "cold intercept: tp intercept returned in %s, the laptop answered after %s; a rollout restart of the same workload took %s (%.2fx)\n",
 		cold.Round(10*time.Millisecond), coldAnswer.Round(10*time.Millisecond), rollout.Round(10*time.Millisecond), float64(coldAnswer)/float64(rollout))
@@ -454,4 +466,16 @@ func nodeGet(url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// withHeader adds one header to every request.
+type withHeader struct {
+	name, value string
+	next        http.RoundTripper
+}
+
+func (h withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.name, h.value)
+	return h.next.RoundTrip(r)
 }

@@ -23,7 +23,7 @@ import (
 const maxProbes = 10
 
 // probeWait bounds one probe connection, its dial included.
-const probeWait = 3 * time.Second
+const probeWait = 1500 * time.Millisecond
 
 // ProbeDialer connects to a Service for a probe: address as a client gave it, resolved
 // with namespace's search path, under the manager's dial policy.

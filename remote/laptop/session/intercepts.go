@@ -219,7 +219,7 @@ func (s *Session) probe(ctx context.Context, name string, p *ProbeSpec) (int, st
 	select {
 	case res := <-wait:
 		return int(res.GetDelivered()), res.GetError()
-	case <-time.After(resultWait + time.Duration(p.Count)*3*time.Second):
+	case <-time.After(resultWait + time.Duration(p.Count)*2*time.Second):
 		return 0, "the manager did not answer the probe"
 	case <-ctx.Done():
 		return 0, ctx.Err().Error()
