@@ -38,11 +38,19 @@ intercept also takes the requests that carry the header tp prints (x-tp-intercep
 
    tp intercept web-app --port 8080:80 --http-header x-dev=alice
    tp intercept web-app --port 8080:80 --http-header 'x-dev=~alice|al' --http-path /api/
-   tp intercept web-app --port 8080:80 --http-header auto   # only requests with tp's header`,
+   tp intercept web-app --port 8080:80 --http-header auto   # only requests with tp's header
+
+Wiretaps: with --wiretap copies come here (of the requests a filter matches, or of every
+connection's bytes from the callers) while the app, or whoever intercepts, answers the
+callers; answers from here are dropped. A slow or vanished wiretap never slows the
+callers: its copies stop once 1 MiB waits for it.
+
+   tp intercept web-app --port 8080:80 --wiretap --http-path /api/`,
 		Flags: append(kubeFlags(),
 			&cli.GenericFlag{Name: "port", Value: &repeated{}, Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name); repeat it for several ports in one intercept"},
 			&cli.StringFlag{Name: "name", Usage: "the intercept's name (default WORKLOAD-PORT)"},
 			&cli.GenericFlag{Name: "http-header", Value: &repeated{}, Usage: "only requests with this header: NAME=VALUE (exact), NAME=~REGEX (RE2, the whole value), or auto (only tp's own header); repeatable, all must match"},
+			&cli.BoolFlag{Name: "wiretap", Usage: "get copies (of the requests the filter matches, or of every connection) while the app still answers the callers; beside any other intercept"},
 			&cli.StringFlag{Name: "http-path", Usage: "only requests whose path is: /PREFIX (starts so), =/PATH (exactly), ~REGEX (RE2, the whole path); the query is not part of it"},
 			&cli.StringFlag{Name: "env-file", Usage: "write the app container's environment here (KEY=value lines)"},
 			&cli.StringFlag{Name: "env-json", Usage: "write the app container's environment here (a JSON object)"},
@@ -55,7 +63,7 @@ intercept also takes the requests that carry the header tp prints (x-tp-intercep
 				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
-				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"),
+				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"),
 			})
 		},
 	}

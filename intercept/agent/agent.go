@@ -139,6 +139,8 @@ type Agent struct {
 	// routes are the filtered intercepts of ports, by port name: their connections go
 	// through a route.Relay, which sends each request where its routes say.
 	routes map[string]route.Table
+	// taps are the wiretaps of ports, by port name.
+	taps map[string]portTaps
 	heard  time.Time
 
 	passed, handed atomic.Int64
@@ -299,8 +301,13 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 			}
 			routes[pr.GetPort()] = t
 		}
+		taps, err := readTaps(st.GetTaps())
+		if err != nil {
+			a.cfg.Log.Warn("agent: wiretaps are unreadable; none is served", "err", err)
+			taps = nil
+		}
 		a.mu.Lock()
-		a.intercepted, a.routes, a.heard = now, routes, time.Now()
+		a.intercepted, a.routes, a.taps, a.heard = now, routes, taps, time.Now()
 		a.mu.Unlock()
 	}
 }
@@ -311,9 +318,9 @@ func (a *Agent) expire(ctx context.Context) {
 	remote.Every(ctx, time.Second, func(time.Time) bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if (len(a.intercepted) > 0 || len(a.routes) > 0) && time.Since(a.heard) > a.cfg.Stale {
+		if (len(a.intercepted) > 0 || len(a.routes) > 0 || len(a.taps) > 0) && time.Since(a.heard) > a.cfg.Stale {
 			a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
-			a.intercepted, a.routes = map[string]bool{}, map[string]route.Table{}
+			a.intercepted, a.routes, a.taps = map[string]bool{}, map[string]route.Table{}, nil
 		}
 		return true
 	})
@@ -323,6 +330,40 @@ func (a *Agent) isIntercepted(port string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.intercepted[port]
+}
+
+// portTaps are a port's wiretaps: those of every connection (their ids), and those of the
+// requests a filter matches.
+type portTaps struct {
+	whole    []string
+	filtered route.Table
+}
+
+func (a *Agent) tapsOf(port string) portTaps {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.taps[port]
+}
+
+// readTaps compiles the wiretaps the manager sent.
+func readTaps(prs []*tunnelpb.PortRoutes) (map[string]portTaps, error) {
+	out := map[string]portTaps{}
+	for _, pr := range prs {
+		var pt portTaps
+		for _, rt := range pr.GetRoutes() {
+			if rt.GetHttp() == nil {
+				pt.whole = append(pt.whole, rt.GetId())
+				continue
+			}
+			t, err := route.TableFromProto(&tunnelpb.PortRoutes{Port: pr.GetPort(), Routes: []*tunnelpb.Route{rt}})
+			if err != nil {
+				return nil, err
+			}
+			pt.filtered = append(pt.filtered, t...)
+		}
+		out[pr.GetPort()] = pt
+	}
+	return out, nil
 }
 
 // table is the port's routes now (none when no filtered intercept holds it).
@@ -343,6 +384,19 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
 }
 
 func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
+	taps := a.tapsOf(p.Name)
+	if len(taps.whole) > 0 {
+		// Copies of the caller's bytes, whoever answers them.
+		var ts []*route.Tap
+		for _, id := range taps.whole {
+			ts = append(ts, route.OpenTap(ctx, func(ctx context.Context) (net.Conn, error) { return a.handOver(ctx, c, p, id) }, &a.routed))
+		}
+		c = &route.TapConn{Conn: c, Taps: ts}
+	}
+	if len(a.table(p.Name)) > 0 || len(taps.filtered) > 0 {
+		a.relay(ctx, c, p)
+		return
+	}
 	if a.isIntercepted(p.Name) {
 		if t, err := a.handOver(ctx, c, p, ""); err == nil {
 			a.handed.Add(1)
@@ -351,10 +405,6 @@ func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 		} else {
 			a.cfg.Log.Info("agent: intercepted connection goes to the app", "port", p.Name, "why", err)
 		}
-	}
-	if len(a.table(p.Name)) > 0 {
-		a.relay(ctx, c, p)
-		return
 	}
 	app, err := a.dialApp(ctx, p)
 	if err != nil {
@@ -370,16 +420,26 @@ func (a *Agent) dialApp(ctx context.Context, p Port) (net.Conn, error) {
 	return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.App)))
 }
 
-// relay serves a connection to a port that filtered intercepts hold: each request goes to
-// the intercept whose filter matches it first, or to the app.
+// relay serves a connection to a port that filtered intercepts or filtered wiretaps hold:
+// each request goes to the intercept whose filter matches it first, else to the port's
+// whole intercept or the app, and a copy of it to each wiretap whose filter matches it.
 func (a *Agent) relay(ctx context.Context, c net.Conn, p Port) {
 	r := &route.Relay{
 		Table: func() route.Table { return a.table(p.Name) },
 		Dial: func(ctx context.Context, id string) (net.Conn, error) {
-			if id == "" {
-				return a.dialApp(ctx, p)
+			if id != "" {
+				return a.handOver(ctx, c, p, id)
 			}
-			return a.handOver(ctx, c, p, id)
+			if a.isIntercepted(p.Name) {
+				if t, err := a.handOver(ctx, c, p, ""); err == nil {
+					return t, nil
+				}
+			}
+			return a.dialApp(ctx, p)
+		},
+		Taps: func() route.Table { return a.tapsOf(p.Name).filtered },
+		Tap: func(ctx context.Context, id string) *route.Tap {
+			return route.OpenTap(ctx, func(ctx context.Context) (net.Conn, error) { return a.handOver(ctx, c, p, id) }, &a.routed)
 		},
 		Stats: &a.routed,
 		Log:   a.cfg.Log,

@@ -248,7 +248,14 @@ func (h *head) closes() bool {
 
 // copyChunked copies a chunked body, trailers included, byte for byte, flushing dst after
 // each chunk: a stream of chunks (server-sent events) reaches its reader as it is sent.
-func copyChunked(dst *bufio.Writer, br *bufio.Reader) error {
+// tee, when not nil, gets every byte too.
+func copyChunked(dst *bufio.Writer, br *bufio.Reader, tee func([]byte)) error {
+	write := func(b []byte) {
+		dst.Write(b)
+		if tee != nil {
+			tee(b)
+		}
+	}
 	var line []byte
 	for {
 		line = line[:0]
@@ -261,7 +268,7 @@ func copyChunked(dst *bufio.Writer, br *bufio.Reader) error {
 		if err != nil {
 			return errNotHTTP
 		}
-		dst.Write(line)
+		write(line)
 		if size == 0 {
 			for { // trailers, up to the empty line
 				line = line[:0]
@@ -269,20 +276,20 @@ func copyChunked(dst *bufio.Writer, br *bufio.Reader) error {
 				if err != nil {
 					return err
 				}
-				dst.Write(line)
+				write(line)
 				if len(l) == 0 {
 					return dst.Flush()
 				}
 			}
 		}
-		if err := stream(dst, br, int64(size)); err != nil {
+		if err := stream(dst, br, int64(size), tee); err != nil {
 			return err
 		}
 		line = line[:0]
 		if l, err := readLine(br, &line); err != nil || len(l) != 0 {
 			return errNotHTTP
 		}
-		dst.Write(line)
+		write(line)
 		if err := dst.Flush(); err != nil {
 			return err
 		}

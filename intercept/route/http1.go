@@ -29,6 +29,9 @@ type Stats struct {
 	// Raw connections were not HTTP/1.x (or stopped being readable as such): from that
 	// point on the app got their bytes as they came.
 	Raw atomic.Int64
+	// Tapped copies went to wiretaps (a connection's, or a connection's requests for one
+	// wiretap); TapDrops of them ended early, their client too slow or gone.
+	Tapped, TapDrops atomic.Int64
 }
 
 // Relay routes each request of an HTTP/1.x connection on its own, and each stream of an
@@ -42,6 +45,13 @@ type Relay struct {
 	// app's connection to see whether the app speaks first (a protocol that is not HTTP):
 	// then it carries the connection's bytes as they come. Default 500 ms.
 	FirstByte time.Duration
+	// Taps, when set, are the port's filtered wiretaps now (read for every request), and
+	// Tap opens a copy for one of them: every request a wiretap's filter matches is copied
+	// to it, head and body, whatever route takes the request. (HTTP/2 streams are not
+	// copied by filter; a wiretap without a filter copies a connection whole, outside the
+	// relay: TapConn.)
+	Taps func() Table
+	Tap  func(ctx context.Context, id string) *Tap
 }
 
 // Buffer sizes: a head fits in the read buffer (readHead grows past it when it must), and
@@ -113,6 +123,8 @@ type session struct {
 	// h2: the connection was served as HTTP/2, which took over the buffers of the
 	// upstreams it adopted: they are not pooled again.
 	h2 bool
+	// taps are the connection's copies for the wiretaps its requests matched, by id.
+	taps map[string]*Tap
 }
 
 type upstream struct {
@@ -129,6 +141,9 @@ type upstream struct {
 }
 
 func (s *session) close() {
+	for _, t := range s.taps {
+		t.Close()
+	}
 	for _, up := range s.ups {
 		up.c.Close()
 		if !s.h2 && up.pending == nil {
@@ -253,6 +268,7 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 		s.badGateway(err)
 		return false
 	}
+	tee := s.tapsFor(h)
 	if kind == noBody {
 		resp, err := s.send(up, h)
 		if err != nil && up.used && resp == nil {
@@ -279,7 +295,7 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 		}
 	}
 	body := make(chan error, 1)
-	go func() { body <- s.copyBody(up, kind, n) }()
+	go func() { body <- s.copyBody(up, kind, n, tee) }()
 	resp, err := s.readResponse(up)
 	if err != nil {
 		up.c.Close()
@@ -288,6 +304,39 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 		return false
 	}
 	return s.answer(h, up, resp, body)
+}
+
+// tapsFor copies the request's head to the wiretaps whose filters match it, and returns
+// what copies its body to them too (nil for none). A connection opens one tap per wiretap,
+// for its first request that wiretap matches.
+func (s *session) tapsFor(h *head) func([]byte) {
+	if s.Taps == nil {
+		return nil
+	}
+	var taps []*Tap
+	for _, rt := range s.Taps() {
+		if !rt.Match.Match(h) {
+			continue
+		}
+		t := s.taps[rt.ID]
+		if t == nil {
+			t = s.Tap(s.ctx, rt.ID)
+			if s.taps == nil {
+				s.taps = map[string]*Tap{}
+			}
+			s.taps[rt.ID] = t
+		}
+		t.Write(h.raw)
+		taps = append(taps, t)
+	}
+	if len(taps) == 0 {
+		return nil
+	}
+	return func(b []byte) {
+		for _, t := range taps {
+			t.Write(b)
+		}
+	}
 }
 
 // send writes a request without a body and reads its response's head; a nil head with an
@@ -317,12 +366,12 @@ func (s *session) readResponse(up *upstream) (*head, error) {
 
 func (up *upstream) name() string { return routeName(up.route) }
 
-func (s *session) copyBody(up *upstream, kind bodyKind, n int64) error {
+func (s *session) copyBody(up *upstream, kind bodyKind, n int64, tee func([]byte)) error {
 	var err error
 	if kind == chunkedBody {
-		err = copyChunked(up.bw, s.cr)
+		err = copyChunked(up.bw, s.cr, tee)
 	} else {
-		err = moveBody(up.bw, up.c, s.cr, s.client, n)
+		err = moveBody(up.bw, up.c, s.cr, s.client, n, tee)
 	}
 	if err == nil {
 		err = up.bw.Flush()
@@ -366,11 +415,11 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 	s.cw.Write(resp.raw)
 	switch kind {
 	case lengthBody:
-		err = moveBody(s.cw, s.client, up.br, up.c, n)
+		err = moveBody(s.cw, s.client, up.br, up.c, n, nil)
 	case chunkedBody:
-		err = copyChunked(s.cw, up.br)
+		err = copyChunked(s.cw, up.br, nil)
 	case closeBody:
-		err = moveBody(s.cw, s.client, up.br, up.c, -1)
+		err = moveBody(s.cw, s.client, up.br, up.c, -1, nil)
 	}
 	if err == nil {
 		err = s.cw.Flush()
@@ -445,16 +494,16 @@ func (c *bufConn) CloseWrite() error { return remote.CloseWrite(c.Conn) }
 
 // moveBody copies a body of n bytes (n < 0: up to EOF) from src, read through sr, to dst,
 // written through dw: what sr holds goes through the buffers, and the rest of a large body
-// straight from one connection to the other.
-func moveBody(dw *bufio.Writer, dst net.Conn, sr *bufio.Reader, src net.Conn, n int64) error {
-	if n >= 0 && n <= spliceAbove {
-		return stream(dw, sr, n)
+// straight from one connection to the other (but when tee must see every byte too).
+func moveBody(dw *bufio.Writer, dst net.Conn, sr *bufio.Reader, src net.Conn, n int64, tee func([]byte)) error {
+	if (n >= 0 && n <= spliceAbove) || tee != nil {
+		return stream(dw, sr, n, tee)
 	}
 	k := int64(sr.Buffered())
 	if n >= 0 {
 		k = min(k, n)
 	}
-	if err := stream(dw, sr, k); err != nil {
+	if err := stream(dw, sr, k, nil); err != nil {
 		return err
 	}
 	if err := dw.Flush(); err != nil {
@@ -474,7 +523,7 @@ func moveBody(dw *bufio.Writer, dst net.Conn, sr *bufio.Reader, src net.Conn, n 
 // stream copies n bytes (n < 0: up to EOF) from src to dst, writing what has arrived and
 // flushing whenever src has nothing more yet, so a slow body reaches its reader as it comes
 // and a quick one in few writes.
-func stream(dst *bufio.Writer, src *bufio.Reader, n int64) error {
+func stream(dst *bufio.Writer, src *bufio.Reader, n int64, tee func([]byte)) error {
 	for n != 0 {
 		if src.Buffered() == 0 {
 			if err := dst.Flush(); err != nil {
@@ -497,6 +546,9 @@ func stream(dst *bufio.Writer, src *bufio.Reader, n int64) error {
 		b, _ := src.Peek(k)
 		if _, err := dst.Write(b); err != nil {
 			return err
+		}
+		if tee != nil {
+			tee(b)
 		}
 		_, _ = src.Discard(k)
 		if n > 0 {

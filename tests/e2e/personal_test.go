@@ -11,7 +11,10 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -46,6 +49,7 @@ func TestPersonalIntercepts(t *testing.T) {
 	portA2 := laptopServerOn(t, a, "laptop-a2")
 	portB := laptopServerOn(t, b, "laptop-b")
 	portBAPI := laptopServerOn(t, b, "laptop-b-api")
+	tapped, portTap := recorderOn(t, a)
 
 	r := a.MustTP(t, 3*time.Minute, "intercept", "web-app", "-n", ns, "--port", portA+":80", "--http-header", "x-dev=a")
 	t.Logf("laptop a: tp intercept said:\n%s", r.Stderr)
@@ -176,6 +180,28 @@ func TestPersonalIntercepts(t *testing.T) {
 		}
 	})
 
+	t.Run("WiretapBesideFilteredIntercepts", func(t *testing.T) {
+		r := a.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portTap+":80", "--wiretap", "--http-path", "/tapped/")
+		if !strings.Contains(r.Stderr, "wiretapping") || !strings.Contains(r.Stderr, "web-app-http-tap") {
+			t.Errorf("tp intercept --wiretap said:\n%s", r.Stderr)
+		}
+		waitFor(t, 30*time.Second, "the callers answered as before, the wiretap sees copies", func() error {
+			if err := expectAll(w.ClusterIP, []routed{
+				{path: "/tapped/1", want: "pod="}, {path: "/tapped/2", dev: "b", want: "laptop-b /tapped/2"}, {path: "/other", want: "pod="},
+			}); err != nil {
+				return err
+			}
+			seen := tapped.paths()
+			if !slices.Contains(seen, "/tapped/1") || !slices.Contains(seen, "/tapped/2") {
+				return fmt.Errorf("the wiretap saw %v", seen)
+			}
+			if slices.Contains(seen, "/other") {
+				return fmt.Errorf("the wiretap saw /other, which its filter does not match: %v", seen)
+			}
+			return nil
+		})
+	})
+
 	t.Run("LeaveKillAndRestartKeepTheOthers", func(t *testing.T) {
 		b.MustTP(t, 30*time.Second, "leave", "web-app-http")
 		waitFor(t, 10*time.Second, "b's header intercept gone, the others kept", func() error {
@@ -200,9 +226,34 @@ func TestPersonalIntercepts(t *testing.T) {
 		waitFor(t, 30*time.Second, "the routes on the new pod", func() error {
 			return expectAll(w.ClusterIP, []routed{{dev: "a", want: "laptop-a /"}, {path: "/api/z", want: "laptop-b-api /api/z"}, {want: "pod="}})
 		})
-		// kill -9 of laptop a's daemon: its requests go to the app, b's path intercept stays.
+		// kill -9 of laptop a's daemon, which wiretaps /tapped/: its requests go to the app,
+		// b's path intercept stays, and no caller waits for the vanished wiretap.
+		before := len(tapped.paths())
+		callers := callLoop(w.ClusterIP, "/tapped/call")
+		time.Sleep(2 * time.Second)
+		if len(tapped.paths()) == before {
+			t.Error("the wiretap saw none of the callers' requests before the kill")
+		}
 		if err := syscall.Kill(status(t, a, "default").PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
+		}
+		killed := time.Now()
+		time.Sleep(3 * time.Second)
+		calls := callers()
+		var worstBefore, worstAfter time.Duration
+		for _, c := range calls {
+			if c.err != nil {
+				t.Errorf("a caller's request failed around the kill of the wiretapping laptop: %v", c.err)
+			}
+			if c.at.Before(killed) {
+				worstBefore = max(worstBefore, c.took)
+			} else {
+				worstAfter = max(worstAfter, c.took)
+			}
+		}
+		t.Logf("%d caller requests; slowest before the wiretapping laptop's kill %s, after %s", len(calls), worstBefore, worstAfter)
+		if worstAfter > worstBefore+100*time.Millisecond {
+			t.Errorf("the kill of a wiretapping laptop delayed a caller by %s (slowest before it: %s)", worstAfter, worstBefore)
 		}
 		start := time.Now()
 		waitFor(t, 30*time.Second, "a's intercept gone after kill -9, b's kept", func() error {
@@ -304,4 +355,77 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// recorder is a laptop server that keeps the paths it was asked for.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *recorder) paths() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen)
+}
+
+// recorderOn serves a recorder on l's loopback until the test ends; it returns its port.
+func recorderOn(t *testing.T, l *kit.Laptop) (*recorder, string) {
+	t.Helper()
+	ln, err := l.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	rec := &recorder{}
+	go func() {
+		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rec.mu.Lock()
+			rec.seen = append(rec.seen, r.URL.Path)
+			rec.mu.Unlock()
+			io.WriteString(w, "the wiretap's answer\n")
+		}))
+	}()
+	return rec, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// call is one caller request of a callLoop.
+type call struct {
+	at   time.Time
+	took time.Duration
+	err  error
+}
+
+// callLoop sends GETs of path to ip from the node, one after another, each on a new
+// connection, until the function it returns is called; that returns every call.
+func callLoop(ip, path string) func() []call {
+	stop := make(chan struct{})
+	done := make(chan []call)
+	go func() {
+		var calls []call
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- calls
+				return
+			default:
+			}
+			start := time.Now()
+			resp, err := c.Get(fmt.Sprintf("http://%s%s/%d", ip, path, i))
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !strings.HasPrefix(string(body), "pod=") {
+					err = fmt.Errorf("GET %s/%d answered %q", path, i, body)
+				}
+			}
+			calls = append(calls, call{at: start, took: time.Since(start), err: err})
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() []call {
+		close(stop)
+		return <-done
+	}
 }

@@ -390,3 +390,52 @@ func TestARenamedPortMovesTheIntercept(t *testing.T) {
 		t.Errorf("port grpc holds %v; want b, then a", its)
 	}
 }
+
+// Wiretaps stand beside any intercept of the port: a whole one, filtered ones, other
+// wiretaps. Agents hear them apart from the routes, and a wiretap's connections reach its
+// client by its id.
+func TestWiretapsStandBesideEveryIntercept(t *testing.T) {
+	r := NewRegistry(oneAgent{}, fakeAuth{}, nil)
+	alice, bob, carol := newClient(r), newClient(r), newClient(r)
+	tap := intercepting("tap-all", "carol", "carol@laptop", nil)
+	tap.GetCreate().Wiretap = true
+	mustIntercept(t, r, carol, tap)
+	mustIntercept(t, r, alice, intercepting("whole", "alice", "alice@laptop", nil)) // a wiretap does not hold the port
+	tapA := intercepting("tap-a", "bob", "bob@laptop", header("x-dev", "a"))
+	tapA.GetCreate().Wiretap = true
+	if res := mustIntercept(t, r, bob, tapA); res.GetOverlap() != "" {
+		t.Errorf("a wiretap overlaps: %s", res.GetOverlap())
+	}
+	st := agentState(t, r)
+	if len(st.GetIntercepted()) != 1 || len(st.GetRoutes()) != 0 || len(st.GetTaps()) != 1 || len(st.GetTaps()[0].GetRoutes()) != 2 {
+		t.Fatalf("agent state %v: want the port whole, and two taps", st)
+	}
+	taps := st.GetTaps()[0].GetRoutes()
+	if taps[0].GetHttp() != nil || taps[1].GetHttp().GetHeaders()[0].GetValue() != "a" {
+		t.Errorf("taps %v: want the whole stream's first, then x-dev=a", taps)
+	}
+	// A filtered intercept beside the whole one is still refused: the wiretaps change nothing.
+	mustRefuse(t, r, bob, intercepting("mine", "bob", "bob@laptop", header("x-dev", "b")))
+	leave(r, alice, "whole")
+	mustIntercept(t, r, bob, intercepting("mine", "bob", "bob@laptop", header("x-dev", "b")))
+	st = agentState(t, r)
+	if len(st.GetIntercepted()) != 0 || len(st.GetRoutes()) != 1 || len(st.GetRoutes()[0].GetRoutes()) != 1 || len(st.GetTaps()[0].GetRoutes()) != 2 {
+		t.Fatalf("agent state %v: want one route and two taps", st)
+	}
+	s, done := handOver(r, taps[0].GetId())
+	if in := incoming(t, carol); in.GetIntercept() != "tap-all" {
+		t.Errorf("the wiretap's connection reached %v", in)
+	}
+	r.mu.Lock()
+	for _, p := range r.pending {
+		p.rejected <- "test over"
+	}
+	r.mu.Unlock()
+	refusedFlow(t, s, done, 2*time.Second, "test over")
+	var resp *tunnelpb.ListResponse
+	resp, _ = r.ClientAPI().List(context.Background(), &tunnelpb.ListRequest{Grants: []*tunnelpb.GrantRef{
+		{Namespace: webAgent.Namespace, Name: "carol", SecretSha256: grant.Hash("ok")}}})
+	if len(resp.GetIntercepts()) != 1 || !resp.GetIntercepts()[0].GetWiretap() {
+		t.Errorf("List: %v", resp.GetIntercepts())
+	}
+}

@@ -74,6 +74,9 @@ type intercept struct {
 	// filter selects the HTTP requests that come to the client; nil for a global
 	// intercept, which takes every connection and holds the port alone.
 	filter *route.Filter
+	// wiretap: the client gets copies (of what filter selects, or of every connection),
+	// and the port's other intercepts are not affected by it.
+	wiretap bool
 	client *clientSession
 	since  time.Time
 	// holder is the Kubernetes user the grant names; grant and grantHash identify the
@@ -392,7 +395,7 @@ func (r *Registry) infoLocked(it *intercept) *tunnelpb.InterceptInfo {
 	info := &tunnelpb.InterceptInfo{
 		Name: it.name, Namespace: k.namespace, Kind: k.kind, Workload: k.workload, Port: k.port,
 		Client: it.client.who, SinceUnix: it.since.Unix(), Agents: int32(r.agentsLocked(k)),
-		Holder: it.holder, Grant: it.grant, Problem: it.problem,
+		Holder: it.holder, Grant: it.grant, Problem: it.problem, Wiretap: it.wiretap,
 	}
 	if it.filter != nil {
 		info.Http = it.filter.Proto()

@@ -18,7 +18,8 @@ import (
 // A port's intercepts: one global intercept, which takes every connection and so holds the
 // port alone, or any number of filtered ones (many developers on one port, each taking the
 // HTTP requests their filter matches). Agents route each request to the first filtered
-// intercept, in order of creation, whose filter matches it.
+// intercept, in order of creation, whose filter matches it. Wiretaps stand beside any of
+// them: they take nothing, they get copies.
 
 // createLocked makes, or asserts again, the intercept req names for client c.
 func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest, holder string, authErr error) *tunnelpb.InterceptResult {
@@ -61,8 +62,10 @@ func (r *Registry) refusalLocked(c *clientSession, req *tunnelpb.InterceptReques
 		}
 	}
 	others := r.othersLocked(key, c, name)
-	if msg := conflict(req.GetKind(), key, filter, others); msg != "" {
-		return msg
+	if !req.GetWiretap() {
+		if msg := conflict(req.GetKind(), key, filter, takers(others)); msg != "" {
+			return msg
+		}
 	}
 	if msg := idTaken(name, key, filter, others); msg != "" {
 		return msg
@@ -121,13 +124,13 @@ func (r *Registry) placeLocked(c *clientSession, req *tunnelpb.InterceptRequest,
 		r.removeLocked(it) // the same name re-pointed: the old one ends
 		it = nil
 	}
-	changed := it == nil || !sameFilter(it.filter, filter)
+	changed := it == nil || !sameFilter(it.filter, filter) || it.wiretap != req.GetWiretap()
 	if it == nil {
 		it = &intercept{key: key, name: req.GetName(), id: r.newIDLocked(key), client: c, since: time.Now(),
 			problem: r.problemLocked(key)}
 		r.byKey[key] = append(r.byKey[key], it)
 	}
-	it.filter, it.holder, it.grant, it.grantHash = filter, holder, req.GetGrant(), grant.Hash(req.GetSecret())
+	it.filter, it.wiretap, it.holder, it.grant, it.grantHash = filter, req.GetWiretap(), holder, req.GetGrant(), grant.Hash(req.GetSecret())
 	return it, changed
 }
 
@@ -211,7 +214,7 @@ func (r *Registry) newIDLocked(key interceptKey) string {
 // port may take the same requests, and which of each pair gets them: the one created
 // first. "" when none may.
 func (r *Registry) overlapLocked(it *intercept) string {
-	if it.filter == nil {
+	if it.filter == nil || it.wiretap {
 		return ""
 	}
 	var parts []string
@@ -221,7 +224,7 @@ func (r *Registry) overlapLocked(it *intercept) string {
 			older = false
 			continue
 		}
-		if o.client == it.client || o.filter == nil || !route.MayOverlap(*it.filter, *o.filter) {
+		if o.client == it.client || o.filter == nil || o.wiretap || !route.MayOverlap(*it.filter, *o.filter) {
 			continue
 		}
 		who := "which does not get them (this one was created first)"
@@ -272,8 +275,23 @@ func describeFilter(f *route.Filter) string {
 // filtered intercepts hold (an agent that knows no routes sends them to the app).
 func (r *Registry) agentStateLocked(ag *agentConn) *tunnelpb.AgentState {
 	st := &tunnelpb.AgentState{}
-	for k, its := range r.byKey {
+	for k, all := range r.byKey {
 		if !ag.matches(k) || !ag.ports[k.port] {
+			continue
+		}
+		if taps := wiretaps(all); len(taps) > 0 {
+			pr := &tunnelpb.PortRoutes{Port: k.port}
+			for _, it := range taps {
+				rt := &tunnelpb.Route{Id: it.id}
+				if it.filter != nil {
+					rt.Http = it.filter.Proto()
+				}
+				pr.Routes = append(pr.Routes, rt)
+			}
+			st.Taps = append(st.Taps, pr)
+		}
+		its := takers(all)
+		if len(its) == 0 {
 			continue
 		}
 		if global(its) != nil {
@@ -287,18 +305,31 @@ func (r *Registry) agentStateLocked(ag *agentConn) *tunnelpb.AgentState {
 		st.Routes = append(st.Routes, pr)
 	}
 	slices.Sort(st.Intercepted)
-	slices.SortFunc(st.Routes, func(a, b *tunnelpb.PortRoutes) int { return strings.Compare(a.GetPort(), b.GetPort()) })
+	byPort := func(a, b *tunnelpb.PortRoutes) int { return strings.Compare(a.GetPort(), b.GetPort()) }
+	slices.SortFunc(st.Routes, byPort)
+	slices.SortFunc(st.Taps, byPort)
 	return st
 }
 
-// global is the global intercept among its; nil for none.
+// global is the global intercept among its; nil for none. A wiretap of every connection
+// takes none of them: it is no global intercept.
 func global(its []*intercept) *intercept {
 	for _, it := range its {
-		if it.filter == nil {
+		if it.filter == nil && !it.wiretap {
 			return it
 		}
 	}
 	return nil
+}
+
+// takers are its but the wiretaps: the intercepts that take traffic.
+func takers(its []*intercept) []*intercept {
+	return slices.DeleteFunc(slices.Clone(its), func(it *intercept) bool { return it.wiretap })
+}
+
+// wiretaps are the wiretaps among its.
+func wiretaps(its []*intercept) []*intercept {
+	return slices.DeleteFunc(slices.Clone(its), func(it *intercept) bool { return !it.wiretap })
 }
 
 // flowTargetLocked is the intercept that takes a connection an agent hands over on key: the
@@ -315,7 +346,7 @@ func (r *Registry) flowTargetLocked(key interceptKey, routeID string) (*intercep
 	if g := global(its); g != nil {
 		return g, ""
 	}
-	if len(its) > 0 {
+	if len(takers(its)) > 0 {
 		return nil, fmt.Sprintf("port %s of %s/%s is not intercepted whole: filtered intercepts hold it, and the connection names no route", key.port, key.namespace, key.workload)
 	}
 	return nil, fmt.Sprintf("port %s of %s/%s is not intercepted", key.port, key.namespace, key.workload)

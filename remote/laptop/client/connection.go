@@ -184,7 +184,7 @@ func interceptsOf(in []*tunnelpb.InterceptInfo) []control.InterceptInfo {
 		out = append(out, control.InterceptInfo{
 			Name: it.GetName(), Namespace: it.GetNamespace(), Kind: it.GetKind(), Workload: it.GetWorkload(),
 			Port: it.GetPort(), Client: it.GetClient(), SinceUnix: it.GetSinceUnix(), Agents: it.GetAgents(),
-			Holder: it.GetHolder(), Grant: it.GetGrant(), Problem: it.GetProblem(), HTTP: httproute.FromProto(it.GetHttp()),
+			Holder: it.GetHolder(), Grant: it.GetGrant(), Problem: it.GetProblem(), HTTP: httproute.FromProto(it.GetHttp()), Wiretap: it.GetWiretap(),
 		})
 	}
 	return out

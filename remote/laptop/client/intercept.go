@@ -46,6 +46,10 @@ type InterceptConfig struct {
 	// ~REGEX) filter the intercept: only the requests they match come here.
 	HTTPHeaders []string
 	HTTPPath    string
+	// Wiretap: copies of the requests (those the filter matches, or every connection)
+	// come here; the app still answers the callers, and what comes back from here is
+	// dropped.
+	Wiretap bool
 }
 
 // holdFunc asks for an intercept.
@@ -375,10 +379,13 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 		if len(targets) == 1 {
 			in.name += "-" + targets[0].TargetPortName
 		}
+		if cfg.Wiretap {
+			in.name += "-tap"
+		}
 	}
 	for i := range targets {
 		spec := session.InterceptSpec{Name: in.name, Namespace: ref.Namespace, Kind: ref.Kind, Workload: ref.Name,
-			Port: targets[i].TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(ports[i].local), HTTP: filter}
+			Port: targets[i].TargetPortName, Local: "127.0.0.1:" + strconv.Itoa(ports[i].local), HTTP: filter, Wiretap: cfg.Wiretap}
 		if len(targets) > 1 {
 			// One name for the user, one session intercept per port: NAME-PORT, grouped.
 			spec.Name, spec.Group = in.name+"-"+targets[i].TargetPortName, in.name
@@ -434,7 +441,9 @@ func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.
 		}
 	}
 	for i, p := range in.ports {
-		in.confirm(ctx, w, p, hold)
+		if !p.spec.Wiretap { // a wiretap's copies are not on the callers' path
+			in.confirm(ctx, w, p, hold)
+		}
 		in.printHeld(w, p, helds[i])
 	}
 	return nil
@@ -479,6 +488,15 @@ func (in *pendingIntercept) confirm(ctx context.Context, w io.Writer, p pendingP
 
 func (in *pendingIntercept) printHeld(w io.Writer, p pendingPort, held session.Held) {
 	f := p.spec.HTTP
+	if p.spec.Wiretap {
+		what := "every connection's bytes from the callers"
+		if f != nil {
+			what = "the requests that match " + f.String()
+		}
+		fmt.Fprintf(w, "tp: wiretapping %s %s/%s: copies of %s to Service %s:%d come to %s (intercept %q); the app still answers the callers, and answers from here are dropped\n",
+			in.ref.Kind, in.ref.Namespace, in.ref.Name, what, p.target.Service, p.target.ServicePort, p.spec.Local, p.spec.Name)
+		return
+	}
 	if f == nil {
 		fmt.Fprintf(w, "tp: intercepting %s %s/%s: requests to Service %s:%d come to %s (intercept %q)\n",
 			in.ref.Kind, in.ref.Namespace, in.ref.Name, p.target.Service, p.target.ServicePort, p.spec.Local, p.spec.Name)

@@ -172,6 +172,9 @@ func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.
 		if it.HTTP != nil {
 			requests = it.HTTP.String()
 		}
+		if it.Wiretap {
+			requests = "copies of " + requests
+		}
 		fmt.Fprintf(tw, "%s/%s %s\t%d ready\t%s\t%s\t%s\t%s\t%s\n", it.Namespace, it.Workload, it.Kind, it.Agents, it.Name, it.Port, requests, by,
 			time.Unix(it.SinceUnix, 0).Format(time.RFC3339))
 	}
@@ -214,12 +217,14 @@ type InterceptJSON struct {
 	Workload  string `json:"workload"`
 	Port      string `json:"port"`
 	// HTTP is the filter of a personal intercept; null for one that takes every request.
-	HTTP    *httproute.Filter `json:"http"`
-	Holder  string            `json:"holder"`
-	Client  string            `json:"client,omitempty"`
-	Since   time.Time         `json:"since"`
-	Agents  int32             `json:"agents"`
-	Problem string            `json:"problem,omitempty"`
+	HTTP *httproute.Filter `json:"http"`
+	// Wiretap: the holder gets copies; the callers' answers come from the app.
+	Wiretap bool      `json:"wiretap"`
+	Holder  string    `json:"holder"`
+	Client  string    `json:"client,omitempty"`
+	Since   time.Time `json:"since"`
+	Agents  int32     `json:"agents"`
+	Problem string    `json:"problem,omitempty"`
 }
 
 // WorkloadJSON is a workload with tp's agent in tp list -o json.
@@ -236,7 +241,7 @@ func writeListJSON(w io.Writer, all []control.InterceptInfo, refs []intercept.Re
 	for _, it := range all {
 		seen[it.Namespace+"/"+strings.ToLower(it.Kind)+"/"+it.Workload] = true
 		out.Intercepts = append(out.Intercepts, InterceptJSON{Name: it.Name, Namespace: it.Namespace, Kind: it.Kind, Workload: it.Workload,
-			Port: it.Port, HTTP: it.HTTP, Holder: it.Holder, Client: it.Client, Since: time.Unix(it.SinceUnix, 0).UTC(), Agents: it.Agents, Problem: it.Problem})
+			Port: it.Port, HTTP: it.HTTP, Wiretap: it.Wiretap, Holder: it.Holder, Client: it.Client, Since: time.Unix(it.SinceUnix, 0).UTC(), Agents: it.Agents, Problem: it.Problem})
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Namespace+refs[i].Name < refs[j].Namespace+refs[j].Name })
 	for _, r := range refs {

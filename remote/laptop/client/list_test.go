@@ -141,7 +141,7 @@ func TestListJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"intercepts":[{"agents":1,"holder":"alice","http":{"headers":[{"kind":"exact","name":"x-dev","value":"a"}],"id":"alice-1a2b"},"kind":"Deployment","name":"web-http","namespace":"ns","port":"http","since":"2026-01-02T03:04:05Z","workload":"web"}],"version":1,"workloads":[{"intercepted":false,"kind":"StatefulSet","name":"db","namespace":"ns"},{"intercepted":true,"kind":"Deployment","name":"web","namespace":"ns"}]}`
+	want := `{"intercepts":[{"agents":1,"holder":"alice","http":{"headers":[{"kind":"exact","name":"x-dev","value":"a"}],"id":"alice-1a2b"},"kind":"Deployment","name":"web-http","namespace":"ns","port":"http","since":"2026-01-02T03:04:05Z","wiretap":false,"workload":"web"}],"version":1,"workloads":[{"intercepted":false,"kind":"StatefulSet","name":"db","namespace":"ns"},{"intercepted":true,"kind":"Deployment","name":"web","namespace":"ns"}]}`
 	if b, _ := json.Marshal(got); string(b) != want {
 		t.Errorf("tp list -o json:\n%s\nwant\n%s", b, want)
 	}

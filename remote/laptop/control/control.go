@@ -135,7 +135,8 @@ type InterceptInfo struct {
 	// last found it; empty when all is well.
 	Problem string `json:"problem,omitempty"`
 	// HTTP is the intercept's filter; nil for one that takes every connection.
-	HTTP *route.Filter `json:"http,omitempty"`
+	HTTP    *route.Filter `json:"http,omitempty"`
+	Wiretap bool          `json:"wiretap,omitempty"`
 }
 
 // Serve answers the daemon's API on the named session's socket until ctx ends: GET

@@ -38,6 +38,9 @@ type InterceptSpec struct {
 	Problem string `json:"problem,omitempty"`
 	// HTTP, when set, filters the intercept: only the requests it matches come here.
 	HTTP *route.Filter `json:"http,omitempty"`
+	// Wiretap: copies come here (of what HTTP matches, or of every connection), and the
+	// callers' answers still come from the app.
+	Wiretap bool `json:"wiretap,omitempty"`
 	// Group is the name of the intercept of several ports this one is a port of (tp leave
 	// GROUP ends them all); empty for an intercept of one port.
 	Group string `json:"group,omitempty"`
@@ -355,7 +358,7 @@ func (s *Session) sendCreate(spec InterceptSpec) error {
 	ic.mu.Unlock()
 	req := &tunnelpb.InterceptRequest{
 		Name: spec.Name, Namespace: spec.Namespace, Kind: spec.Kind, Workload: spec.Workload, Port: spec.Port, Client: ic.who,
-		Grant: g.lease, Secret: g.secret,
+		Grant: g.lease, Secret: g.secret, Wiretap: spec.Wiretap,
 	}
 	if spec.HTTP != nil {
 		req.Http = spec.HTTP.Proto()

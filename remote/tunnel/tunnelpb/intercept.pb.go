@@ -301,7 +301,11 @@ type InterceptRequest struct {
 	Secret string `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
 	// Set for a filtered intercept: only the HTTP requests it matches come to the client,
 	// the others go to the app. Unset: every connection to the port comes to the client.
-	Http          *HTTPFilter `protobuf:"bytes,9,opt,name=http,proto3" json:"http,omitempty"`
+	Http *HTTPFilter `protobuf:"bytes,9,opt,name=http,proto3" json:"http,omitempty"`
+	// A wiretap: the client gets a copy of what the callers send (of the requests http
+	// matches, or of every connection); the app, or whoever intercepts, still answers them.
+	// Wiretaps share a port with any other intercept.
+	Wiretap       bool `protobuf:"varint,10,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +401,13 @@ func (x *InterceptRequest) GetHttp() *HTTPFilter {
 		return x.Http
 	}
 	return nil
+}
+
+func (x *InterceptRequest) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
 }
 
 // HTTPFilter selects HTTP requests (HTTP/1.x requests one by one on a connection, HTTP/2
@@ -1114,6 +1125,7 @@ type InterceptInfo struct {
 	Problem string `protobuf:"bytes,11,opt,name=problem,proto3" json:"problem,omitempty"`
 	// The intercept's filter; unset for one that takes every connection.
 	Http          *HTTPFilter `protobuf:"bytes,12,opt,name=http,proto3" json:"http,omitempty"`
+	Wiretap       bool        `protobuf:"varint,13,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,6 +1242,13 @@ func (x *InterceptInfo) GetHttp() *HTTPFilter {
 		return x.Http
 	}
 	return nil
+}
+
+func (x *InterceptInfo) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
 }
 
 type AgentHello struct {
@@ -1368,7 +1387,11 @@ type AgentState struct {
 	// The agent's ports that filtered intercepts hold: each request is matched against the
 	// routes in order, the first that matches takes it, and one that matches none goes to
 	// the app.
-	Routes        []*PortRoutes `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	Routes []*PortRoutes `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// The agent's ports that wiretaps hold: a copy of each connection's bytes from the
+	// caller (a route without http), or of each request a route's filter matches, goes to
+	// the manager for the wiretap's client, and never slows the caller's own path.
+	Taps          []*PortRoutes `protobuf:"bytes,3,rep,name=taps,proto3" json:"taps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1413,6 +1436,13 @@ func (x *AgentState) GetIntercepted() []string {
 func (x *AgentState) GetRoutes() []*PortRoutes {
 	if x != nil {
 		return x.Routes
+	}
+	return nil
+}
+
+func (x *AgentState) GetTaps() []*PortRoutes {
+	if x != nil {
+		return x.Taps
 	}
 	return nil
 }
@@ -1538,7 +1568,7 @@ const file_intercept_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x05R\x05count\"\xfc\x01\n" +
+	"\x05count\x18\x04 \x01(\x05R\x05count\"\x96\x02\n" +
 	"\x10InterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1548,7 +1578,9 @@ const file_intercept_proto_rawDesc = "" +
 	"\x06client\x18\x06 \x01(\tR\x06client\x12\x14\n" +
 	"\x05grant\x18\a \x01(\tR\x05grant\x12\x16\n" +
 	"\x06secret\x18\b \x01(\tR\x06secret\x12,\n" +
-	"\x04http\x18\t \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\"t\n" +
+	"\x04http\x18\t \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\x12\x18\n" +
+	"\awiretap\x18\n" +
+	" \x01(\bR\awiretap\"t\n" +
 	"\n" +
 	"HTTPFilter\x12-\n" +
 	"\aheaders\x18\x01 \x03(\v2\x13.tp.tunnel.v1.MatchR\aheaders\x12'\n" +
@@ -1593,7 +1625,7 @@ const file_intercept_proto_rawDesc = "" +
 	"\fListResponse\x12;\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1b.tp.tunnel.v1.InterceptInfoR\n" +
-	"intercepts\"\xca\x02\n" +
+	"intercepts\"\xe4\x02\n" +
 	"\rInterceptInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1608,7 +1640,8 @@ const file_intercept_proto_rawDesc = "" +
 	"\x05grant\x18\n" +
 	" \x01(\tR\x05grant\x12\x18\n" +
 	"\aproblem\x18\v \x01(\tR\aproblem\x12,\n" +
-	"\x04http\x18\f \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\"\x85\x01\n" +
+	"\x04http\x18\f \x01(\v2\x18.tp.tunnel.v1.HTTPFilterR\x04http\x12\x18\n" +
+	"\awiretap\x18\r \x01(\bR\awiretap\"\x85\x01\n" +
 	"\n" +
 	"AgentHello\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
@@ -1618,11 +1651,12 @@ const file_intercept_proto_rawDesc = "" +
 	"\tAgentPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\x05R\x06listen\x12\x10\n" +
-	"\x03app\x18\x03 \x01(\x05R\x03app\"`\n" +
+	"\x03app\x18\x03 \x01(\x05R\x03app\"\x8e\x01\n" +
 	"\n" +
 	"AgentState\x12 \n" +
 	"\vintercepted\x18\x01 \x03(\tR\vintercepted\x120\n" +
-	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\"M\n" +
+	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\x12,\n" +
+	"\x04taps\x18\x03 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x04taps\"M\n" +
 	"\n" +
 	"PortRoutes\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12+\n" +
@@ -1698,23 +1732,24 @@ var file_intercept_proto_depIdxs = []int32{
 	4,  // 13: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
 	17, // 14: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
 	19, // 15: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
-	20, // 16: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
-	4,  // 17: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
-	1,  // 18: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	21, // 19: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	12, // 20: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	16, // 21: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	21, // 22: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	8,  // 23: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	21, // 24: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	14, // 25: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	18, // 26: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	21, // 27: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	19, // 16: tp.tunnel.v1.AgentState.taps:type_name -> tp.tunnel.v1.PortRoutes
+	20, // 17: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
+	4,  // 18: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
+	1,  // 19: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	21, // 20: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	12, // 21: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	16, // 22: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	21, // 23: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	8,  // 24: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	21, // 25: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	14, // 26: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	18, // 27: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	21, // 28: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }

@@ -1,0 +1,191 @@
+package route
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tapServer records the requests it gets (method, path, body) and answers each.
+type tapServer struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (s *tapServer) got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.seen...)
+}
+
+func (s *tapServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	s.seen = append(s.seen, fmt.Sprintf("%s %s %s", r.Method, r.URL.Path, body))
+	s.mu.Unlock()
+	io.WriteString(w, "the tap's answer, which nobody reads")
+}
+
+func tapRelay(t *testing.T, routes, taps Table, addrs map[string]string, stats *Stats) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	dial := func(ctx context.Context, route string) (net.Conn, error) {
+		addr, ok := addrs[route]
+		if !ok {
+			return nil, errors.New("no such route")
+		}
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	r := &Relay{
+		Table: func() Table { return routes },
+		Dial:  dial,
+		Stats: stats,
+		Taps:  func() Table { return taps },
+		Tap: func(ctx context.Context, id string) *Tap {
+			return OpenTap(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, id) }, stats)
+		},
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.Serve(context.Background(), c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A wiretap by filter gets a copy of each request it matches, whichever route answers the
+// caller; the caller gets its answer from that route.
+func TestFilteredWiretapGetsCopies(t *testing.T) {
+	tap := &tapServer{}
+	addrs := devServers(t)
+	addrs["tap"] = serveHTTP(t, tap, 0)
+	m, _ := Filter{Headers: []Match{{Name: "x-dev", Value: "a|b", Kind: Regex}}}.Compile()
+	stats := &Stats{}
+	addr := tapRelay(t, devTable(t)[:1], Table{{ID: "tap", Match: m}}, addrs, stats)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	for _, c := range []struct{ dev, body, want string }{
+		{"a", "one", "laptop-a POST /p one"}, {"b", "two", "app POST /p two"}, {"c", "three", "app POST /p three"},
+	} {
+		r, _ := http.NewRequest("POST", "http://"+addr+"/p", strings.NewReader(c.body))
+		r.Header.Set("X-Dev", c.dev)
+		resp, err := client.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != c.want {
+			t.Errorf("x-dev %s: %q, want %q", c.dev, got, c.want)
+		}
+	}
+	want := []string{"POST /p one", "POST /p two"}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Join(tap.got(), "|") != strings.Join(want, "|") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := tap.got(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("the wiretap saw %q, want %q", got, want)
+	}
+	if stats.Tapped.Load() != 1 || stats.TapDrops.Load() != 0 {
+		t.Errorf("%d taps, %d dropped; want one copy for the connection, none dropped", stats.Tapped.Load(), stats.TapDrops.Load())
+	}
+}
+
+// A wiretap whose client reads nothing costs the caller nothing: its copies are dropped
+// once the queue is full, and counted.
+func TestAStuckWiretapNeverSlowsTheCaller(t *testing.T) {
+	stuck, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	go func() {
+		for {
+			c, err := stuck.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never read
+		}
+	}()
+	addrs := devServers(t)
+	addrs["tap"] = stuck.Addr().String()
+	all, _ := Filter{Path: &Match{Value: "/", Kind: Prefix}}.Compile()
+	stats := &Stats{}
+	addr := tapRelay(t, nil, Table{{ID: "tap", Match: all}}, addrs, stats)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	body := strings.Repeat("z", 256<<10)
+	var slowest time.Duration
+	for i := range 40 { // 10 MiB: ten times the tap's queue
+		start := time.Now()
+		resp, err := client.Post("http://"+addr+"/up", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(got), "app POST /up zzz") {
+			t.Fatalf("request %d: %.30q", i, got)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if stats.TapDrops.Load() != 1 {
+		t.Errorf("%d taps dropped, want the stuck one", stats.TapDrops.Load())
+	}
+	t.Logf("slowest request beside a stuck wiretap: %s", slowest)
+}
+
+// A wiretap without a filter gets the caller's bytes of the connection as they come.
+func TestTapConnCopiesTheCallersBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	copied := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(c)
+		copied <- string(b)
+	}()
+	a, b := net.Pipe()
+	tap := OpenTap(context.Background(), func(ctx context.Context) (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, nil)
+	tc := &TapConn{Conn: b, Taps: []*Tap{tap}}
+	go func() {
+		io.WriteString(a, "hello ")
+		io.WriteString(a, "world")
+		a.Close()
+	}()
+	got, _ := io.ReadAll(bufio.NewReader(tc))
+	tc.Close()
+	if string(got) != "hello world" {
+		t.Errorf("the caller's bytes: %q", got)
+	}
+	select {
+	case c := <-copied:
+		if c != "hello world" {
+			t.Errorf("the wiretap got %q", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the wiretap got nothing")
+	}
+}
