@@ -140,8 +140,8 @@ type Agent struct {
 	// through a route.Relay, which sends each request where its routes say.
 	routes map[string]route.Table
 	// taps are the wiretaps of ports, by port name.
-	taps map[string]portTaps
-	heard  time.Time
+	taps  map[string]portTaps
+	heard time.Time
 
 	passed, handed atomic.Int64
 	routed         route.Stats

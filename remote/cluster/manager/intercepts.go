@@ -77,8 +77,8 @@ type intercept struct {
 	// wiretap: the client gets copies (of what filter selects, or of every connection),
 	// and the port's other intercepts are not affected by it.
 	wiretap bool
-	client *clientSession
-	since  time.Time
+	client  *clientSession
+	since   time.Time
 	// holder is the Kubernetes user the grant names; grant and grantHash identify the
 	// grant, so that List tells about it only to who can read it.
 	holder, grant, grantHash string
