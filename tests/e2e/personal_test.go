@@ -180,6 +180,24 @@ func TestPersonalIntercepts(t *testing.T) {
 		}
 	})
 
+	t.Run("NamespaceOfTheConnectionAndTLS", func(t *testing.T) {
+		// Laptop b's connection is to ns (its first intercept started it there); its
+		// kubeconfig's namespace is another: a workload named without -n is ns's.
+		r := b.MustTP(t, time.Minute, "intercept", "web-app", "--port", portB+":80", "--name", "no-ns", "--http-header", "x-dev=no-ns")
+		if !strings.Contains(r.Stderr, ns+"/web-app") {
+			t.Errorf("tp intercept without -n did not intercept %s/web-app:\n%s", ns, r.Stderr)
+		}
+		waitFor(t, 30*time.Second, "the intercept made without -n", func() error {
+			return expectAll(w.ClusterIP, []routed{{dev: "no-ns", want: "laptop-b /"}})
+		})
+		b.MustTP(t, 30*time.Second, "leave", "no-ns")
+		// A filter on a TLS port cannot work: the agent cannot read the requests.
+		r = b.TPRun(time.Minute, "intercept", "web-app", "-n", ns, "--port", portB+":https", "--http-header", "x-dev=b")
+		if r.Err == nil || !strings.Contains(r.Stderr, "carries TLS") {
+			t.Errorf("a filtered intercept of a TLS port: %v\n%s", r.Err, r.Stderr)
+		}
+	})
+
 	t.Run("WiretapBesideFilteredIntercepts", func(t *testing.T) {
 		r := a.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portTap+":80", "--wiretap", "--http-path", "/tapped/")
 		if !strings.Contains(r.Stderr, "wiretapping") || !strings.Contains(r.Stderr, "web-app-http-tap") {
