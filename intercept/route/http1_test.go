@@ -36,8 +36,8 @@ func named(name string) http.Handler {
 }
 
 // relayFor serves a relay on loopback that routes by table to addrs (route id → address;
-// "" is the app) and returns its address.
-func relayFor(t *testing.T, table Table, addrs map[string]string, stats *Stats) string {
+// "" is the app), changed by with, and returns its address.
+func relayFor(t *testing.T, table Table, addrs map[string]string, stats *Stats, with ...func(*Relay)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,6 +55,9 @@ func relayFor(t *testing.T, table Table, addrs map[string]string, stats *Stats) 
 		},
 		Stats:     stats,
 		FirstByte: 100 * time.Millisecond,
+	}
+	for _, f := range with {
+		f(r)
 	}
 	go func() {
 		for {

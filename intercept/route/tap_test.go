@@ -3,7 +3,6 @@ package route
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,39 +33,15 @@ func (s *tapServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "the tap's answer, which nobody reads")
 }
 
+// tapRelay is relayFor with the wiretaps taps, whose copies go to addrs by id.
 func tapRelay(t *testing.T, routes, taps Table, addrs map[string]string, stats *Stats) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	dial := func(ctx context.Context, route string) (net.Conn, error) {
-		addr, ok := addrs[route]
-		if !ok {
-			return nil, errors.New("no such route")
+	return relayFor(t, routes, addrs, stats, func(r *Relay) {
+		r.Taps = func() Table { return taps }
+		r.Tap = func(ctx context.Context, id string) *Tap {
+			return OpenTap(ctx, func(ctx context.Context) (net.Conn, error) { return r.Dial(ctx, id) }, stats)
 		}
-		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	}
-	r := &Relay{
-		Table: func() Table { return routes },
-		Dial:  dial,
-		Stats: stats,
-		Taps:  func() Table { return taps },
-		Tap: func(ctx context.Context, id string) *Tap {
-			return OpenTap(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, id) }, stats)
-		},
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go r.Serve(context.Background(), c)
-		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // A wiretap by filter gets a copy of each request it matches, whichever route answers the
