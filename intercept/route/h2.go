@@ -236,7 +236,7 @@ func (p *h2Proxy) pick(r *http.Request) (string, *http2.ClientConn, error) {
 // instead.
 func (p *h2Proxy) forward(w http.ResponseWriter, r *http.Request, route string, cc *http2.ClientConn) error {
 	resp, err := cc.RoundTrip(outgoing(r))
-	if err != nil && r.ContentLength == 0 && r.Context().Err() == nil && closing(cc) {
+	if err != nil && r.ContentLength == 0 && replayableH2(r) && r.Context().Err() == nil && closing(cc) {
 		// Its server ended the connection (an idle timeout) as the request went: a request
 		// without a body is sent again on a new one, as HTTP clients do.
 		if cc, err = p.ups.get(r.Context(), route); err == nil {
@@ -345,4 +345,13 @@ func (q h2Request) Values(name string) []string {
 		return []string{q.r.Host}
 	}
 	return q.r.Header[http.CanonicalHeaderKey(name)]
+}
+
+// replayableH2 is replayable for an HTTP/2 request: only what is safe to send twice.
+func replayableH2(r *http.Request) bool {
+	switch r.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }

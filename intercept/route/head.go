@@ -38,7 +38,7 @@ func readHead(br *bufio.Reader, request bool) (*head, error) {
 	h := &head{}
 	first := true
 	for {
-		line, err := readLine(br, &h.raw)
+		line, err := readLine(br, &h.raw, request)
 		if err != nil {
 			if err == io.EOF && len(h.raw) == 0 {
 				return h, io.EOF
@@ -66,15 +66,34 @@ func readHead(br *bufio.Reader, request bool) (*head, error) {
 			return h, errNotHTTP // obsolete line folding; or too many fields
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+		if !ok || !isFieldName(name) {
 			return h, errNotHTTP
 		}
-		h.fields = append(h.fields, field{strings.ToLower(string(name)), string(bytes.TrimSpace(value))})
+		h.fields = append(h.fields, field{strings.ToLower(string(name)), string(trimOWS(value))})
 	}
 }
 
-// readLine appends the next line to raw and returns it without its line end.
-func readLine(br *bufio.Reader, raw *[]byte) ([]byte, error) {
+// isFieldName reports whether b is a token, as a field name must be.
+func isFieldName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// trimOWS trims the optional white space around a field value: spaces and tabs only.
+func trimOWS(b []byte) []byte { return bytes.Trim(b, " \t") }
+
+// readLine appends the next line to raw and returns it without its line end. strict (a
+// request's lines, which the relay must read exactly as the app will) wants CRLF and no
+// other CR: a bare LF read one way here and another way by the app is how requests are
+// smuggled past a proxy.
+func readLine(br *bufio.Reader, raw *[]byte, strict bool) ([]byte, error) {
 	start := len(*raw)
 	for {
 		frag, err := br.ReadSlice('\n')
@@ -85,6 +104,9 @@ func readLine(br *bufio.Reader, raw *[]byte) ([]byte, error) {
 		switch err {
 		case nil:
 			line := (*raw)[start : len(*raw)-1]
+			if strict && (!bytes.HasSuffix(line, []byte("\r")) || bytes.IndexByte(line[:len(line)-1], '\r') >= 0) {
+				return nil, errNotHTTP
+			}
 			return bytes.TrimSuffix(line, []byte("\r")), nil
 		case bufio.ErrBufferFull:
 			continue
@@ -204,6 +226,9 @@ func (h *head) framing(request bool) (kind bodyKind, n int64, ok bool) {
 	te := h.Values("transfer-encoding")
 	cl := h.Values("content-length")
 	if len(te) > 0 {
+		if request && h.minor == 0 {
+			return 0, 0, false // HTTP/1.0 has no transfer codings: servers disagree on what it means
+		}
 		if len(cl) > 0 {
 			return 0, 0, false // both: a smuggling attempt, or a broken client
 		}
@@ -249,7 +274,7 @@ func (h *head) closes() bool {
 // copyChunked copies a chunked body, trailers included, byte for byte, flushing dst after
 // each chunk: a stream of chunks (server-sent events) reaches its reader as it is sent.
 // tee, when not nil, gets every byte too.
-func copyChunked(dst *bufio.Writer, br *bufio.Reader, tee func([]byte)) error {
+func copyChunked(dst *bufio.Writer, br *bufio.Reader, strict bool, tee func([]byte)) error {
 	write := func(b []byte) {
 		dst.Write(b)
 		if tee != nil {
@@ -259,12 +284,12 @@ func copyChunked(dst *bufio.Writer, br *bufio.Reader, tee func([]byte)) error {
 	var line []byte
 	for {
 		line = line[:0]
-		l, err := readLine(br, &line)
+		l, err := readLine(br, &line, strict)
 		if err != nil {
 			return err
 		}
 		sizeField, _, _ := bytes.Cut(l, []byte(";"))
-		size, err := strconv.ParseUint(string(bytes.TrimSpace(sizeField)), 16, 63)
+		size, err := strconv.ParseUint(string(trimOWS(sizeField)), 16, 63)
 		if err != nil {
 			return errNotHTTP
 		}
@@ -272,7 +297,7 @@ func copyChunked(dst *bufio.Writer, br *bufio.Reader, tee func([]byte)) error {
 		if size == 0 {
 			for { // trailers, up to the empty line
 				line = line[:0]
-				l, err := readLine(br, &line)
+				l, err := readLine(br, &line, strict)
 				if err != nil {
 					return err
 				}
@@ -286,7 +311,7 @@ func copyChunked(dst *bufio.Writer, br *bufio.Reader, tee func([]byte)) error {
 			return err
 		}
 		line = line[:0]
-		if l, err := readLine(br, &line); err != nil || len(l) != 0 {
+		if l, err := readLine(br, &line, strict); err != nil || len(l) != 0 {
 			return errNotHTTP
 		}
 		write(line)

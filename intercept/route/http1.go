@@ -32,6 +32,8 @@ type Stats struct {
 	// Tapped copies went to wiretaps (a connection's, or a connection's requests for one
 	// wiretap); TapDrops of them ended early, their client too slow or gone.
 	Tapped, TapDrops atomic.Int64
+	// tapHeld is what the taps that count here hold now (TapBudget bounds it).
+	tapHeld atomic.Int64
 }
 
 // Relay routes each request of an HTTP/1.x connection on its own, and each stream of an
@@ -195,6 +197,11 @@ func (s *session) clientSpeaksFirst() bool {
 		s.stats.Raw.Add(1)
 		s.pipe(app, first)
 		return false
+	case <-s.ctx.Done():
+		s.client.Close() // ends the client's Peek
+		<-first
+		app.pending = appFirst // its Peek may still run: its buffers are not pooled again
+		return false
 	}
 }
 
@@ -271,7 +278,7 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 	tee := s.tapsFor(h)
 	if kind == noBody {
 		resp, err := s.send(up, h)
-		if err != nil && up.used && resp == nil {
+		if err != nil && up.used && resp == nil && replayable(h) {
 			// Its server closed the kept-alive connection before reading the request: a
 			// request without a body is sent again on a new one, as HTTP clients do.
 			s.drop(up)
@@ -304,6 +311,17 @@ func (s *session) exchange(h *head, kind bodyKind, n int64) bool {
 		return false
 	}
 	return s.answer(h, up, resp, body)
+}
+
+// replayable reports whether a request may be sent a second time when its connection
+// broke before any answer: as HTTP clients do, only idempotent reads, or a request that
+// names its idempotency key.
+func replayable(h *head) bool {
+	switch h.method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return len(h.Values("idempotency-key")) > 0 || len(h.Values("x-idempotency-key")) > 0
 }
 
 // tapsFor copies the request's head to the wiretaps whose filters match it, and returns
@@ -369,7 +387,7 @@ func (up *upstream) name() string { return routeName(up.route) }
 func (s *session) copyBody(up *upstream, kind bodyKind, n int64, tee func([]byte)) error {
 	var err error
 	if kind == chunkedBody {
-		err = copyChunked(up.bw, s.cr, tee)
+		err = copyChunked(up.bw, s.cr, true, tee)
 	} else {
 		err = moveBody(up.bw, up.c, s.cr, s.client, n, tee)
 	}
@@ -382,14 +400,23 @@ func (s *session) copyBody(up *upstream, kind bodyKind, n int64, tee func([]byte
 // answer carries the response whose head is resp back to the client; body, when not nil,
 // reports the end of the request's body.
 func (s *session) answer(req *head, up *upstream, resp *head, body chan error) bool {
+	// abort ends the exchange early: the request body's copy must be over before the
+	// session's buffers can go back to the pool, so its upstream is closed to end it.
+	abort := func() bool {
+		up.c.Close()
+		if body != nil {
+			<-body
+		}
+		return false
+	}
 	var err error
 	for resp.status/100 == 1 && resp.status != 101 { // 100 Continue, 103 Early Hints
 		s.cw.Write(resp.raw)
 		if err := s.cw.Flush(); err != nil {
-			return false
+			return abort()
 		}
 		if resp, err = s.readResponse(up); err != nil {
-			return false
+			return abort()
 		}
 	}
 	if resp.status == 101 || (req.method == "CONNECT" && resp.status/100 == 2) {
@@ -397,7 +424,7 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 		// then all go where the upgrade request went): the bytes go as they come.
 		s.cw.Write(resp.raw)
 		if s.cw.Flush() != nil {
-			return false
+			return abort()
 		}
 		if body != nil {
 			<-body
@@ -417,7 +444,7 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 	case lengthBody:
 		err = moveBody(s.cw, s.client, up.br, up.c, n, nil)
 	case chunkedBody:
-		err = copyChunked(s.cw, up.br, nil)
+		err = copyChunked(s.cw, up.br, false, nil)
 	case closeBody:
 		err = moveBody(s.cw, s.client, up.br, up.c, -1, nil)
 	}
@@ -425,6 +452,9 @@ func (s *session) answer(req *head, up *upstream, resp *head, body chan error) b
 		err = s.cw.Flush()
 	}
 	if body != nil {
+		if err != nil {
+			up.c.Close() // the request's body has nowhere to go: end its copy
+		}
 		if berr := <-body; berr != nil && err == nil {
 			err = berr
 		}

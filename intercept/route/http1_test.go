@@ -389,3 +389,54 @@ func TestLargeBodiesKeepTheConnectionInStep(t *testing.T) {
 		}
 	}
 }
+
+// What two HTTP readers could read two ways is never routed: a bare LF, or a transfer
+// coding in HTTP/1.0, sends the rest of the connection to the app as it came.
+func TestAmbiguousRequestsAreNotRouted(t *testing.T) {
+	for _, req := range []string{
+		"GET / HTTP/1.1\nHost: x\nX-Dev: a\n\n",
+		"POST / HTTP/1.0\r\nHost: x\r\nX-Dev: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-Dev : a\r\n\r\n",
+	} {
+		stats := &Stats{}
+		addr := relayFor(t, devTable(t), devServers(t), stats)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, req)
+		c.SetReadDeadline(time.Now().Add(time.Second)) // the app may keep the connection
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if strings.Contains(string(got), "laptop-a") || stats.Routed.Load() != 0 || stats.Raw.Load() != 1 {
+			t.Errorf("%q: routed %d, raw %d, answered %.80q", req, stats.Routed.Load(), stats.Raw.Load(), got)
+		}
+	}
+}
+
+// A request that is not safe to send twice is not sent again when its kept-alive
+// connection turns out closed: the client hears so.
+func TestOnlySafeRequestsAreSentAgain(t *testing.T) {
+	addrs := map[string]string{"": serveHTTP(t, named("app"), 50*time.Millisecond)}
+	addr := relayFor(t, nil, addrs, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	send := func(req string) *http.Response {
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		return resp
+	}
+	send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(200 * time.Millisecond) // the app closes its idle connection
+	if resp := send("POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a POST on a connection the app closed: %s, want 502 rather than sending it twice", resp.Status)
+	}
+}

@@ -2,6 +2,8 @@ package route
 
 import (
 	"context"
+	"errors"
+	"os"
 	"io"
 	"net"
 	"sync"
@@ -15,8 +17,13 @@ import (
 // goroutine; when the queue is full (a slow or vanished client) the tap ends and the loss
 // is counted, and the caller's bytes go on as if there were no tap.
 
-// TapQueue bounds the bytes one tap holds for its client.
-const TapQueue = 1 << 20
+// TapQueue bounds the bytes one tap holds for its client, and TapBudget those all the taps
+// that share a Stats hold (an agent's): a thousand callers' uploads beside a wiretap whose
+// client is gone must not take the pod's memory.
+const (
+	TapQueue  = 1 << 20
+	TapBudget = 32 << 20
+)
 
 // tapLinger bounds how long an ended tap keeps sending what it holds.
 const tapLinger = 5 * time.Second
@@ -26,8 +33,9 @@ const tapLinger = 5 * time.Second
 type Tap struct {
 	mu     sync.Mutex
 	queue  [][]byte
-	queued int
+	queued int  // bytes held: those queued and those being written
 	ended  bool // no more copies: Close, or a drop
+	lost   bool // dropped: what it held is gone
 	wake   chan struct{}
 	stats  *Stats
 }
@@ -55,13 +63,22 @@ func (t *Tap) Write(p []byte) {
 	if t.ended {
 		return
 	}
-	if t.queued+len(p) > TapQueue {
+	if t.queued+len(p) > TapQueue || !t.stats.reserveTap(len(p)) {
 		t.dropLocked()
 		return
 	}
 	t.queue = append(t.queue, append([]byte(nil), p...))
 	t.queued += len(p)
 	t.signal()
+}
+
+// reserveTap takes n bytes of the taps' budget; false when they are not there.
+func (s *Stats) reserveTap(n int) bool {
+	if s.tapHeld.Add(int64(n)) > TapBudget {
+		s.tapHeld.Add(-int64(n))
+		return false
+	}
+	return true
 }
 
 // Close ends the tap once what it holds is sent.
@@ -72,12 +89,17 @@ func (t *Tap) Close() {
 	t.signal()
 }
 
-// dropLocked ends the tap at once, losing what it holds.
+// dropLocked ends the tap at once, losing what it holds; the run loop gives back what it
+// was writing.
 func (t *Tap) dropLocked() {
-	if !t.ended || t.queue != nil {
+	if !t.lost && (len(t.queue) > 0 || !t.ended) {
 		t.stats.TapDrops.Add(1)
 	}
-	t.ended, t.queue, t.queued = true, nil, 0
+	for _, b := range t.queue {
+		t.queued -= len(b)
+		t.stats.tapHeld.Add(-int64(len(b)))
+	}
+	t.ended, t.lost, t.queue = true, true, nil
 	t.signal()
 }
 
@@ -89,6 +111,13 @@ func (t *Tap) signal() {
 }
 
 func (t *Tap) run(ctx context.Context, dial func(context.Context) (net.Conn, error)) {
+	defer func() { // what it still holds goes back to the budget
+		t.mu.Lock()
+		t.stats.tapHeld.Add(-int64(t.queued))
+		t.queued, t.queue = 0, nil
+		t.ended = true
+		t.mu.Unlock()
+	}()
 	conn, err := dial(ctx)
 	if err != nil {
 		t.mu.Lock()
@@ -101,15 +130,21 @@ func (t *Tap) run(ctx context.Context, dial func(context.Context) (net.Conn, err
 	for {
 		t.mu.Lock()
 		batch, ended := t.queue, t.ended
-		t.queue, t.queued = nil, 0
+		t.queue = nil
 		t.mu.Unlock()
 		if len(batch) > 0 {
 			_ = conn.SetWriteDeadline(time.Now().Add(tapLinger))
 			for _, b := range batch {
-				if _, err := conn.Write(b); err != nil {
-					t.mu.Lock()
+				_, err := conn.Write(b)
+				t.mu.Lock()
+				t.queued -= len(b)
+				t.stats.tapHeld.Add(-int64(len(b)))
+				if err != nil {
 					t.dropLocked()
-					t.mu.Unlock()
+				}
+				lost := t.lost
+				t.mu.Unlock()
+				if lost {
 					return
 				}
 			}
@@ -139,7 +174,7 @@ func (c *TapConn) Read(p []byte) (int, error) {
 	for _, t := range c.Taps {
 		t.Write(p[:n])
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) { // a read deadline is the reader's own, not the stream's end
 		for _, t := range c.Taps {
 			t.Close()
 		}

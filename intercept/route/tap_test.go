@@ -164,3 +164,34 @@ func TestTapConnCopiesTheCallersBytes(t *testing.T) {
 		t.Error("the wiretap got nothing")
 	}
 }
+
+// The taps that share a Stats (an agent's) hold at most TapBudget together; what they held
+// goes back to the budget when they end.
+func TestTapsShareABudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stats := &Stats{}
+	stuck := func(ctx context.Context) (net.Conn, error) { <-ctx.Done(); return nil, ctx.Err() } // a client that never takes its copies
+	chunk := make([]byte, TapQueue/4)
+	var taps []*Tap
+	for range 2 * TapBudget / TapQueue {
+		tap := OpenTap(ctx, stuck, stats)
+		for range 4 {
+			tap.Write(chunk)
+		}
+		taps = append(taps, tap)
+	}
+	if held := stats.tapHeld.Load(); held > TapBudget {
+		t.Errorf("the taps hold %d bytes, over the budget of %d", held, TapBudget)
+	}
+	if drops := stats.TapDrops.Load(); drops != int64(len(taps))/2 {
+		t.Errorf("%d taps dropped, want the %d beyond the budget", drops, len(taps)/2)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for stats.tapHeld.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held := stats.tapHeld.Load(); held != 0 {
+		t.Errorf("ended taps still hold %d bytes of the budget", held)
+	}
+}

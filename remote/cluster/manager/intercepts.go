@@ -59,7 +59,7 @@ type Registry struct {
 	pending map[string]*pendingFlow
 	clients map[*clientSession]struct{}
 	// probes are the probe connections under way, by their address as agents see it.
-	probes    map[string]chan struct{}
+	probes    map[string]*probeConn
 	probeDial ProbeDialer
 }
 
@@ -88,7 +88,9 @@ type intercept struct {
 }
 
 type clientSession struct {
-	who       string
+	who string
+	// probing: a probe of this client is under way (one at a time: each makes dials).
+	probing   bool
 	out       chan *tunnelpb.InterceptServerMsg
 	lastRenew time.Time
 	done      chan struct{}
@@ -118,7 +120,7 @@ func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 	}
 	return &Registry{
 		verify: verify, auth: auth, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second, maxPerHolder: DefaultMaxPerHolder,
-		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{}, probes: map[string]chan struct{}{},
+		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{}, probes: map[string]*probeConn{},
 		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
 	}
 }
@@ -541,7 +543,7 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 	}
 	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
 	r.mu.Lock()
-	probe := r.probeBackLocked(d.GetOrigin())
+	probe := r.probeBackLocked(d.GetOrigin(), key, d.GetRoute())
 	r.mu.Unlock()
 	if probe {
 		// Taken, then ended: the prober has its answer, and the app never sees the probe.

@@ -54,14 +54,21 @@ func (r *Registry) startProbeLocked(ctx context.Context, c *clientSession, p *tu
 		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Probe{Probe: res}})
 		return
 	}
-	id := ""
-	if it.filter != nil {
-		id = it.filter.ID
+	if c.probing {
+		res.Error = "a probe of this client is under way already"
+		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Probe{Probe: res}})
+		return
 	}
+	c.probing = true
 	dial, n := r.probeDial, min(max(int(p.GetCount()), 1), maxProbes)
 	go func() {
+		defer func() {
+			r.mu.Lock()
+			c.probing = false
+			r.mu.Unlock()
+		}()
 		for range n {
-			err := r.probeOnce(ctx, dial, p.GetAddress(), p.GetNamespace(), id)
+			err := r.probeOnce(ctx, dial, p.GetAddress(), p.GetNamespace(), it)
 			if err != nil {
 				res.Error = err.Error()
 				continue
@@ -77,7 +84,11 @@ func (r *Registry) startProbeLocked(ctx context.Context, c *clientSession, p *tu
 // probeOnce makes one probe connection and waits for an agent to hand it back. A filtered
 // intercept's agent hands over a request, not a connection: the probe sends one that only
 // its filter takes (its id header).
-func (r *Registry) probeOnce(ctx context.Context, dial ProbeDialer, address, namespace, id string) error {
+func (r *Registry) probeOnce(ctx context.Context, dial ProbeDialer, address, namespace string, it *intercept) error {
+	id := ""
+	if it.filter != nil {
+		id = it.filter.ID
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeWait)
 	defer cancel()
 	conn, err := dial(ctx, address, namespace)
@@ -88,7 +99,7 @@ func (r *Registry) probeOnce(ctx context.Context, dial ProbeDialer, address, nam
 	back := make(chan struct{}, 1)
 	origin := conn.LocalAddr().String()
 	r.mu.Lock()
-	r.probes[origin] = back
+	r.probes[origin] = &probeConn{back: back, it: it}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -107,22 +118,32 @@ func (r *Registry) probeOnce(ctx context.Context, dial ProbeDialer, address, nam
 		return nil
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("a connection to %s did not reach an agent of the intercept within %s", address, probeWait)
+			return fmt.Errorf("a connection to %s did not reach an agent of the intercept within %s (a service mesh's sidecar that rewrites source addresses hides the probe from tp: the intercept may work all the same)", address, probeWait)
 		}
 		return ctx.Err()
 	}
 }
 
-// probeBackLocked reports whether an agent's flow from origin is a probe coming back, and
-// tells its prober.
-func (r *Registry) probeBackLocked(origin string) bool {
-	back := r.probes[origin]
-	if back == nil {
+// probeConn is one probe connection under way: it counts when an agent hands it to the
+// intercept it probes (a wiretap's copy of it, or a connection of another port, does not).
+type probeConn struct {
+	back chan struct{}
+	it   *intercept
+}
+
+// probeBackLocked reports whether an agent's flow from origin is a probe's connection (the
+// manager then ends it), and tells its prober when the flow is for the intercept probed:
+// key and route are what the agent said the flow is for.
+func (r *Registry) probeBackLocked(origin string, key interceptKey, route string) bool {
+	p := r.probes[origin]
+	if p == nil {
 		return false
 	}
-	select {
-	case back <- struct{}{}:
-	default:
+	if target, _ := r.flowTargetLocked(key, route); target == p.it {
+		select {
+		case p.back <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }

@@ -15,9 +15,9 @@ import (
 )
 
 // fakeService stands for a workload's Service and its agent: each connection it accepts
-// is handed back to the manager as the agent would, with the connection's origin, when
-// delivers says so; it reports the first request line of each connection on lines.
-func fakeService(t *testing.T, r *Registry, delivers func() bool, lines chan<- string) string {
+// is handed back to the manager as the agent would, with the connection's origin and the
+// route delivers names, when delivers says so; it reports the first request line of each connection on lines.
+func fakeService(t *testing.T, r *Registry, delivers func() (bool, string), lines chan<- string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,10 +44,11 @@ func fakeService(t *testing.T, r *Registry, delivers func() bool, lines chan<- s
 					}
 					lines <- head
 				}
-				if !delivers() {
+				ok, route := delivers()
+				if !ok {
 					return
 				}
-				dial := &tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: &tunnelpb.Dial{Network: "tcp", Address: "http", Origin: c.RemoteAddr().String()}}}
+				dial := &tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: &tunnelpb.Dial{Network: "tcp", Address: "http", Origin: c.RemoteAddr().String(), Route: route}}}
 				s := &flowStream{ctx: metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+agentToken)), in: []*tunnelpb.Frame{dial}}
 				_ = r.AgentAPI().Flow(s)
 			}()
@@ -91,9 +92,9 @@ func TestProbeCountsWhatTheAgentsHandBack(t *testing.T) {
 		}
 		return (&net.Dialer{}).DialContext(ctx, "tcp", address)
 	})
-	delivered := true
+	delivered, routeID := true, ""
 	lines := make(chan string, 10)
-	addr := fakeService(t, r, func() bool { return delivered }, lines)
+	addr := fakeService(t, r, func() (bool, string) { return delivered, routeID }, lines)
 
 	mustIntercept(t, r, alice, intercepting("whole", "alice", "alice@laptop", nil))
 	r.handleClient(context.Background(), alice, probe("whole", addr, 3))
@@ -101,19 +102,30 @@ func TestProbeCountsWhatTheAgentsHandBack(t *testing.T) {
 		t.Errorf("probe of a whole intercept: %v after %d dials", res, dials)
 	}
 	for range 3 {
-		<-lines
+		nextLine(t, lines)
 	}
 	leave(r, alice, "whole")
 
 	mustIntercept(t, r, alice, intercepting("mine", "alice", "alice@laptop", &tunnelpb.HTTPFilter{Id: "alice-1a2b"}))
+	r.mu.Lock()
+	routeID = r.findLocked(alice, "mine").id // as the agent routes the probe's request
+	r.mu.Unlock()
 	r.handleClient(context.Background(), alice, probe("mine", addr, 1))
 	if res := probeResult(t, alice); res.GetDelivered() != 1 {
 		t.Errorf("probe of a filtered intercept: %v", res)
 	}
-	if head := <-lines; !strings.HasPrefix(head, "GET /.tp-probe HTTP/1.1\r\n") || !strings.Contains(head, "\r\n"+route.IDHeader+": alice-1a2b\r\n") {
+	if head := nextLine(t, lines); !strings.HasPrefix(head, "GET /.tp-probe HTTP/1.1\r\n") || !strings.Contains(head, "\r\n"+route.IDHeader+": alice-1a2b\r\n") {
 		t.Errorf("a filtered intercept's probe sent %q: not a request its filter takes", head)
 	}
 
+	// A flow of the probe's connection for another intercept (a wiretap's copy of it) is
+	// no proof that the probed intercept gets it.
+	routeID = "0123456789abcdef"
+	r.handleClient(context.Background(), alice, probe("mine", addr, 1))
+	if res := probeResult(t, alice); res.GetDelivered() != 0 {
+		t.Errorf("a probe counted a flow for another route: %v", res)
+	}
+	nextLine(t, lines)
 	delivered = false // pods without the agent answer, but no agent hands the probe back
 	start := time.Now()
 	r.handleClient(context.Background(), alice, probe("mine", addr, 1))
@@ -123,7 +135,7 @@ func TestProbeCountsWhatTheAgentsHandBack(t *testing.T) {
 	if took := time.Since(start); took < probeWait {
 		t.Errorf("the probe gave up after %s, before its %s", took, probeWait)
 	}
-	<-lines
+	nextLine(t, lines)
 
 	r.handleClient(context.Background(), alice, probe("nobody's", addr, 1))
 	if res := probeResult(t, alice); !strings.Contains(res.GetError(), "no intercept named") {
@@ -131,5 +143,17 @@ func TestProbeCountsWhatTheAgentsHandBack(t *testing.T) {
 	}
 	if len(r.probes) != 0 {
 		t.Errorf("probes left: %v", r.probes)
+	}
+}
+
+// nextLine is the next head the fake Service reports.
+func nextLine(t *testing.T, lines <-chan string) string {
+	t.Helper()
+	select {
+	case l := <-lines:
+		return l
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fake Service saw no connection")
+		return ""
 	}
 }

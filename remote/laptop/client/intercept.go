@@ -87,8 +87,9 @@ func httpFilter(headers []string, path string) (*httproute.Filter, error) {
 	return f, nil
 }
 
-// newFilterID is the local user's name (as far as a header value takes it) and four random
-// hex digits: alice-1a2b.
+// newFilterID is the local user's name (as far as a header value takes it) and 64 random
+// bits: alice-1a2b3c4d5e6f7a8b. The id alone routes a request to the laptop, so it must not
+// be guessed by whoever can send requests to the Service (through a public ingress too).
 func newFilterID() (string, error) {
 	name := "tp"
 	if u, err := user.Current(); err == nil && u.Username != "" {
@@ -109,7 +110,7 @@ func newFilterID() (string, error) {
 	if clean == "" || len(clean) > 32 {
 		clean = "tp"
 	}
-	var b [2]byte
+	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("intercept id: %w", err)
 	}

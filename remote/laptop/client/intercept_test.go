@@ -98,7 +98,7 @@ func TestHTTPFilterFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Headers) != 2 || f.Path == nil || !regexp.MustCompile(`^[a-z0-9._-]+-[0-9a-f]{4}$`).MatchString(f.ID) {
+	if len(f.Headers) != 2 || f.Path == nil || !regexp.MustCompile(`^[a-z0-9._-]+-[0-9a-f]{16}$`).MatchString(f.ID) {
 		t.Errorf("filter %+v", f)
 	}
 	if f, err := httpFilter([]string{"auto"}, ""); err != nil || len(f.Headers) != 0 || f.ID == "" {
