@@ -3,9 +3,9 @@ package route
 import (
 	"context"
 	"errors"
-	"os"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
