@@ -200,6 +200,7 @@ type h2Proxy struct {
 }
 
 func (p *h2Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = p.tapsFor(r)
 	route, cc, err := p.pick(r)
 	if err == nil {
 		err = p.forward(w, r, route, cc)

@@ -49,9 +49,9 @@ type Relay struct {
 	FirstByte time.Duration
 	// Taps, when set, are the port's filtered wiretaps now (read for every request), and
 	// Tap opens a copy for one of them: every request a wiretap's filter matches is copied
-	// to it, head and body, whatever route takes the request. (HTTP/2 streams are not
-	// copied by filter; a wiretap without a filter copies a connection whole, outside the
-	// relay: TapConn.)
+	// to it, head and body, whatever route takes the request (an HTTP/2 stream as a
+	// request of its own on the wiretap's HTTP/2 connection). A wiretap without a filter
+	// copies a connection whole, outside the relay: TapConn.
 	Taps func() Table
 	Tap  func(ctx context.Context, id string) *Tap
 }

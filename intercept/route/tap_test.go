@@ -195,3 +195,48 @@ func TestTapsShareABudget(t *testing.T) {
 		t.Errorf("ended taps still hold %d bytes of the budget", held)
 	}
 }
+
+// An HTTP/2 stream a filtered wiretap matches is copied to it as a request of its own,
+// body included; the caller's answer comes from the app, and a stuck wiretap does not hold
+// it up.
+func TestFilteredWiretapOfHTTP2Streams(t *testing.T) {
+	tap := &tapServer{}
+	stuckTap := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }) // never reads
+	addrs := map[string]string{"": serveH2C(t, namedH2("app")), "tap": serveH2C(t, tap), "stuck": serveH2C(t, stuckTap)}
+	tapped, _ := Filter{Path: &Match{Value: "/tapped/", Kind: Prefix}}.Compile()
+	stuck, _ := Filter{Path: &Match{Value: "/big", Kind: Prefix}}.Compile()
+	stats := &Stats{}
+	addr := tapRelay(t, nil, Table{{ID: "tap", Match: tapped}, {ID: "stuck", Match: stuck}}, addrs, stats)
+	client := h2cClient((&net.Dialer{}).DialContext)
+	post := func(path, body string) string {
+		resp, err := client.Post("http://"+addr+path, "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(got)
+	}
+	if got := post("/tapped/1", "one"); !strings.HasPrefix(got, "app POST /tapped/1  one") {
+		t.Errorf("the caller got %q", got)
+	}
+	if got := post("/other", "two"); !strings.HasPrefix(got, "app POST /other  two") {
+		t.Errorf("the caller got %q", got)
+	}
+	start := time.Now()
+	big := strings.Repeat("b", 3*TapQueue) // three times the copy's queue, to a wiretap that reads nothing
+	if got := post("/big", big); !strings.HasPrefix(got, "app POST /big  bbb") || len(got) < len(big) {
+		t.Errorf("the caller of /big got %.40q (%d bytes)", got, len(got))
+	}
+	t.Logf("a 3 MiB request beside a stuck wiretap took %s", time.Since(start))
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tap.got()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := tap.got(); len(got) != 1 || got[0] != "POST /tapped/1 one" {
+		t.Errorf("the wiretap saw %q, want only the copy of /tapped/1", got)
+	}
+	if stats.TapDrops.Load() != 1 {
+		t.Errorf("%d copies dropped, want the stuck wiretap's", stats.TapDrops.Load())
+	}
+}

@@ -218,6 +218,25 @@ func TestPersonalIntercepts(t *testing.T) {
 			}
 			return nil
 		})
+		// gRPC: a wiretap by metadata gets a copy of the call (an HTTP/2 stream of its own).
+		a.MustTP(t, time.Minute, "intercept", "web-app", "-n", ns, "--port", portTap+":80", "--wiretap", "--http-header", "x-tap=grpc", "--name", "grpc-tap")
+		cc, err := grpc.NewClient("passthrough:///"+w.ClusterIP+":80", grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		waitFor(t, 30*time.Second, "a copy of the gRPC call at the wiretap", func() error {
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-tap", "grpc"), 5*time.Second)
+			defer cancel()
+			out := new(wrapperspb.StringValue)
+			if err := cc.Invoke(ctx, workload.WhoMethod, wrapperspb.String("?"), out); err != nil || !strings.HasPrefix(out.GetValue(), "pod=") {
+				return fmt.Errorf("the call answered %q, %v; want the app's answer", out.GetValue(), err)
+			}
+			if !slices.Contains(tapped.paths(), workload.WhoMethod) {
+				return fmt.Errorf("the wiretap saw %v", tapped.paths())
+			}
+			return nil
+		})
 	})
 
 	t.Run("LeaveKillAndRestartKeepTheOthers", func(t *testing.T) {
@@ -396,14 +415,13 @@ func recorderOn(t *testing.T, l *kit.Laptop) (*recorder, string) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	rec := &recorder{}
-	go func() {
-		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rec.mu.Lock()
-			rec.seen = append(rec.seen, r.URL.Path)
-			rec.mu.Unlock()
-			io.WriteString(w, "the wiretap's answer\n")
-		}))
-	}()
+	srv := workload.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { // HTTP/1.1 and h2c
+		rec.mu.Lock()
+		rec.seen = append(rec.seen, r.URL.Path)
+		rec.mu.Unlock()
+		io.WriteString(w, "the wiretap's answer\n")
+	}))
+	go func() { _ = srv.Serve(ln) }()
 	return rec, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
