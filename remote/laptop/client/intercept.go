@@ -278,6 +278,24 @@ type pendingIntercept struct {
 	ports     []pendingPort
 	name      string // what tp leave takes: the one port's intercept, or the group of them
 	managerNS string
+	// agent and targets are what the agent was injected with, to roll the pods again.
+	agent   intercept.AgentConfig
+	targets []intercept.Target
+}
+
+// reroll rolls the workload's pods again when some run without the agent (Inject finds
+// them and changes nothing otherwise), telling w why.
+func (in *pendingIntercept) reroll(w io.Writer) func(ctx context.Context, problem string) error {
+	return func(ctx context.Context, problem string) error {
+		plan, err := intercept.Inject(ctx, in.cs, in.ref, in.agent, in.targets, false)
+		if err != nil {
+			return err
+		}
+		if plan.Changed {
+			fmt.Fprintf(w, "tp: note: %s; rolling the pods again\n", problem)
+		}
+		return nil
+	}
 }
 
 type pendingPort struct {
@@ -374,7 +392,7 @@ func (c *Client) prepareIntercept(ctx context.Context, k *Kube, cfg InterceptCon
 	for _, warn := range plan.Warnings {
 		fmt.Fprintf(c.Err, "tp: note: %s\n", warn)
 	}
-	in := &pendingIntercept{cs: cs, ref: ref, plan: plan, managerNS: cfg.ManagerNamespace, name: cfg.Name}
+	in := &pendingIntercept{cs: cs, ref: ref, plan: plan, managerNS: cfg.ManagerNamespace, name: cfg.Name, agent: agentCfg, targets: targets}
 	if in.name == "" {
 		in.name = ref.Name
 		if len(targets) == 1 {
@@ -421,7 +439,7 @@ func agentConfig(ctx context.Context, k *Kube, mgrNS string) (intercept.AgentCon
 func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.Duration, hold holdFunc, leave func(string) error) error {
 	helds := make([]session.Held, len(in.ports))
 	for i, p := range in.ports {
-		held, err := waitForAgents(ctx, timeout, p.spec, hold)
+		held, err := waitForAgents(ctx, timeout, p.spec, hold, in.reroll(w), rerollGap)
 		if err != nil {
 			in.leaveAll(leave)
 			return err
@@ -511,10 +529,22 @@ func (in *pendingIntercept) printHeld(w io.Writer, p pendingPort, held session.H
 	}
 }
 
+// How often, and how far apart, tp intercept rolls a workload's pods again when they
+// started without the agent.
+const (
+	rerolls   = 2
+	rerollGap = 15 * time.Second
+)
+
 // waitForAgents asks for the intercept until an agent serves it: after a first injection
 // the workload's pods roll out with the agent, and it registers with the manager.
-func waitForAgents(ctx context.Context, timeout time.Duration, spec session.InterceptSpec, hold holdFunc) (session.Held, error) {
-	deadline := time.Now().Add(timeout)
+//
+// While no agent registers and the manager reports a problem (pods started without the
+// agent: the manager could not admit them, as right after its own rollout), reroll is
+// asked, at most rerolls times, gap apart: it rolls the workload's pods again.
+func waitForAgents(ctx context.Context, timeout time.Duration, spec session.InterceptSpec, hold holdFunc, reroll func(ctx context.Context, problem string) error, gap time.Duration) (session.Held, error) {
+	start := time.Now()
+	deadline, lastRoll, rolled := start.Add(timeout), start, 0
 	for {
 		held, err := hold(ctx, spec)
 		if err != nil {
@@ -522,6 +552,12 @@ func waitForAgents(ctx context.Context, timeout time.Duration, spec session.Inte
 		}
 		if held.Agents > 0 {
 			return held, nil
+		}
+		if reroll != nil && held.Problem != "" && rolled < rerolls && time.Since(lastRoll) > gap {
+			if err := reroll(ctx, held.Problem); err != nil {
+				return held, err
+			}
+			lastRoll, rolled = time.Now(), rolled+1
 		}
 		if time.Now().After(deadline) {
 			return held, fmt.Errorf("no traffic agent of %s %s/%s registered within %s: see kubectl -n %s get pods (the agent's container is %s)",

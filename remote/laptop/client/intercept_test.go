@@ -76,17 +76,45 @@ func TestWaitForAgents(t *testing.T) {
 	held, err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (session.Held, error) {
 		calls++
 		return session.Held{Agents: calls - 1, Overlap: "o"}, nil // none the first time, one the second
-	})
+	}, nil, 0)
 	if err != nil || calls != 2 || held.Overlap != "o" {
 		t.Errorf("waitForAgents: %+v, %v after %d asks, want success on the second", held, err, calls)
 	}
 	refused := errors.New("refused")
-	if _, err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, refused }); err != refused {
+	if _, err := waitForAgents(t.Context(), time.Minute, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, refused }, nil, 0); err != refused {
 		t.Errorf("a refusal: %v", err)
 	}
-	_, err = waitForAgents(t.Context(), 0, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, nil })
+	_, err = waitForAgents(t.Context(), 0, spec, func(context.Context, session.InterceptSpec) (session.Held, error) { return session.Held{}, nil }, nil, 0)
 	if err == nil || !strings.Contains(err.Error(), "no traffic agent of Deployment ns/web registered within 0s") {
 		t.Errorf("no agent: %v", err)
+	}
+}
+
+// Pods that started without the agent (the manager could not admit them) are rolled again,
+// at most twice, while no agent registers.
+func TestWaitForAgentsRollsPodsWithoutTheAgentAgain(t *testing.T) {
+	spec := session.InterceptSpec{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web"}
+	calls, rolls := 0, 0
+	hold := func(context.Context, session.InterceptSpec) (session.Held, error) {
+		calls++
+		if calls < 6 {
+			return session.Held{Problem: "pod web-1 runs without tp's agent"}, nil
+		}
+		return session.Held{Agents: 1}, nil
+	}
+	reroll := func(_ context.Context, problem string) error {
+		rolls++
+		if !strings.Contains(problem, "without tp's agent") {
+			t.Errorf("reroll was told %q", problem)
+		}
+		return nil
+	}
+	if _, err := waitForAgents(t.Context(), time.Minute, spec, hold, reroll, time.Millisecond); err != nil || rolls != rerolls {
+		t.Errorf("waitForAgents: %v after %d rolls, want %d", err, rolls, rerolls)
+	}
+	calls, rolls = 10, 0 // agents at once: nothing to roll
+	if _, err := waitForAgents(t.Context(), time.Minute, spec, hold, reroll, time.Millisecond); err != nil || rolls != 0 {
+		t.Errorf("waitForAgents with agents: %v after %d rolls", err, rolls)
 	}
 }
 

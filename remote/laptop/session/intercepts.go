@@ -68,6 +68,8 @@ type Held struct {
 	// the others did not.
 	Delivered  int    `json:"delivered,omitempty"`
 	ProbeError string `json:"probeError,omitempty"`
+	// Problem is what the manager finds keeps the intercept from the workload's traffic.
+	Problem string `json:"problem,omitempty"`
 }
 
 // intercepts is the session's side of its intercepts: one Intercepts.Session stream (the
@@ -187,7 +189,7 @@ func (s *Session) Intercept(ctx context.Context, spec InterceptSpec) (Held, erro
 			ic.specs[spec.Name] = sp
 		}
 		ic.mu.Unlock()
-		held := Held{Agents: int(res.GetAgents()), Overlap: res.GetOverlap()}
+		held := Held{Agents: int(res.GetAgents()), Overlap: res.GetOverlap(), Problem: res.GetProblem()}
 		if probe != nil && held.Agents > 0 {
 			held.Delivered, held.ProbeError = s.probe(ctx, spec.Name, probe)
 		}
