@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -30,11 +31,23 @@ func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 	probe := webhookProbe(opts.Image)
 	deadline := time.Now().Add(in.webhookWait)
 	var last string
+	inRow := 0
 	for {
 		got, err := in.cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		answer := ""
+		if err == nil {
+			answer = got.Annotations[managerspec.WebhookProbeLabel]
+		}
 		switch {
-		case err == nil && got.Annotations[managerspec.WebhookProbeLabel] == managerspec.WebhookProbeAnswer:
-			return
+		case err == nil && answer != "":
+			who, current := in.answeredByCurrent(ctx, opts.Namespace, answer)
+			if current {
+				if inRow++; inRow == webhookAnswers {
+					return
+				}
+				continue // at once: kube-proxy picks among the endpoints at random
+			}
+			last = fmt.Sprintf("the webhook was answered by %s, not by a manager pod of the revision just installed", who)
 		case err == nil:
 			last = "the manager did not answer the API server's admission review"
 		case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
@@ -43,6 +56,7 @@ func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 		default:
 			last = err.Error()
 		}
+		inRow = 0
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			in.logf("warning: the API server does not reach tp's pod webhook (Service %s/%s port %d) after %s: %s. "+
 				"Intercepted workloads' pods start without the agent until it does (tp list says so). "+
@@ -55,6 +69,30 @@ func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 		case <-time.After(in.poll):
 		}
 	}
+}
+
+// webhookAnswers is how many answers in a row from the revision just installed show that
+// the API server reaches it: while kube-proxy still has the pod it replaced among the
+// Service's endpoints, some answers come from that one (or none, once it is gone).
+const webhookAnswers = 5
+
+// answeredByCurrent tells who answered the probe (answer, as the manager annotated it) and
+// whether that is a pod of the manager's current revision.
+func (in *installer) answeredByCurrent(ctx context.Context, namespace, answer string) (string, bool) {
+	pod, ok := managerspec.WebhookProbeAnswerer(answer)
+	if !ok {
+		return "a manager of an earlier tp", false
+	}
+	obs, err := in.observe(ctx, namespace)
+	if err != nil {
+		return "pod " + pod, false
+	}
+	for _, p := range obs.pods {
+		if p.Name == pod {
+			return "pod " + pod, true
+		}
+	}
+	return "pod " + pod, false
 }
 
 // webhookProbe is the pod whose dry-run creation tells that the webhook answers: owned

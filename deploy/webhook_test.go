@@ -360,30 +360,47 @@ func TestUninstallFindsALoneWebhook(t *testing.T) {
 	}
 }
 
+// Install waits until the API server reaches the webhook of the revision it installed: the
+// pod it replaced may answer for a while (kube-proxy lags), and a manager of an earlier tp
+// names no pod.
 func TestInstallWaitsForTheWebhook(t *testing.T) {
-	for _, answers := range []bool{true, false} {
-		f := newFake(t)
+	for _, c := range []struct {
+		name    string
+		answers func(try int) string
+		warns   bool
+	}{
+		{"the new pod after the old one", func(try int) string {
+			switch {
+			case try < 3:
+				return ""
+			case try < 6:
+				return managerspec.WebhookProbeAnswerBy("tp-manager-old-1")
+			}
+			return managerspec.WebhookProbeAnswerBy("tp-manager-new-1")
+		}, false},
+		{"never", func(int) string { return "" }, true},
+		{"only the old pod", func(int) string { return managerspec.WebhookProbeAnswerBy("tp-manager-old-1") }, true},
+		{"a manager of an earlier tp", func(int) string { return managerspec.WebhookProbeAnswer }, true},
+	} {
+		f := newFake(t, newRollout(running()).done().objects()...)
 		tries := 0
 		f.cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-			c := a.(k8stesting.CreateActionImpl)
-			if !slices.Contains(c.CreateOptions.DryRun, metav1.DryRunAll) {
+			cr := a.(k8stesting.CreateActionImpl)
+			if !slices.Contains(cr.CreateOptions.DryRun, metav1.DryRunAll) {
 				t.Errorf("the probe pod was created for real")
 			}
-			pod := c.GetObject().(*corev1.Pod).DeepCopy()
+			pod := cr.GetObject().(*corev1.Pod).DeepCopy()
 			tries++
-			if answers && tries == 3 { // the API server reaches the new Service after a while
-				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
+			if answer := c.answers(tries); answer != "" {
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeLabel, answer)
 			}
 			return true, pod, nil
 		})
 		f.installer.webhookWait = 200 * time.Millisecond
-		f.installer.waitWebhook(context.Background(), Options{Namespace: "tp-system", Image: "tp:1"})
+		f.installer.waitWebhook(context.Background(), Options{Namespace: ns, Image: "tp:1"})
 		warned := strings.Contains(f.log.String(), "does not reach tp's pod webhook")
-		switch {
-		case answers && (warned || tries != 3):
-			t.Errorf("webhook answering on try 3: %d tries, log:\n%s", tries, f.log.String())
-		case !answers && (!warned || tries < 2):
-			t.Errorf("webhook never answering: %d tries, log:\n%s", tries, f.log.String())
+		if warned != c.warns || (!c.warns && tries != 5+webhookAnswers) {
+			t.Errorf("%s: warned %v after %d tries, log:\n%s", c.name, warned, tries, f.log.String())
 		}
 	}
 }

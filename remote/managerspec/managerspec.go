@@ -25,7 +25,8 @@ const (
 	WebhookName = "agent-injector.tp.dev"
 	// WebhookProbeLabel marks the pod tp install creates in a server-side dry run to learn
 	// that the API server reaches the webhook: the manager admits it with the annotation
-	// WebhookProbeLabel=WebhookProbeAnswer, which the dry run's answer shows.
+	// WebhookProbeLabel=WebhookProbeAnswer (and since it names its pod, WebhookProbeAnswerBy),
+	// which the dry run's answer shows.
 	WebhookProbeLabel  = "tp.dev/webhook-probe"
 	WebhookProbeAnswer = "admitted"
 
@@ -54,4 +55,15 @@ func ParseManagedNamespaces(s string) []string {
 		}
 	}
 	return out
+}
+
+// WebhookProbeAnswerBy is the webhook's answer to tp install's probe pod from manager pod
+// pod: install waits for one from a pod of the revision it installed, as kube-proxy may send
+// the API server to the pod it replaced for a while.
+func WebhookProbeAnswerBy(pod string) string { return WebhookProbeAnswer + " by " + pod }
+
+// WebhookProbeAnswerer is the manager pod a probe's answer names; ok is false for an answer
+// that names none (a manager from before answers named their pod).
+func WebhookProbeAnswerer(answer string) (pod string, ok bool) {
+	return strings.CutPrefix(answer, WebhookProbeAnswer+" by ")
 }

@@ -38,6 +38,8 @@ type Admission struct {
 	Log        *slog.Logger
 	// Timeout bounds the API calls of one review; the API server waits 5 s at most.
 	Timeout time.Duration
+	// Pod is the manager's pod: its answer to tp install's probe names it.
+	Pod string
 }
 
 // maxReview bounds a review's body: the API server's own limit on a request is 3 MiB, and
@@ -84,7 +86,11 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 	}
 	pod.Namespace = req.Namespace
 	if _, probe := pod.Labels[managerspec.WebhookProbeLabel]; probe {
-		return inj.AnnotatePatch(pod, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
+		answer := managerspec.WebhookProbeAnswer
+		if a.Pod != "" {
+			answer = managerspec.WebhookProbeAnswerBy(a.Pod)
+		}
+		return inj.AnnotatePatch(pod, managerspec.WebhookProbeLabel, answer)
 	}
 	if pod.Name == "" {
 		pod.Name = pod.GenerateName // for messages: the name is given after admission

@@ -215,8 +215,8 @@ func TestAdmissionAnswersInstallsProbe(t *testing.T) {
 	c := newChain()
 	pod := webPod(c)
 	pod.Labels[managerspec.WebhookProbeLabel] = "true"
-	got, _ := admitReview(t, &Admission{CS: fake.NewClientset()}, pod)
-	if got.Annotations[managerspec.WebhookProbeLabel] != managerspec.WebhookProbeAnswer || hasAgent(got) {
-		t.Errorf("probe admitted as %v", got.Annotations)
+	got, _ := admitReview(t, &Admission{CS: fake.NewClientset(), Pod: "tp-manager-1"}, pod)
+	if who, ok := managerspec.WebhookProbeAnswerer(got.Annotations[managerspec.WebhookProbeLabel]); !ok || who != "tp-manager-1" || hasAgent(got) {
+		t.Errorf("probe admitted as %v: want an answer naming the manager's pod", got.Annotations)
 	}
 }

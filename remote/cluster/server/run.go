@@ -97,7 +97,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return fmt.Errorf("manager: cluster port: %w", err)
 	}
-	admission := &manager.Admission{CS: cs, Namespaces: cfg.ManagedNamespaces, Log: log, Timeout: 4 * time.Second}
+	podName, _ := os.Hostname() // a pod's host name is its name
+	admission := &manager.Admission{CS: cs, Namespaces: cfg.ManagedNamespaces, Log: log, Timeout: 4 * time.Second, Pod: podName}
 	s := newServers(srv, registry, admission, servingLimits(), cert, log)
 	errc := s.serve(ln, cl)
 	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", cl.Addr().String())
