@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +26,11 @@ const webhookWait = 30 * time.Second
 // stores nothing; the manager admits its probe pod with an annotation the answer shows.
 func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 	ns := "default"
-	if managed := slices.DeleteFunc(slices.Clone(opts.ManagedNamespaces), func(n string) bool { return n == opts.Namespace }); len(managed) > 0 {
+	if len(opts.ManagedNamespaces) > 0 {
+		managed := slices.DeleteFunc(slices.Clone(opts.ManagedNamespaces), func(n string) bool { return n == opts.Namespace })
+		if len(managed) == 0 {
+			return // the webhook admits pods of managed namespaces but tp's own: of none
+		}
 		ns = managed[0]
 	}
 	probe := webhookProbe(opts.Image)
@@ -34,13 +39,14 @@ func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 	inRow := 0
 	for {
 		got, err := in.cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		answer := ""
+		var answered []string
+		earlier := false
 		if err == nil {
-			answer = got.Annotations[managerspec.WebhookProbeLabel]
+			answered, earlier = managerspec.WebhookProbeAnswerers(got.Annotations)
 		}
 		switch {
-		case err == nil && answer != "":
-			who, current := in.answeredByCurrent(ctx, opts.Namespace, answer)
+		case err == nil && (len(answered) > 0 || earlier):
+			who, current := in.answeredByCurrent(ctx, opts.Namespace, answered)
 			if current {
 				if inRow++; inRow == webhookAnswers {
 					return
@@ -76,23 +82,23 @@ func (in *installer) waitWebhook(ctx context.Context, opts Options) {
 // Service's endpoints, some answers come from that one (or none, once it is gone).
 const webhookAnswers = 5
 
-// answeredByCurrent tells who answered the probe (answer, as the manager annotated it) and
-// whether that is a pod of the manager's current revision.
-func (in *installer) answeredByCurrent(ctx context.Context, namespace, answer string) (string, bool) {
-	pod, ok := managerspec.WebhookProbeAnswerer(answer)
-	if !ok {
+// answeredByCurrent tells who answered the probe (the manager pods that annotated it, of
+// any install) and whether one is a pod of this install's current revision.
+func (in *installer) answeredByCurrent(ctx context.Context, namespace string, answered []string) (string, bool) {
+	if len(answered) == 0 {
 		return "a manager of an earlier tp", false
 	}
+	who := "pods " + strings.Join(answered, ", ")
 	obs, err := in.observe(ctx, namespace)
 	if err != nil {
-		return "pod " + pod, false
+		return who, false
 	}
 	for _, p := range obs.pods {
-		if p.Name == pod {
-			return "pod " + pod, true
+		if slices.Contains(answered, managerspec.WebhookProbeAnswerKey(p.Name)[len(managerspec.WebhookProbeAnswerPrefix):]) {
+			return "pod " + p.Name, true
 		}
 	}
-	return "pod " + pod, false
+	return who, false
 }
 
 // webhookProbe is the pod whose dry-run creation tells that the webhook answers: owned

@@ -374,13 +374,13 @@ func TestInstallWaitsForTheWebhook(t *testing.T) {
 			case try < 3:
 				return ""
 			case try < 6:
-				return managerspec.WebhookProbeAnswerBy("tp-manager-old-1")
+				return "old"
 			}
-			return managerspec.WebhookProbeAnswerBy("tp-manager-new-1")
+			return "new"
 		}, false},
 		{"never", func(int) string { return "" }, true},
-		{"only the old pod", func(int) string { return managerspec.WebhookProbeAnswerBy("tp-manager-old-1") }, true},
-		{"a manager of an earlier tp", func(int) string { return managerspec.WebhookProbeAnswer }, true},
+		{"only the old pod", func(int) string { return "old" }, true},
+		{"a manager of an earlier tp", func(int) string { return "earlier" }, true},
 	} {
 		f := newFake(t, newRollout(running()).done().objects()...)
 		tries := 0
@@ -391,8 +391,14 @@ func TestInstallWaitsForTheWebhook(t *testing.T) {
 			}
 			pod := cr.GetObject().(*corev1.Pod).DeepCopy()
 			tries++
-			if answer := c.answers(tries); answer != "" {
-				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeLabel, answer)
+			switch c.answers(tries) {
+			case "old":
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeAnswerKey("tp-manager-old-1"), managerspec.WebhookProbeAnswer)
+			case "new": // another install's manager answers too: its answer is beside this one's
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeAnswerKey("tp-manager-other"), managerspec.WebhookProbeAnswer)
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeAnswerKey("tp-manager-new-1"), managerspec.WebhookProbeAnswer)
+			case "earlier":
+				metav1.SetMetaDataAnnotation(&pod.ObjectMeta, managerspec.WebhookProbeLabel, managerspec.WebhookProbeAnswer)
 			}
 			return true, pod, nil
 		})
@@ -402,5 +408,22 @@ func TestInstallWaitsForTheWebhook(t *testing.T) {
 		if warned != c.warns || (!c.warns && tries != 5+webhookAnswers) {
 			t.Errorf("%s: warned %v after %d tries, log:\n%s", c.name, warned, tries, f.log.String())
 		}
+	}
+}
+
+// A manager that manages only its own namespace has no pod to admit: install does not wait
+// for its webhook.
+func TestInstallDoesNotProbeAWebhookWithoutNamespaces(t *testing.T) {
+	f := newFake(t, newRollout(running()).done().objects()...)
+	probes := 0
+	f.cs.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		probes++
+		return true, &corev1.Pod{}, nil
+	})
+	f.installer.webhookWait = time.Second
+	start := time.Now()
+	f.installer.waitWebhook(context.Background(), Options{Namespace: ns, ManagedNamespaces: []string{ns}, Image: "tp:1"})
+	if probes != 0 || time.Since(start) > 500*time.Millisecond || strings.Contains(f.log.String(), "warning") {
+		t.Errorf("%d probes in %s; log:\n%s", probes, time.Since(start), f.log.String())
 	}
 }

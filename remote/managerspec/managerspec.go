@@ -25,8 +25,8 @@ const (
 	WebhookName = "agent-injector.tp.dev"
 	// WebhookProbeLabel marks the pod tp install creates in a server-side dry run to learn
 	// that the API server reaches the webhook: the manager admits it with the annotation
-	// WebhookProbeLabel=WebhookProbeAnswer (and since it names its pod, WebhookProbeAnswerBy),
-	// which the dry run's answer shows.
+	// WebhookProbeAnswerKey(its pod)=WebhookProbeAnswer (before, WebhookProbeLabel=
+	// WebhookProbeAnswer), which the dry run's answer shows.
 	WebhookProbeLabel  = "tp.dev/webhook-probe"
 	WebhookProbeAnswer = "admitted"
 
@@ -57,13 +57,28 @@ func ParseManagedNamespaces(s string) []string {
 	return out
 }
 
-// WebhookProbeAnswerBy is the webhook's answer to tp install's probe pod from manager pod
-// pod: install waits for one from a pod of the revision it installed, as kube-proxy may send
-// the API server to the pod it replaced for a while.
-func WebhookProbeAnswerBy(pod string) string { return WebhookProbeAnswer + " by " + pod }
+// WebhookProbeAnswerKey is the annotation with which manager pod pod admits tp install's
+// probe (value WebhookProbeAnswer): install waits for one of a pod of the revision it
+// installed, as kube-proxy may send the API server to the pod it replaced for a while. A
+// key per pod: the webhooks of several installs admit the same probe, and none must
+// overwrite another's answer.
+func WebhookProbeAnswerKey(pod string) string {
+	if len(pod) > 63 { // an annotation name's limit; a manager pod's name is far shorter
+		pod = pod[:63]
+	}
+	return WebhookProbeAnswerPrefix + pod
+}
 
-// WebhookProbeAnswerer is the manager pod a probe's answer names; ok is false for an answer
-// that names none (a manager from before answers named their pod).
-func WebhookProbeAnswerer(answer string) (pod string, ok bool) {
-	return strings.CutPrefix(answer, WebhookProbeAnswer+" by ")
+// WebhookProbeAnswerPrefix starts the keys of WebhookProbeAnswerKey.
+const WebhookProbeAnswerPrefix = "webhook-probe.tp.dev/"
+
+// WebhookProbeAnswerers are the manager pods that admitted a probe whose annotations are
+// annotations; earlier says that a manager from before answers named their pod did.
+func WebhookProbeAnswerers(annotations map[string]string) (pods []string, earlier bool) {
+	for k, v := range annotations {
+		if pod, ok := strings.CutPrefix(k, WebhookProbeAnswerPrefix); ok && v == WebhookProbeAnswer {
+			pods = append(pods, pod)
+		}
+	}
+	return pods, annotations[WebhookProbeLabel] == WebhookProbeAnswer
 }

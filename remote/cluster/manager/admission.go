@@ -86,11 +86,11 @@ func (a *Admission) admit(ctx context.Context, req *admissionv1.AdmissionRequest
 	}
 	pod.Namespace = req.Namespace
 	if _, probe := pod.Labels[managerspec.WebhookProbeLabel]; probe {
-		answer := managerspec.WebhookProbeAnswer
+		key := managerspec.WebhookProbeLabel
 		if a.Pod != "" {
-			answer = managerspec.WebhookProbeAnswerBy(a.Pod)
+			key = managerspec.WebhookProbeAnswerKey(a.Pod)
 		}
-		return inj.AnnotatePatch(pod, managerspec.WebhookProbeLabel, answer)
+		return inj.AnnotatePatch(pod, key, managerspec.WebhookProbeAnswer)
 	}
 	if pod.Name == "" {
 		pod.Name = pod.GenerateName // for messages: the name is given after admission

@@ -216,7 +216,7 @@ func TestAdmissionAnswersInstallsProbe(t *testing.T) {
 	pod := webPod(c)
 	pod.Labels[managerspec.WebhookProbeLabel] = "true"
 	got, _ := admitReview(t, &Admission{CS: fake.NewClientset(), Pod: "tp-manager-1"}, pod)
-	if who, ok := managerspec.WebhookProbeAnswerer(got.Annotations[managerspec.WebhookProbeLabel]); !ok || who != "tp-manager-1" || hasAgent(got) {
+	if who, _ := managerspec.WebhookProbeAnswerers(got.Annotations); len(who) != 1 || who[0] != "tp-manager-1" || hasAgent(got) {
 		t.Errorf("probe admitted as %v: want an answer naming the manager's pod", got.Annotations)
 	}
 }
