@@ -13,13 +13,13 @@ import (
 )
 
 // A wiretap's client gets a copy of what callers send, and the caller's path must never
-// wait for it: a Tap takes copies into a bounded queue and sends them on its own
-// goroutine; when the queue is full (a slow or vanished client) the tap ends and the loss
-// is counted, and the caller's bytes go on as if there were no tap.
+// wait for it: copies go into a bounded queue (copyQueue), which the wiretap's side reads
+// on a goroutine of its own; when the queue is full (a slow or vanished client) the copy
+// ends and the loss is counted, and the caller's bytes go on as if there were no wiretap.
 
-// TapQueue bounds the bytes one tap holds for its client, and TapBudget those all the taps
-// that share a Stats hold (an agent's): a thousand callers' uploads beside a wiretap whose
-// client is gone must not take the pod's memory.
+// TapQueue bounds the bytes one copy holds for its client, and TapBudget those all the
+// copies that share a Stats hold (an agent's): a thousand callers' uploads beside a wiretap
+// whose client is gone must not take the pod's memory.
 const (
 	TapQueue  = 1 << 20
 	TapBudget = 32 << 20
@@ -28,51 +28,47 @@ const (
 // tapLinger bounds how long an ended tap keeps sending what it holds.
 const tapLinger = 5 * time.Second
 
-// Tap is one copy of a connection's (or of some requests') bytes on their way to a
-// wiretap's client.
-type Tap struct {
-	mu     sync.Mutex
-	queue  [][]byte
-	queued int  // bytes held: those queued and those being written
-	ended  bool // no more copies: Close, or a drop
-	lost   bool // dropped: what it held is gone
-	wake   chan struct{}
-	stats  *Stats
+var errTapDropped = errors.New("the wiretap's copy was dropped: its client was too slow")
+
+// copyQueue is one copy on its way to a wiretap's client: Write never blocks; a Write that
+// does not fit drops the copy, losing what it held; Read waits for what comes.
+type copyQueue struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	bufs  [][]byte
+	held  int
+	ended bool  // no more writes: the copy's end, or a drop
+	err   error // what Read returns once bufs are read: io.EOF at a whole copy's end
+	stats *Stats
 }
 
-// OpenTap starts a tap whose copies go to the connection dial opens: dial runs on the
-// tap's goroutine (finding the client may take the manager seconds), and copies wait in
-// the queue meanwhile. Whatever the client answers is read and dropped.
-func OpenTap(ctx context.Context, dial func(context.Context) (net.Conn, error), stats *Stats) *Tap {
-	if stats == nil {
-		stats = &Stats{}
-	}
-	t := &Tap{wake: make(chan struct{}, 1), stats: stats}
+func newCopyQueue(stats *Stats) *copyQueue {
+	q := &copyQueue{stats: stats}
+	q.cond = sync.NewCond(&q.mu)
 	stats.Tapped.Add(1)
-	go t.run(ctx, dial)
-	return t
+	return q
 }
 
-// Write queues a copy of p; it never blocks. A copy that does not fit ends the tap.
-func (t *Tap) Write(p []byte) {
+// Write queues a copy of p.
+func (q *copyQueue) Write(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ended {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ended {
 		return
 	}
-	if t.queued+len(p) > TapQueue || !t.stats.reserveTap(len(p)) {
-		t.dropLocked()
+	if q.held+len(p) > TapQueue || !q.stats.reserveTap(len(p)) {
+		q.dropLocked()
 		return
 	}
-	t.queue = append(t.queue, append([]byte(nil), p...))
-	t.queued += len(p)
-	t.signal()
+	q.bufs = append(q.bufs, append([]byte(nil), p...))
+	q.held += len(p)
+	q.cond.Signal()
 }
 
-// reserveTap takes n bytes of the taps' budget; false when they are not there.
+// reserveTap takes n bytes of the copies' budget; false when they are not there.
 func (s *Stats) reserveTap(n int) bool {
 	if s.tapHeld.Add(int64(n)) > TapBudget {
 		s.tapHeld.Add(-int64(n))
@@ -81,83 +77,121 @@ func (s *Stats) reserveTap(n int) bool {
 	return true
 }
 
+// finish ends the copy with err once what it holds is read (io.EOF: it is whole).
+func (q *copyQueue) finish(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.ended {
+		q.ended, q.err = true, err
+		q.cond.Broadcast()
+	}
+}
+
+// drop ends the copy at once, losing what it holds.
+func (q *copyQueue) drop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.dropLocked()
+}
+
+func (q *copyQueue) dropLocked() {
+	if q.err == errTapDropped {
+		return
+	}
+	if !q.ended || q.held > 0 { // a loss: copies were coming, or waiting
+		q.stats.TapDrops.Add(1)
+	}
+	q.releaseLocked()
+	q.ended, q.err = true, errTapDropped
+	q.cond.Broadcast()
+}
+
+func (q *copyQueue) releaseLocked() {
+	q.stats.tapHeld.Add(-int64(q.held))
+	q.bufs, q.held = nil, 0
+}
+
+func (q *copyQueue) Read(p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.bufs) == 0 && !q.ended {
+		q.cond.Wait()
+	}
+	if len(q.bufs) == 0 {
+		return 0, q.err
+	}
+	n := copy(p, q.bufs[0])
+	if n == len(q.bufs[0]) {
+		q.bufs = q.bufs[1:]
+	} else {
+		q.bufs[0] = q.bufs[0][n:]
+	}
+	q.held -= n
+	q.stats.tapHeld.Add(-int64(n))
+	return n, nil
+}
+
+// Close says the reader is done: what the copy still holds goes back to the budget.
+func (q *copyQueue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.releaseLocked()
+	if !q.ended {
+		q.ended, q.err = true, io.ErrClosedPipe
+	}
+	q.cond.Broadcast()
+	return nil
+}
+
+// Tap is a copy of a connection's bytes (or of some of its requests) on its way to a
+// wiretap's client, over a connection of its own.
+type Tap struct{ q *copyQueue }
+
+// OpenTap starts a tap whose copies go to the connection dial opens: dial runs on the
+// tap's goroutine (finding the client may take the manager seconds), and copies wait in
+// the queue meanwhile. Whatever the client answers is read and dropped.
+func OpenTap(ctx context.Context, dial func(context.Context) (net.Conn, error), stats *Stats) *Tap {
+	if stats == nil {
+		stats = &Stats{}
+	}
+	t := &Tap{q: newCopyQueue(stats)}
+	go t.run(ctx, dial)
+	return t
+}
+
+// Write queues a copy of p; it never blocks.
+func (t *Tap) Write(p []byte) { t.q.Write(p) }
+
 // Close ends the tap once what it holds is sent.
-func (t *Tap) Close() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.ended = true
-	t.signal()
-}
-
-// dropLocked ends the tap at once, losing what it holds; the run loop gives back what it
-// was writing.
-func (t *Tap) dropLocked() {
-	if !t.lost && (len(t.queue) > 0 || !t.ended) {
-		t.stats.TapDrops.Add(1)
-	}
-	for _, b := range t.queue {
-		t.queued -= len(b)
-		t.stats.tapHeld.Add(-int64(len(b)))
-	}
-	t.ended, t.lost, t.queue = true, true, nil
-	t.signal()
-}
-
-func (t *Tap) signal() {
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-}
+func (t *Tap) Close() { t.q.finish(io.EOF) }
 
 func (t *Tap) run(ctx context.Context, dial func(context.Context) (net.Conn, error)) {
-	defer func() { // what it still holds goes back to the budget
-		t.mu.Lock()
-		t.stats.tapHeld.Add(-int64(t.queued))
-		t.queued, t.queue = 0, nil
-		t.ended = true
-		t.mu.Unlock()
-	}()
+	defer t.q.Close()
 	conn, err := dial(ctx)
 	if err != nil {
-		t.mu.Lock()
-		t.dropLocked()
-		t.mu.Unlock()
+		t.q.drop()
 		return
 	}
 	defer conn.Close()
 	go func() { _, _ = io.Copy(io.Discard, conn) }() // the client's answers: nobody waits for them
+	stop := context.AfterFunc(ctx, t.q.drop)
+	defer stop()
+	buf := make([]byte, bufSize)
 	for {
-		t.mu.Lock()
-		batch, ended := t.queue, t.ended
-		t.queue = nil
-		t.mu.Unlock()
-		if len(batch) > 0 {
+		n, err := t.q.Read(buf)
+		if n > 0 {
 			_ = conn.SetWriteDeadline(time.Now().Add(tapLinger))
-			for _, b := range batch {
-				_, err := conn.Write(b)
-				t.mu.Lock()
-				t.queued -= len(b)
-				t.stats.tapHeld.Add(-int64(len(b)))
-				if err != nil {
-					t.dropLocked()
-				}
-				lost := t.lost
-				t.mu.Unlock()
-				if lost {
-					return
-				}
+			if _, werr := conn.Write(buf[:n]); werr != nil {
+				t.q.drop()
+				return
 			}
-			continue
 		}
-		if ended {
+		if err == io.EOF {
 			_ = remote.CloseWrite(conn)
-			time.Sleep(min(tapLinger, 100*time.Millisecond)) // its last answer may be on its way
+			time.Sleep(100 * time.Millisecond) // its last answer may be on its way
 			return
 		}
-		select {
-		case <-t.wake:
-		case <-ctx.Done():
+		if err != nil {
 			return
 		}
 	}
