@@ -40,13 +40,7 @@ func readHead(br *bufio.Reader, request bool) (*head, error) {
 	for {
 		line, err := readLine(br, &h.raw, request)
 		if err != nil {
-			if err == io.EOF && len(h.raw) == 0 {
-				return h, io.EOF
-			}
-			if errors.Is(err, errNotHTTP) {
-				return h, err
-			}
-			return h, err
+			return h, err // io.EOF when the connection ended before a byte of the head
 		}
 		if first {
 			if request && len(line) == 0 && len(h.raw) <= 4 {

@@ -239,28 +239,36 @@ func TestUpgradeCarriesTheNewProtocol(t *testing.T) {
 	}
 }
 
-// What is not HTTP reaches the app as it came, whether the client or the app speaks first.
-func TestOtherProtocolsPassToTheApp(t *testing.T) {
+// serveTCP runs handle for each connection to a loopback listener until the test ends; it
+// returns the listener's address.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				io.WriteString(c, "220 greeting\r\n") // the server speaks first
-				io.Copy(c, c)
-			}()
+			go handle(c)
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// What is not HTTP reaches the app as it came, whether the client or the app speaks first.
+func TestOtherProtocolsPassToTheApp(t *testing.T) {
+	app := serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		io.WriteString(c, "220 greeting\r\n") // the server speaks first
+		io.Copy(c, c)
+	})
 	stats := &Stats{}
-	addr := relayFor(t, devTable(t), map[string]string{"": ln.Addr().String()}, stats)
+	addr := relayFor(t, devTable(t), map[string]string{"": app}, stats)
 	for _, first := range []string{"", "\x16\x03\x01binary\n", "PING\r\n"} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -85,22 +85,13 @@ func TestFilteredWiretapGetsCopies(t *testing.T) {
 // A wiretap whose client reads nothing costs the caller nothing: its copies are dropped
 // once the queue is full, and counted.
 func TestAStuckWiretapNeverSlowsTheCaller(t *testing.T) {
-	stuck, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
-	go func() {
-		for {
-			c, err := stuck.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // accepted, never read
-		}
-	}()
+	ended := make(chan struct{})
+	defer close(ended)
 	addrs := devServers(t)
-	addrs["tap"] = stuck.Addr().String()
+	addrs["tap"] = serveTCP(t, func(c net.Conn) { // accepted, never read
+		<-ended
+		c.Close()
+	})
 	all, _ := Filter{Path: &Match{Value: "/", Kind: Prefix}}.Compile()
 	stats := &Stats{}
 	addr := tapRelay(t, nil, Table{{ID: "tap", Match: all}}, addrs, stats)
