@@ -216,7 +216,9 @@ func checkName(name string) error {
 }
 
 // posixQuote single-quotes s: nothing is special inside single quotes, new lines
-// included, so each ' is written as '\'' (close, an escaped quote, reopen).
+// included, so each ' inside is closed, escaped and reopened:
+//
+//	'it'\''s'
 func posixQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
