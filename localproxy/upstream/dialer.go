@@ -507,12 +507,12 @@ func resolveKind(err error) remote.Kind {
 // upstream: the kinds stay, the advice about tp's proxy goes.
 func socksWording() *strings.Replacer {
 	return strings.NewReplacer(
-	"; tp's proxy says that for a loop back into itself", "",
-	" (is `tp connect` running?)", "",
-	"via tp's proxy ", "via ",
-	"tp's proxy at ", "the proxy at ",
-	"tp's proxy ", "the proxy ",
-	"no proxy credentials were given", "its URL has no user and password",
+		"; tp's proxy says that for a loop back into itself", "",
+		" (is `tp connect` running?)", "",
+		"via tp's proxy ", "via ",
+		"tp's proxy at ", "the proxy at ",
+		"tp's proxy ", "the proxy ",
+		"no proxy credentials were given", "its URL has no user and password",
 		"refused the proxy credentials", "refused the credentials in its URL",
 	)
 }

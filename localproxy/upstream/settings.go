@@ -137,7 +137,9 @@ func WithFlags(s Settings, proxyURL, noProxy string) (Settings, error) {
 // chain to and a host. Its errors never contain the value: it may hold a password.
 func parseProxy(v string) (*url.URL, error) {
 	u, err := url.Parse(v)
-	if err != nil || u.Scheme == "" || u.Host == "" {
+	// Unlike httpproxy, not when v has a scheme already: "http://" in front of a broken
+	// URL parses as a proxy named "http".
+	if (err != nil || u.Scheme == "" || u.Host == "") && !strings.Contains(v, "://") {
 		if u2, err2 := url.Parse("http://" + v); err2 == nil {
 			u, err = u2, nil
 		}
@@ -245,11 +247,10 @@ func (m *matcher) For(host string, port int) *url.URL {
 func (s Settings) String() string {
 	var b strings.Builder
 	if s.Empty() {
-		b.WriteString("none")
-		if s.Source != "" && s.from.noProxy == "" {
-			b.WriteString(" (" + s.Source + ")")
+		if strings.HasPrefix(s.Source, "--upstream-proxy ") {
+			return "none (" + s.Source + ")"
 		}
-		return b.String()
+		return "none"
 	}
 	type entry struct{ label, url, from string }
 	var es []entry
