@@ -379,11 +379,17 @@ func reachError(ctx context.Context, name, target string, err error) error {
 // ctxError is the error for ctx ending during a dial through upstream name.
 func ctxError(ctx context.Context, name, target string) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &remote.Error{Kind: remote.Timeout,
-			Msg: fmt.Sprintf("dialing %s through upstream proxy %s: no answer in time", target, name), Err: context.DeadlineExceeded}
+		return timeoutError(name, target)
 	}
 	return &remote.Error{Kind: remote.Failed,
 		Msg: fmt.Sprintf("dialing %s through upstream proxy %s", target, name), Err: ctx.Err()}
+}
+
+// timeoutError is the error for ctx's deadline passing during a dial through upstream
+// name, whichever of ctx and the connection's deadline noticed first.
+func timeoutError(name, target string) error {
+	return &remote.Error{Kind: remote.Timeout,
+		Msg: fmt.Sprintf("upstream proxy %s: no answer in time, dialing %s", name, target), Err: context.DeadlineExceeded}
 }
 
 // ioError explains an I/O failure during the CONNECT exchange.
@@ -392,8 +398,8 @@ func ioError(ctx context.Context, name, target string, err error) error {
 	case ctx.Err() != nil:
 		return ctxError(ctx, name, target)
 	case remote.KindOf(err) == remote.Timeout:
-		return &remote.Error{Kind: remote.Timeout,
-			Msg: fmt.Sprintf("upstream proxy %s: no answer to CONNECT %s in time", name, target), Err: context.DeadlineExceeded}
+		// The connection's deadline is ctx's, and may fire a moment before ctx is done.
+		return timeoutError(name, target)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		return &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("upstream proxy %s closed the connection before answering CONNECT to %s", name, target), Err: err}
@@ -417,6 +423,12 @@ func tlsError(ctx context.Context, name, target string, err error) error {
 		return &remote.Error{Kind: remote.Failed,
 			Msg:  fmt.Sprintf("upstream proxy %s: its TLS certificate is not trusted", name),
 			Hint: "this machine must trust the CA that issued it (install the corporate root), or use the proxy's http:// port",
+			Err:  err}
+	}
+	if ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		return &remote.Error{Kind: remote.Failed,
+			Msg:  fmt.Sprintf("upstream proxy %s closed the connection during the TLS handshake", name),
+			Hint: "most proxies take plain HTTP: use an http:// URL",
 			Err:  err}
 	}
 	if isIOError(err) {
