@@ -83,10 +83,11 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if d.Settings.Empty() {
 		return d.direct(ctx, network, address, "no upstream proxy")
 	}
-	if slices.Contains(d.Settings.Addrs(), normalAddr(host, portStr)) {
+	m := d.matcher.get(d.Settings)
+	if slices.Contains(m.addrs, normalAddr(host, portStr)) {
 		return d.direct(ctx, network, address, "the upstream proxy itself")
 	}
-	u := d.matcher.get(d.Settings).For(host, int(port))
+	u := m.For(host, int(port))
 	if u == nil {
 		return d.direct(ctx, network, address, "no upstream for it (NO_PROXY, localhost, or none for this port)")
 	}

@@ -21,6 +21,7 @@ import (
 	socks5 "github.com/things-go/go-socks5"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 // fakeDirect is the Dialer's direct route: it records each dial, and reaches the names in
@@ -696,5 +697,31 @@ func TestSOCKSErrors(t *testing.T) {
 				t.Errorf("the password shows in %q", err)
 			}
 		})
+	}
+}
+
+func TestLogsHidePasswords(t *testing.T) {
+	echo := startEcho(t)
+	p := &connectProxy{resolve: map[string]string{"echo.test:443": echo}}
+	direct := &fakeDirect{routes: map[string]string{"proxy.test:3128": startConnectProxy(t, p, nil)}}
+	var log testlog.Buffer
+	d := &Dialer{Settings: fromEnv(t, env{"HTTPS_PROXY": "http://alice:s3cr3t@proxy.test:3128"}), Direct: direct, Log: log.Logger()}
+	c, err := d.DialContext(t.Context(), "tcp", "echo.test:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	_, _ = d.DialContext(t.Context(), "udp", "dns.test:53")
+	got := log.String()
+	for _, want := range []string{
+		`msg="upstream: via proxy" network=tcp address=echo.test:443 proxy="http://alice:xxxxx@proxy.test:3128 (from HTTPS_PROXY)"`,
+		`msg="upstream: direct" network=udp address=dns.test:53 why="not TCP: upstream proxies carry TCP only"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "s3cr3t") {
+		t.Errorf("the password shows in the log:\n%s", got)
 	}
 }

@@ -199,6 +199,7 @@ type matcher struct {
 	all         *url.URL
 	noProxy     string
 	fn          func(*url.URL) (*url.URL, error)
+	addrs       []string // Addrs(), for the Dialer's check at every dial
 }
 
 func (c *matcherCache) get(s Settings) *matcher {
@@ -217,6 +218,7 @@ func (c *matcherCache) get(s Settings) *matcher {
 		cfg.HTTPSProxy = standIn
 	}
 	m.fn = cfg.ProxyFunc()
+	m.addrs = s.Addrs()
 	c.p.Store(m)
 	return m
 }
