@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,6 +74,10 @@ func (s *Server) newHTTPServer(ctx context.Context) *http.Server {
 // (it reaches nothing), and a proxy request only once httpAuthorized lets it through.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodConnect && !r.URL.IsAbs() {
+		if s.pac != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.URL.Path == "/proxy.pac" || r.URL.Path == "/wpad.dat") {
+			s.servePAC(w, r)
+			return
+		}
 		notAProxyRequest(w, r)
 		return
 	}
@@ -84,6 +89,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.httpProxy.ServeHTTP(w, r)
+}
+
+// servePAC answers a browser's request for the proxy auto-config file.
+func (s *Server) servePAC(w http.ResponseWriter, r *http.Request) {
+	body, err := s.pac(r.Context())
+	if err != nil {
+		s.log.Info("http: no PAC file", "client", r.RemoteAddr, "err", err)
+		writeText(w, http.StatusServiceUnavailable, "tp: no proxy auto-config file now: "+err.Error()+"\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ns-proxy-autoconfig")
+	// The cluster's ranges and namespaces can change: browsers should not keep it long.
+	w.Header().Set("Cache-Control", "max-age=60")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
 }
 
 // notAProxyRequest answers someone browsing the proxy port itself.
@@ -146,6 +168,9 @@ func httpError(err error) (status int, body, proxyStatus string) {
 	// request, saw it first (a race the -race detector's timing often loses): the user
 	// needs tp's words only.
 	msg := strings.TrimPrefix(err.Error(), "readLoopPeekFailLocked: ")
+	// And in "proxyconnect tcp" when the dial was to an upstream proxy, which tp's own
+	// error already names.
+	msg = strings.TrimPrefix(msg, "proxyconnect tcp: ")
 	if _, ok := errors.AsType[*loopError](err); ok {
 		return http.StatusLoopDetected, "tp: " + msg + "\n", "tp; error=proxy_loop_detected"
 	}
@@ -166,6 +191,10 @@ func httpError(err error) (status int, body, proxyStatus string) {
 		// body says what would (tp install --allow-cidr).
 		return http.StatusForbidden, "tp: " + msg + "\n",
 			"tp; error=destination_ip_prohibited; details=" + sfString(msg)
+	case remote.Access:
+		// An upstream proxy refused tp's credentials: the client's own would not help (they
+		// are tp's, from the upstream's URL), so this is a gateway error, not a 407.
+		return http.StatusBadGateway, "tp: " + msg + "\n", "tp; error=http_request_denied; details=" + sfString(msg)
 	case remote.TunnelDown:
 		return http.StatusServiceUnavailable,
 			"tp: the tunnel to the cluster is down (reconnecting): " + msg + "\n",
@@ -197,7 +226,7 @@ func sfString(s string) string {
 
 // withPrefix leads msg with what happened, unless msg already says it.
 func withPrefix(what, msg string) string {
-	if strings.HasPrefix(msg, what) {
+	if strings.Contains(msg, what) {
 		return msg
 	}
 	return what + ": " + msg

@@ -84,33 +84,52 @@ func (r *Router) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("bad address %q", address), Err: err}
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if r.tunnelsIP(ip) {
-			return r.viaTunnel(ctx, network, address, "cluster route")
-		}
-		return r.direct(ctx, network, address, "not a cluster route")
-	}
-	if isLocalhostName(host) {
-		return r.direct(ctx, network, address, "localhost")
-	}
-
-	lookupErr := r.lookup(ctx, host)
+	tunnel, why, lookupErr := r.decide(ctx, host)
 	switch {
-	case lookupErr == nil:
-		return r.viaTunnel(ctx, network, address, "cluster name")
-	case remote.KindOf(lookupErr) != remote.NoSuchHost:
+	case tunnel:
+		return r.viaTunnel(ctx, network, address, why)
+	case lookupErr != nil && remote.KindOf(lookupErr) != remote.NoSuchHost:
 		return nil, lookupErr
 	}
-	c, err := r.direct(ctx, network, address, "not a cluster name")
-	if err != nil {
+	c, err := r.direct(ctx, network, address, why)
+	if err != nil && lookupErr != nil {
 		if _, dnsFailed := errors.AsType[*net.DNSError](err); dnsFailed && looksLikeClusterName(host) {
 			r.log().Debug("router: unresolvable here too; reporting the cluster's answer",
 				"address", address, "local_err", err)
 			return nil, lookupErr
 		}
-		return nil, err
 	}
-	return c, nil
+	return c, err
+}
+
+// Tunnels reports whether a connection to host (a name or an IP) goes through the tunnel.
+// The HTTP front end asks it to choose between the cluster and an upstream proxy for a
+// plain request before any dial. The error is a failed cluster lookup (the tunnel is down,
+// say), which leaves the answer unknown.
+func (r *Router) Tunnels(ctx context.Context, host string) (bool, error) {
+	tunnel, _, err := r.decide(ctx, host)
+	if err != nil && remote.KindOf(err) == remote.NoSuchHost {
+		err = nil
+	}
+	return tunnel, err
+}
+
+// decide is the policy of Router: tunnel or not, why, and the cluster's lookup error for a
+// name it has not (NoSuchHost, then direct) or could not say (anything else).
+func (r *Router) decide(ctx context.Context, host string) (tunnel bool, why string, lookupErr error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if r.tunnelsIP(ip) {
+			return true, "cluster route", nil
+		}
+		return false, "not a cluster route", nil
+	}
+	if isLocalhostName(host) {
+		return false, "localhost", nil
+	}
+	if err := r.lookup(ctx, host); err != nil {
+		return false, "not a cluster name", err
+	}
+	return true, "cluster name", nil
 }
 
 func (r *Router) tunnelsIP(ip netip.Addr) bool {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -59,6 +60,14 @@ type Config struct {
 	// the port carries this user's cluster rights. nil means peer.New with Log, which on
 	// Linux lets in only the user this process runs as.
 	Peers *peer.Guard
+	// PAC, when set, makes the port answer GET /proxy.pac (and /wpad.dat) with a proxy
+	// auto-config file, without asking for credentials: browsers fetch it before they know
+	// any, and it holds no secret.
+	PAC func(ctx context.Context) ([]byte, error)
+	// Upstream, when set, names the proxy a plain (absolute-URI) HTTP request goes to
+	// instead of its destination, as http.Transport.Proxy does (nil URL: none). Forwarding the
+	// request, rather than a CONNECT tunnel, is what corporate proxies allow on port 80.
+	Upstream func(*http.Request) (*url.URL, error)
 }
 
 // Stats are a Server's counters since New.
@@ -91,6 +100,7 @@ type Server struct {
 	socksRefuse   *socks5.Server // answers clients the Guard turned away
 	httpProxy     *goproxy.ProxyHttpServer
 	httpTransport *http.Transport
+	pac           func(ctx context.Context) ([]byte, error)
 
 	selfMu sync.Mutex
 	self   []netip.AddrPort
@@ -120,6 +130,7 @@ func New(cfg Config) *Server {
 		creds:       creds,
 		peers:       cfg.Peers,
 		self:        slices.Clone(cfg.SelfAddrs),
+		pac:         cfg.PAC,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -130,6 +141,7 @@ func New(cfg Config) *Server {
 	s.socks = s.newSOCKS()
 	s.socksRefuse = s.newSOCKSRefusal()
 	s.httpProxy, s.httpTransport = s.newHTTPProxy()
+	s.httpTransport.Proxy = cfg.Upstream
 	return s
 }
 

@@ -16,15 +16,18 @@ import (
 // remote/laptop/client per command. What tp does lives there, with tests beside it.
 func TestLaptopCommandIsWiringOnly(t *testing.T) {
 	const (
-		maxLines    = 620 // of cmd/tp's non-test files; 579 when this rule was written (2,053 before the move)
-		maxFuncCode = 40  // lines of any function in cmd/, help texts not counted; the longest was 37
+		// of cmd/tp's non-test files, help texts' continuation lines not counted (they are not
+		// code); 579 with them when this rule was written (2,053 before the move), 576
+		// without them when tp env came.
+		maxLines    = 600
+		maxFuncCode = 40 // lines of any function in cmd/, help texts not counted; the longest was 37
 	)
 	total := 0
 	for _, f := range cmdSources(t, "../cmd/tp") {
-		total += strings.Count(string(f.src), "\n")
+		total += strings.Count(string(f.src), "\n") - f.textLines()
 	}
 	if total > maxLines {
-		t.Errorf("cmd/tp is %d lines, over %d: move what it does into remote/laptop/client and leave the command wiring", total, maxLines)
+		t.Errorf("cmd/tp is %d lines of code, over %d: move what it does into remote/laptop/client and leave the command wiring", total, maxLines)
 	}
 	// tp-cluster and tp-agent have their own, tighter bound (rules_layout_test.go).
 	dirs, _ := filepath.Glob("../cmd/*")
@@ -148,6 +151,18 @@ func (s cmdSource) funcs() []*ast.FuncDecl {
 		}
 	}
 	return out
+}
+
+// textLines counts the continuation lines of the file's string literals.
+func (s cmdSource) textLines() int {
+	n := 0
+	ast.Inspect(s.file, func(node ast.Node) bool {
+		if lit, ok := node.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			n += s.fset.Position(lit.End()).Line - s.fset.Position(lit.Pos()).Line
+		}
+		return true
+	})
+	return n
 }
 
 // codeLines is fn's length without the continuation lines of its string literals: a

@@ -33,6 +33,7 @@ func newApp() *cli.App {
 			installCommand(),
 			uninstallCommand(),
 			connectCommand(),
+			envCommand(),
 			runCommand(),
 			interceptCommand(),
 			leaveCommand(),

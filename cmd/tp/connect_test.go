@@ -64,6 +64,13 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 	if args[0] != "connect" {
 		t.Fatalf("daemon args %q: want tp connect", args)
 	}
+	if strings.Contains(strings.Join(args, " "), cfg.UpstreamProxy) {
+		t.Errorf("daemon args %q show --upstream-proxy, which may hold a password", args)
+	}
+	for _, kv := range client.DaemonEnv(cfg) {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	gotKube, got := parseConnect(t, args[1:]...)
 	if gotKube != kf {
 		t.Errorf("the daemon's cluster: %+v, want %+v (args %q)", gotKube, kf, args)
@@ -81,7 +88,7 @@ func TestConnectCredentialsFromFile(t *testing.T) {
 	}
 	t.Chdir(dir)
 	_, cfg := parseConnect(t, "--listen", "0.0.0.0:1080", "--proxy-credentials-file", "creds")
-	o, err := cfg.Options("")
+	o, err := cfg.Options(func(string) string { return "" }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +108,7 @@ func TestConnectCredentialsFromFile(t *testing.T) {
 	// And the daemon, parsing those, gets the same credentials.
 	t.Chdir(t.TempDir())
 	_, dcfg := parseConnect(t, args[1:]...)
-	d, err := dcfg.Options("")
+	d, err := dcfg.Options(func(string) string { return "" }, nil)
 	if err != nil {
 		t.Fatalf("daemon parsed: %v", err)
 	}

@@ -84,8 +84,14 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		return d.direct(ctx, network, address, "no upstream proxy")
 	}
 	m := d.matcher.get(d.Settings)
-	if slices.Contains(m.addrs, normalAddr(host, portStr)) {
-		return d.direct(ctx, network, address, "the upstream proxy itself")
+	if self := normalAddr(host, portStr); slices.Contains(m.addrs, self) {
+		// A client of tp's that takes the upstream itself (tp's HTTP front end forwarding a
+		// plain request to it): its failure is the upstream's, and says so.
+		c, err := d.direct(ctx, network, address, "the upstream proxy itself")
+		if err != nil {
+			return nil, reachError(ctx, d.Settings.name(d.Settings.at(self)), address, err)
+		}
+		return c, nil
 	}
 	u := m.For(host, int(port))
 	if u == nil {

@@ -725,3 +725,19 @@ func TestLogsHidePasswords(t *testing.T) {
 		t.Errorf("the password shows in the log:\n%s", got)
 	}
 }
+
+// A dial to the upstream itself (tp's HTTP front end forwarding a plain request to it)
+// that fails names the upstream, as a failed CONNECT through it does.
+func TestDialToTheUpstreamItselfNamesIt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	d := &Dialer{Settings: fromEnv(t, env{"HTTP_PROXY": "http://alice:pw@" + addr})}
+	_, err = d.DialContext(t.Context(), "tcp", addr)
+	if want := "upstream proxy http://alice:xxxxx@" + addr + " (from HTTP_PROXY): connection refused"; err == nil || err.Error() != want || remote.KindOf(err) != remote.Refused {
+		t.Errorf("err = %v (%v), want Refused %q", err, remote.KindOf(err), want)
+	}
+}

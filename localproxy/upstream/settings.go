@@ -227,10 +227,28 @@ func (m *matcher) is(s Settings) bool {
 	return m.http == cmp.Or(s.HTTP, s.All) && m.https == cmp.Or(s.HTTPS, s.All) && m.all == s.All && m.noProxy == s.NoProxy
 }
 
+// ForHTTP is the upstream of a plain http:// request to host:port: HTTP_PROXY's (or
+// ALL_PROXY's) on any port, as a client that knows the scheme would choose; nil is direct.
+func (s Settings) ForHTTP(host string, port int) *url.URL {
+	c := s.matcher
+	if c == nil {
+		c = &matcherCache{}
+	}
+	return c.get(s).forScheme("http", host, port)
+}
+
 func (m *matcher) For(host string, port int) *url.URL {
-	scheme, proxy := "https", m.https
+	scheme := "https"
 	if port == 80 {
-		scheme, proxy = "http", m.http
+		scheme = "http"
+	}
+	return m.forScheme(scheme, host, port)
+}
+
+func (m *matcher) forScheme(scheme, host string, port int) *url.URL {
+	proxy := m.https
+	if scheme == "http" {
+		proxy = m.http
 	}
 	if proxy == nil {
 		return nil
@@ -348,6 +366,16 @@ func proxyAddr(u *url.URL) string {
 		}
 	}
 	return normalAddr(u.Hostname(), port)
+}
+
+// at is the upstream whose address (normalAddr's spelling) is addr.
+func (s Settings) at(addr string) *url.URL {
+	for _, u := range []*url.URL{s.HTTPS, s.HTTP, s.All} {
+		if u != nil && proxyAddr(u) == addr {
+			return u
+		}
+	}
+	return nil
 }
 
 // normalAddr spells host:port one way: lower case, no trailing dot, an IP as netip

@@ -272,3 +272,36 @@ func TestStringInfoAddrs(t *testing.T) {
 		t.Errorf("Info JSON = %s, want %s", got, want)
 	}
 }
+
+// A plain http:// request takes HTTP_PROXY's upstream on any port; a CONNECT to the same
+// port takes HTTPS_PROXY's.
+func TestForHTTP(t *testing.T) {
+	s, err := FromEnv(func(k string) string {
+		return map[string]string{"HTTP_PROXY": "http://plain:3128", "HTTPS_PROXY": "http://secure:3128", "NO_PROXY": ".corp"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		host        string
+		port        int
+		http, https string
+	}{
+		{"example.com", 8080, "http://plain:3128", "http://secure:3128"},
+		{"example.com", 80, "http://plain:3128", "http://plain:3128"},
+		{"wiki.corp", 8080, "", ""},
+	} {
+		str := func(u *url.URL) string {
+			if u == nil {
+				return ""
+			}
+			return u.String()
+		}
+		if got := str(s.ForHTTP(tt.host, tt.port)); got != tt.http {
+			t.Errorf("ForHTTP(%s, %d) = %q, want %q", tt.host, tt.port, got, tt.http)
+		}
+		if got := str(s.For(tt.host, tt.port)); got != tt.https {
+			t.Errorf("For(%s, %d) = %q, want %q", tt.host, tt.port, got, tt.https)
+		}
+	}
+}

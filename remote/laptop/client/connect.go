@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -27,9 +26,13 @@ const daemonEnv = "TP_DAEMON"
 
 // Connect is tp connect: it reuses the running session of that name when it is for the
 // same cluster and namespace, else runs the connection here (cfg.Foreground) or in a
-// background daemon, and prints the variables to export.
-func (c *Client) Connect(ctx context.Context, cfg ConnectConfig) error {
-	o, err := cfg.Options(c.getenv(CredentialsEnv))
+// background daemon, and prints the variables to export as ex says.
+func (c *Client) Connect(ctx context.Context, cfg ConnectConfig, ex ExportConfig) error {
+	kind, err := c.shellKind(ex.Shell)
+	if err != nil {
+		return remote.Errorf(remote.Usage, "--shell: %v", err)
+	}
+	o, err := cfg.Options(c.getenv, c.log())
 	if err != nil {
 		return err
 	}
@@ -38,6 +41,15 @@ func (c *Client) Connect(ctx context.Context, cfg ConnectConfig) error {
 	if err != nil {
 		return err
 	}
+	exports := func(info control.Info) error {
+		if err := c.writePAC(ctx, ex.PACFile, info); err != nil {
+			return err
+		}
+		if !ex.Print {
+			return nil
+		}
+		return printExports(c.Out, kind, info)
+	}
 	// A running session for the same cluster and namespace is reused.
 	if info, err := control.Status(ctx, o.Name); err == nil {
 		if info.Context == k.Context && info.Namespace == k.Namespace && info.Cluster == k.Cluster {
@@ -45,43 +57,46 @@ func (c *Client) Connect(ctx context.Context, cfg ConnectConfig) error {
 			if info.ProxyAuth {
 				noteCredentials(c.Err, info.Listen)
 			}
-			printExports(c.Out, info.Listen)
-			return nil
+			return exports(info)
 		}
 		return remote.Errorf(remote.Usage, "session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
 			o.Name, info.Context, info.Namespace)
 	}
 	if cfg.Foreground {
-		return c.serve(ctx, o, k)
+		return c.serve(ctx, o, k, exports)
 	}
-	return c.spawnDaemon(ctx, c.Kube, o, c.Out)
+	info, err := c.spawnDaemon(ctx, c.Kube, o)
+	if err != nil {
+		return err
+	}
+	return exports(info)
 }
 
 // spawnDaemon starts `tp connect --foreground` detached, with its output in the session's
 // log, and waits until it serves or fails.
-func (c *Client) spawnDaemon(ctx context.Context, kf KubeFlags, o Options, exports io.Writer) error {
+func (c *Client) spawnDaemon(ctx context.Context, kf KubeFlags, o Options) (control.Info, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("finding tp's own binary: %w", err)
+		return control.Info{}, fmt.Errorf("finding tp's own binary: %w", err)
 	}
 	logPath, err := control.LogPath(o.Name)
 	if err != nil {
-		return err
+		return control.Info{}, err
 	}
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-		return fmt.Errorf("session folder: %w", err)
+		return control.Info{}, fmt.Errorf("session folder: %w", err)
 	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("session log: %w", err)
+		return control.Info{}, fmt.Errorf("session log: %w", err)
 	}
 	defer logFile.Close()
 	cmd := exec.Command(exe, DaemonArgs(kf, o.ConnectConfig)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), daemonEnv+"=1")
+	cmd.Env = append(os.Environ(), DaemonEnv(o.ConnectConfig)...)
 	cmd.SysProcAttr = detached()
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the connection daemon: %w", err)
+		return control.Info{}, fmt.Errorf("starting the connection daemon: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -89,23 +104,23 @@ func (c *Client) spawnDaemon(ctx context.Context, kf KubeFlags, o Options, expor
 	for {
 		select {
 		case <-exited:
-			return daemonFailed(logPath)
+			return control.Info{}, daemonFailed(logPath)
 		case <-deadline:
 			_ = cmd.Process.Kill()
-			return fmt.Errorf("the connection daemon did not become ready within %s; its log: %s", o.Timeout+10*time.Second, logPath)
+			return control.Info{}, fmt.Errorf("the connection daemon did not become ready within %s; its log: %s", o.Timeout+10*time.Second, logPath)
 		case <-time.After(100 * time.Millisecond):
 		}
 		info, err := control.Status(ctx, o.Name)
 		if err != nil {
 			continue
 		}
-		c.reportDaemon(info, o, logPath, exports)
-		return nil
+		c.reportDaemon(info, o, logPath)
+		return info, nil
 	}
 }
 
 // reportDaemon tells the user about the daemon that now serves, and prints the exports.
-func (c *Client) reportDaemon(info control.Info, o Options, logPath string, exports io.Writer) {
+func (c *Client) reportDaemon(info control.Info, o Options, logPath string) {
 	fmt.Fprintf(c.Err, "tp: connected to context %q, namespace %q; proxy on %s", info.Context, info.Namespace, info.Listen)
 	if info.DNSListen != "" {
 		fmt.Fprintf(c.Err, ", DNS on %s", info.DNSListen)
@@ -118,7 +133,7 @@ func (c *Client) reportDaemon(info control.Info, o Options, logPath string, expo
 	if info.ProxyAuth {
 		noteCredentials(c.Err, info.Listen)
 	}
-	printExports(exports, info.Listen)
+	noteUpstream(c.Err, info.Upstream)
 }
 
 // daemonFailed reports why a daemon exited during start: its own last "tp: " line.
@@ -138,7 +153,7 @@ const daemonMemoryLimit = 128 << 20
 
 // serve is the daemon (or a --foreground connection): the connection, its control
 // socket, until a signal or tp quit.
-func (c *Client) serve(ctx context.Context, o Options, k *Kube) error {
+func (c *Client) serve(ctx context.Context, o Options, k *Kube, exports func(control.Info) error) error {
 	log := c.log()
 	if c.getenv("GOMEMLIMIT") == "" {
 		// A laptop daemon should stay small: past this the collector works harder rather
@@ -162,6 +177,9 @@ func (c *Client) serve(ctx context.Context, o Options, k *Kube) error {
 	ctlErr := make(chan error, 1)
 	go func() { ctlErr <- control.Serve(ctx, o.Name, conn.api(info, cancel)) }()
 
+	if err := saveUpstream(o.Name, conn.Listen, o.upstream); err != nil {
+		log.Info("the next tp connect from a shell with tp's variables will not know the upstream proxy", "err", err)
+	}
 	st := conn.sess.Status()
 	log.Info("connected", "context", k.Context, "namespace", k.Namespace, "manager", st.ManagerVersion, "proxy", conn.Listen, "dns", conn.DNSListen)
 	if c.getenv(daemonEnv) == "" {
@@ -170,7 +188,11 @@ func (c *Client) serve(ctx context.Context, o Options, k *Kube) error {
 		if o.creds != nil {
 			noteCredentials(c.Err, conn.Listen)
 		}
-		printExports(c.Out, conn.Listen)
+		i := info()
+		noteUpstream(c.Err, i.Upstream)
+		if err := exports(i); err != nil {
+			return err
+		}
 	}
 	select {
 	case <-ctx.Done():
@@ -191,25 +213,37 @@ func warnBeyondPolicy(w io.Writer, also []netip.Prefix, st session.Status) {
 	}
 }
 
-// printExports prints what a shell needs to use the proxy: eval "$(tp connect)". Proxy
-// credentials are never printed (see noteCredentials).
-func printExports(w io.Writer, listen string) {
-	printExportsFor(w, listen, runtime.GOOS)
+// noteUpstream tells where destinations outside the cluster go.
+func noteUpstream(w io.Writer, up *control.Upstream) {
+	if up == nil {
+		return
+	}
+	fmt.Fprintf(w, "tp: destinations outside the cluster go through the upstream proxy %s\n", describeUpstream(up))
 }
 
-func printExportsFor(w io.Writer, listen, goos string) {
-	listen = clientAddr(listen)
-	vars := [][2]string{
-		{"ALL_PROXY", "socks5h://" + listen}, {"all_proxy", "socks5h://" + listen},
-		{"HTTP_PROXY", "http://" + listen}, {"http_proxy", "http://" + listen},
-		{"HTTPS_PROXY", "http://" + listen}, {"https_proxy", "http://" + listen},
-		{"NO_PROXY", "localhost,127.0.0.1,::1"}, {"no_proxy", "localhost,127.0.0.1,::1"},
-	}
-	for _, v := range vars {
-		if goos == "windows" {
-			fmt.Fprintf(w, "$env:%s = %q\n", v[0], v[1])
-		} else {
-			fmt.Fprintf(w, "export %s=%s\n", v[0], v[1])
+// describeUpstream is an upstream in one line, e.g. "http://proxy.corp:8080 (from
+// HTTPS_PROXY), except NO_PROXY=.corp".
+func describeUpstream(up *control.Upstream) string {
+	named := [][2]string{{"port 80", up.HTTP}, {"other ports", up.HTTPS}, {"otherwise", up.All}}
+	distinct := map[string]bool{}
+	var parts []string
+	for _, n := range named {
+		if n[1] != "" {
+			distinct[n[1]] = true
+			parts = append(parts, n[0]+": "+n[1])
 		}
 	}
+	d := strings.Join(parts, ", ")
+	if len(distinct) == 1 {
+		for u := range distinct {
+			d = u
+		}
+	}
+	if up.Source != "" {
+		d += " (from " + up.Source + ")"
+	}
+	if up.NoProxy != "" {
+		d += ", except NO_PROXY=" + up.NoProxy
+	}
+	return d
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/localproxy/peer"
+	"github.com/tpdev/tp/localproxy/upstream"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
@@ -28,8 +29,10 @@ type Connection struct {
 	o      Options
 	sess   *session.Session
 	router *localproxy.Router
-	proxy  *localproxy.Server
-	shim   *dnsshim.Server
+	// namespaces are the cluster's, for the PAC file's name.namespace rule.
+	namespaces *namespaceList
+	proxy      *localproxy.Server
+	shim       *dnsshim.Server
 	// Listen and DNSListen are the addresses actually bound.
 	Listen, DNSListen string
 	errc              chan error
@@ -40,7 +43,7 @@ type Connection struct {
 // o.DNSListen, or a free loopback port: tp run's namespaces resolve through it). It is
 // the one way every command opens a connection.
 func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connection, error) {
-	avoidProxyLoop(k.REST, o.Listen, o.DNSListen)
+	apiProxy(k.REST, o.upstream, o.Listen, o.DNSListen)
 	// Listen before connecting: a taken port is the user's to fix, and fails fast.
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -67,12 +70,17 @@ func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connectio
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Connection{k: k, o: o, sess: sess, Listen: ln.Addr().String(), DNSListen: dnsUDP.LocalAddr().String(), errc: make(chan error, 3), cancel: cancel}
 	routes := func() []netip.Prefix { return append(sess.Routes(), o.also...) }
-	c.router = &localproxy.Router{Tunnel: sess, Direct: &net.Dialer{}, Names: sess, Routes: routes, Never: o.never, Log: log}
+	// Destinations outside the cluster go through the user's upstream proxy, if any, as
+	// they would without tp.
+	direct := &upstream.Dialer{Settings: o.upstream, Direct: &net.Dialer{}, Log: log}
+	c.router = &localproxy.Router{Tunnel: sess, Direct: direct, Names: sess, Routes: routes, Never: o.never, Log: log}
 	peers := peer.New(peer.Config{AllowOtherUsers: o.AllowOtherUsers, Log: log})
 	if !peers.Checks() {
 		log.Info("every user of this machine can use the proxy and DNS ports", "why", othersWhy(o.AllowOtherUsers))
 	}
-	c.proxy = localproxy.New(localproxy.Config{Dialer: c.router, Log: log, Credentials: o.creds, Peers: peers})
+	c.namespaces = &namespaceList{k: k, fallback: []string{k.Namespace, o.ManagerNamespace}, log: log}
+	c.proxy = localproxy.New(localproxy.Config{Dialer: c.router, Log: log, Credentials: o.creds, Peers: peers,
+		Upstream: plainUpstream(c.router, o.upstream), PAC: c.pac})
 	c.shim = dnsshim.New(dnsshim.Config{Cluster: sess, Upstream: hostResolver(log, c.DNSListen), Routes: routes, Log: log, Peers: peers})
 	go func() { c.errc <- c.proxy.Serve(ctx, ln) }()
 	go func() { c.errc <- c.shim.ServeUDP(ctx, dnsUDP) }()
@@ -149,6 +157,7 @@ func (c *Connection) info() control.Info {
 		Goroutines: runtime.NumGoroutine(),
 	}
 	i.Session, _ = json.Marshal(c.sess.Status())
+	i.Upstream, i.NoProxy = upstreamInfo(c.o.upstream), c.o.upstream.NoProxy
 	i.Proxy, _ = json.Marshal(c.proxy.Stats())
 	i.DNS, _ = json.Marshal(c.shim.Stats())
 	return i

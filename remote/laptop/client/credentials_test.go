@@ -12,6 +12,7 @@ import (
 
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/shell"
 )
 
 const secret = "s3cret:pw" // in every test credential, to check no error or output shows it
@@ -87,7 +88,7 @@ func parseConnect(t *testing.T, args ...string) (Options, error) {
 			t.Fatalf("parseConnect: %s is not among the flags it knows", args[i])
 		}
 	}
-	return cfg.Options(os.Getenv(CredentialsEnv))
+	return cfg.Options(os.Getenv, nil)
 }
 
 func TestConnectListenNeedsCredentials(t *testing.T) {
@@ -132,7 +133,7 @@ func TestConnectCredentialsFromEnv(t *testing.T) {
 func TestExportsAndNoteLeaveOutCredentials(t *testing.T) {
 	var exports, note bytes.Buffer
 	noteCredentials(&note, "0.0.0.0:1080")
-	printExports(&exports, "0.0.0.0:1080")
+	_ = printExports(&exports, shell.Posix, control.Info{Listen: "0.0.0.0:1080"})
 	if !strings.Contains(note.String(), "TP_PROXY_CREDENTIALS") || !strings.Contains(note.String(), "socks5h://USER:PASSWORD@127.0.0.1:1080") {
 		t.Errorf("note %q", note.String())
 	}
@@ -141,7 +142,7 @@ func TestExportsAndNoteLeaveOutCredentials(t *testing.T) {
 		t.Errorf("exports %q", exports.String())
 	}
 	exports.Reset()
-	printExports(&exports, "[::]:1080")
+	_ = printExports(&exports, shell.Posix, control.Info{Listen: "[::]:1080"})
 	if !strings.Contains(exports.String(), "http://[::1]:1080") {
 		t.Errorf("exports for [::]:1080: %q", exports.String())
 	}
@@ -164,7 +165,7 @@ func TestClientAddr(t *testing.T) {
 
 func TestProxyEnvCredentials(t *testing.T) {
 	creds := &localproxy.Credentials{User: "al ice", Password: "p@ss/w:rd%"}
-	env := envMap(proxyEnv([]string{"HOME=/h", "ALL_PROXY=old"}, "127.0.0.1:1080", creds))
+	env := envMap(proxyEnv([]string{"HOME=/h", "ALL_PROXY=old"}, "127.0.0.1:1080", route{creds: creds}))
 	for _, name := range []string{"ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
 		u, err := url.Parse(env[name])
 		if err != nil {
@@ -182,7 +183,7 @@ func TestProxyEnvCredentials(t *testing.T) {
 		t.Errorf("HOME lost: %v", env)
 	}
 
-	plain := envMap(proxyEnv(nil, "127.0.0.1:1080", nil))
+	plain := envMap(proxyEnv(nil, "127.0.0.1:1080", route{}))
 	if plain["ALL_PROXY"] != "socks5h://127.0.0.1:1080" || plain["HTTP_PROXY"] != "http://127.0.0.1:1080" {
 		t.Errorf("without credentials: %v", plain)
 	}

@@ -70,3 +70,6 @@ func shortHome(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(home) })
 	t.Setenv("TP_HOME", home)
 }
+
+// noEnv is an empty environment.
+func noEnv(string) string { return "" }

@@ -582,7 +582,7 @@ func (c *Client) ensureDaemon(ctx context.Context, k *Kube, managerNS string) (s
 		return "", remote.Errorf(remote.Usage, "the connection %q is to context %q, namespace %q: tp quit it, or tp connect to this namespace with --name and --listen", o.Name, info.Context, info.Namespace)
 	}
 	kf := KubeFlags{Kubeconfig: c.Kube.Kubeconfig, Context: c.Kube.Context, Namespace: k.Namespace}
-	if err := c.spawnDaemon(ctx, kf, o, io.Discard); err != nil {
+	if _, err := c.spawnDaemon(ctx, kf, o); err != nil {
 		return "", err
 	}
 	return o.Name, nil

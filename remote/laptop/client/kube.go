@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/tpdev/tp/localproxy/upstream"
 	"github.com/tpdev/tp/remote"
 )
 
@@ -69,13 +71,24 @@ func loadKube(f KubeFlags) (*Kube, error) {
 	return &Kube{REST: cfg, Context: ctxName, Cluster: cfg.Host, Namespace: ns}, nil
 }
 
-// avoidProxyLoop keeps the API connection off tp's own proxy: a user who exported tp's
-// HTTPS_PROXY and runs tp again would otherwise send tp's tunnel through tp. Other proxies
-// in the environment (a corporate one) are still used, as kubectl would.
-func avoidProxyLoop(cfg *rest.Config, own ...string) {
+// apiProxy keeps the API connection off tp's own proxy: a user who exported tp's
+// HTTPS_PROXY and runs tp again would otherwise send tp's tunnel through tp. The API server
+// is reached as kubectl would reach it: through the kubeconfig's proxy-url if it has one,
+// else through the upstream proxy (the environment's, less tp itself: see
+// resolveUpstream), else directly.
+func apiProxy(cfg *rest.Config, up upstream.Settings, own ...string) {
 	next := cfg.Proxy
 	if next == nil {
-		next = http.ProxyFromEnvironment
+		next = func(req *http.Request) (*url.URL, error) {
+			port, err := strconv.Atoi(req.URL.Port())
+			if err != nil {
+				port = 443
+				if req.URL.Scheme == "http" {
+					port = 80
+				}
+			}
+			return up.For(req.URL.Hostname(), port), nil
+		}
 	}
 	cfg.Proxy = func(req *http.Request) (*url.URL, error) {
 		u, err := next(req)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/localproxy/upstream"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/laptop/session"
@@ -30,6 +32,10 @@ type ConnectConfig struct {
 	AllowOtherUsers bool
 	// CredentialsFile holds USER:PASSWORD for the proxy to ask clients for.
 	CredentialsFile string
+	// UpstreamProxy and UpstreamNoProxy override the proxy variables tp found (see
+	// resolveUpstream). The URL may hold a password: the daemon gets it in its environment
+	// (UpstreamProxyEnv), never on its command line.
+	UpstreamProxy, UpstreamNoProxy string
 }
 
 // MaxLanes bounds --lanes: each lane is a connection the API server keeps open.
@@ -49,15 +55,21 @@ type Options struct {
 	// creds are what the proxy asks clients for (from the file or TP_PROXY_CREDENTIALS),
 	// nil for none.
 	creds *localproxy.Credentials
+	// upstream is where destinations outside the cluster go.
+	upstream upstream.Settings
 }
 
 // Credentials are what the proxy asks its clients for; nil for none.
 func (o Options) Credentials() *localproxy.Credentials { return o.creds }
 
-// Options checks the configuration; credsEnv is TP_PROXY_CREDENTIALS's value. Every error
-// is the user's to fix, and none needs the cluster.
-func (cfg ConnectConfig) Options(credsEnv string) (Options, error) {
+// Options checks the configuration, with the environment getenv reads
+// (TP_PROXY_CREDENTIALS, TP_UPSTREAM_PROXY and the proxy variables). Every error is the
+// user's to fix, and none needs the cluster.
+func (cfg ConnectConfig) Options(getenv func(string) string, log *slog.Logger) (Options, error) {
 	o := Options{ConnectConfig: cfg}
+	if o.UpstreamProxy == "" {
+		o.UpstreamProxy = getenv(UpstreamProxyEnv)
+	}
 	if o.Name == "" || strings.ContainsAny(o.Name, `/\. `) {
 		return o, remote.Errorf(remote.Usage, "--name %q: use letters, digits and dashes", o.Name)
 	}
@@ -71,7 +83,7 @@ func (cfg ConnectConfig) Options(credsEnv string) (Options, error) {
 			return o, remote.Errorf(remote.Usage, "--%s: %w", CredentialsFileFlag, err)
 		}
 	}
-	if o.creds, err = proxyCredentials(o.CredentialsFile, credsEnv); err != nil {
+	if o.creds, err = proxyCredentials(o.CredentialsFile, getenv(CredentialsEnv)); err != nil {
 		return o, err
 	}
 	if err := requireCredentials(o.Listen, listen, o.creds); err != nil {
@@ -85,6 +97,9 @@ func (cfg ConnectConfig) Options(credsEnv string) (Options, error) {
 	}
 	if o.Lanes < 1 || o.Lanes > MaxLanes {
 		return o, remote.Errorf(remote.Usage, "--lanes %d: want 1 to %d", o.Lanes, MaxLanes)
+	}
+	if o.upstream, err = resolveUpstream(o.ConnectConfig, getenv, o.Listen, log); err != nil {
+		return o, err
 	}
 	if o.also, err = parseCIDRs("also-proxy", o.AlsoProxy); err != nil {
 		return o, err
@@ -122,9 +137,13 @@ func parseCIDRs(flag string, in []string) ([]netip.Prefix, error) {
 }
 
 // private are the options of a connection one command opens for itself: on loopback, on
-// any free port, without credentials, since only that command uses it.
-func private(managerNS string, transport portforward.Transport, timeout time.Duration) Options {
-	return Options{ConnectConfig: ConnectConfig{Listen: "127.0.0.1:0", ManagerNamespace: managerNS, Timeout: timeout}, transport: transport}
+// any free port, without credentials, since only that command uses it; with the upstream
+// proxy of the environment getenv reads.
+func private(managerNS string, transport portforward.Transport, timeout time.Duration, getenv func(string) string, log *slog.Logger) (Options, error) {
+	o := Options{ConnectConfig: ConnectConfig{Listen: "127.0.0.1:0", ManagerNamespace: managerNS, Timeout: timeout, UpstreamProxy: getenv(UpstreamProxyEnv)}, transport: transport}
+	var err error
+	o.upstream, err = resolveUpstream(o.ConnectConfig, getenv, o.Listen, log)
+	return o, err
 }
 
 // DaemonArgs is the command line of the daemon that runs the connection kf and cfg
@@ -138,7 +157,7 @@ func DaemonArgs(kf KubeFlags, cfg ConnectConfig) []string {
 		{"kubeconfig", kf.Kubeconfig}, {"context", kf.Context}, {"namespace", kf.Namespace},
 		{"name", cfg.Name}, {"listen", cfg.Listen}, {"dns-listen", cfg.DNSListen},
 		{"manager-namespace", cfg.ManagerNamespace}, {"transport", cfg.Transport},
-		{CredentialsFileFlag, cfg.CredentialsFile},
+		{CredentialsFileFlag, cfg.CredentialsFile}, {"upstream-no-proxy", cfg.UpstreamNoProxy},
 	} {
 		if f.value != "" {
 			args = append(args, "--"+f.flag, f.value)
@@ -162,6 +181,16 @@ func DaemonArgs(kf KubeFlags, cfg ConnectConfig) []string {
 		}
 	}
 	return args
+}
+
+// DaemonEnv is what the daemon of cfg gets in its environment besides the caller's: the
+// values that must not be on a command line, where every user of the machine reads them.
+func DaemonEnv(cfg ConnectConfig) []string {
+	env := []string{daemonEnv + "=1"}
+	if cfg.UpstreamProxy != "" {
+		env = append(env, UpstreamProxyEnv+"="+cfg.UpstreamProxy)
+	}
+	return env
 }
 
 // LanesUsage explains --lanes.

@@ -34,7 +34,7 @@ func TestConnectOptionsRefuseBadInput(t *testing.T) {
 	} {
 		cfg := connectDefaults()
 		tt.set(&cfg)
-		_, err := cfg.Options("")
+		_, err := cfg.Options(noEnv, nil)
 		if err == nil || !strings.Contains(err.Error(), tt.err) || exitCode(err) != 2 {
 			t.Errorf("%s: %v, want the user error %q", tt.name, err, tt.err)
 		}
@@ -45,7 +45,7 @@ func TestConnectOptions(t *testing.T) {
 	cfg := connectDefaults()
 	cfg.AlsoProxy, cfg.NeverProxy = []string{"10.1.2.3/8"}, []string{"192.168.0.0/16", "fd00::1/64"}
 	cfg.Transport, cfg.Lanes, cfg.DNSListen = "spdy", MaxLanes, "[::1]:1053"
-	o, err := cfg.Options("")
+	o, err := cfg.Options(noEnv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +79,20 @@ func TestDaemonArgs(t *testing.T) {
 }
 
 func TestPrivateConnection(t *testing.T) {
-	o := private("mgr", portforward.WebSocket, time.Minute)
+	o, err := private("mgr", portforward.WebSocket, time.Minute, noEnv, nil)
 	// Only its command uses it: loopback, any port, no credentials, DNS on any port.
-	if o.Listen != "127.0.0.1:0" || o.DNSListen != "" || o.creds != nil || o.ManagerNamespace != "mgr" || o.transport != portforward.WebSocket || o.Timeout != time.Minute {
-		t.Errorf("private options %+v", o)
+	if err != nil || o.Listen != "127.0.0.1:0" || o.DNSListen != "" || o.creds != nil || o.ManagerNamespace != "mgr" || o.transport != portforward.WebSocket || o.Timeout != time.Minute || !o.upstream.Empty() {
+		t.Errorf("private options %+v, %v", o, err)
+	}
+	// The command's connection chains to the upstream proxy its environment names.
+	env := map[string]string{"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": ".corp", UpstreamProxyEnv: ""}
+	o, err = private("mgr", portforward.WebSocket, time.Minute, func(k string) string { return env[k] }, nil)
+	if err != nil || o.upstream.HTTPS == nil || o.upstream.HTTPS.Host != "proxy.corp:3128" || o.upstream.NoProxy != ".corp" {
+		t.Errorf("private options' upstream %+v, %v", o.upstream, err)
+	}
+	env[UpstreamProxyEnv] = "socks5h://s:1080"
+	o, err = private("mgr", portforward.WebSocket, time.Minute, func(k string) string { return env[k] }, nil)
+	if err != nil || o.upstream.HTTPS == nil || o.upstream.HTTPS.String() != "socks5h://s:1080" {
+		t.Errorf("TP_UPSTREAM_PROXY: %+v, %v", o.upstream, err)
 	}
 }

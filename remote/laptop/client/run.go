@@ -57,6 +57,10 @@ type route struct {
 	creds       *localproxy.Credentials
 	dialer      remote.Dialer
 	dnsDialer   remote.Dialer
+	// domain and ranges are the cluster's: NO_PROXY entries that cover them are dropped
+	// from the command's environment.
+	domain string
+	ranges []netip.Prefix
 }
 
 // Run is tp run: the command, attached to the cluster through the running connection for
@@ -145,7 +149,8 @@ func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport
 	}
 	// In process: the VIF's flows skip a SOCKS5 hop over loopback, and their failures keep
 	// their kind (a SOCKS5 reply cannot tell a tunnel that is down from other failures).
-	return route{listen: conn.Listen, dns: conn.DNSListen, dialer: conn.Dialer(), dnsDialer: conn.DNSDialer()}, conn, nil
+	domain, ranges := clusterOf(conn.info())
+	return route{listen: conn.Listen, dns: conn.DNSListen, dialer: conn.Dialer(), dnsDialer: conn.DNSDialer(), domain: domain, ranges: ranges}, conn, nil
 }
 
 // holdFor holds the intercept on conn once the command runs; in the VIF, intercepted
@@ -181,7 +186,10 @@ func (c *Client) chooseVIF(vif string, unsupported error) (bool, error) {
 
 // openPrivate opens the connection one command uses alone.
 func (c *Client) openPrivate(ctx context.Context, k *Kube, managerNS string, transport portforward.Transport, timeout time.Duration) (*Connection, error) {
-	o := private(managerNS, transport, timeout)
+	o, err := private(managerNS, transport, timeout, c.getenv, c.log())
+	if err != nil {
+		return nil, err
+	}
 	o.Version = c.Version
 	return Open(ctx, k, o, c.log())
 }
@@ -195,6 +203,7 @@ func (c *Client) runningRoute(ctx context.Context, k *Kube, credsFile string) (r
 		return route{}, false, err
 	}
 	r := route{listen: clientAddr(info.Listen), dns: info.DNSListen, creds: creds}
+	r.domain, r.ranges = clusterOf(info)
 	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen, Credentials: creds}
 	c.log().Debug("using the running connection", "name", info.Name, "proxy", r.listen, "dns", r.dns, "credentials", creds != nil)
 	return r, true, nil
@@ -233,7 +242,7 @@ func runningConnection(ctx context.Context, k *Kube) (control.Info, bool) {
 
 // runWithProxy runs the command with the proxy variables set; started runs once it runs.
 func (c *Client) runWithProxy(args, env []string, r route, started func(*netstack.Stack) error) error {
-	cmd, err := startCommand(args, proxyEnv(env, r.listen, r.creds), c.Stdio)
+	cmd, err := startCommand(args, proxyEnv(env, r.listen, r), c.Stdio)
 	if err != nil {
 		return err
 	}
@@ -243,21 +252,25 @@ func (c *Client) runWithProxy(args, env []string, r route, started func(*netstac
 	return waitCommand(cmd)
 }
 
-// proxyEnv adds the variables that make programs use tp's proxy: the de-facto standard
-// ones (upper and lower case: programs read one or the other) and the JVM's properties.
-// creds, when the proxy asks for them, go into the URLs (the command's own environment,
-// printed nowhere) but not into JAVA_TOOL_OPTIONS, which every JVM prints to stderr.
-func proxyEnv(env []string, listen string, creds *localproxy.Credentials) []string {
+// proxyEnv adds the variables that make programs use tp's proxy on listen: the de-facto
+// standard ones (upper and lower case: programs read one or the other), Node.js's switch
+// for them, and the JVM's properties. The user's NO_PROXY is kept, less what would send
+// cluster destinations around tp. r.creds, when the proxy asks for them, go into the URLs
+// (the command's own environment, printed nowhere) but not into JAVA_TOOL_OPTIONS, which
+// every JVM prints to stderr.
+func proxyEnv(env []string, listen string, r route, alsoDirect ...string) []string {
 	host, port, _ := net.SplitHostPort(listen)
-	socks, httpProxy := proxyURL("socks5h", listen, creds), proxyURL("http", listen, creds)
+	socks, httpProxy := proxyURL("socks5h", listen, r.creds), proxyURL("http", listen, r.creds)
+	noProxy := exportedNoProxy(envValue(env, "NO_PROXY", "no_proxy"), r.domain, r.ranges, alsoDirect...)
 	vars := map[string]string{
 		"ALL_PROXY": socks, "all_proxy": socks,
 		"HTTP_PROXY": httpProxy, "http_proxy": httpProxy,
 		"HTTPS_PROXY": httpProxy, "https_proxy": httpProxy,
-		"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+		"NO_PROXY": noProxy, "no_proxy": noProxy,
+		"NODE_USE_ENV_PROXY": "1",
 	}
 	java := fmt.Sprintf("-Dhttp.proxyHost=%s -Dhttp.proxyPort=%s -Dhttps.proxyHost=%s -Dhttps.proxyPort=%s "+
-		"-Dhttp.nonProxyHosts=localhost|127.0.0.1 -DsocksProxyHost=%s -DsocksProxyPort=%s", host, port, host, port, host, port)
+		"-Dhttp.nonProxyHosts=%s -DsocksProxyHost=%s -DsocksProxyPort=%s", host, port, host, port, javaNonProxyHosts(noProxy), host, port)
 	var out []string
 	for _, kv := range env {
 		name, value, _ := strings.Cut(kv, "=")
@@ -274,6 +287,43 @@ func proxyEnv(env []string, listen string, creds *localproxy.Credentials) []stri
 		out = append(out, name+"="+value)
 	}
 	return append(out, "JAVA_TOOL_OPTIONS="+java)
+}
+
+// envValue is the first of names set in env (upper case first, as Go reads them).
+func envValue(env []string, names ...string) string {
+	for _, n := range names {
+		for _, kv := range env {
+			if k, v, _ := strings.Cut(kv, "="); k == n && v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// hasProxyVars says whether env sends programs to a proxy.
+func hasProxyVars(env []string) bool {
+	return envValue(env, "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") != ""
+}
+
+// javaNonProxyHosts is a NO_PROXY list in http.nonProxyHosts' form: host patterns joined
+// by "|", a leading dot as "*." (CIDRs have no form there and are left out; tp dials those
+// directly anyway).
+func javaNonProxyHosts(noProxy string) string {
+	var out []string
+	for _, e := range strings.Split(noProxy, ",") {
+		e = strings.TrimSpace(e)
+		switch {
+		case e == "" || strings.Contains(e, "/") || strings.ContainsAny(e, ` |"'`):
+		case e == "::1":
+			out = append(out, "[::1]")
+		case strings.HasPrefix(e, "."):
+			out = append(out, "*"+e)
+		default:
+			out = append(out, e)
+		}
+	}
+	return strings.Join(out, "|")
 }
 
 // proxyURL is scheme://[user:password@]listen, the credentials escaped as URLs need.
@@ -314,6 +364,14 @@ func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started
 		return fmt.Errorf("vif: %w", err)
 	}
 	defer stack.Close()
+	if hasProxyVars(env) {
+		// The user's programs use a proxy (a corporate one, or tp's own): inside the
+		// namespace its loopback address is not this machine's. tp's proxy, at the host's
+		// address, chains to the user's upstream.
+		_, port, _ := net.SplitHostPort(r.listen)
+		// The host's loopback, seen from inside, is no destination for a proxy either.
+		env = proxyEnv(env, net.JoinHostPort(vifHost.String(), port), r, vifHost.String())
+	}
 	link := ns.Link{Name: "tp0", Addr: vifAddr, MTU: vifMTU, Resolv: vifResolvConf("/etc/resolv.conf"), HostDir: dir}
 	cmd, err := ns.Start(link, args, env, c.Stdio.In, c.Stdio.Out, c.Stdio.Err)
 	if err != nil {

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,7 +14,7 @@ import (
 )
 
 func TestProxyEnvKeepsJavaOptions(t *testing.T) {
-	env := envMap(proxyEnv([]string{"JAVA_TOOL_OPTIONS=-Xmx1g", "http_proxy=http://corp:3128"}, "127.0.0.1:1080", nil))
+	env := envMap(proxyEnv([]string{"JAVA_TOOL_OPTIONS=-Xmx1g", "http_proxy=http://corp:3128"}, "127.0.0.1:1080", route{}))
 	if env["http_proxy"] != "http://127.0.0.1:1080" {
 		t.Errorf("http_proxy %q: tp's replaces any other", env["http_proxy"])
 	}
@@ -23,6 +24,22 @@ func TestProxyEnvKeepsJavaOptions(t *testing.T) {
 	}
 	if env["NO_PROXY"] != "localhost,127.0.0.1,::1" || env["no_proxy"] != env["NO_PROXY"] {
 		t.Errorf("NO_PROXY %q", env["NO_PROXY"])
+	}
+	if env["NODE_USE_ENV_PROXY"] != "1" {
+		t.Errorf("NODE_USE_ENV_PROXY %q: Node.js 24 reads the proxy variables only with it", env["NODE_USE_ENV_PROXY"])
+	}
+}
+
+// The user's NO_PROXY survives in the command's environment (and the JVM's form of it),
+// less what would send cluster destinations around tp.
+func TestProxyEnvKeepsTheUsersNoProxy(t *testing.T) {
+	r := route{domain: "cluster.local", ranges: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.244.0.0/16")}}
+	env := envMap(proxyEnv([]string{"no_proxy=.corp, intranet,10.0.0.0/8,.svc,.cluster.local,10.96.0.10,192.168.0.0/16"}, "127.0.0.1:1080", r))
+	if want := ".corp,intranet,192.168.0.0/16,localhost,127.0.0.1,::1"; env["NO_PROXY"] != want || env["no_proxy"] != want {
+		t.Errorf("NO_PROXY %q, no_proxy %q; want %q", env["NO_PROXY"], env["no_proxy"], want)
+	}
+	if java := env["JAVA_TOOL_OPTIONS"]; !strings.Contains(java, "-Dhttp.nonProxyHosts=*.corp|intranet|localhost|127.0.0.1|[::1] ") {
+		t.Errorf("JAVA_TOOL_OPTIONS %q", java)
 	}
 }
 

@@ -98,8 +98,14 @@ func printStatus(w io.Writer, info control.Info, now time.Time) {
 		auth = ", asks for credentials"
 	}
 	fmt.Fprintf(w, "  proxy:       %s (SOCKS5 and HTTP%s)\n", info.Listen, auth)
+	fmt.Fprintf(w, "  pac file:    http://%s/proxy.pac\n", clientAddr(info.Listen))
 	if info.DNSListen != "" {
 		fmt.Fprintf(w, "  dns:         %s\n", info.DNSListen)
+	}
+	if info.Upstream != nil {
+		fmt.Fprintf(w, "  upstream:    %s\n", describeUpstream(info.Upstream))
+	} else {
+		fmt.Fprintf(w, "  upstream:    none (destinations outside the cluster are dialed directly)\n")
 	}
 	fmt.Fprintf(w, "  flows:       %d open, %d total, %d failed; %s in, %s out\n", st.OpenFlows, st.TotalFlows, st.FailedFlows, humanBytes(st.BytesIn), humanBytes(st.BytesOut))
 	if len(st.Lanes) > 0 {

@@ -43,6 +43,21 @@ type Info struct {
 	Session    json.RawMessage `json:"session,omitempty"`
 	Proxy      json.RawMessage `json:"proxy,omitempty"`
 	DNS        json.RawMessage `json:"dns,omitempty"`
+	// Upstream is the proxy that destinations outside the cluster go through; nil: none,
+	// they are dialed directly.
+	Upstream *Upstream `json:"upstream,omitempty"`
+	// NoProxy is the user's NO_PROXY list the connection started with (before tp's own
+	// entries), which tp's exported variables keep.
+	NoProxy string `json:"noProxy,omitempty"`
+}
+
+// Upstream describes an upstream proxy, passwords redacted.
+type Upstream struct {
+	HTTP    string `json:"http,omitempty"`  // for port 80
+	HTTPS   string `json:"https,omitempty"` // for every other port
+	All     string `json:"all,omitempty"`   // where neither is set
+	NoProxy string `json:"noProxy,omitempty"`
+	Source  string `json:"source,omitempty"` // where tp found it
 }
 
 // Dir is the folder of the named session: $TP_HOME/sessions/NAME, else under the user's

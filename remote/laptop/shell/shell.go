@@ -22,18 +22,18 @@ import (
 // Var is one environment variable.
 type Var struct{ Name, Value string }
 
-// Kind is a shell syntax. The zero Kind is Posix.
-type Kind int
+// Dialect is a shell syntax. The zero Dialect is Posix.
+type Dialect int
 
 const (
-	Posix      Kind = iota // export NAME='value'
-	Fish                   // set -gx NAME 'value'
-	PowerShell             // $env:NAME = 'value'
-	Cmd                    // set "NAME=value"
-	JSON                   // {"NAME": "value"}
+	Posix      Dialect = iota // export NAME='value'
+	Fish                      // set -gx NAME 'value'
+	PowerShell                // $env:NAME = 'value'
+	Cmd                       // set "NAME=value"
+	JSON                      // {"NAME": "value"}
 )
 
-func (k Kind) String() string {
+func (k Dialect) String() string {
 	switch k {
 	case Posix:
 		return "posix"
@@ -46,12 +46,12 @@ func (k Kind) String() string {
 	case JSON:
 		return "json"
 	}
-	return fmt.Sprintf("Kind(%d)", int(k))
+	return fmt.Sprintf("Dialect(%d)", int(k))
 }
 
 // Parse reads a --shell value: posix, fish, powershell, cmd or json, or the aliases sh,
 // bash, zsh (posix) and pwsh (powershell), in any case.
-func Parse(name string) (Kind, error) {
+func Parse(name string) (Dialect, error) {
 	switch strings.ToLower(strings.TrimSpace(name)) {
 	case "posix", "sh", "bash", "zsh":
 		return Posix, nil
@@ -71,7 +71,7 @@ func Parse(name string) (Kind, error) {
 // is no reliable way to tell the two apart from the environment), otherwise the one $SHELL
 // names: fish, PowerShell (pwsh as a login shell on Linux or macOS), or else a POSIX shell,
 // which is also the answer when $SHELL is unset.
-func Detect(getenv func(string) string, goos string) Kind {
+func Detect(getenv func(string) string, goos string) Dialect {
 	if goos == "windows" {
 		return PowerShell
 	}
@@ -89,7 +89,7 @@ func Detect(getenv func(string) string, goos string) Kind {
 // variable name (letters, digits, '_', not starting with a digit), a name given twice, a
 // value with a NUL byte (no environment holds one) or that is not UTF-8 (PowerShell, cmd
 // and JSON read text), or, for cmd, a value cmd cannot hold (see cmdValue).
-func Write(w io.Writer, k Kind, vars []Var) error {
+func Write(w io.Writer, k Dialect, vars []Var) error {
 	var b bytes.Buffer
 	seen := map[string]bool{}
 	for _, v := range vars {
@@ -153,7 +153,7 @@ func Write(w io.Writer, k Kind, vars []Var) error {
 
 // WriteUnset writes commands that remove the named variables; for JSON, an object that
 // maps each name to null. Removing a variable that is not set is no error in any shell.
-func WriteUnset(w io.Writer, k Kind, names []string) error {
+func WriteUnset(w io.Writer, k Dialect, names []string) error {
 	var b bytes.Buffer
 	for _, n := range names {
 		if err := checkName(n); err != nil {

@@ -67,7 +67,7 @@ func cmdSafe() []Var {
 }
 
 func TestParse(t *testing.T) {
-	for name, want := range map[string]Kind{
+	for name, want := range map[string]Dialect{
 		"posix": Posix, "sh": Posix, "bash": Posix, "zsh": Posix, "BASH": Posix,
 		"fish": Fish, "powershell": PowerShell, "pwsh": PowerShell, "PowerShell": PowerShell,
 		"cmd": Cmd, "json": JSON, " json ": JSON,
@@ -94,7 +94,7 @@ func TestParse(t *testing.T) {
 func TestDetect(t *testing.T) {
 	for _, c := range []struct {
 		shell, goos string
-		want        Kind
+		want        Dialect
 	}{
 		{"/bin/bash", "linux", Posix},
 		{"/usr/bin/zsh", "darwin", Posix},
@@ -123,7 +123,7 @@ func TestDetect(t *testing.T) {
 
 func TestWriteRefuses(t *testing.T) {
 	for _, c := range []struct {
-		kind Kind
+		kind Dialect
 		vars []Var
 		want string
 	}{
@@ -140,7 +140,7 @@ func TestWriteRefuses(t *testing.T) {
 		{Cmd, []Var{{"A", "x\ny"}}, `A: the value holds '\n'`},
 		{Cmd, []Var{{"A", "x\ry"}}, `A: the value holds '\r'`},
 		{Cmd, []Var{{"A", ""}}, "A: cmd cannot set an empty value"},
-		{Kind(99), []Var{{"A", "x"}}, "unknown shell kind 99"},
+		{Dialect(99), []Var{{"A", "x"}}, "unknown shell kind 99"},
 	} {
 		var b bytes.Buffer
 		err := Write(&b, c.kind, c.vars)
@@ -169,7 +169,7 @@ func TestWriteError(t *testing.T) {
 
 func TestWriteLooks(t *testing.T) {
 	vars := []Var{{"HTTP_PROXY", "http://127.0.0.1:1080"}, {"NO_PROXY", "a'b"}}
-	for k, want := range map[Kind]string{
+	for k, want := range map[Dialect]string{
 		Posix:      "export HTTP_PROXY='http://127.0.0.1:1080'\nexport NO_PROXY='a'\\''b'\n",
 		Fish:       "set -gx HTTP_PROXY 'http://127.0.0.1:1080'\nset -gx NO_PROXY 'a\\'b'\n",
 		PowerShell: "$env:HTTP_PROXY = 'http://127.0.0.1:1080'\n$env:NO_PROXY = 'a''b'\n",
@@ -192,7 +192,7 @@ func TestWriteLooks(t *testing.T) {
 
 func TestWriteUnsetLooks(t *testing.T) {
 	names := []string{"HTTP_PROXY", "no_proxy"}
-	for k, want := range map[Kind]string{
+	for k, want := range map[Dialect]string{
 		Posix:      "unset HTTP_PROXY\nunset no_proxy\n",
 		Fish:       "set -e HTTP_PROXY\nset -e no_proxy\n",
 		PowerShell: "Remove-Item Env:HTTP_PROXY -ErrorAction SilentlyContinue\nRemove-Item Env:no_proxy -ErrorAction SilentlyContinue\n",
@@ -238,7 +238,7 @@ func runShell(t *testing.T, env []string, shell string, args ...string) map[stri
 	return got
 }
 
-func writeFile(t *testing.T, k Kind, vars []Var) string {
+func writeFile(t *testing.T, k Dialect, vars []Var) string {
 	t.Helper()
 	var b bytes.Buffer
 	if err := Write(&b, k, vars); err != nil {
