@@ -46,7 +46,7 @@ func TestConnect(t *testing.T) {
 	r := l.MustTP(t, 3*time.Minute, "install")
 	t.Logf("tp install: %s", strings.TrimSpace(r.Stderr))
 	r = l.MustTP(t, time.Minute, "connect", "--namespace", ns, "--dns-listen", "127.0.0.1:1053")
-	if !strings.Contains(r.Stdout, "export ALL_PROXY=socks5h://127.0.0.1:1080") || !strings.Contains(r.Stdout, "export HTTP_PROXY=http://127.0.0.1:1080") {
+	if !strings.Contains(r.Stdout, "export ALL_PROXY='socks5h://127.0.0.1:1080'") || !strings.Contains(r.Stdout, "export HTTP_PROXY='http://127.0.0.1:1080'") {
 		t.Fatalf("tp connect printed no exports:\n%s", r.Stdout)
 	}
 	socks, httpProxy := "socks5h://127.0.0.1:1080", "http://127.0.0.1:1080"
