@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -57,6 +58,7 @@ func (c *Client) Connect(ctx context.Context, cfg ConnectConfig, ex ExportConfig
 			if info.ProxyAuth {
 				noteCredentials(c.Err, info.Listen)
 			}
+			noteOtherUpstream(c.Err, info.Upstream, upstreamInfo(o.upstream))
 			return exports(info)
 		}
 		return remote.Errorf(remote.Usage, "session %q is connected to context %q, namespace %q: run tp quit first, or connect another with --name and --listen",
@@ -219,6 +221,21 @@ func noteUpstream(w io.Writer, up *control.Upstream) {
 		return
 	}
 	fmt.Fprintf(w, "tp: destinations outside the cluster go through the upstream proxy %s\n", describeUpstream(up))
+}
+
+// noteOtherUpstream tells a user who asked for another upstream than the running session
+// chains to that nothing changed.
+func noteOtherUpstream(w io.Writer, running, asked *control.Upstream) {
+	if reflect.DeepEqual(running, asked) {
+		return
+	}
+	describe := func(u *control.Upstream) string {
+		if u == nil {
+			return "no upstream proxy"
+		}
+		return describeUpstream(u)
+	}
+	fmt.Fprintf(w, "tp: note: the running session chains to %s, not to %s: to change it, tp quit, then tp connect again\n", describe(running), describe(asked))
 }
 
 // describeUpstream is an upstream in one line, e.g. "http://proxy.corp:8080 (from

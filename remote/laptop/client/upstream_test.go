@@ -14,6 +14,7 @@ import (
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/upstream"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/control"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -161,5 +162,19 @@ func TestAPIProxy(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "https://api.example:6443/api", nil)
 	if u, err := cfg.Proxy(req); u != nil || err != nil {
 		t.Errorf("a kubeconfig proxy that is tp itself: %v, %v; want none", u, err)
+	}
+}
+
+func TestNoteOtherUpstream(t *testing.T) {
+	a := &control.Upstream{HTTPS: "http://a:1", Source: "HTTPS_PROXY"}
+	var out strings.Builder
+	noteOtherUpstream(&out, a, &control.Upstream{HTTPS: "http://a:1", Source: "HTTPS_PROXY"})
+	noteOtherUpstream(&out, nil, nil)
+	if out.String() != "" {
+		t.Errorf("same upstream: %q", out.String())
+	}
+	noteOtherUpstream(&out, a, nil)
+	if want := "tp: note: the running session chains to http://a:1 (from HTTPS_PROXY), not to no upstream proxy: to change it, tp quit, then tp connect again\n"; out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
 	}
 }
