@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +49,9 @@ func (s *Server) newHTTPProxy() (*goproxy.ProxyHttpServer, *http.Transport) {
 	p.Logger = goproxyLogger{s.log}
 	p.NonproxyHandler = http.HandlerFunc(notAProxyRequest)
 	p.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+		if resp != nil && resp.StatusCode == http.StatusProxyAuthRequired {
+			return s.upstreamRefused(resp, ctx.Req)
+		}
 		if resp != nil || ctx.Error == nil {
 			return resp
 		}
@@ -58,6 +63,29 @@ func (s *Server) newHTTPProxy() (*goproxy.ProxyHttpServer, *http.Transport) {
 		return r
 	})
 	return p, tr
+}
+
+// upstreamRefused turns an upstream proxy's 407 to a plain request into tp's 502: the
+// client cannot answer it (the credentials are tp's, from the upstream's URL), and a 407
+// would look as if tp's own port asked for them.
+func (s *Server) upstreamRefused(resp *http.Response, req *http.Request) *http.Response {
+	var up *url.URL
+	if s.httpTransport.Proxy != nil {
+		up, _ = s.httpTransport.Proxy(req)
+	}
+	if up == nil {
+		return resp // the destination's own 407, not an upstream's: not tp's to judge
+	}
+	_ = resp.Body.Close()
+	what := "put them in its URL, http://USER:PASSWORD@" + up.Host
+	if up.User != nil {
+		what = "it rejected user " + strconv.Quote(up.User.Username()) + ": fix the URL's credentials"
+	}
+	msg := fmt.Sprintf("the upstream proxy %s asks for credentials (407 Proxy Authentication Required): %s (HTTP_PROXY, or tp connect --upstream-proxy)", up.Redacted(), what)
+	s.log.Info("http: the upstream proxy refused", "url", req.URL.String(), "upstream", up.Redacted(), "status", resp.Status)
+	r := goproxy.NewResponse(req, goproxy.ContentTypeText+"; charset=utf-8", http.StatusBadGateway, "tp: "+msg+"\n")
+	r.Header.Set("Proxy-Status", "tp; error=http_request_denied; details="+sfString(msg))
+	return r
 }
 
 func (s *Server) newHTTPServer(ctx context.Context) *http.Server {
@@ -93,6 +121,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // servePAC answers a browser's request for the proxy auto-config file.
 func (s *Server) servePAC(w http.ResponseWriter, r *http.Request) {
+	if s.creds != nil && !isLoopbackClient(r.RemoteAddr) {
+		// A port other machines reach asks them for credentials, which a PAC fetch cannot
+		// give: the file (namespaces, ranges, the upstream's host) is for this machine.
+		writeText(w, http.StatusForbidden, "tp: the PAC file is served to this machine only\n")
+		return
+	}
 	body, err := s.pac(r.Context())
 	if err != nil {
 		s.log.Info("http: no PAC file", "client", r.RemoteAddr, "err", err)
@@ -106,6 +140,11 @@ func (s *Server) servePAC(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
 	}
+}
+
+func isLoopbackClient(remoteAddr string) bool {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 // notAProxyRequest answers someone browsing the proxy port itself.

@@ -55,7 +55,10 @@ type Router struct {
 	// Never lists --never-proxy CIDRs: IPs in them always go direct, even inside Routes.
 	// It applies to IP destinations; names the cluster resolves go through the tunnel.
 	Never []netip.Prefix
-	Log   *slog.Logger // nil discards
+	// Bypass, when set, names addresses that go Direct without a cluster lookup, whatever
+	// the cluster knows: the upstream proxies, whose credentials the cluster must never see.
+	Bypass func(address string) bool
+	Log    *slog.Logger // nil discards
 
 	// CacheTTL is how long a lookup's answer is reused; 0 means DefaultLookupCacheTTL, a
 	// negative value disables the cache.
@@ -83,6 +86,9 @@ func (r *Router) DialContext(ctx context.Context, network, address string) (net.
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("bad address %q", address), Err: err}
+	}
+	if r.Bypass != nil && r.Bypass(address) {
+		return r.direct(ctx, network, address, "bypass (an upstream proxy)")
 	}
 	tunnel, why, lookupErr := r.decide(ctx, host)
 	switch {

@@ -362,3 +362,28 @@ func TestRouterCache(t *testing.T) {
 		}
 	})
 }
+
+// An upstream proxy is dialed directly even when the cluster has a service of its name or
+// its address is in a cluster range: the cluster must never get its credentials, and
+// asking the cluster about it would cost a lookup per request.
+func TestRouterBypass(t *testing.T) {
+	var calls []string
+	var mu sync.Mutex
+	res := &fakeResolver{names: map[string]error{"proxy": nil}}
+	r := &Router{
+		Tunnel: markDialer("tunnel", nil, &calls, &mu), Direct: markDialer("direct", nil, &calls, &mu), Names: res,
+		Routes: func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")} },
+		Bypass: func(address string) bool { return address == "proxy:3128" || address == "10.96.0.9:3128" },
+	}
+	for _, a := range []string{"proxy:3128", "10.96.0.9:3128", "proxy:80"} {
+		if _, err := r.DialContext(t.Context(), "tcp", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"direct tcp proxy:3128", "direct tcp 10.96.0.9:3128", "tunnel tcp proxy:80"}; !slices.Equal(calls, want) {
+		t.Errorf("dials %q, want %q", calls, want)
+	}
+	if n := res.calls.Load(); n != 1 {
+		t.Errorf("%d cluster lookups, want 1 (for proxy:80 only)", n)
+	}
+}

@@ -123,3 +123,41 @@ func TestPACServedWithoutCredentials(t *testing.T) {
 		t.Errorf("no PAC: %d", resp.StatusCode)
 	}
 }
+
+// An upstream's 407 to a plain request becomes tp's 502 naming it: the client cannot answer
+// it, and a 407 would look as if tp asked for credentials.
+func TestHTTPUpstream407(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="corp"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+		io.WriteString(w, "corp says no")
+	}))
+	defer upstream.Close()
+	for _, tt := range []struct {
+		user *url.Userinfo
+		want string
+	}{
+		{nil, "tp: the upstream proxy http://proxy.corp:3128 asks for credentials (407 Proxy Authentication Required): put them in its URL, http://USER:PASSWORD@proxy.corp:3128 (HTTP_PROXY, or tp connect --upstream-proxy)\n"},
+		{url.UserPassword("alice", "s3cret"), "tp: the upstream proxy http://alice:xxxxx@proxy.corp:3128 asks for credentials (407 Proxy Authentication Required): it rejected user \"alice\": fix the URL's credentials (HTTP_PROXY, or tp connect --upstream-proxy)\n"},
+	} {
+		up := &url.URL{Scheme: "http", Host: "proxy.corp:3128", User: tt.user}
+		_, addr := startServer(t, Config{Dialer: dialTo(upstream.Listener.Addr().String()), Upstream: func(*http.Request) (*url.URL, error) { return up, nil }})
+		resp, err := proxyClient(t, addr).Get("http://example.test/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway || string(body) != tt.want || resp.Header.Get("Proxy-Authenticate") != "" {
+			t.Errorf("got %d %q (Proxy-Authenticate %q), want 502 %q", resp.StatusCode, body, resp.Header.Get("Proxy-Authenticate"), tt.want)
+		}
+	}
+}
+
+func TestIsLoopbackClient(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "[::1]:5000": true, "[::ffff:127.0.0.1]:1": true, "192.168.1.9:5000": false, "bogus": false} {
+		if got := isLoopbackClient(addr); got != want {
+			t.Errorf("isLoopbackClient(%q) = %v", addr, got)
+		}
+	}
+}

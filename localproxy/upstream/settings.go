@@ -368,6 +368,13 @@ func proxyAddr(u *url.URL) string {
 	return normalAddr(u.Hostname(), port)
 }
 
+// IsProxy reports whether address (host:port) is one of the upstream proxies: such a dial
+// goes straight to it, never through the cluster, which must not see its credentials.
+func (s Settings) IsProxy(address string) bool {
+	host, port, err := net.SplitHostPort(address)
+	return err == nil && s.at(normalAddr(host, port)) != nil
+}
+
 // at is the upstream whose address (normalAddr's spelling) is addr.
 func (s Settings) at(addr string) *url.URL {
 	for _, u := range []*url.URL{s.HTTPS, s.HTTP, s.All} {

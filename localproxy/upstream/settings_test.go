@@ -305,3 +305,17 @@ func TestForHTTP(t *testing.T) {
 		}
 	}
 }
+
+func TestIsProxy(t *testing.T) {
+	s, err := FromEnv(func(k string) string {
+		return map[string]string{"HTTP_PROXY": "http://Proxy.Corp:3128", "ALL_PROXY": "socks5h://127.0.0.1"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{"proxy.corp:3128": true, "proxy.corp.:3128": true, "127.0.0.1:1080": true, "proxy.corp:80": false, "example.com:443": false, "bogus": false} {
+		if got := s.IsProxy(addr); got != want {
+			t.Errorf("IsProxy(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

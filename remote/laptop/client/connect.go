@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,12 +177,14 @@ func (c *Client) serve(ctx context.Context, o Options, k *Kube, exports func(con
 		i.Name, i.PID, i.Started = o.Name, os.Getpid(), started
 		return i
 	}
-	ctlErr := make(chan error, 1)
-	go func() { ctlErr <- control.Serve(ctx, o.Name, conn.api(info, cancel)) }()
-
+	// Before the control socket answers: a tp connect from a shell with this session's
+	// variables, right after this one returns, must find it.
 	if err := saveUpstream(o.Name, conn.Listen, o.upstream); err != nil {
 		log.Info("the next tp connect from a shell with tp's variables will not know the upstream proxy", "err", err)
 	}
+	ctlErr := make(chan error, 1)
+	go func() { ctlErr <- control.Serve(ctx, o.Name, conn.api(info, cancel)) }()
+
 	st := conn.sess.Status()
 	log.Info("connected", "context", k.Context, "namespace", k.Namespace, "manager", st.ManagerVersion, "proxy", conn.Listen, "dns", conn.DNSListen)
 	if c.getenv(daemonEnv) == "" {
@@ -239,22 +242,13 @@ func noteOtherUpstream(w io.Writer, running, asked *control.Upstream) {
 }
 
 // describeUpstream is an upstream in one line, e.g. "http://proxy.corp:8080 (from
-// HTTPS_PROXY), except NO_PROXY=.corp".
+// HTTPS_PROXY), except NO_PROXY=.corp", or where ports differ "port 80: direct, other
+// ports: http://proxy.corp:8080 ...": it must not claim more than goes there.
 func describeUpstream(up *control.Upstream) string {
-	named := [][2]string{{"port 80", up.HTTP}, {"other ports", up.HTTPS}, {"otherwise", up.All}}
-	distinct := map[string]bool{}
-	var parts []string
-	for _, n := range named {
-		if n[1] != "" {
-			distinct[n[1]] = true
-			parts = append(parts, n[0]+": "+n[1])
-		}
-	}
-	d := strings.Join(parts, ", ")
-	if len(distinct) == 1 {
-		for u := range distinct {
-			d = u
-		}
+	plain, other := cmp.Or(up.HTTP, up.All), cmp.Or(up.HTTPS, up.All)
+	d := plain
+	if plain != other {
+		d = "port 80: " + cmp.Or(plain, "direct") + ", other ports: " + cmp.Or(other, "direct")
 	}
 	if up.Source != "" {
 		d += " (from " + up.Source + ")"

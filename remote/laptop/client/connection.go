@@ -73,7 +73,7 @@ func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connectio
 	// Destinations outside the cluster go through the user's upstream proxy, if any, as
 	// they would without tp.
 	direct := &upstream.Dialer{Settings: o.upstream, Direct: &net.Dialer{}, Log: log}
-	c.router = &localproxy.Router{Tunnel: sess, Direct: direct, Names: sess, Routes: routes, Never: o.never, Log: log}
+	c.router = &localproxy.Router{Tunnel: sess, Direct: direct, Names: sess, Routes: routes, Never: o.never, Bypass: o.upstream.IsProxy, Log: log}
 	peers := peer.New(peer.Config{AllowOtherUsers: o.AllowOtherUsers, Log: log})
 	if !peers.Checks() {
 		log.Info("every user of this machine can use the proxy and DNS ports", "why", othersWhy(o.AllowOtherUsers))
@@ -158,6 +158,9 @@ func (c *Connection) info() control.Info {
 	}
 	i.Session, _ = json.Marshal(c.sess.Status())
 	i.Upstream, i.NoProxy = upstreamInfo(c.o.upstream), c.o.upstream.NoProxy
+	for _, p := range c.o.also {
+		i.AlsoProxy = append(i.AlsoProxy, p.String())
+	}
 	i.Proxy, _ = json.Marshal(c.proxy.Stats())
 	i.DNS, _ = json.Marshal(c.shim.Stats())
 	return i

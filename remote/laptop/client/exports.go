@@ -55,14 +55,15 @@ func shellKindFor(name string, getenv func(string) string, goos string) (shell.D
 }
 
 // clusterOf is what decides which NO_PROXY entries a shell must lose: the cluster's domain
-// and ranges, from a connection's status.
+// and the ranges that go through the tunnel (--also-proxy's too), from a connection's
+// status.
 func clusterOf(info control.Info) (string, []netip.Prefix) {
 	var st session.Status
 	if json.Unmarshal(info.Session, &st) != nil {
 		return "", nil
 	}
 	var ranges []netip.Prefix
-	for _, c := range append(append([]string(nil), st.ServiceCIDRs...), st.PodCIDRs...) {
+	for _, c := range slices.Concat(st.ServiceCIDRs, st.PodCIDRs, info.AlsoProxy) {
 		if p, err := netip.ParsePrefix(c); err == nil {
 			ranges = append(ranges, p.Masked())
 		}

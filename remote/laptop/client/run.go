@@ -346,7 +346,13 @@ func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started
 	}
 	defer os.RemoveAll(dir)
 	_, dnsPort, _ := net.SplitHostPort(r.dns)
+	_, proxyPort, _ := net.SplitHostPort(r.listen)
 	dial := func(ctx context.Context, network string, _, dst netip.AddrPort) (net.Conn, error) {
+		if dst.Addr() == vifHost && strconv.Itoa(int(dst.Port())) == proxyPort && network == "tcp" {
+			// tp's proxy, wherever it listens ([::1], a LAN address): the variables inside
+			// point here.
+			return (&net.Dialer{}).DialContext(ctx, network, r.listen)
+		}
 		if dst.Addr() == vifHost {
 			if dst.Port() == 53 && r.dnsDialer != nil {
 				return r.dnsDialer.DialContext(ctx, network, dst.String())

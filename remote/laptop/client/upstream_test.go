@@ -2,12 +2,15 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/tpdev/tp/localproxy/upstream"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -139,6 +143,10 @@ func TestDescribeUpstream(t *testing.T) {
 	if got := describeUpstream(two); got != "port 80: http://a:1, other ports: http://b:2" {
 		t.Errorf("two proxies: %q", got)
 	}
+	httpsOnly := upstreamInfo(upstream.Settings{HTTPS: &url.URL{Scheme: "http", Host: "b:2"}})
+	if got := describeUpstream(httpsOnly); got != "port 80: direct, other ports: http://b:2" {
+		t.Errorf("HTTPS_PROXY alone: %q", got)
+	}
 	if upstreamInfo(upstream.Settings{NoProxy: ".corp"}) != nil {
 		t.Error("NO_PROXY alone is no upstream")
 	}
@@ -174,7 +182,69 @@ func TestNoteOtherUpstream(t *testing.T) {
 		t.Errorf("same upstream: %q", out.String())
 	}
 	noteOtherUpstream(&out, a, nil)
-	if want := "tp: note: the running session chains to http://a:1 (from HTTPS_PROXY), not to no upstream proxy: to change it, tp quit, then tp connect again\n"; out.String() != want {
+	if want := "tp: note: the running session chains to port 80: direct, other ports: http://a:1 (from HTTPS_PROXY), not to no upstream proxy: to change it, tp quit, then tp connect again\n"; out.String() != want {
 		t.Errorf("got %q, want %q", out.String(), want)
+	}
+}
+
+// Saved upstreams never make tp chain to itself or to another tp, the newest of a port wins,
+// and a port something else listens on now is not tp's any more.
+func TestUpstreamSavedEdges(t *testing.T) {
+	shortHome(t)
+	// Session b (1081) chained to a's port; a, restarted on 1080 from b's shell, must not
+	// chain to itself.
+	viaA, _ := upstream.FromEnv(envOf(map[string]string{"HTTPS_PROXY": "http://127.0.0.1:1080"}))
+	if err := saveUpstream("b", "127.0.0.1:1081", viaA); err != nil {
+		t.Fatal(err)
+	}
+	atB := map[string]string{"HTTPS_PROXY": "http://127.0.0.1:1081"}
+	if s, err := resolveUpstream(ConnectConfig{}, envOf(atB), "127.0.0.1:1080", nil); err != nil || !s.Empty() {
+		t.Errorf("a saved upstream that is tp itself: %+v, %v; want none", s, err)
+	}
+	// The newest saved upstream of a port wins.
+	old, _ := upstream.FromEnv(envOf(map[string]string{"HTTPS_PROXY": "http://old.corp:1"}))
+	if err := saveUpstream("a", "127.0.0.1:1082", old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	newer, _ := upstream.FromEnv(envOf(map[string]string{"HTTPS_PROXY": "http://new.corp:1"}))
+	if err := saveUpstream("z", "127.0.0.1:1082", newer); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := resolveUpstream(ConnectConfig{}, envOf(map[string]string{"HTTPS_PROXY": "http://127.0.0.1:1082"}), "127.0.0.1:1090", nil); s.HTTPS == nil || s.HTTPS.Host != "new.corp:1" {
+		t.Errorf("two saved upstreams of one port: %+v, want the newest", s)
+	}
+	// Something else listens on a saved session's old port now (ssh -D, a proxy agent): it
+	// is the user's proxy, not tp.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := saveUpstream("c", ln.Addr().String(), old); err != nil {
+		t.Fatal(err)
+	}
+	agent := map[string]string{"ALL_PROXY": "socks5h://" + ln.Addr().String()}
+	if s, _ := resolveUpstream(ConnectConfig{}, envOf(agent), "127.0.0.1:1090", nil); s.All == nil || s.All.Host != ln.Addr().String() {
+		t.Errorf("a proxy that listens on a quit session's port: %+v, want it kept", s)
+	}
+	// A bad variable does not matter when --upstream-proxy replaces it.
+	bad := map[string]string{"HTTPS_PROXY": "socks4://x:1080", "NO_PROXY": ".corp"}
+	if s, err := resolveUpstream(ConnectConfig{UpstreamProxy: "none"}, envOf(bad), "127.0.0.1:1080", nil); err != nil || !s.Empty() {
+		t.Errorf("a bad variable with --upstream-proxy none: %+v, %v", s, err)
+	}
+	if _, err := resolveUpstream(ConnectConfig{UpstreamProxy: "ftp://x"}, envOf(nil), "127.0.0.1:1080", nil); err == nil || strings.Count(err.Error(), "--upstream-proxy") != 1 {
+		t.Errorf("a bad --upstream-proxy: %v", err)
+	}
+}
+
+// The exported NO_PROXY loses entries over --also-proxy ranges too: those go through tp.
+func TestExportsDropNoProxyOverAlsoProxy(t *testing.T) {
+	st, _ := json.Marshal(session.Status{ClusterDomain: "cluster.local", ServiceCIDRs: []string{"10.96.0.0/12"}, PodCIDRs: []string{"10.244.0.0/16"}})
+	info := control.Info{Listen: "127.0.0.1:1080", Session: st, AlsoProxy: []string{"172.20.0.0/16"}, NoProxy: "172.16.0.0/12,.corp,10.96.0.0/12"}
+	for _, v := range exportVars(info) {
+		if v.Name == "NO_PROXY" && v.Value != ".corp,localhost,127.0.0.1,::1" {
+			t.Errorf("NO_PROXY=%q", v.Value)
+		}
 	}
 }

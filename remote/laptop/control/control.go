@@ -46,6 +46,9 @@ type Info struct {
 	// Upstream is the proxy that destinations outside the cluster go through; nil: none,
 	// they are dialed directly.
 	Upstream *Upstream `json:"upstream,omitempty"`
+	// AlsoProxy are tp connect --also-proxy's ranges, which go through the tunnel as the
+	// cluster's own do.
+	AlsoProxy []string `json:"alsoProxy,omitempty"`
 	// NoProxy is the user's NO_PROXY list the connection started with (before tp's own
 	// entries), which tp's exported variables keep.
 	NoProxy string `json:"noProxy,omitempty"`
