@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/cmd/internal/completion"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
@@ -15,6 +16,7 @@ import (
 func newApp() *cli.App {
 	app := &cli.App{
 		Name:            "tp",
+		HelpName:        "tp", // not argv[0]'s: kubectl-tp's is "kubectl tp" (completion.NameAsCalled)
 		Usage:           "reach a Kubernetes cluster's network from this machine, without root",
 		HideVersion:     true,
 		HideHelpCommand: true,
@@ -40,7 +42,9 @@ func newApp() *cli.App {
 			listCommand(),
 			statusCommand(),
 			quitCommand(),
+			completion.Command(newClient),
 			versionCommand(),
+			completion.Hidden(newClient),
 		},
 	}
 	for _, cmd := range app.Commands {

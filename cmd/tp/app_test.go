@@ -72,7 +72,7 @@ func TestUsageErrorsExitWith2(t *testing.T) {
 		{"run", "--timeout", "soon", "--", "true"},
 		{"intercept", "--port"},
 	}
-	for _, cmd := range newApp().Commands {
+	for _, cmd := range newApp().VisibleCommands() { // tp __complete takes any words
 		cases = append(cases, []string{cmd.Name, "--no-such-flag"})
 	}
 	for _, args := range cases {

@@ -21,8 +21,8 @@ func interspersed(app *cli.App, args []string) []string {
 			cmd = c
 		}
 	}
-	if cmd == nil {
-		return args
+	if cmd == nil || cmd.SkipFlagParsing {
+		return args // tp __complete: its words are the command line's, as typed
 	}
 	takesValue := valueFlags(cmd.Flags)
 	var flags, positional []string

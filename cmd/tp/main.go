@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tpdev/tp/cmd/internal/completion"
 	"github.com/tpdev/tp/netstack/ns"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
@@ -16,6 +17,7 @@ func main() {
 		ns.ChildMain(os.Args[2:])
 	}
 	app := newApp()
+	completion.NameAsCalled(app, os.Args[0])
 	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		// A command tp ran ends tp the same way.
 		if st, ok := errors.AsType[*client.ExitError](err); ok {
@@ -24,7 +26,7 @@ func main() {
 			}
 			os.Exit(st.Code)
 		}
-		fmt.Fprintln(os.Stderr, "tp:", err)
+		fmt.Fprintln(app.ErrWriter, "tp:", err)
 		os.Exit(exitCode(err))
 	}
 }

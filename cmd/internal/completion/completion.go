@@ -1,0 +1,94 @@
+// Package completion wires tp's shell completion and its kubectl plugin naming into the
+// CLI: the commands tp completion and tp __complete, and the names in help and messages.
+// What to complete, and how to name tp, is remote/laptop/client's.
+package completion
+
+import (
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/client"
+)
+
+// NewClient makes the client for a command's context (cmd/tp's newClient).
+type NewClient func(*cli.Context) *client.Client
+
+// Command is tp completion: it prints the completion script for a shell.
+func Command(newClient NewClient) *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print the shell completion script (bash, zsh, fish or powershell)",
+		ArgsUsage: "bash|zsh|fish|powershell",
+		Description: `Completes commands, flags and their values: session names (--name), the intercepts of the
+running sessions (tp leave), the namespace's workloads (tp intercept; asked of the cluster,
+for 2 seconds at most), --shell, --vif, --context and --namespace.
+
+   source <(tp completion bash)          # in ~/.bashrc
+   source <(tp completion zsh)           # in ~/.zshrc, after compinit
+   tp completion fish | source           # in ~/.config/fish/config.fish
+   tp completion powershell | Out-String | Invoke-Expression   # in $PROFILE`,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return remote.Errorf(remote.Usage, "name the shell: tp completion bash, zsh, fish or powershell")
+			}
+			prog := "tp"
+			if c.App.HelpName != prog {
+				prog = client.KubectlPlugin
+			}
+			return newClient(c).CompletionScript(c.Args().First(), prog)
+		},
+	}
+}
+
+// Hidden is what the completion scripts call: tp __complete WORDS... prints the candidates
+// for the last word (cobra's protocol, which kubectl's plugin completion speaks too).
+func Hidden(newClient NewClient) *cli.Command {
+	return &cli.Command{
+		Name:            "__complete",
+		Hidden:          true,
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			return newClient(c).Complete(c.Context, Tree(c.App), c.Args().Slice())
+		},
+	}
+}
+
+// Tree describes the app's commands and flags for completion.
+func Tree(app *cli.App) client.CompletionCommand {
+	root := client.CompletionCommand{Flags: flags(app.Flags)}
+	for _, cmd := range app.VisibleCommands() {
+		root.Commands = append(root.Commands, client.CompletionCommand{Names: cmd.Names(), Flags: flags(cmd.Flags)})
+	}
+	return root
+}
+
+func flags(fs []cli.Flag) []client.CompletionFlag {
+	out := []client.CompletionFlag{{Names: []string{"help", "h"}}}
+	for _, f := range fs {
+		_, isBool := f.(*cli.BoolFlag)
+		out = append(out, client.CompletionFlag{Names: f.Names(), Value: !isBool})
+	}
+	return out
+}
+
+// NameAsCalled names tp in its help and messages as the user calls it: "kubectl tp" when
+// run as the kubectl plugin kubectl-tp (client.ProgramName).
+func NameAsCalled(app *cli.App, argv0 string) {
+	name := client.ProgramName(argv0)
+	if name == "tp" {
+		return
+	}
+	app.HelpName = name
+	app.Writer = client.RenamedWriter(name, writerOr(app.Writer, os.Stdout))
+	app.ErrWriter = client.RenamedWriter(name, writerOr(app.ErrWriter, os.Stderr))
+}
+
+func writerOr(w, otherwise io.Writer) io.Writer {
+	if w == nil {
+		return otherwise
+	}
+	return w
+}
