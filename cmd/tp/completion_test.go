@@ -247,4 +247,13 @@ func TestKubectlRunsThePlugin(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "cluster image:") {
 		t.Errorf("kubectl tp version: %v\n%s", err, out)
 	}
+	// kubectl tp con<TAB>: kubectl asks kubectl_complete-tp, a link to tp.
+	if err := os.Symlink(plugin, filepath.Join(dir, "kubectl_complete-tp")); err != nil {
+		t.Skipf("no symbolic link: %v", err)
+	}
+	cmd = exec.Command(kubectl, "__complete", "tp", "connect", "--sh")
+	cmd.Env = env
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "--shell\n:4\n") {
+		t.Errorf("kubectl __complete tp connect --sh (kubectl's plugin completion): %v\n%s", err, out)
+	}
 }

@@ -16,9 +16,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == ns.ChildArg {
 		ns.ChildMain(os.Args[2:])
 	}
-	app := newApp()
-	completion.NameAsCalled(app, os.Args[0])
-	if err := app.Run(interspersed(app, os.Args)); err != nil {
+	app, args := newApp(), completion.Args(os.Args)
+	completion.NameAsCalled(app, args[0])
+	if err := app.Run(interspersed(app, args)); err != nil {
 		// A command tp ran ends tp the same way.
 		if st, ok := errors.AsType[*client.ExitError](err); ok {
 			if st.Signal != nil {

@@ -29,7 +29,12 @@ for 2 seconds at most), --shell, --vif, --context and --namespace.
    source <(tp completion bash)          # in ~/.bashrc
    source <(tp completion zsh)           # in ~/.zshrc, after compinit
    tp completion fish | source           # in ~/.config/fish/config.fish
-   tp completion powershell | Out-String | Invoke-Expression   # in $PROFILE`,
+   tp completion powershell | Out-String | Invoke-Expression   # in $PROFILE
+
+As the kubectl plugin (kubectl-tp on PATH), kubectl tp completes through kubectl's own
+completion (kubectl 1.26 and later) once a link kubectl_complete-tp to kubectl-tp is on PATH:
+
+   ln -s "$(command -v kubectl-tp)" ~/.local/bin/kubectl_complete-tp`,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return remote.Errorf(remote.Usage, "name the shell: tp completion bash, zsh, fish or powershell")
@@ -72,6 +77,16 @@ func flags(fs []cli.Flag) []client.CompletionFlag {
 		out = append(out, client.CompletionFlag{Names: f.Names(), Value: !isBool})
 	}
 	return out
+}
+
+// Args is the command line to run: kubectl's plugin completion (kubectl 1.26 and later)
+// runs kubectl_complete-tp WORDS... for kubectl tp WORDS<TAB>, which is kubectl-tp
+// __complete WORDS... (a link named kubectl_complete-tp to kubectl-tp makes it so).
+func Args(argv []string) []string {
+	if len(argv) == 0 || client.ProgramName(argv[0]) != client.KubectlCompletion {
+		return argv
+	}
+	return append([]string{client.KubectlPlugin, "__complete"}, argv[1:]...)
 }
 
 // NameAsCalled names tp in its help and messages as the user calls it: "kubectl tp" when

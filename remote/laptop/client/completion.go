@@ -36,7 +36,8 @@ const (
 )
 
 // ClusterCompletionTimeout bounds a completion that asks the cluster (workloads,
-// namespaces): a slow cluster yields nothing rather than a stuck prompt.
+// namespaces), or the running sessions: a slow one yields nothing rather than a stuck
+// prompt.
 const ClusterCompletionTimeout = 2 * time.Second
 
 // Shells tp completes for, and tp env prints for.
@@ -171,6 +172,8 @@ func (c *Client) argValues(ctx context.Context, command string, n int, cur strin
 // their intercepts of several ports: what tp leave takes. Asked of the control sockets
 // only.
 func heldNames(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, ClusterCompletionTimeout) // a stuck daemon
+	defer cancel()
 	names, _ := control.Names()
 	var out []string
 	for _, h := range heldOf(ctx, names, func(session.InterceptSpec) bool { return true }) {

@@ -7,15 +7,23 @@ import (
 	"strings"
 )
 
-// KubectlPlugin is tp's name as a kubectl plugin: kubectl runs kubectl-tp for kubectl tp.
-const KubectlPlugin = "kubectl-tp"
+// tp's names as a kubectl plugin: kubectl runs kubectl-tp for kubectl tp, and (1.26 and
+// later) kubectl_complete-tp to complete it.
+const (
+	KubectlPlugin     = "kubectl-tp"
+	KubectlCompletion = "kubectl_complete-tp"
+)
 
 // ProgramName is how the user calls tp, from its argv[0]: "kubectl tp" when run as the
-// kubectl plugin (kubectl-tp, kubectl-tp.exe), else "tp".
+// kubectl plugin (kubectl-tp, kubectl-tp.exe), KubectlCompletion when run as its
+// completion, else "tp".
 func ProgramName(argv0 string) string {
-	base := filepath.Base(strings.ReplaceAll(argv0, `\`, "/"))
-	if strings.EqualFold(strings.TrimSuffix(strings.ToLower(base), ".exe"), KubectlPlugin) {
+	base := strings.ToLower(filepath.Base(strings.ReplaceAll(argv0, `\`, "/")))
+	switch strings.TrimSuffix(base, ".exe") {
+	case KubectlPlugin:
 		return "kubectl tp"
+	case KubectlCompletion:
+		return KubectlCompletion
 	}
 	return "tp"
 }

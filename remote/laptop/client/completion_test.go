@@ -157,6 +157,7 @@ func TestRenamedHints(t *testing.T) {
 	for _, tc := range []struct{ argv0, name string }{
 		{"tp", "tp"}, {"/usr/local/bin/tp", "tp"}, {"kubectl-tp", "kubectl tp"},
 		{"/home/u/.krew/bin/kubectl-tp", "kubectl tp"}, {`C:\krew\bin\kubectl-tp.exe`, "kubectl tp"}, {"KUBECTL-TP.EXE", "kubectl tp"},
+		{"/usr/local/bin/kubectl_complete-tp", KubectlCompletion}, {"kubectl-tpx", "tp"},
 	} {
 		if got := ProgramName(tc.argv0); got != tc.name {
 			t.Errorf("ProgramName(%q) = %q, want %q", tc.argv0, got, tc.name)
