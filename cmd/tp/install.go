@@ -66,6 +66,28 @@ func uninstallCommand() *cli.Command {
 	}
 }
 
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print tp's version and the cluster image it installs, and the cluster's manager",
+		Description: `Prints this tp's version, the cluster image tp install deploys, and Go's version and
+platform; then, when the cluster answers within 5 seconds, the manager tp install put in
+it: its version (its image's tag), its image and whether it is ready. When this tp cannot
+work with that manager it warns, naming the command that fixes it. An unreachable cluster
+is no failure: the manager is then "unknown".
+
+   tp version
+   tp version -o json
+   tp version --context staging --manager-namespace tp-team`,
+		Flags: append(kubeFlagsNoNamespace(), outputFlag(),
+			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"}),
+		Action: func(c *cli.Context) error {
+			cfg := client.VersionConfig{Image: buildinfo.Image, ManagerNamespace: c.String("manager-namespace"), Output: c.String("output")}
+			return newClient(c).ShowVersion(c.Context, cfg)
+		},
+	}
+}
+
 // managerNamespaceFlag is install's and uninstall's --namespace: the manager's, not the
 // developer's.
 func managerNamespaceFlag(usage string) cli.Flag {

@@ -64,8 +64,7 @@ callers: its copies stop once 1 MiB waits for it.
 				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
-				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"),
-				Output: c.String("output"),
+				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"), Output: c.String("output"),
 			})
 		},
 	}

@@ -37,8 +37,7 @@ func quitCommand() *cli.Command {
 	}
 }
 
-// outputFlag is -o of the commands that print a result for programs too: a stable shape,
-// {"version": 1, "kind": "tp.…", …}.
+// outputFlag is -o of the commands that print a stable shape for programs too.
 func outputFlag() cli.Flag {
 	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text, json or yaml (a stable shape with \"version\" and \"kind\" fields)"}
 }
