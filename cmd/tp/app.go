@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"runtime"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -51,18 +49,6 @@ func newApp() *cli.App {
 		cmd.OnUsageError = usageError("tp " + cmd.Name)
 	}
 	return app
-}
-
-func versionCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "version",
-		Usage: "print tp's version and the cluster image it installs",
-		Action: func(c *cli.Context) error {
-			_, err := fmt.Fprintf(c.App.Writer, "tp %s\ncluster image: %s\nbuilt with: %s %s/%s\n",
-				buildinfo.Version, buildinfo.Image, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			return err
-		},
-	}
 }
 
 // usageError marks the CLI library's flag errors as the user's (exit status 2), pointing

@@ -15,13 +15,14 @@ import (
 )
 
 func TestVersionPrintsVersionAndImage(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
 	app := newApp()
 	var out bytes.Buffer
 	app.Writer = &out
 	if err := app.Run([]string{"tp", "version"}); err != nil {
 		t.Fatalf("tp version: %v", err)
 	}
-	for _, want := range []string{"tp " + buildinfo.Version, "cluster image: " + buildinfo.Image} {
+	for _, want := range []string{"tp " + buildinfo.Version, "cluster image: " + buildinfo.Image, "\nmanager: unknown (cannot reach the cluster: "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("tp version printed %q, want it to contain %q", out.String(), want)
 		}

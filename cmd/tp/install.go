@@ -24,7 +24,11 @@ agents (Secret tp-manager-tls; the bundle to trust in ConfigMap tp-ca); later on
 The manager dials, for developers, only the cluster's service and pod ranges and the names
 the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopback ones):
 
-   tp install --allow-cidr 10.20.0.0/16,192.0.2.7/32`,
+   tp install --allow-cidr 10.20.0.0/16,192.0.2.7/32
+
+--dry-run prints the manifest instead: YAML documents (-o yaml, the default), or with
+-o json one Kubernetes List (apiVersion v1, kind List) of the objects in the order tp
+applies them; kubectl apply -f takes either.`,
 		Flags: append(kubeFlagsNoNamespace(),
 			managerNamespaceFlag("namespace for the manager"),
 			&cli.StringFlag{Name: "image", Value: buildinfo.Image, Usage: "the manager's image (tp's cluster image)"},
@@ -32,6 +36,7 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "let the manager dial this range for developers too, beyond the cluster's service and pod ranges (repeatable or comma separated)"},
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for the manager to be ready"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the manifest instead of applying it"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "with --dry-run: yaml (as text) or json (one Kubernetes List of the objects)"},
 			&cli.BoolFlag{Name: "rotate-ca", Usage: "replace the CA agents verify the manager by; agents injected before keep working until their workload's next tp intercept"},
 		),
 		Action: func(c *cli.Context) error {
@@ -41,7 +46,7 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 					ManagedNamespaces: c.StringSlice("managed-namespaces"), AllowedCIDRs: c.StringSlice("allow-cidr"),
 					Timeout: c.Duration("timeout"), RotateCA: c.Bool("rotate-ca"),
 				},
-				DryRun: c.Bool("dry-run"),
+				DryRun: c.Bool("dry-run"), Output: c.String("output"),
 			})
 		},
 	}
@@ -57,6 +62,28 @@ func uninstallCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			return managerClient(c).Uninstall(c.Context, managerNamespace(c), c.Duration("timeout"))
+		},
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print tp's version and the cluster image it installs, and the cluster's manager",
+		Description: `Prints this tp's version, the cluster image tp install deploys, and Go's version and
+platform; then, when the cluster answers within 5 seconds, the manager tp install put in
+it: its version (its image's tag), its image and whether it is ready. When this tp cannot
+work with that manager it warns, naming the command that fixes it. An unreachable cluster
+is no failure: the manager is then "unknown".
+
+   tp version
+   tp version -o json
+   tp version --context staging --manager-namespace tp-team`,
+		Flags: append(kubeFlagsNoNamespace(), outputFlag(),
+			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"}),
+		Action: func(c *cli.Context) error {
+			cfg := client.VersionConfig{Image: buildinfo.Image, ManagerNamespace: c.String("manager-namespace"), Output: c.String("output")}
+			return newClient(c).ShowVersion(c.Context, cfg)
 		},
 	}
 }

@@ -57,13 +57,14 @@ callers: its copies stop once 1 MiB waits for it.
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the change the intercept makes to the workload, and change nothing"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the agents to be ready"},
+			outputFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			return newClient(c).Intercept(c.Context, client.InterceptConfig{
 				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
-				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"),
+				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"), Output: c.String("output"),
 			})
 		},
 	}
@@ -103,7 +104,7 @@ func listCommand() *cli.Command {
 		Name:  "list",
 		Usage: "list the workloads tp's agent is in, and who intercepts them",
 		Flags: append(kubeFlags(), &cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "every namespace"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text, or json (a stable shape with a version field)"}),
+			outputFlag()),
 		Action: func(c *cli.Context) error {
 			return newClient(c).List(c.Context, client.ListConfig{AllNamespaces: c.Bool("all-namespaces"), Output: c.String("output")})
 		},

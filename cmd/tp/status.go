@@ -14,10 +14,11 @@ func statusCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "only this session"},
 			&cli.StringFlag{Name: "context", Usage: "only the sessions to this kubeconfig context"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "only the sessions for this namespace"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			outputFlag(),
+			&cli.BoolFlag{Name: "json", Hidden: true, Usage: "-o json"},
 		},
 		Action: func(c *cli.Context) error {
-			return newClient(c).Status(c.Context, client.StatusConfig{Name: c.String("name"), JSON: c.Bool("json")})
+			return newClient(c).Status(c.Context, client.StatusConfig{Name: c.String("name"), Output: c.String("output"), JSON: c.Bool("json")})
 		},
 	}
 }
@@ -34,4 +35,9 @@ func quitCommand() *cli.Command {
 			return newClient(c).Quit(c.Context, client.QuitConfig{Name: c.String("name"), All: c.Bool("all")})
 		},
 	}
+}
+
+// outputFlag is -o of the commands that print a stable shape for programs too.
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text, json or yaml (a stable shape with \"version\" and \"kind\" fields)"}
 }

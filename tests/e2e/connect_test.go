@@ -27,6 +27,7 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/laptop/session"
 	"github.com/tpdev/tp/tests/kit"
 	"github.com/tpdev/tp/tests/workload"
@@ -306,11 +307,11 @@ func TestConnect(t *testing.T) {
 func status(t *testing.T, l *kit.Laptop, name string) control.Info {
 	t.Helper()
 	r := l.MustTP(t, 10*time.Second, "status", "--json", "--name", name)
-	var infos []control.Info
-	if err := json.Unmarshal([]byte(r.Stdout), &infos); err != nil || len(infos) != 1 {
+	var st output.Status
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || st.Kind != output.KindStatus || len(st.Sessions) != 1 {
 		t.Fatalf("tp status --json: %v %q", err, r.Stdout)
 	}
-	return infos[0]
+	return st.Sessions[0]
 }
 
 func scaleManager(t *testing.T, cs kubernetes.Interface, n int32) {

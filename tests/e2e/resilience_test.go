@@ -586,13 +586,15 @@ func trySessionStatus(l *kit.Laptop) (session.Status, error) {
 	if r.Err != nil {
 		return st, r.Err
 	}
-	var infos []struct {
-		Session json.RawMessage `json:"session"`
+	var out struct {
+		Sessions []struct {
+			Session json.RawMessage `json:"session"`
+		} `json:"sessions"`
 	}
-	if err := json.Unmarshal([]byte(r.Stdout), &infos); err != nil || len(infos) != 1 {
+	if err := json.Unmarshal([]byte(r.Stdout), &out); err != nil || len(out.Sessions) != 1 {
 		return st, fmt.Errorf("tp status --json: %v %q", err, r.Stdout)
 	}
-	err := json.Unmarshal(infos[0].Session, &st)
+	err := json.Unmarshal(out.Sessions[0].Session, &st)
 	return st, err
 }
 

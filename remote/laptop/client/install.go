@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/output"
 )
 
 // InstallConfig is tp install's configuration; the Client's namespace is not used (the
@@ -17,6 +20,9 @@ import (
 type InstallConfig struct {
 	Options deploy.Options // Log is the Client's Err
 	DryRun  bool           // print the manifest instead
+	// Output is the manifest's format with DryRun: text and yaml print YAML documents,
+	// json one Kubernetes List of the objects (output.ManifestList).
+	Output string
 }
 
 // Install is tp install: the manager applied and ready (or, with DryRun, its manifest).
@@ -24,13 +30,15 @@ func (c *Client) Install(ctx context.Context, cfg InstallConfig) error {
 	opts := cfg.Options
 	opts.Log = c.Err
 	opts.ManagedNamespaces, opts.AllowedCIDRs = splitList(opts.ManagedNamespaces), splitList(opts.AllowedCIDRs)
-	if cfg.DryRun {
-		out, err := deploy.Render(opts)
-		if err != nil {
-			return err
-		}
-		_, err = c.Out.Write(out)
+	f, err := output.Parse(cfg.Output)
+	if err != nil {
 		return err
+	}
+	if f != output.Text && !cfg.DryRun {
+		return remote.Errorf(remote.Usage, "-o %s: tp install prints the manifest only with --dry-run", f)
+	}
+	if cfg.DryRun {
+		return writeManifest(c.Out, f, opts)
 	}
 	k, err := c.cluster()
 	if err != nil {
@@ -47,6 +55,28 @@ func (c *Client) Install(ctx context.Context, cfg InstallConfig) error {
 		fmt.Fprintf(c.Err, "tp: beyond the cluster's ranges and names, the manager may dial %s (--allow-cidr)\n", strings.Join(inst.AllowedCIDRs, ", "))
 	}
 	return nil
+}
+
+// writeManifest prints the manifest tp install applies with opts: as YAML documents, or
+// for json as one Kubernetes List of them.
+func writeManifest(w io.Writer, f output.Format, opts deploy.Options) error {
+	manifest, err := deploy.Render(opts)
+	if err != nil {
+		return err
+	}
+	if f != output.JSON {
+		_, err = w.Write(manifest)
+		return err
+	}
+	objs, err := deploy.Objects(manifest)
+	if err != nil {
+		return err
+	}
+	list := output.ManifestList{APIVersion: "v1", Kind: "List", Items: []map[string]any{}}
+	for _, o := range objs {
+		list.Items = append(list.Items, o.Object)
+	}
+	return output.Write(w, f, list)
 }
 
 // Uninstall is tp uninstall: every workload gets its own pod template back, then the

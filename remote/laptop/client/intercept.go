@@ -24,6 +24,7 @@ import (
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
@@ -50,6 +51,9 @@ type InterceptConfig struct {
 	// come here; the app still answers the callers, and what comes back from here is
 	// dropped.
 	Wiretap bool
+	// Output is text (default: messages on stderr), json or yaml: then the intercept held
+	// (output.Intercept) goes to stdout too. Not with Command or DryRun.
+	Output string
 }
 
 // holdFunc asks for an intercept.
@@ -146,6 +150,10 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	if cfg.Workload == "" {
 		return remote.Errorf(remote.Usage, "name the workload to intercept: tp intercept WORKLOAD --port LOCAL[:REMOTE]")
 	}
+	f, err := interceptFormat(cfg)
+	if err != nil {
+		return err
+	}
 	k, err := c.connectedCluster(ctx)
 	if err != nil {
 		return err
@@ -171,6 +179,9 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	}
 	if len(cfg.Command) == 0 {
 		fmt.Fprintf(c.Err, "tp: end it with: tp leave %s\n", in.name)
+		if f.Structured() {
+			return output.Write(c.Out, f, in.result())
+		}
 		return nil
 	}
 	problems.start()
@@ -180,6 +191,36 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 		return err
 	}
 	return waitCommand(cmd)
+}
+
+// interceptFormat is -o of tp intercept: text only with a command (stdout is the
+// command's) and with --dry-run (a diff).
+func interceptFormat(cfg InterceptConfig) (output.Format, error) {
+	f, err := output.Parse(cfg.Output)
+	switch {
+	case err != nil:
+		return "", err
+	case f.Structured() && len(cfg.Command) > 0:
+		return "", remote.Errorf(remote.Usage, "-o %s: with -- CMD, stdout is the command's and tp's messages stay text on stderr; drop -o, or run tp intercept -o %s first and the command after it", f, f)
+	case f.Structured() && cfg.DryRun:
+		return "", remote.Errorf(remote.Usage, "-o %s: --dry-run prints a diff of the workload, as text only", f)
+	}
+	return f, nil
+}
+
+// result is the intercept held, for -o json and yaml.
+func (in *pendingIntercept) result() output.Intercept {
+	r := output.Intercept{Header: output.NewHeader(output.KindIntercept), Name: in.name,
+		Workload: output.WorkloadRef{Namespace: in.ref.Namespace, Kind: in.ref.Kind, Name: in.ref.Name}, Ports: []output.InterceptPort{}}
+	for i, p := range in.ports {
+		r.HTTP, r.Wiretap = p.spec.HTTP, p.spec.Wiretap
+		port := output.InterceptPort{Name: p.spec.Name, Port: p.spec.Port, Service: p.target.Service, ServicePort: p.target.ServicePort, Local: p.spec.Local}
+		if i < len(in.helds) {
+			port.Agents, port.Note = in.helds[i].Agents, in.helds[i].Overlap
+		}
+		r.Ports = append(r.Ports, port)
+	}
+	return r
 }
 
 // holder is who holds the intercept: with a command, this process, on a connection of its
@@ -281,6 +322,8 @@ type pendingIntercept struct {
 	// agent and targets are what the agent was injected with, to roll the pods again.
 	agent   intercept.AgentConfig
 	targets []intercept.Target
+	// helds are what holding each port's intercept answered, once hold has.
+	helds []session.Held
 }
 
 // reroll rolls the workload's pods again when some run without the agent (Inject finds
@@ -459,6 +502,7 @@ func (in *pendingIntercept) hold(ctx context.Context, w io.Writer, timeout time.
 			}
 		}
 	}
+	in.helds = helds
 	for i, p := range in.ports {
 		if !p.spec.Wiretap { // a wiretap's copies are not on the callers' path
 			in.confirm(ctx, w, p, hold)

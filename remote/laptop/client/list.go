@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/intercept"
-	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
 
@@ -97,14 +97,15 @@ func heldOf(ctx context.Context, sessions []string, match func(session.Intercept
 // ListConfig is tp list's configuration.
 type ListConfig struct {
 	AllNamespaces bool
-	Output        string // text (default) or json
+	Output        string // text (default), json or yaml: output.List
 }
 
 // List is tp list: the workloads that have tp's agent in the namespace (or all), and who
 // intercepts them.
 func (c *Client) List(ctx context.Context, cfg ListConfig) error {
-	if cfg.Output != "" && cfg.Output != "text" && cfg.Output != "json" {
-		return remote.Errorf(remote.Usage, "--output %q: want text or json", cfg.Output)
+	f, err := output.Parse(cfg.Output)
+	if err != nil {
+		return err
 	}
 	k, err := c.connectedCluster(ctx)
 	if err != nil {
@@ -126,8 +127,8 @@ func (c *Client) List(ctx context.Context, cfg ListConfig) error {
 	if listErr != nil {
 		fmt.Fprintf(c.Err, "tp: note: who intercepts what is not shown: %v\n", listErr)
 	}
-	if cfg.Output == "json" {
-		return writeListJSON(c.Out, all.All, refs)
+	if f.Structured() {
+		return output.Write(c.Out, f, listOutput(all.All, refs))
 	}
 	if len(all.All) == 0 && len(refs) == 0 {
 		fmt.Fprintln(c.Out, "tp: no workload has tp's agent, nothing is intercepted")
@@ -201,54 +202,26 @@ func printIntercepts(w io.Writer, all []control.InterceptInfo, refs []intercept.
 	return err
 }
 
-// ListJSON is tp list -o json: a stable shape, versioned by Version.
-type ListJSON struct {
-	Version    int             `json:"version"` // 1
-	Intercepts []InterceptJSON `json:"intercepts"`
-	// Workloads are those with tp's agent, intercepted or not.
-	Workloads []WorkloadJSON `json:"workloads"`
-}
+// ListJSON is tp list -o json (output.List), and the types in it, by their old names.
+type (
+	ListJSON      = output.List
+	InterceptJSON = output.ListedIntercept
+	WorkloadJSON  = output.Workload
+)
 
-// InterceptJSON is one intercept in tp list -o json.
-type InterceptJSON struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
-	Kind      string `json:"kind"`
-	Workload  string `json:"workload"`
-	Port      string `json:"port"`
-	// HTTP is the filter of a personal intercept; null for one that takes every request.
-	HTTP *httproute.Filter `json:"http"`
-	// Wiretap: the holder gets copies; the callers' answers come from the app.
-	Wiretap bool      `json:"wiretap"`
-	Holder  string    `json:"holder"`
-	Client  string    `json:"client,omitempty"`
-	Since   time.Time `json:"since"`
-	Agents  int32     `json:"agents"`
-	Problem string    `json:"problem,omitempty"`
-}
-
-// WorkloadJSON is a workload with tp's agent in tp list -o json.
-type WorkloadJSON struct {
-	Namespace   string `json:"namespace"`
-	Kind        string `json:"kind"`
-	Name        string `json:"name"`
-	Intercepted bool   `json:"intercepted"`
-}
-
-func writeListJSON(w io.Writer, all []control.InterceptInfo, refs []intercept.Ref) error {
-	out := ListJSON{Version: 1, Intercepts: []InterceptJSON{}, Workloads: []WorkloadJSON{}}
+// listOutput is tp list's shape for -o json and yaml.
+func listOutput(all []control.InterceptInfo, refs []intercept.Ref) output.List {
+	out := output.List{Header: output.NewHeader(output.KindList), Intercepts: []output.ListedIntercept{}, Workloads: []output.Workload{}}
 	seen := map[string]bool{}
 	for _, it := range all {
 		seen[it.Namespace+"/"+strings.ToLower(it.Kind)+"/"+it.Workload] = true
-		out.Intercepts = append(out.Intercepts, InterceptJSON{Name: it.Name, Namespace: it.Namespace, Kind: it.Kind, Workload: it.Workload,
+		out.Intercepts = append(out.Intercepts, output.ListedIntercept{Name: it.Name, Namespace: it.Namespace, Kind: it.Kind, Workload: it.Workload,
 			Port: it.Port, HTTP: it.HTTP, Wiretap: it.Wiretap, Holder: it.Holder, Client: it.Client, Since: time.Unix(it.SinceUnix, 0).UTC(), Agents: it.Agents, Problem: it.Problem})
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Namespace+refs[i].Name < refs[j].Namespace+refs[j].Name })
 	for _, r := range refs {
-		out.Workloads = append(out.Workloads, WorkloadJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name,
+		out.Workloads = append(out.Workloads, output.Workload{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name,
 			Intercepted: seen[r.Namespace+"/"+strings.ToLower(r.Kind)+"/"+r.Name]})
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return out
 }

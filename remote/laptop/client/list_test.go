@@ -14,10 +14,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tpdev/tp/intercept"
 	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
@@ -134,19 +136,29 @@ func TestListJSON(t *testing.T) {
 		HTTP: &httproute.Filter{Headers: []httproute.Match{{Name: "x-dev", Value: "a"}}, ID: "alice-1a2b"}}}
 	refs := []intercept.Ref{{Namespace: "ns", Kind: "StatefulSet", Name: "db"}, {Namespace: "ns", Kind: "Deployment", Name: "web"}}
 	var out bytes.Buffer
-	if err := writeListJSON(&out, all, refs); err != nil {
+	if err := output.Write(&out, output.JSON, listOutput(all, refs)); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"intercepts":[{"agents":1,"holder":"alice","http":{"headers":[{"kind":"exact","name":"x-dev","value":"a"}],"id":"alice-1a2b"},"kind":"Deployment","name":"web-http","namespace":"ns","port":"http","since":"2026-01-02T03:04:05Z","wiretap":false,"workload":"web"}],"version":1,"workloads":[{"intercepted":false,"kind":"StatefulSet","name":"db","namespace":"ns"},{"intercepted":true,"kind":"Deployment","name":"web","namespace":"ns"}]}`
+	want := `{"intercepts":[{"agents":1,"holder":"alice","http":{"headers":[{"kind":"exact","name":"x-dev","value":"a"}],"id":"alice-1a2b"},"kind":"Deployment","name":"web-http","namespace":"ns","port":"http","since":"2026-01-02T03:04:05Z","wiretap":false,"workload":"web"}],"kind":"tp.list","version":1,"workloads":[{"intercepted":false,"kind":"StatefulSet","name":"db","namespace":"ns"},{"intercepted":true,"kind":"Deployment","name":"web","namespace":"ns"}]}`
 	if b, _ := json.Marshal(got); string(b) != want {
 		t.Errorf("tp list -o json:\n%s\nwant\n%s", b, want)
 	}
 	out.Reset()
-	if err := writeListJSON(&out, nil, nil); err != nil || !strings.Contains(out.String(), `"intercepts": []`) {
+	if err := output.Write(&out, output.YAML, listOutput(all, refs)); err != nil {
+		t.Fatal(err)
+	}
+	var back output.List
+	if err := yaml.UnmarshalStrict(out.Bytes(), &back); err != nil || back.Header != output.NewHeader(output.KindList) || len(back.Intercepts) != 1 ||
+		back.Intercepts[0].Name != "web-http" || !back.Intercepts[0].Since.Equal(since) || back.Intercepts[0].HTTP.ID != "alice-1a2b" ||
+		len(back.Workloads) != 2 || !back.Workloads[1].Intercepted || back.Workloads[0].Name != "db" {
+		t.Errorf("tp list -o yaml: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := output.Write(&out, output.JSON, listOutput(nil, nil)); err != nil || !strings.Contains(out.String(), `"intercepts": []`) {
 		t.Errorf("an empty list: %s %v (want [] rather than null)", out.String(), err)
 	}
 }

@@ -11,29 +11,36 @@ import (
 
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 // StatusConfig is tp status's configuration.
 type StatusConfig struct {
-	Name string // only this session ("" for all)
-	JSON bool
+	Name   string // only this session ("" for all)
+	Output string // text (default), json or yaml: output.Status
+	JSON   bool   // the old --json: -o json
 }
 
 // Status is tp status: the running sessions (those of the Client's --context and
 // --namespace, when given), as text or JSON.
 func (c *Client) Status(ctx context.Context, cfg StatusConfig) error {
+	f, err := output.Parse(cfg.Output)
+	if err != nil {
+		return err
+	}
+	if cfg.JSON && f == output.Text {
+		f = output.JSON
+	}
 	infos, err := c.statuses(ctx, cfg.Name)
 	if err != nil {
 		return err
 	}
-	if cfg.JSON {
-		enc := json.NewEncoder(c.Out)
-		enc.SetIndent("", "  ")
+	if f.Structured() {
 		if infos == nil {
 			infos = []control.Info{}
 		}
-		return enc.Encode(infos)
+		return output.Write(c.Out, f, output.Status{Header: output.NewHeader(output.KindStatus), Sessions: infos})
 	}
 	if len(infos) == 0 {
 		fmt.Fprintln(c.Out, "tp: not connected (tp connect starts a connection)")

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
 
@@ -75,8 +78,8 @@ func TestStatusOfSessions(t *testing.T) {
 	shortHome(t)
 	var out bytes.Buffer
 	c := New(KubeFlags{}, &out, &out)
-	if err := c.Status(t.Context(), StatusConfig{JSON: true}); err != nil || strings.TrimSpace(out.String()) != "[]" {
-		t.Errorf("no session, JSON: %v %q, want []", err, out.String())
+	if err := c.Status(t.Context(), StatusConfig{JSON: true}); err != nil || strings.Join(strings.Fields(out.String()), "") != `{"version":1,"kind":"tp.status","sessions":[]}` {
+		t.Errorf("no session, JSON: %v %q, want no sessions ([], not null)", err, out.String())
 	}
 	if err := c.Status(t.Context(), StatusConfig{Name: "gone"}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), `no connection named "gone" is running`) {
 		t.Errorf("tp status --name gone: %v", err)
@@ -100,5 +103,45 @@ func TestStatusOfSessions(t *testing.T) {
 	out.Reset()
 	if err := c.Quit(t.Context(), QuitConfig{Name: "none"}); err == nil || exitCode(err) != 2 {
 		t.Errorf("tp quit --name none: %v, want a user error", err)
+	}
+}
+
+// tp status -o json and -o yaml (and --json, the old flag) print output.Status: the
+// sessions as their daemons report them.
+func TestStatusOutput(t *testing.T) {
+	shortHome(t)
+	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	info := control.Info{Name: "a", PID: 7, Version: "v0.5.0", Context: "kind", Cluster: "https://api:6443", Namespace: "ns", ManagerNamespace: "tp-system",
+		Listen: "127.0.0.1:1080", DNSListen: "127.0.0.1:1053", ProxyAuth: true, Started: started, Session: json.RawMessage(`{"state":"connected","openFlows":2}`),
+		Upstream: &control.Upstream{All: "http://proxy:8080", Source: "HTTPS_PROXY"}, AlsoProxy: []string{"10.9.0.0/16"}}
+	fakeDaemon(t, "a", info)
+	for _, cfg := range []StatusConfig{{Output: "json"}, {JSON: true}, {Output: "yaml"}, {Output: "text", JSON: true}} {
+		var out bytes.Buffer
+		if err := New(KubeFlags{}, &out, &out).Status(t.Context(), cfg); err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		var got output.Status
+		var err error
+		if cfg.Output == "yaml" {
+			err = yaml.UnmarshalStrict(out.Bytes(), &got)
+		} else {
+			err = json.Unmarshal(out.Bytes(), &got)
+		}
+		if err != nil || got.Header != output.NewHeader(output.KindStatus) || len(got.Sessions) != 1 {
+			t.Fatalf("tp status %+v: %v\n%s", cfg, err, out.String())
+		}
+		s := got.Sessions[0]
+		if s.Name != "a" || s.PID != 7 || s.Version != "v0.5.0" || s.Context != "kind" || s.Cluster != "https://api:6443" || s.Namespace != "ns" ||
+			s.ManagerNamespace != "tp-system" || s.Listen != "127.0.0.1:1080" || s.DNSListen != "127.0.0.1:1053" || !s.ProxyAuth || !s.Started.Equal(started) ||
+			s.Upstream == nil || *s.Upstream != *info.Upstream || strings.Join(s.AlsoProxy, ",") != "10.9.0.0/16" {
+			t.Errorf("tp status %+v: session %+v", cfg, s)
+		}
+		var st session.Status
+		if err := json.Unmarshal(s.Session, &st); err != nil || st.State != session.Connected || st.OpenFlows != 2 {
+			t.Errorf("tp status %+v: the session's own status %s (%v)", cfg, s.Session, err)
+		}
+	}
+	if err := New(KubeFlags{}, &bytes.Buffer{}, &bytes.Buffer{}).Status(t.Context(), StatusConfig{Output: "xml"}); err == nil || exitCode(err) != 2 || err.Error() != `-o "xml": want text, json or yaml` {
+		t.Errorf("tp status -o xml: %v", err)
 	}
 }
