@@ -210,6 +210,16 @@ func fingerprint(specs []daemon) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// KubectlPath is the path of the kubectl built with the cluster, for tests that need a
+// real kubectl (tp as its plugin).
+func (c *Cluster) KubectlPath(ctx context.Context) (string, error) {
+	bins, err := c.build(ctx)
+	if err != nil {
+		return "", err
+	}
+	return bins.path("kubectl"), nil
+}
+
 // Kubectl runs the cluster's own kubectl (built with it) with the admin kubeconfig, its
 // output going to this process's.
 func (c *Cluster) Kubectl(ctx context.Context, args ...string) error {

@@ -107,6 +107,22 @@ func app() *cli.App {
 				},
 			},
 			{
+				Name:  "kubectl-path",
+				Usage: "print the path of the kubectl built with the cluster",
+				Action: func(c *cli.Context) error {
+					cl, err := open(c, nil)
+					if err != nil {
+						return err
+					}
+					path, err := cl.KubectlPath(c.Context)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(c.App.Writer, path)
+					return err
+				},
+			},
+			{
 				Name:  "down",
 				Usage: "stop the cluster and remove everything it made",
 				Action: func(c *cli.Context) error {
