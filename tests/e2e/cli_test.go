@@ -48,7 +48,11 @@ func TestCLI(t *testing.T) {
 		if bin == "" {
 			t.Fatal("TP_E2E_TPCLUSTER is not set: make e2e sets it to bin/tpcluster, which knows the cluster's own kubectl")
 		}
-		path, err := exec.Command(bin, "kubectl-path").Output()
+		repo, err := filepath.Abs("../..")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, err := exec.Command(bin, "--repo", repo, "kubectl-path").Output()
 		if err != nil {
 			t.Fatalf("tpcluster kubectl-path: %v", err)
 		}
