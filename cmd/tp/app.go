@@ -41,6 +41,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			quitCommand(),
 			completion.Command(newClient),
+			gatherLogsCommand(),
 			versionCommand(),
 			completion.Hidden(newClient),
 		},
