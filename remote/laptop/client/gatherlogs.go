@@ -82,7 +82,7 @@ func (c *Client) GatherLogs(ctx context.Context, cfg GatherConfig) error {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	if len(a.errs) > 0 {
-		fmt.Fprintf(c.Err, "tp: %d parts could not be gathered: errors.txt in the archive says why\n", len(a.errs))
+		fmt.Fprintf(c.Err, "tp: not everything could be gathered (%d parts): errors.txt in the archive says why\n", len(a.errs))
 	}
 	fmt.Fprintln(c.Out, out)
 	return nil
@@ -254,7 +254,7 @@ func (c *Client) gatherCluster(ctx context.Context, a *archive, cfg GatherConfig
 	} else {
 		a.fail("kubernetes version", err)
 	}
-	g := gatherer{a: a, cs: cs}
+	g := &gatherer{a: a, cs: cs, listed: map[string]*corev1.EventList{}}
 	for _, ns := range managerNamespaces(cfg.ManagerNamespace, here) {
 		g.manager(ctx, ns)
 	}
@@ -315,13 +315,14 @@ func versions(client, image string, infos []control.Info, cluster string) []byte
 
 // gatherer adds the cluster's parts.
 type gatherer struct {
-	a  *archive
-	cs kubernetes.Interface
+	a      *archive
+	cs     kubernetes.Interface
+	listed map[string]*corev1.EventList // each namespace's events, listed once (nil: they could not be)
 }
 
 // manager adds the manager's pods (every container's log, and the previous one's of a
 // restarted container) and the events of its Deployment, ReplicaSets and pods.
-func (g gatherer) manager(ctx context.Context, ns string) {
+func (g *gatherer) manager(ctx context.Context, ns string) {
 	dir := "manager/" + ns
 	if d, err := g.cs.AppsV1().Deployments(ns).Get(ctx, deploy.ManagerName, metav1.GetOptions{}); err != nil {
 		g.a.fail("deployment "+ns+"/"+deploy.ManagerName, err)
@@ -337,7 +338,7 @@ func (g gatherer) manager(ctx context.Context, ns string) {
 
 // workload adds the intercepted workload's pods' agent logs, and the events of the
 // workload, its ReplicaSets and pods.
-func (g gatherer) workload(ctx context.Context, it session.InterceptSpec) {
+func (g *gatherer) workload(ctx context.Context, it session.InterceptSpec) {
 	kind := strings.ToLower(it.Kind)
 	dir := fmt.Sprintf("agents/%s/%s-%s", it.Namespace, kind, it.Workload)
 	sel, err := g.selector(ctx, it.Namespace, kind, it.Workload)
@@ -353,7 +354,7 @@ func (g gatherer) workload(ctx context.Context, it session.InterceptSpec) {
 }
 
 // selector is the label selector of the workload's pods.
-func (g gatherer) selector(ctx context.Context, ns, kind, name string) (string, error) {
+func (g *gatherer) selector(ctx context.Context, ns, kind, name string) (string, error) {
 	var sel *metav1.LabelSelector
 	var err error
 	switch kind {
@@ -387,7 +388,7 @@ func (g gatherer) selector(ctx context.Context, ns, kind, name string) (string, 
 
 // pods adds pods.txt (each pod's phase, containers, images, restarts) and the logs of
 // container (every container when "") of each pod selected; it returns the pods' names.
-func (g gatherer) pods(ctx context.Context, ns, selector, dir, container string) []string {
+func (g *gatherer) pods(ctx context.Context, ns, selector, dir, container string) []string {
 	list, err := g.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		g.a.fail(fmt.Sprintf("pods in %s (%s)", ns, selector), err)
@@ -444,7 +445,7 @@ func containerState(cs corev1.ContainerStatus) string {
 }
 
 // log adds a container's log (its last gatherLogBytes, of at most gatherTailLines lines).
-func (g gatherer) log(ctx context.Context, p *corev1.Pod, container string, previous bool, name string) {
+func (g *gatherer) log(ctx context.Context, p *corev1.Pod, container string, previous bool, name string) {
 	lines := int64(gatherTailLines)
 	part := fmt.Sprintf("log of %s/%s container %s", p.Namespace, p.Name, container)
 	if previous {
@@ -464,10 +465,17 @@ func (g gatherer) log(ctx context.Context, p *corev1.Pod, container string, prev
 }
 
 // events adds events.txt: the namespace's events about what match chooses, oldest first.
-func (g gatherer) events(ctx context.Context, ns, dir string, match func(corev1.ObjectReference) bool) {
-	list, err := g.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		g.a.fail("events in "+ns, err)
+func (g *gatherer) events(ctx context.Context, ns, dir string, match func(corev1.ObjectReference) bool) {
+	list, listed := g.listed[ns]
+	if !listed {
+		var err error
+		if list, err = g.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			g.a.fail("events in "+ns, err)
+			list = nil
+		}
+		g.listed[ns] = list
+	}
+	if list == nil {
 		return
 	}
 	var evs []corev1.Event

@@ -188,6 +188,9 @@ func TestGatherLogs(t *testing.T) {
 			t.Errorf("errors.txt does not say %q:\n%s", part, files["errors.txt"])
 		}
 	}
+	if n := strings.Count(files["errors.txt"], "events in ns"); n != 1 {
+		t.Errorf("errors.txt tells %d times that the events in ns could not be listed:\n%s", n, files["errors.txt"])
+	}
 	if !strings.Contains(msgs.String(), "errors.txt") {
 		t.Errorf("tp gather-logs did not tell that parts failed: %q", msgs.String())
 	}

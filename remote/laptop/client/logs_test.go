@@ -114,6 +114,21 @@ func TestSizeCappedRotates(t *testing.T) {
 	}
 }
 
+// tp connect --foreground keeps its log on the terminal: nothing rotates another's file.
+func TestDaemonLogOnlyOfTheDaemon(t *testing.T) {
+	shortHome(t)
+	path, _ := control.LogPath("default")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("a daemon's\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := daemonLog("default"); ok {
+		t.Error("a process whose stderr is not the session's log took it for its own")
+	}
+}
+
 // The daemon proper: its stderr is the session's log, which it bounds, and a panic after a
 // rotation still ends up in daemon.log.
 func TestDaemonLogPanicLandsInTheCurrentLog(t *testing.T) {
