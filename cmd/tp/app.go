@@ -7,6 +7,7 @@ import (
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/cmd/internal/completion"
+	"github.com/tpdev/tp/cmd/internal/gatherlogs"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
@@ -41,6 +42,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			quitCommand(),
 			completion.Command(newClient),
+			gatherlogs.Command(newClient),
 			versionCommand(),
 			completion.Hidden(newClient),
 		},

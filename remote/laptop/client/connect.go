@@ -89,7 +89,7 @@ func (c *Client) spawnDaemon(ctx context.Context, kf KubeFlags, o Options) (cont
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
 		return control.Info{}, fmt.Errorf("session folder: %w", err)
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logFile, err := openDaemonLog(logPath)
 	if err != nil {
 		return control.Info{}, fmt.Errorf("session log: %w", err)
 	}
@@ -157,7 +157,12 @@ const daemonMemoryLimit = 128 << 20
 // serve is the daemon (or a --foreground connection): the connection, its control
 // socket, until a signal or tp quit.
 func (c *Client) serve(ctx context.Context, o Options, k *Kube, exports func(control.Info) error) error {
-	log := c.log()
+	log, logPath := c.log(), ""
+	if w, path, ok := daemonLog(o.Name); ok {
+		// The daemon's log, bounded (sizeCapped); tp status tells where it is.
+		log, logPath = NewLog(w, o.Debug, false), path
+		c.Log = log
+	}
 	if c.getenv("GOMEMLIMIT") == "" {
 		// A laptop daemon should stay small: past this the collector works harder rather
 		// than letting a transfer's garbage pile up (it is a soft limit, never an OOM).
@@ -174,7 +179,7 @@ func (c *Client) serve(ctx context.Context, o Options, k *Kube, exports func(con
 	started := time.Now()
 	info := func() control.Info {
 		i := conn.info()
-		i.Name, i.PID, i.Started = o.Name, os.Getpid(), started
+		i.Name, i.PID, i.Started, i.LogPath = o.Name, os.Getpid(), started, logPath
 		return i
 	}
 	// Before the control socket answers: a tp connect from a shell with this session's

@@ -38,6 +38,8 @@ type Info struct {
 	DNSListen        string    `json:"dnsListen,omitempty"`
 	ProxyAuth        bool      `json:"proxyAuth,omitempty"` // the proxy asks clients for credentials (never given here)
 	Started          time.Time `json:"started"`
+	// LogPath is the daemon's log (empty for a connection in the foreground).
+	LogPath string `json:"logPath,omitempty"`
 	// Goroutines is the daemon's count, to tell a leak.
 	Goroutines int             `json:"goroutines"`
 	Session    json.RawMessage `json:"session,omitempty"`
