@@ -140,7 +140,7 @@ func (c *Client) flagValues(ctx context.Context, command, flag, cur string) ([]s
 		return matching(exportShells, cur), CompleteNoFiles
 	case flag == "vif":
 		return matching(vifModes, cur), CompleteNoFiles
-	case flag == "name" && slices.Contains([]string{"status", "quit", "env"}, command):
+	case flag == "name" && slices.Contains([]string{"status", "quit", "env", "gather-logs"}, command):
 		names, _ := control.Names()
 		return matching(names, cur), CompleteNoFiles
 	case flag == "context":

@@ -125,6 +125,9 @@ func printStatus(w io.Writer, info control.Info, now time.Time) {
 	printReconnects(w, st, now)
 	printHeld(w, st.Intercepts, now)
 	fmt.Fprintf(w, "\n  up since:    %s (pid %d, tp %s)\n", info.Started.Format(time.RFC3339), info.PID, info.Version)
+	if info.LogPath != "" {
+		fmt.Fprintf(w, "  log:         %s\n", info.LogPath)
+	}
 }
 
 // printReconnects shows the latest changes of state, so that a flapping tunnel shows as
