@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +82,85 @@ func TestCLI(t *testing.T) {
 			t.Errorf("kubectl tp leave of nothing: want an error with a kubectl tp hint: %v\n%s", r.Err, r.Stderr)
 		}
 	})
+
+	t.Run("GatherLogs", func(t *testing.T) {
+		// Secrets the archive must not hold: the upstream proxy's password (a dead one, so
+		// that errors name it) and the proxy's own credentials.
+		const upstreamSecret, proxySecret = "upStreamS3cret", "pr0xyS3cret"
+		ns := namespace(t, clientset(t), "tp-e2e-cli")
+		env := []string{"TP_PROXY_CREDENTIALS=alice:" + proxySecret}
+		r := l.Run(time.Minute, env, l.TP, "connect", "--namespace", ns, "--upstream-proxy", "http://bob:"+upstreamSecret+"@127.0.0.1:9", "--print-env=false")
+		if r.Err != nil {
+			t.Fatalf("tp connect: %v\n%s", r.Err, r.Stderr)
+		}
+		_ = l.Run(40*time.Second, nil, "curl", "-sS", "--max-time", "20", "-x", "http://alice:"+proxySecret+"@127.0.0.1:1080", "http://example.test/")
+		archive := filepath.Join(l.Home, "logs.tar.gz")
+		l.MustTP(t, 2*time.Minute, "gather-logs", "-o", archive)
+		files := readTarGz(t, archive)
+		var names []string
+		managerLog := false
+		for name, body := range files {
+			names = append(names, name)
+			if strings.Contains(name, "/manager/tp-system/") && strings.HasSuffix(name, ".log") && strings.Contains(body, "traffic manager serving") {
+				managerLog = true
+			}
+			for _, secret := range []string{upstreamSecret, proxySecret} {
+				if strings.Contains(body, secret) || strings.Contains(name, secret) {
+					t.Errorf("the archive's %s holds a secret (%s)", name, secret)
+				}
+			}
+		}
+		if !managerLog {
+			t.Errorf("no manager log in the archive: %q", names)
+		}
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "/sessions/default/daemon.log") }) ||
+			!slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "/sessions/default/status.json") }) {
+			t.Errorf("no session log or status in the archive: %q", names)
+		}
+		if body := files[firstWithSuffix(names, "/sessions/default/daemon.log")]; !strings.Contains(body, "upstream") {
+			t.Errorf("the session's log in the archive says nothing of the upstream (the redaction test proves nothing):\n%s", body)
+		}
+	})
+}
+
+func firstWithSuffix(names []string, suffix string) string {
+	for _, n := range names {
+		if strings.HasSuffix(n, suffix) {
+			return n
+		}
+	}
+	return ""
+}
+
+// readTarGz is every regular file of a .tar.gz: name to content.
+func readTarGz(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	out := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[h.Name] = string(b)
+	}
 }
