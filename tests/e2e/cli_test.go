@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,7 +90,12 @@ func TestCLI(t *testing.T) {
 		const upstreamSecret, proxySecret = "upStreamS3cret", "pr0xyS3cret"
 		ns := namespace(t, clientset(t), "tp-e2e-cli")
 		env := []string{"TP_PROXY_CREDENTIALS=alice:" + proxySecret}
-		r := l.Run(time.Minute, env, l.TP, "connect", "--namespace", ns, "--upstream-proxy", "http://bob:"+upstreamSecret+"@127.0.0.1:9", "--print-env=false")
+		api, err := url.Parse(restConfig(t, laptopDial).Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := l.Run(time.Minute, env, l.TP, "connect", "--namespace", ns, "--upstream-proxy", "http://bob:"+upstreamSecret+"@127.0.0.1:9",
+			"--upstream-no-proxy", api.Hostname(), "--print-env=false")
 		if r.Err != nil {
 			t.Fatalf("tp connect: %v\n%s", r.Err, r.Stderr)
 		}
