@@ -81,6 +81,7 @@ e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an
 	@if [ -n "$${CI:-}" ] && grep -q -- '--- SKIP' bin/e2e.log; then echo "e2e: a test skipped in CI; e2e tests must run"; exit 1; fi
 
 demo: build images bin/tpcluster ## the main job: cluster (unless KUBECONFIG is set), tp install, tp connect, curl by name
+	tests/packages.sh
 	tests/demo/demo.sh
 
 bench: build cluster-up ## measure tp against raw port-forward and the direct path, in one run
