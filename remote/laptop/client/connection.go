@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"runtime"
+	"strings"
 
 	"github.com/tpdev/tp/deploy"
 	httproute "github.com/tpdev/tp/intercept/route"
@@ -65,7 +67,7 @@ func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connectio
 	ccancel()
 	if err != nil {
 		closeAll()
-		return nil, fmt.Errorf("connecting to context %q (%s): %w", k.Context, k.Cluster, err)
+		return nil, fmt.Errorf("connecting to context %q (%s): %w%s", k.Context, k.Cluster, err, viaUpstream(err, k, o.upstream))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Connection{k: k, o: o, sess: sess, Listen: ln.Addr().String(), DNSListen: dnsUDP.LocalAddr().String(), errc: make(chan error, 3), cancel: cancel}
@@ -97,6 +99,19 @@ func (c *Connection) DNSDialer() remote.Dialer { return c.shim.Dialer() }
 
 // Done reports a front end's end (its error, nil when it just stopped).
 func (c *Connection) Done() <-chan error { return c.errc }
+
+// viaUpstream explains an API server that could not be reached through the upstream proxy,
+// the way kubectl would reach it: the user may need it in NO_PROXY.
+func viaUpstream(err error, k *Kube, up upstream.Settings) string {
+	if up.Empty() || !strings.Contains(err.Error(), "proxyconnect") {
+		return ""
+	}
+	host := k.Cluster
+	if u, perr := url.Parse(k.Cluster); perr == nil {
+		host = u.Hostname()
+	}
+	return fmt.Sprintf(" (the API server is reached through the upstream proxy %s; if this machine reaches %s directly, add it to NO_PROXY or --upstream-no-proxy)", up, host)
+}
 
 func othersWhy(allowed bool) string {
 	if allowed {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -246,5 +247,18 @@ func TestExportsDropNoProxyOverAlsoProxy(t *testing.T) {
 		if v.Name == "NO_PROXY" && v.Value != ".corp,localhost,127.0.0.1,::1" {
 			t.Errorf("NO_PROXY=%q", v.Value)
 		}
+	}
+}
+
+func TestViaUpstream(t *testing.T) {
+	up, _ := upstream.FromEnv(envOf(map[string]string{"HTTPS_PROXY": "http://bob:pw@proxy.corp:3128"}))
+	k := &Kube{Cluster: "https://10.250.0.1:6443"}
+	err := errors.New(`Get "https://10.250.0.1:6443/api": proxyconnect tcp: dial tcp 10.0.0.1:3128: connect: connection refused`)
+	got := viaUpstream(err, k, up)
+	if !strings.Contains(got, "upstream proxy http://bob:xxxxx@proxy.corp:3128") || !strings.Contains(got, "reaches 10.250.0.1 directly, add it to NO_PROXY") || strings.Contains(got, "pw@") {
+		t.Errorf("viaUpstream = %q", got)
+	}
+	if viaUpstream(errors.New("forbidden"), k, up) != "" || viaUpstream(err, k, upstream.Settings{}) != "" {
+		t.Error("only a failed proxy connect with an upstream is explained")
 	}
 }
