@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tpdev/tp/cmd/internal/configcmd"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
@@ -61,7 +62,7 @@ callers: its copies stop once 1 MiB waits for it.
 		),
 		Action: func(c *cli.Context) error {
 			return newClient(c).Intercept(c.Context, client.InterceptConfig{
-				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
+				Workload: configcmd.Workload(c), Command: commandAfter(c.Args().Tail()),
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
 				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"), Output: c.String("output"),
