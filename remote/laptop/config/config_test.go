@@ -131,6 +131,7 @@ const (
   listen: 127.0.0.1:2080
   manager-namespace: user-ns
   shell: fish
+  upstream-proxy: http://alice:s3cret@proxy.corp:8080
 `
 	projectFile = `version: 1
 namespace: shop
@@ -174,8 +175,8 @@ func TestPrecedence(t *testing.T) {
 		given   []string
 		want    map[string][]string
 	}{
-		{"connect", nil, nil, map[string][]string{"listen": {"127.0.0.1:2080"}, "manager-namespace": {"user-ns"}, "shell": {"fish"}}},
-		{"connect", nil, []string{"listen"}, map[string][]string{"manager-namespace": {"user-ns"}, "shell": {"fish"}}},
+		{"connect", nil, nil, map[string][]string{"listen": {"127.0.0.1:2080"}, "manager-namespace": {"user-ns"}, "shell": {"fish"}, "upstream-proxy": {"http://alice:s3cret@proxy.corp:8080"}}},
+		{"connect", nil, []string{"listen", "upstream-proxy"}, map[string][]string{"manager-namespace": {"user-ns"}, "shell": {"fish"}}},
 		{"env", nil, nil, map[string][]string{"shell": {"fish"}}},
 		{"run", nil, nil, map[string][]string{"vif": {"off"}, "manager-namespace": {"project-ns"}, "namespace": {"shop"}}},
 		{"run", nil, []string{"namespace", "vif"}, map[string][]string{"manager-namespace": {"project-ns"}}},
@@ -244,6 +245,9 @@ func TestViewSaysWhereEachValueCameFrom(t *testing.T) {
 	}
 	if ns := fs.View(nil, "flagged")[len(ConnectKeys)]; ns.Values[0] != "flagged" || ns.Origin.String() != "flag" {
 		t.Errorf("namespace given as a flag: %+v", ns)
+	}
+	if strings.Contains(out.String(), "s3cret") || !strings.Contains(out.String(), "alice:xxxxx@proxy.corp") {
+		t.Errorf("the view shows the upstream proxy's password, or no proxy:\n%s", out.String())
 	}
 	out.Reset()
 	if err := fs.Render(&out, entries, "yaml"); err != nil {

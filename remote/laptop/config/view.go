@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 
 	"go.yaml.in/yaml/v3"
 
@@ -64,6 +65,9 @@ func merged(section string, ks keys, set []Setting, defaults map[string]string) 
 				e.Values, e.Origin = s.Values, s.Origin
 			}
 		}
+		if k == "upstream-proxy" && len(e.Values) == 1 {
+			e.Values = []string{redacted(e.Values[0])}
+		}
 		if ks[k].typ == boolean && len(e.Values) == 0 {
 			e.Values = []string{"false"}
 		}
@@ -73,6 +77,18 @@ func merged(section string, ks keys, set []Setting, defaults map[string]string) 
 		out = append(out, e)
 	}
 	return out
+}
+
+// redacted is a proxy URL without its password, which the view does not show.
+func redacted(proxy string) string {
+	u, err := url.Parse(proxy)
+	if err != nil || u.User == nil {
+		return proxy
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // Render writes the entries as YAML (each value's origin in a comment) or JSON (each value
