@@ -92,6 +92,9 @@ func TestConfigFilesReachConnect(t *testing.T) {
 
 func TestConfigFilesReachInterceptAndRun(t *testing.T) {
 	configFiles(t, testUserFile, testProjectFile)
+	wd, _ := os.Getwd()
+	envFile := filepath.Join(wd, "..", "..", ".env.cluster") // the project's folder's, not this one's
+	envFile = filepath.Clean(envFile)
 	var got client.InterceptConfig
 	var ns string
 	grab := func(c *cli.Context) error {
@@ -105,9 +108,9 @@ func TestConfigFilesReachInterceptAndRun(t *testing.T) {
 		want   client.InterceptConfig
 		wantNS string
 	}{
-		{[]string{"intercept"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"8080:http"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: ".env.cluster"}, "shop"},
-		{[]string{"intercept", "web-app"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"8080:http"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: ".env.cluster"}, "shop"},
-		{[]string{"-n", "other", "intercept", "web-app", "--port", "9090"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"9090"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: ".env.cluster"}, "other"},
+		{[]string{"intercept"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"8080:http"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: envFile}, "shop"},
+		{[]string{"intercept", "web-app"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"8080:http"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: envFile}, "shop"},
+		{[]string{"-n", "other", "intercept", "web-app", "--port", "9090"}, client.InterceptConfig{Workload: "deploy/web-app", Ports: []string{"9090"}, HTTPHeaders: []string{"x-dev=auto", "x-a=~a,b"}, EnvFile: envFile}, "other"},
 		{[]string{"intercept", "api", "--port", "9090"}, client.InterceptConfig{Workload: "api", Ports: []string{"9090"}}, "shop"},
 	} {
 		got, ns = client.InterceptConfig{}, ""

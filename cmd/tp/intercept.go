@@ -46,7 +46,11 @@ connection's bytes from the callers) while the app, or whoever intercepts, answe
 callers; answers from here are dropped. A slow or vanished wiretap never slows the
 callers: its copies stop once 1 MiB waits for it.
 
-   tp intercept web-app --port 8080:80 --wiretap --http-path /api/`,
+   tp intercept web-app --port 8080:80 --wiretap --http-path /api/
+
+A project's tp.yaml (here or in a folder above, up to the one holding .git) may name
+intercepts: tp intercept NAME takes NAME's workload and flags from it (flags given here
+win), and tp intercept alone the only one it defines. tp config view shows them.`,
 		Flags: append(kubeFlags(),
 			&cli.GenericFlag{Name: "port", Value: &repeated{}, Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name); repeat it for several ports in one intercept"},
 			&cli.StringFlag{Name: "name", Usage: "the intercept's name (default WORKLOAD-PORT)"},

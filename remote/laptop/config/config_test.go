@@ -165,6 +165,8 @@ func loadBoth(t *testing.T) *Files {
 // (a flag nobody sets keeps its default: Apply leaves it alone).
 func TestPrecedence(t *testing.T) {
 	fs := loadBoth(t)
+	// A path is the project's: relative to its folder, not to where tp runs.
+	envFile := filepath.Join(filepath.Dir(fs.Project.Path), ".env.cluster")
 	web, err := fs.Intercept("web-app", false)
 	if err != nil || web == nil || web.Workload() != "deploy/web-app" {
 		t.Fatalf("web-app: %+v, %v", web, err)
@@ -180,8 +182,8 @@ func TestPrecedence(t *testing.T) {
 		{"env", nil, nil, map[string][]string{"shell": {"fish"}}},
 		{"run", nil, nil, map[string][]string{"vif": {"off"}, "manager-namespace": {"project-ns"}, "namespace": {"shop"}}},
 		{"run", nil, []string{"namespace", "vif"}, map[string][]string{"manager-namespace": {"project-ns"}}},
-		{"intercept", web, nil, map[string][]string{"port": {"8080:http"}, "http-header": {"x-dev=auto", "x-b=~a,b"}, "env-file": {".env.cluster"}, "namespace": {"shop"}}},
-		{"intercept", web, []string{"port"}, map[string][]string{"http-header": {"x-dev=auto", "x-b=~a,b"}, "env-file": {".env.cluster"}, "namespace": {"shop"}}},
+		{"intercept", web, nil, map[string][]string{"port": {"8080:http"}, "http-header": {"x-dev=auto", "x-b=~a,b"}, "env-file": {envFile}, "namespace": {"shop"}}},
+		{"intercept", web, []string{"port"}, map[string][]string{"http-header": {"x-dev=auto", "x-b=~a,b"}, "env-file": {envFile}, "namespace": {"shop"}}},
 		{"intercept", nil, nil, map[string][]string{"namespace": {"shop"}}},
 	} {
 		fl := &fakeFlags{given: map[string]bool{}, set: map[string][]string{}}

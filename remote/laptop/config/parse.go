@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +20,10 @@ const (
 	boolean
 	integer
 	duration
+	file // a path, relative to the file's folder
 )
 
-var typeNames = map[valueType]string{text: "a string", list: "a list of strings", boolean: "true or false", integer: "an integer", duration: "a duration (30s, 2m)"}
+var typeNames = map[valueType]string{text: "a string", file: "a file's path", list: "a list of strings", boolean: "true or false", integer: "an integer", duration: "a duration (30s, 2m)"}
 
 // key is one key a section may hold: the flag it sets (its own name unless given).
 type key struct {
@@ -42,7 +44,7 @@ var (
 	InterceptKeys = keys{
 		"workload": {typ: text, flag: "-"}, "ports": {typ: list, flag: "port"}, "name": {typ: text},
 		"http-header": {typ: list}, "http-path": {typ: text}, "wiretap": {typ: boolean},
-		"env-file": {typ: text}, "env-json": {typ: text}, "manager-namespace": {typ: text},
+		"env-file": {typ: file}, "env-json": {typ: file}, "manager-namespace": {typ: text},
 		"timeout": {typ: duration},
 	}
 	RunKeys = keys{
@@ -170,6 +172,9 @@ func section(path, name string, n *yaml.Node, ks keys) ([]Setting, error) {
 		if err != nil {
 			return nil, fileError(path, v, "%s: wrong type: want %s, %v", k.Value, typeNames[spec.typ], err)
 		}
+		if spec.typ == file && !filepath.IsAbs(values[0]) {
+			values[0] = filepath.Join(filepath.Dir(path), values[0])
+		}
 		out = append(out, Setting{Key: k.Value, Flag: ks.Flag(k.Value), Values: values, List: spec.typ == list,
 			Origin: Origin{Path: path, Line: k.Line, Column: k.Column}})
 	}
@@ -203,7 +208,7 @@ func value(t valueType, n *yaml.Node) ([]string, error) {
 	case duration:
 		_, err := time.ParseDuration(n.Value)
 		ok = err == nil
-	case text:
+	case text, file:
 		ok = n.Tag != "!!null"
 	}
 	if !ok {
