@@ -45,6 +45,8 @@ func tpBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// No test reads the user's own configuration file (config_test.go makes its own).
+	_ = os.Setenv("TP_CONFIG", os.DevNull)
 	code := m.Run()
 	if built != "" {
 		_ = os.RemoveAll(filepath.Dir(built))

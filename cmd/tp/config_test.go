@@ -88,6 +88,11 @@ func TestConfigFilesReachConnect(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("tp connect --lanes 5:\n got %+v\nwant %+v", got, want)
 	}
+	// The daemon's command line is complete (client.DaemonArgs): it reads no file.
+	t.Setenv("TP_DAEMON", "1")
+	if out, err := runWith(t, "connect", grab, "connect"); err != nil || got.Listen != "127.0.0.1:1080" || got.AllowOtherUsers {
+		t.Errorf("the daemon took the file's values: %+v, %v (%s)", got, err, out)
+	}
 }
 
 func TestConfigFilesReachInterceptAndRun(t *testing.T) {
