@@ -7,6 +7,7 @@ import (
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
 	"github.com/tpdev/tp/cmd/internal/completion"
+	"github.com/tpdev/tp/cmd/internal/configcmd"
 	"github.com/tpdev/tp/cmd/internal/gatherlogs"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
@@ -42,13 +43,13 @@ func newApp() *cli.App {
 			statusCommand(),
 			quitCommand(),
 			completion.Command(newClient),
-			gatherlogs.Command(newClient),
+			gatherlogs.Command(newClient), configcmd.Command(),
 			versionCommand(),
 			completion.Hidden(newClient),
 		},
 	}
 	for _, cmd := range app.Commands {
-		cmd.OnUsageError = usageError("tp " + cmd.Name)
+		cmd.OnUsageError, cmd.Before = usageError("tp "+cmd.Name), configcmd.Before(cmd.Name)
 	}
 	return app
 }

@@ -21,8 +21,8 @@ func interspersed(app *cli.App, args []string) []string {
 			cmd = c
 		}
 	}
-	if cmd == nil || cmd.SkipFlagParsing {
-		return args // tp __complete: its words are the command line's, as typed
+	if cmd == nil || cmd.SkipFlagParsing || len(cmd.Subcommands) > 0 {
+		return args // tp __complete: its words are the command line's, as typed; tp config view: its own
 	}
 	takesValue := valueFlags(cmd.Flags)
 	var flags, positional []string

@@ -45,6 +45,8 @@ func tpBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// No test reads the user's own configuration file (config_test.go makes its own).
+	_ = os.Setenv("TP_CONFIG", os.DevNull)
 	code := m.Run()
 	if built != "" {
 		_ = os.RemoveAll(filepath.Dir(built))
@@ -80,7 +82,7 @@ func TestBashCompletion(t *testing.T) {
 complete -p tp || exit 1
 try() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
   COMPREPLY=(); __tp_complete; echo "$*|${COMPREPLY[*]}"; }
-try tp con
+try tp conn
 try tp connect --sh
 try tp connect --shell ""
 try tp env --shell = p
@@ -91,7 +93,7 @@ try tp --context x sta
 	got := shellWith(t, "bash", "-c", script)
 	for _, want := range []string{
 		"complete -o default -F __tp_complete tp",
-		"tp con|connect\n",
+		"tp conn|connect\n",
 		"tp connect --sh|--shell\n",
 		"tp connect --shell |cmd fish json posix powershell\n",
 		"tp env --shell = p|posix powershell\n",
@@ -114,7 +116,7 @@ compadd() { while [[ $1 == -* && $1 != -- ]]; do shift; done; shift; echo "${wor
 _files() { echo "${words[*]}|files"; }
 source <(tp completion zsh) || exit 1
 try() { words=("$@"); CURRENT=${#words}; __tp_complete; }
-try tp con
+try tp conn
 try tp connect --sh
 try tp connect --shell ''
 try tp connect --shell=p
@@ -123,7 +125,7 @@ try tp run -- ''
 	got := shellWith(t, "zsh", "-f", "-c", script)
 	for _, want := range []string{
 		"compdef __tp_complete tp\n",
-		"tp con|connect\n",
+		"tp conn|connect\n",
 		"tp connect --sh|--shell\n",
 		"tp connect --shell |cmd fish json posix powershell\n",
 		"tp connect --shell=p|--shell=posix --shell=powershell\n",
@@ -137,13 +139,13 @@ try tp run -- ''
 
 func TestFishCompletion(t *testing.T) {
 	script := `tp completion fish | source; or exit 1
-for line in "tp con" "tp connect --sh" "tp connect --shell " "tp run --vif=" "tp completion "
+for line in "tp conn" "tp connect --sh" "tp connect --shell " "tp run --vif=" "tp completion "
     echo "$line|"(string join -- ' ' (complete -C "$line" | string replace -r '\t.*' ''))
 end
 `
 	got := shellWith(t, "fish", "--no-config", "-c", script)
 	for _, want := range []string{
-		"tp con|connect\n",
+		"tp conn|connect\n",
 		"tp connect --sh|--shell\n",
 		"tp connect --shell |cmd fish json posix powershell\n",
 		"tp run --vif=|--vif=auto --vif=off --vif=on\n",

@@ -35,7 +35,11 @@ other users; --allow-other-users turns that off). To let other machines use it, 
 Proxy-Authorization: Basic):
 
    TP_PROXY_CREDENTIALS=user:password tp connect --listen 0.0.0.0:1080
-   ALL_PROXY=socks5h://user:password@laptop:1080 curl http://web-app.default`,
+   ALL_PROXY=socks5h://user:password@laptop:1080 curl http://web-app.default
+
+The connect section of the user's configuration file ($TP_CONFIG, else tp/config.yaml in
+$XDG_CONFIG_HOME or ~/.config; %AppData% on Windows) gives the flags not given here their
+values. tp config view shows them.`,
 		Flags: append(kubeFlags(),
 			&cli.StringFlag{Name: "name", Value: "default", Usage: "session name; a second, independent connection needs its own (and its own --listen)"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "address of the SOCKS5 + HTTP proxy (one port serves both); beyond loopback only with proxy credentials"},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tpdev/tp/cmd/internal/configcmd"
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/client"
@@ -45,7 +46,11 @@ connection's bytes from the callers) while the app, or whoever intercepts, answe
 callers; answers from here are dropped. A slow or vanished wiretap never slows the
 callers: its copies stop once 1 MiB waits for it.
 
-   tp intercept web-app --port 8080:80 --wiretap --http-path /api/`,
+   tp intercept web-app --port 8080:80 --wiretap --http-path /api/
+
+A project's tp.yaml (here or in a folder above, up to the one holding .git) may name
+intercepts: tp intercept NAME takes NAME's workload and flags from it (flags given here
+win), and tp intercept alone the only one it defines. tp config view shows them.`,
 		Flags: append(kubeFlags(),
 			&cli.GenericFlag{Name: "port", Value: &repeated{}, Usage: "LOCAL[:REMOTE]: this machine's port, and the Service's port (number or name); repeat it for several ports in one intercept"},
 			&cli.StringFlag{Name: "name", Usage: "the intercept's name (default WORKLOAD-PORT)"},
@@ -61,7 +66,7 @@ callers: its copies stop once 1 MiB waits for it.
 		),
 		Action: func(c *cli.Context) error {
 			return newClient(c).Intercept(c.Context, client.InterceptConfig{
-				Workload: c.Args().First(), Command: commandAfter(c.Args().Tail()),
+				Workload: configcmd.Workload(c), Command: commandAfter(c.Args().Tail()),
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
 				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"), Output: c.String("output"),

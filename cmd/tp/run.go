@@ -31,7 +31,11 @@ Without them, tp run opens a connection of its own, on loopback and without cred
 
    tp run -- ./myservice
    tp run --vif=off -- curl http://web-app/
-   tp run --namespace other -- psql -h db`,
+   tp run --namespace other -- psql -h db
+
+A project's tp.yaml (here or in a folder above, up to the one holding .git) gives the flags
+not given here their values: its namespace, and its run section (vif, manager-namespace,
+transport, timeout, intercept, port). tp config view shows them.`,
 		Flags: append(kubeFlags(),
 			&cli.StringFlag{Name: "vif", Value: "auto", Usage: "auto, on or off: run the command in a private network namespace"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
