@@ -58,7 +58,7 @@ images: ## build the image tarballs in bin/images: tp's cluster image (manager a
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/workload -ref localhost/tp/workload:test -out $(IMAGES)/workload.tar
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/pause -ref localhost/tp/pause:test -out $(IMAGES)/pause.tar
 
-dist: ## the release in dist/: tp_OS_ARCH for every platform, krew archives and tp.yaml, the cluster image (amd64+arm64) as one OCI archive, SHA256SUMS; IMAGE=registry path
+dist: ## the release in dist/: tp_OS_ARCH for every platform, krew archives and kubectl-tp.yaml, the cluster image (amd64+arm64) as one OCI archive, SHA256SUMS; IMAGE=registry path
 	rm -rf $(DIST) bin/dist
 	@mkdir -p $(DIST)
 	$(foreach p,$(DIST_PLATFORMS),CGO_ENABLED=0 GOOS=$(word 1,$(subst /, ,$(p))) GOARCH=$(word 2,$(subst /, ,$(p))) $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \

@@ -75,6 +75,6 @@ func KrewManifest(version, url string, sums map[Platform]string) ([]byte, error)
 		return nil, fmt.Errorf("release: krew manifest: %w", err)
 	}
 	head := "# tp's krew plugin manifest, written by `make dist`:\n" +
-		"#   kubectl krew install --manifest=tp.yaml [--archive=kubectl-tp_OS_ARCH.tar.gz]\n"
+		"#   kubectl krew install --manifest=kubectl-tp.yaml [--archive=kubectl-tp_OS_ARCH.tar.gz]\n"
 	return append([]byte(head), out...), nil
 }

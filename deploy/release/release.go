@@ -1,6 +1,6 @@
 // Package release finishes `make dist`: from the tp binaries the Makefile cross-compiled
 // into the dist folder it writes the krew archives (kubectl-tp in a .tar.gz, kubectl-tp.exe
-// in a .zip on Windows), the krew plugin manifest (tp.yaml) that names them with their
+// in a .zip on Windows), the krew plugin manifest (kubectl-tp.yaml) that names them with their
 // digests, and SHA256SUMS over every file. Everything it writes is the same bytes for the
 // same binaries.
 package release
@@ -39,8 +39,8 @@ var ImageArchs = []string{"amd64", "arm64"}
 const (
 	// SumsFile is the checksum file, in sha256sum's format: `sha256sum -c SHA256SUMS`.
 	SumsFile = "SHA256SUMS"
-	// KrewManifestFile is the krew plugin manifest: `kubectl krew install --manifest=tp.yaml`.
-	KrewManifestFile = "tp.yaml"
+	// KrewManifestFile is the krew plugin manifest: `kubectl krew install --manifest=kubectl-tp.yaml`.
+	KrewManifestFile = "kubectl-tp.yaml"
 	// ImageFile is the cluster image for every ImageArchs, one OCI archive.
 	ImageFile = "tp_image.oci.tar"
 )

@@ -63,14 +63,14 @@ func TestFinishWritesTheKrewManifestOfTheArchives(t *testing.T) {
 		} `json:"spec"`
 	}
 	if err := yaml.UnmarshalStrict(raw, &m); err != nil {
-		t.Fatalf("tp.yaml is not the YAML expected: %v\n%s", err, raw)
+		t.Fatalf("kubectl-tp.yaml is not the YAML expected: %v\n%s", err, raw)
 	}
 	if m.APIVersion != "krew.googlecontainertools.github.com/v1alpha2" || m.Kind != "Plugin" || m.Metadata.Name != "tp" ||
 		m.Spec.Version != "v1.2.3" || m.Spec.ShortDescription == "" || m.Spec.Description == "" || m.Spec.Homepage == "" {
-		t.Fatalf("tp.yaml: %+v", m)
+		t.Fatalf("kubectl-tp.yaml: %+v", m)
 	}
 	if len(m.Spec.Platforms) != len(Platforms) {
-		t.Fatalf("tp.yaml has %d platforms, want %d", len(m.Spec.Platforms), len(Platforms))
+		t.Fatalf("kubectl-tp.yaml has %d platforms, want %d", len(m.Spec.Platforms), len(Platforms))
 	}
 	seen := map[Platform]bool{}
 	for _, pp := range m.Spec.Platforms {
@@ -99,7 +99,7 @@ func TestFinishWritesTheKrewManifestOfTheArchives(t *testing.T) {
 	}
 	for _, p := range Platforms {
 		if !seen[p] {
-			t.Errorf("tp.yaml has no platform %s", p)
+			t.Errorf("kubectl-tp.yaml has no platform %s", p)
 		}
 	}
 }
