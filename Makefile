@@ -18,7 +18,30 @@ LINUX   := bin/linux_$(ARCH)
 IMAGES  := bin/images
 E2E_TIMEOUT ?= 40m
 
-.PHONY: help build images cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
+# The release (make dist, README "Install"). For dist, IMAGE is the registry path the cluster
+# image will be pushed to (default ghcr.io/tpdev/tp), tagged VERSION: the release's tp
+# installs $(DIST_REF) when no --image is given. build and images keep their local IMAGE.
+#   make dist VERSION=v0.3.0 IMAGE=registry.example.com/tools/tp
+DIST             := dist
+DIST_REPO        := $(if $(filter command line environment override,$(origin IMAGE)),$(IMAGE),ghcr.io/tpdev/tp)
+DIST_REF         := $(DIST_REPO):$(VERSION)
+# Every OS/arch tp is released for, and the cluster image's architectures: the lists of
+# package deploy/release (Platforms, ImageArchs), which tests/rules_dist_test.go holds to these.
+DIST_PLATFORMS   := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+DIST_IMAGE_ARCHS := amd64 arm64
+# Where the krew manifest says the archives are downloaded from.
+RELEASE_URL      ?= https://github.com/tpdev/tp/releases/download/$(VERSION)
+DIST_LDFLAGS     := -s -w -X github.com/tpdev/tp/cmd/internal/buildinfo.Version=$(VERSION) \
+                    -X github.com/tpdev/tp/cmd/internal/buildinfo.Image=$(DIST_REF)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+define newline
+
+
+endef
+
+.PHONY: help build images dist cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -34,6 +57,19 @@ images: ## build the image tarballs in bin/images: tp's cluster image (manager a
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/tp-cluster -extra $(LINUX)/tp-agent:/tp-agent -ref $(IMAGE) -user 65532:65532 -out $(IMAGES)/tp.tar
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/workload -ref localhost/tp/workload:test -out $(IMAGES)/workload.tar
 	bin/mkimage -arch $(ARCH) -bin $(LINUX)/pause -ref localhost/tp/pause:test -out $(IMAGES)/pause.tar
+
+dist: ## the release in dist/: tp_OS_ARCH for every platform, krew archives and kubectl-tp.yaml, the cluster image (amd64+arm64) as one OCI archive, SHA256SUMS; IMAGE=registry path
+	rm -rf $(DIST) bin/dist
+	@mkdir -p $(DIST)
+	$(foreach p,$(DIST_PLATFORMS),CGO_ENABLED=0 GOOS=$(word 1,$(subst /, ,$(p))) GOARCH=$(word 2,$(subst /, ,$(p))) $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \
+		-o $(DIST)/tp_$(subst /,_,$(p))$(if $(filter windows/%,$(p)),.exe) ./cmd/tp$(newline))
+	$(foreach a,$(DIST_IMAGE_ARCHS),CGO_ENABLED=0 GOOS=linux GOARCH=$(a) $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \
+		-o bin/dist/linux_$(a)/ ./cmd/tp-cluster ./cmd/tp-agent$(newline))
+	$(GO) build -o bin/ ./cmd/mkimage ./cmd/mkdist
+	bin/mkimage -oci -arch $(subst $(space),$(comma),$(DIST_IMAGE_ARCHS)) -bin 'bin/dist/linux_{arch}/tp-cluster' \
+		-extra 'bin/dist/linux_{arch}/tp-agent:/tp-agent' -ref $(DIST_REF) -user 65532:65532 -out $(DIST)/tp_image.oci.tar
+	bin/mkdist -dir $(DIST) -version $(VERSION) -url $(RELEASE_URL)
+	@cd $(DIST) && ls -l && echo "dist: tp installs $(DIST_REF); push it with: skopeo copy --all oci-archive:$(DIST)/tp_image.oci.tar docker://$(DIST_REF)"
 
 bin/tpcluster: FORCE
 	$(GO) build -o $@ ./tests/cmd/tpcluster
@@ -92,4 +128,4 @@ bench: build cluster-up ## measure tp against raw port-forward and the direct pa
 test: vet unit fuzz cross cluster-cycle e2e ## everything CI runs: vet, unit tests, a short fuzz of every decoder, cross builds, cluster lifecycle, e2e
 
 clean: ## remove build outputs (not the cluster, not the build cache)
-	rm -rf bin
+	rm -rf bin $(DIST)

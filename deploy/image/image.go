@@ -1,6 +1,8 @@
 // Package image turns one static binary into a single-layer OCI image tarball, without a
 // Docker daemon or a registry, for `ctr images import`, `kind load image-archive`,
-// `docker load` or `k3d image import`.
+// `docker load` or `k3d image import`; and the same image for several architectures into
+// one OCI archive (an image index), the release's form, for `skopeo copy`, `crane push` or
+// `oras cp` to a registry (oci.go).
 package image
 
 import (
@@ -18,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Spec describes an image made of one binary.
@@ -39,8 +42,15 @@ type File struct{ Binary, Path string }
 // digest and a loader can tell it already has the image.
 var epoch = time.Unix(0, 0).UTC()
 
-// Build makes the image described by spec.
+// Build makes the image described by spec, with Docker's media types (what every loader of
+// a docker-save tarball reads).
 func Build(spec Spec) (name.Reference, v1.Image, error) {
+	return build(spec, false)
+}
+
+// build makes the image described by spec; oci picks OCI media types for the manifest, the
+// config and the layer, as an OCI image index wants.
+func build(spec Spec, oci bool) (name.Reference, v1.Image, error) {
 	ref, err := name.ParseReference(spec.Ref)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image reference %q: %w", spec.Ref, err)
@@ -57,13 +67,18 @@ func Build(spec Spec) (name.Reference, v1.Image, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	base, layerOpts := empty.Image, []tarball.LayerOption(nil)
+	if oci {
+		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		layerOpts = append(layerOpts, tarball.WithMediaType(types.OCILayer))
+	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
+	}, layerOpts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image layer: %w", err)
 	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	img, err := mutate.AppendLayers(base, layer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image layers: %w", err)
 	}
