@@ -105,10 +105,12 @@ fuzz: ## run every fuzz target for FUZZTIME executions (a count: Go 1.26 fails d
 		done; \
 	done
 
-cross: ## tp builds for macOS and Windows too
+cross: ## tp builds for every release platform: macOS, Windows and Linux on arm64 too
 	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
 	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
+	GOOS=windows GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
+	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
 
 e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an unprivileged user in the laptop namespace)
 	CGO_ENABLED=0 $(GO) build -o bin/netcheck ./tests/cmd/netcheck
