@@ -170,3 +170,68 @@ func readTarGz(t *testing.T, path string) map[string]string {
 		out[h.Name] = string(b)
 	}
 }
+
+// TestCLIProject is a team's tp.yaml: tp intercept with no flags does what the project file
+// says, -o json tells the result, and tp gather-logs then holds the intercepted workload's
+// agent log.
+func TestCLIProject(t *testing.T) {
+	cs := clientset(t)
+	ns := namespace(t, cs, "tp-e2e-project")
+	w := deployWorkload(t, cs, ns, "web-app")
+	l := kit.NewLaptop(t)
+	l.MustTP(t, 3*time.Minute, "install")
+	local := laptopServer(t, "laptop")
+
+	root := filepath.Join(l.Home, "project")
+	src := filepath.Join(root, "src", "svc")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "version: 1\nnamespace: " + ns + "\nintercepts:\n  web:\n    workload: deploy/web-app\n    ports: [\"" + local + ":80\"]\n"
+	if err := os.WriteFile(filepath.Join(root, "tp.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("chown", "-R", "65534:65534", root).Run(); err != nil {
+		t.Fatal(err)
+	}
+	inProject := func(timeout time.Duration, args ...string) kit.Result {
+		return l.Run(timeout, nil, "sh", append([]string{"-c", `cd "$0" && exec "$@"`, src, l.TP}, args...)...)
+	}
+
+	r := inProject(3*time.Minute, "intercept", "-o", "json")
+	if r.Err != nil {
+		t.Fatalf("tp intercept -o json in the project: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+	}
+	var in output.Intercept
+	if err := json.Unmarshal([]byte(r.Stdout), &in); err != nil {
+		t.Fatalf("tp intercept -o json: %v\n%s", err, r.Stdout)
+	}
+	if in.Header.Version != 1 || in.Kind != "tp.intercept" || in.Workload != (output.WorkloadRef{Namespace: ns, Kind: "Deployment", Name: "web-app"}) ||
+		len(in.Ports) != 1 || in.Ports[0].Local != "127.0.0.1:"+local || in.Ports[0].ServicePort != 80 || in.Ports[0].Agents < 1 {
+		t.Errorf("tp intercept -o json: %+v", in)
+	}
+	if got := hostGet(w.ClusterIP, "/project"); got != "laptop /project" {
+		t.Errorf("the Service answers %q after the project's intercept, want the laptop", got)
+	}
+	if out := inProject(time.Minute, "config", "view").Stdout; !strings.Contains(out, ns) || !strings.Contains(out, filepath.Join(root, "tp.yaml")) {
+		t.Errorf("tp config view in the project:\n%s", out)
+	}
+
+	archive := filepath.Join(l.Home, "logs.tar.gz")
+	l.MustTP(t, 2*time.Minute, "gather-logs", "-o", archive)
+	files := readTarGz(t, archive)
+	agentLog := false
+	for name := range files {
+		if strings.Contains(name, "/agents/"+ns+"/") && strings.HasSuffix(name, "/tp-agent.log") {
+			agentLog = true
+		}
+	}
+	if !agentLog {
+		var names []string
+		for n := range files {
+			names = append(names, n)
+		}
+		t.Errorf("no agent log of the intercepted workload in the archive: %q", names)
+	}
+	l.MustTP(t, time.Minute, "leave", in.Name)
+}
