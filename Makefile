@@ -41,7 +41,7 @@ define newline
 
 endef
 
-.PHONY: help build images dist cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
+.PHONY: help build images dist dist-check cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -70,6 +70,9 @@ dist: ## the release in dist/: tp_OS_ARCH for every platform, krew archives and 
 		-extra 'bin/dist/linux_{arch}/tp-agent:/tp-agent' -ref $(DIST_REF) -user 65532:65532 -out $(DIST)/tp_image.oci.tar
 	bin/mkdist -dir $(DIST) -version $(VERSION) -url $(RELEASE_URL)
 	@cd $(DIST) && ls -l && echo "dist: tp installs $(DIST_REF); push it with: skopeo copy --all oci-archive:$(DIST)/tp_image.oci.tar docker://$(DIST_REF)"
+
+dist-check: dist ## make dist, then check it as a user meets it: sums, each binary's object format (this machine's runs version), krew archives and manifest, both image architectures
+	bin/mkdist -check -dir $(DIST) -version $(VERSION) -url $(RELEASE_URL) -image $(DIST_REF) -image-files /tp-cluster,/tp-agent
 
 bin/tpcluster: FORCE
 	$(GO) build -o $@ ./tests/cmd/tpcluster
@@ -105,12 +108,8 @@ fuzz: ## run every fuzz target for FUZZTIME executions (a count: Go 1.26 fails d
 		done; \
 	done
 
-cross: ## tp builds for every release platform: macOS, Windows and Linux on arm64 too
-	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
-	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
-	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tp
-	GOOS=windows GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
-	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tp
+cross: ## quick: tp compiles for every release platform (macOS, Windows, Linux; amd64 and arm64); make dist-check builds and checks them
+	$(foreach p,$(DIST_PLATFORMS),GOOS=$(word 1,$(subst /, ,$(p))) GOARCH=$(word 2,$(subst /, ,$(p))) $(GO) build -o /dev/null ./cmd/tp$(newline))
 
 e2e: build cluster-up ## the e2e suites against the local cluster (tp runs as an unprivileged user in the laptop namespace)
 	CGO_ENABLED=0 $(GO) build -o bin/netcheck ./tests/cmd/netcheck
@@ -127,7 +126,7 @@ bench: build cluster-up ## measure tp against raw port-forward and the direct pa
 	TP_E2E_TP=$(abspath bin/tp) TP_E2E_NETCHECK=$(abspath bin/netcheck) TP_BENCH_OUT=$(abspath bin/bench.txt) $(GO) test -tags bench -count=1 -timeout 30m -v -run TestBench ./tests/bench/
 	@cat bin/bench.txt
 
-test: vet unit fuzz cross cluster-cycle e2e ## everything CI runs: vet, unit tests, a short fuzz of every decoder, cross builds, cluster lifecycle, e2e
+test: vet unit fuzz dist-check cluster-cycle e2e ## everything CI runs: vet, unit tests, a short fuzz of every decoder, the release built and checked, cluster lifecycle, e2e
 
 clean: ## remove build outputs (not the cluster, not the build cache)
 	rm -rf bin $(DIST)

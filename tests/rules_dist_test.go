@@ -76,3 +76,17 @@ func TestDistBuildsEveryReleasePlatform(t *testing.T) {
 		t.Errorf("dist/ is not ignored by git (%v): release outputs never go in git", err)
 	}
 }
+
+// CI (make test) builds the release and checks it as a user meets it, so a platform that
+// stops building, or an image that loses an architecture, fails CI.
+func TestCIChecksTheRelease(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	plan := makeN(t, "test", "VERSION=v9.8.7")
+	for _, want := range []string{"mkdist -check -dir dist -version v9.8.7 ", "-image ghcr.io/tpdev/tp:v9.8.7 ", "-image-files /tp-cluster,/tp-agent"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("make test does not run %q", want)
+		}
+	}
+}

@@ -13,12 +13,32 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tpdev/tp/remote/laptop/output"
+	"github.com/tpdev/tp/remote/laptop/output/schema"
 	"github.com/tpdev/tp/tests/kit"
 )
+
+// validator holds documents to the published schemas, objects closed: a field tp prints
+// that its schema does not document fails.
+var validator = sync.OnceValues(func() (*schema.Validator, error) { return schema.New(true) })
+
+// matchesSchema fails t unless out, a command's -o json or yaml, is a document of kind that
+// matches its schema.
+func matchesSchema(t *testing.T, kind, out string) {
+	t.Helper()
+	v, err := validator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.Validate([]byte(out))
+	if err != nil || got != kind {
+		t.Errorf("%s: %v (kind %q)\n%s", kind, err, got, out)
+	}
+}
 
 // TestCLI is tp as a kubectl user meets it: tp version names the manager in the cluster,
 // and tp works as a real kubectl's plugin, saying "kubectl tp" in its help.
@@ -46,6 +66,12 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(text, "manager: "+v.Manager.Version+" in tp-system (image "+want+", ready)") {
 			t.Errorf("tp version:\n%s", text)
 		}
+		matchesSchema(t, output.KindVersion, out)
+		matchesSchema(t, output.KindVersion, l.MustTP(t, time.Minute, "version", "-o", "yaml").Stdout)
+	})
+
+	t.Run("ManifestIsAKubernetesList", func(t *testing.T) {
+		matchesSchema(t, schema.ManifestKind, l.MustTP(t, time.Minute, "install", "--dry-run", "-o", "json").Stdout)
 	})
 
 	t.Run("KubectlPlugin", func(t *testing.T) {

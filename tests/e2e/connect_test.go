@@ -311,6 +311,7 @@ func status(t *testing.T, l *kit.Laptop, name string) control.Info {
 	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || st.Kind != output.KindStatus || len(st.Sessions) != 1 {
 		t.Fatalf("tp status --json: %v %q", err, r.Stdout)
 	}
+	matchesSchema(t, output.KindStatus, r.Stdout)
 	return st.Sessions[0]
 }
 

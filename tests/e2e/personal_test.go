@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tpdev/tp/remote/laptop/client"
+	"github.com/tpdev/tp/remote/laptop/output"
 	"github.com/tpdev/tp/tests/cluster"
 	"github.com/tpdev/tp/tests/kit"
 	"github.com/tpdev/tp/tests/workload"
@@ -122,6 +123,7 @@ func TestPersonalIntercepts(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.Stdout), &list); err != nil || list.Version != 1 {
 			t.Fatalf("tp list -o json: %v\n%s", err, r.Stdout)
 		}
+		matchesSchema(t, output.KindList, r.Stdout)
 		filters := map[string]string{}
 		for _, it := range list.Intercepts {
 			if it.HTTP == nil || it.Holder == "" || it.Since.IsZero() {

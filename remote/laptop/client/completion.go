@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/laptop/config"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/session"
 )
@@ -159,13 +161,27 @@ func (c *Client) argValues(ctx context.Context, command string, n int, cur strin
 	case command == "leave" && n == 0:
 		return matching(heldNames(ctx), cur), CompleteNoFiles
 	case command == "intercept" && n == 0:
-		return matching(c.workloads(ctx), cur), CompleteNoFiles
+		return matching(append(c.projectIntercepts(), c.workloads(ctx)...), cur), CompleteNoFiles
 	case command == "completion" && n == 0:
 		return matching(CompletionShells, cur), CompleteNoFiles
 	case command == "run" || command == "intercept":
 		return nil, CompleteFiles // the command to run
 	}
 	return nil, CompleteNoFiles
+}
+
+// projectIntercepts are the names of the intercepts the project's tp.yaml (found from the
+// current folder) declares: tp intercept NAME takes them as it takes a workload.
+func (c *Client) projectIntercepts() []string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return nil
+	}
+	fs, err := config.Load(c.getenv, dir)
+	if err != nil {
+		return nil // a bad file is tp intercept's to report, not completion's
+	}
+	return fs.InterceptNames()
 }
 
 // heldNames are the names of the intercepts this machine's running sessions hold, and of

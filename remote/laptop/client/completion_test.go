@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +127,30 @@ func TestCompleteWorkloadsFromTheCluster(t *testing.T) {
 	}
 	if got := complete(t, c, "intercept", "web-app", ""); got != ":0" {
 		t.Errorf("tp intercept web-app: %q", got)
+	}
+
+	// In a project, its tp.yaml's intercepts come first in what tp intercept takes; a broken
+	// file leaves the workloads.
+	project := t.TempDir()
+	if err := os.Mkdir(filepath.Join(project, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "intercepts:\n  web-dev:\n    workload: deploy/web-app\n  db-debug:\n    workload: sts/db\n"
+	if err := os.WriteFile(filepath.Join(project, "tp.yaml"), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Join(project, "sub"))
+	if got := complete(t, c, "intercept", ""); got != "db-debug sts/db web-app web-dev :4" {
+		t.Errorf("tp intercept in a project: %q", got)
+	}
+	if got := complete(t, c, "intercept", "web-"); got != "web-app web-dev :4" {
+		t.Errorf("tp intercept web- in a project: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(project, "tp.yaml"), []byte("intercepts: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := complete(t, c, "intercept", ""); got != "sts/db web-app :4" {
+		t.Errorf("tp intercept with a broken tp.yaml: %q", got)
 	}
 
 	// No cluster: nothing, quietly, in time.

@@ -11,8 +11,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	httproute "github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/localproxy"
+	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
+	"github.com/tpdev/tp/remote/laptop/output/schema"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 func TestParse(t *testing.T) {
@@ -54,11 +58,19 @@ func TestWriteTextIsTheCommands(t *testing.T) {
 // shapes are one of each shape, every field set.
 func shapes() []any {
 	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	filter := &httproute.Filter{Headers: []httproute.Match{{Name: "x-dev", Value: "alice"}}, ID: "alice-1a2b"}
+	filter := &httproute.Filter{Headers: []httproute.Match{{Name: "x-dev", Value: "alice.*", Kind: httproute.Regex}}, Path: &httproute.Match{Value: "/api/", Kind: httproute.Prefix}, ID: "alice-1a2b"}
 	return []any{
 		&Status{Header: NewHeader(KindStatus), Sessions: []control.Info{{Name: "default", PID: 42, Version: "v0.5.0", Context: "kind", Cluster: "https://127.0.0.1:6443",
-			Namespace: "ns", ManagerNamespace: "tp-system", Listen: "127.0.0.1:1080", Started: since, Goroutines: 9,
-			Session: json.RawMessage(`{"state":"connected"}`), Upstream: &control.Upstream{All: "http://proxy:8080", Source: "HTTPS_PROXY"}}}},
+			Namespace: "ns", ManagerNamespace: "tp-system", Listen: "127.0.0.1:1080", DNSListen: "127.0.0.1:1053", ProxyAuth: true, Started: since,
+			LogPath: "/home/a/.cache/tp/sessions/default/daemon.log", Goroutines: 9,
+			Session: mustJSON(session.Status{State: session.Connected, ManagerVersion: "v0.5.0", ManagerPod: "tp-manager-1", ClusterDomain: "cluster.local",
+				ServiceCIDRs: []string{"10.96.0.0/12"}, PodCIDRs: []string{"10.244.0.0/16"}, AllowedCIDRs: []string{"192.168.5.0/24"}, Since: since,
+				Reconnects: 1, LastError: "e", LastErrorAt: since, History: []session.Transition{{State: session.Connecting, At: since}},
+				Lanes: []session.LaneStatus{{State: "up"}}, OpenFlows: 1, TotalFlows: 2, FailedFlows: 3, BytesIn: 4, BytesOut: 5,
+				Intercepts: []session.InterceptSpec{{Name: "web", Namespace: "ns", Kind: "Deployment"}}}),
+			Proxy: mustJSON(localproxy.Stats{Open: 1, Total: 2}), DNS: mustJSON(dnsshim.Stats{Queries: 3}),
+			Upstream:  &control.Upstream{HTTP: "http://proxy:3128", HTTPS: "http://proxy:8080", All: "socks5h://proxy:1080", NoProxy: ".corp", Source: "HTTPS_PROXY"},
+			AlsoProxy: []string{"192.168.5.0/24"}, NoProxy: ".corp"}}},
 		&List{Header: NewHeader(KindList),
 			Intercepts: []ListedIntercept{{Name: "web-http", Namespace: "ns", Kind: "Deployment", Workload: "web", Port: "http", HTTP: filter, Wiretap: true,
 				Holder: "alice", Client: "laptop", Since: since, Agents: 2, Problem: "p"}},
@@ -189,6 +201,87 @@ func TestVersionShapeFieldNames(t *testing.T) {
 			if _, ok := got[part][f]; !ok {
 				t.Errorf("tp version -o json: %s has no %q: %s", part, f, top[part])
 			}
+		}
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Every shape, JSON and YAML, matches its published schema with every object closed: a
+// field added to a shape must be documented in its schema file, and a field the schema
+// requires must be printed.
+func TestShapesMatchTheirSchemas(t *testing.T) {
+	strict, err := schema.New(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, v := range shapes() {
+		unset(t, reflect.ValueOf(v).Elem(), reflect.TypeOf(v).Elem().Name())
+		for _, f := range []Format{JSON, YAML} {
+			var out bytes.Buffer
+			if err := Write(&out, f, v); err != nil {
+				t.Fatal(err)
+			}
+			kind, err := strict.Validate(out.Bytes())
+			if err != nil {
+				t.Errorf("%T as %s: %v\n%s", v, f, err, out.String())
+			}
+			kinds[kind] = true
+		}
+	}
+	for _, k := range schema.Kinds() {
+		if !kinds[k] && k != schema.ManifestKind {
+			t.Errorf("schema of %s: no shape of that kind", k)
+		}
+	}
+	for k := range kinds {
+		if _, err := schema.Source(k); err != nil {
+			t.Errorf("shape of kind %s: %v", k, err)
+		}
+	}
+}
+
+// alwaysZero are fields that are empty by design where the examples have them.
+var alwaysZero = map[string]bool{
+	"List.Intercepts.HTTP.Path.Name": true, // a path's match has no header name
+	"Intercept.HTTP.Path.Name":       true,
+}
+
+// unset names the fields an example leaves zero: the schema test proves nothing of them.
+func unset(t *testing.T, v reflect.Value, path string) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.Struct:
+		if _, ok := v.Interface().(time.Time); ok {
+			break
+		}
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			if f.Anonymous {
+				continue
+			}
+			if v.Field(i).IsZero() && !alwaysZero[path+"."+f.Name] {
+				t.Errorf("example %s.%s is not set: set it, so its schema is checked", path, f.Name)
+				continue
+			}
+			unset(t, v.Field(i), path+"."+f.Name)
+		}
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Struct {
+			for i := range v.Len() {
+				unset(t, v.Index(i), path)
+			}
+		}
+	case reflect.Pointer:
+		if !v.IsNil() {
+			unset(t, v.Elem(), path)
 		}
 	}
 }

@@ -151,55 +151,6 @@ func Write(w io.Writer, k Dialect, vars []Var) error {
 	return nil
 }
 
-// WriteUnset writes commands that remove the named variables; for JSON, an object that
-// maps each name to null. Removing a variable that is not set is no error in any shell.
-func WriteUnset(w io.Writer, k Dialect, names []string) error {
-	var b bytes.Buffer
-	for _, n := range names {
-		if err := checkName(n); err != nil {
-			return err
-		}
-	}
-	switch k {
-	case Posix:
-		for _, n := range names {
-			fmt.Fprintf(&b, "unset %s\n", n)
-		}
-	case Fish:
-		for _, n := range names {
-			fmt.Fprintf(&b, "set -e %s\n", n)
-		}
-	case PowerShell:
-		for _, n := range names {
-			fmt.Fprintf(&b, "Remove-Item Env:%s -ErrorAction SilentlyContinue\n", n)
-		}
-	case Cmd:
-		for _, n := range names {
-			fmt.Fprintf(&b, "set %s=\n", n)
-		}
-	case JSON:
-		b.WriteString("{")
-		for i, n := range names {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			b.WriteString("\n  ")
-			b.Write(jsonString(n))
-			b.WriteString(": null")
-		}
-		if len(names) > 0 {
-			b.WriteString("\n")
-		}
-		b.WriteString("}\n")
-	default:
-		return fmt.Errorf("unknown shell kind %d", int(k))
-	}
-	if _, err := w.Write(b.Bytes()); err != nil {
-		return fmt.Errorf("writing the %s unset commands: %w", k, err)
-	}
-	return nil
-}
-
 // checkName accepts the names every kind can write unquoted; anything else could end the
 // command early (a name is not quoted in any of the shell forms).
 func checkName(name string) error {

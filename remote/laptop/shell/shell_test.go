@@ -151,9 +151,6 @@ func TestWriteRefuses(t *testing.T) {
 			t.Errorf("Write(%v, %q) wrote %q before failing", c.kind, c.vars, b.Bytes())
 		}
 	}
-	if err := WriteUnset(new(bytes.Buffer), Posix, []string{"OK", "NOT OK"}); err == nil {
-		t.Error("WriteUnset took a bad name")
-	}
 }
 
 type failWriter struct{}
@@ -187,25 +184,6 @@ func TestWriteLooks(t *testing.T) {
 	var b bytes.Buffer
 	if err := Write(&b, JSON, nil); err != nil || b.String() != "{}\n" {
 		t.Errorf("no variables as JSON: %q, %v", b.String(), err)
-	}
-}
-
-func TestWriteUnsetLooks(t *testing.T) {
-	names := []string{"HTTP_PROXY", "no_proxy"}
-	for k, want := range map[Dialect]string{
-		Posix:      "unset HTTP_PROXY\nunset no_proxy\n",
-		Fish:       "set -e HTTP_PROXY\nset -e no_proxy\n",
-		PowerShell: "Remove-Item Env:HTTP_PROXY -ErrorAction SilentlyContinue\nRemove-Item Env:no_proxy -ErrorAction SilentlyContinue\n",
-		Cmd:        "set HTTP_PROXY=\nset no_proxy=\n",
-		JSON:       "{\n  \"HTTP_PROXY\": null,\n  \"no_proxy\": null\n}\n",
-	} {
-		var b bytes.Buffer
-		if err := WriteUnset(&b, k, names); err != nil {
-			t.Fatal(err)
-		}
-		if b.String() != want {
-			t.Errorf("%v:\n%s\nwant\n%s", k, b.String(), want)
-		}
 	}
 }
 
@@ -272,15 +250,6 @@ func TestPosixShells(t *testing.T) {
 	needEnv0(t)
 	vars := nastyVars()
 	file := writeFile(t, Posix, vars)
-	var unset bytes.Buffer
-	names := []string{"TP_TEST_0", "TP_TEST_1", "NEVER_SET"}
-	if err := WriteUnset(&unset, Posix, names); err != nil {
-		t.Fatal(err)
-	}
-	unsetFile := filepath.Join(t.TempDir(), "unset")
-	if err := os.WriteFile(unsetFile, unset.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	ran := 0
 	for _, shell := range []string{"sh", "bash", "zsh", "dash", "ksh"} {
 		path, err := exec.LookPath(shell)
@@ -293,15 +262,6 @@ func TestPosixShells(t *testing.T) {
 		ran++
 		t.Run(shell, func(t *testing.T) {
 			checkEnv(t, shell, runShell(t, nil, path, "-c", `. "$1" && env -0`, shell, file), vars)
-			got := runShell(t, []string{"TP_TEST_0=x", "TP_TEST_1=y", "KEEP=z"}, path, "-c", `. "$1" && env -0`, shell, unsetFile)
-			for _, n := range names {
-				if v, ok := got[n]; ok {
-					t.Errorf("%s still set to %q after unset", n, v)
-				}
-			}
-			if got["KEEP"] != "z" {
-				t.Errorf("unset removed KEEP too")
-			}
 		})
 	}
 	t.Logf("%d POSIX shells tried", ran)
@@ -349,26 +309,6 @@ func TestFish(t *testing.T) {
 		if vals[i] != v.Value {
 			t.Errorf("fish reads %s as %q, want %q", v.Name, vals[i], v.Value)
 		}
-	}
-
-	var unset bytes.Buffer
-	names := []string{"TP_TEST_0", "TP_TEST_1", "NEVER_SET"}
-	if err := WriteUnset(&unset, Fish, names); err != nil {
-		t.Fatal(err)
-	}
-	unsetFile := filepath.Join(t.TempDir(), "unset")
-	if err := os.WriteFile(unsetFile, unset.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// set -e of a variable that is not set fails, so no "and" before env.
-	got := runShell(t, []string{"TP_TEST_0=x", "TP_TEST_1=y", "KEEP=z"}, fish, "--no-config", "-c", `source $argv[1] 2>/dev/null; env -0`, unsetFile)
-	for _, n := range names {
-		if v, ok := got[n]; ok {
-			t.Errorf("%s still set to %q after set -e", n, v)
-		}
-	}
-	if got["KEEP"] != "z" {
-		t.Errorf("set -e removed KEEP too")
 	}
 }
 
@@ -504,15 +444,6 @@ func TestJSON(t *testing.T) {
 		got = append(got, Var{k.(string), v.(string)})
 	}
 	checkVars(t, "JSON", got, vars)
-
-	var unset bytes.Buffer
-	if err := WriteUnset(&unset, JSON, []string{"A", "B"}); err != nil {
-		t.Fatal(err)
-	}
-	var nulls map[string]*string
-	if err := json.Unmarshal(unset.Bytes(), &nulls); err != nil || len(nulls) != 2 || nulls["A"] != nil {
-		t.Errorf("unset as JSON: %v, %v\n%s", nulls, err, unset.Bytes())
-	}
 }
 
 func checkVars(t *testing.T, shell string, got, want []Var) {
