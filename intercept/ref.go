@@ -56,6 +56,16 @@ var kindAliases = map[string]string{
 	"replicaset.apps": ReplicaSet, "replicasets.apps": ReplicaSet,
 }
 
+// CanonicalKind spells a workload kind as Kubernetes does (Deployment, StatefulSet,
+// ReplicaSet) from any of its aliases; the manager's records say "deployment". An unknown
+// kind comes back as it is.
+func CanonicalKind(kind string) string {
+	if k, ok := kindAliases[strings.ToLower(kind)]; ok {
+		return k
+	}
+	return kind
+}
+
 // ParseRef reads a workload as the user writes it: "web" (a Deployment), "deploy/web",
 // "deployment/web", "sts/db", "statefulset/db", "rs/web-6d4f", in namespace.
 func ParseRef(namespace, s string) (Ref, error) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/intercept"
 	httproute "github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
@@ -209,7 +210,7 @@ func interceptsOf(in []*tunnelpb.InterceptInfo) []control.InterceptInfo {
 	out := make([]control.InterceptInfo, 0, len(in))
 	for _, it := range in {
 		out = append(out, control.InterceptInfo{
-			Name: it.GetName(), Namespace: it.GetNamespace(), Kind: it.GetKind(), Workload: it.GetWorkload(),
+			Name: it.GetName(), Namespace: it.GetNamespace(), Kind: intercept.CanonicalKind(it.GetKind()), Workload: it.GetWorkload(),
 			Port: it.GetPort(), Client: it.GetClient(), SinceUnix: it.GetSinceUnix(), Agents: it.GetAgents(),
 			Holder: it.GetHolder(), Grant: it.GetGrant(), Problem: it.GetProblem(), HTTP: httproute.FromProto(it.GetHttp()), Wiretap: it.GetWiretap(),
 		})

@@ -77,6 +77,13 @@ func TestInterceptsKeepTheirJSON(t *testing.T) {
 	if interceptsOf(nil) != nil {
 		t.Error("no intercepts became an empty list: JSON null turned []")
 	}
+	// The manager records kinds as it was asked ("deployment"); tp list prints them as the
+	// workloads beside them are printed, and as tp.list.json says.
+	for in, want := range map[string]string{"deployment": "Deployment", "sts": "StatefulSet", "ReplicaSet": "ReplicaSet", "cronjob": "cronjob"} {
+		if got := interceptsOf([]*tunnelpb.InterceptInfo{{Kind: in}})[0].Kind; got != want {
+			t.Errorf("kind %q reads as %q, want %q", in, got, want)
+		}
+	}
 }
 
 // fakeCluster gives c a fake Kubernetes API holding objs.

@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 		{"a filter's kind", `{"version": 1, "kind": "tp.intercept", "name": "w", "workload": {"namespace": "n", "kind": "Deployment", "name": "w"},
 			"http": {"headers": [{"name": "x", "value": "y", "kind": "glob"}]}, "wiretap": false,
 			"ports": [{"name": "w", "port": "http", "service": "w", "servicePort": 80, "local": "127.0.0.1:8080", "agents": 1}]}`, "value must be one of", "value must be one of"},
-		{"a manifest", `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tp-system"}}]}`, "", ""},
+		{"a manifest", `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tp-system", "labels": {"a": "b"}}, "spec": {}}]}`, "", ""},
 		{"an unknown kind", `{"version": 1, "kind": "tp.other"}`, `kind "tp.other": no schema`, `kind "tp.other": no schema`},
 		{"not an object", `[1]`, "not one JSON object", "not one JSON object"},
 	} {
