@@ -32,6 +32,12 @@ Without them, tp run opens a connection of its own, on loopback and without cred
    tp run -- ./myservice
    tp run --vif=off -- curl http://web-app/
    tp run --namespace other -- psql -h db
+   tp run --as deploy/web-app -- ./web-app      # with web-app's environment
+
+--as WORKLOAD gives the command the environment the workload's container has in the cluster
+(ConfigMap and Secret values, downward API fields, service links, KUBERNETES_SERVICE_HOST),
+over this shell's; tp intercept -- CMD and tp run --intercept do the same for the workload
+they intercept.
 
 A project's tp.yaml (here or in a folder above, up to the one holding .git) gives the flags
 not given here their values: its namespace, and its run section (vif, manager-namespace,
@@ -43,6 +49,8 @@ transport, timeout, intercept, port). tp config view shows them.`,
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for a connection opened for this command (and an intercept's agents)"},
 			&cli.StringFlag{Name: "intercept", Usage: "also intercept this workload for the command's lifetime (with --port); the command gets its app container's environment"},
 			&cli.StringFlag{Name: "port", Usage: "with --intercept: LOCAL[:REMOTE], the command's port and the Service's port"},
+			&cli.StringFlag{Name: "as", Usage: "[KIND/]WORKLOAD: run as its container does, with its environment (resolved from the cluster)"},
+			&cli.StringFlag{Name: "container", Usage: "with --as or --intercept: the container (default: the pod's default container)"},
 			proxyCredentialsFlag("file holding USER:PASSWORD for a running connection whose proxy asks for them (default: $"+client.CredentialsEnv+")"),
 			&cli.BoolFlag{Name: "debug", Usage: "log tp's own work to stderr"},
 		),
@@ -53,6 +61,7 @@ transport, timeout, intercept, port). tp config view shows them.`,
 				Args: c.Args().Slice(), VIF: c.String("vif"), ManagerNamespace: c.String("manager-namespace"),
 				Transport: c.String("transport"), Timeout: c.Duration("timeout"),
 				Intercept: c.String("intercept"), Port: c.String("port"), CredentialsFile: c.String(client.CredentialsFileFlag),
+				As: c.String("as"), Container: c.String("container"),
 			})
 		},
 	}

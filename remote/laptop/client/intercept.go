@@ -296,7 +296,7 @@ func (p *problemReporter) printLocked(name string) {
 
 // writeEnvs reads the app container's environment and writes it where asked.
 func writeEnvs(ctx context.Context, in *pendingIntercept, file, jsonFile string) ([]intercept.EnvVar, error) {
-	env, err := remoteEnv(ctx, in.cs, in.ref, in.target)
+	env, err := remoteEnv(ctx, in.cs, in.ref, in.target, "")
 	if err != nil {
 		return nil, err
 	}
@@ -635,12 +635,17 @@ func (c *Client) ensureDaemon(ctx context.Context, k *Kube, managerNS string) (s
 	return o.Name, nil
 }
 
-func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, target *intercept.Target) ([]intercept.EnvVar, error) {
+// remoteEnv is the environment of a container of a ready pod of ref: the named one, else
+// the one that serves target's port (an intercept's), else the pod's default container.
+func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, target *intercept.Target, container string) ([]intercept.EnvVar, error) {
 	pod, err := intercept.PodOf(ctx, cs, ref)
 	if err != nil {
 		return nil, err
 	}
-	return intercept.Env(ctx, cs, pod, appContainer(pod, target.AppPort))
+	if container == "" && target != nil {
+		container = appContainer(pod, target.AppPort)
+	}
+	return intercept.Env(ctx, cs, pod, container)
 }
 
 // appContainer is the container that serves port, else the last one that is not tp's agent.

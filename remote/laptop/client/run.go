@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/localproxy"
 	"github.com/tpdev/tp/localproxy/dnsshim"
 	"github.com/tpdev/tp/netstack"
@@ -47,6 +48,12 @@ type RunConfig struct {
 	Intercept, Port string
 	// CredentialsFile holds USER:PASSWORD for a running connection whose proxy asks.
 	CredentialsFile string
+	// As is a workload ([KIND/]NAME) whose container the command runs as: it gets that
+	// container's environment, resolved as the kubelet does (KUBERNETES_SERVICE_HOST and
+	// PORT included, so in-cluster clients find the API server). Container picks the
+	// container (default: kubectl's default container, else the only one); with Intercept,
+	// As may only name the same workload.
+	As, Container string
 }
 
 // route is how a command reaches the cluster: a proxy (with the credentials it asks for),
@@ -110,14 +117,37 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 }
 
 // runIntercept puts the agent in the workload tp run --intercept names, and returns the
-// command's environment: the app's over this process's. The intercept itself is held
-// once the command runs.
+// command's environment: the workload's container's (--intercept's or --as's) over this
+// process's. The intercept itself is held once the command runs.
 func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pendingIntercept, []string, error) {
 	if cfg.Intercept == "" {
 		if cfg.Port != "" {
 			return nil, nil, remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
 		}
-		return nil, os.Environ(), nil
+		if cfg.As == "" {
+			if cfg.Container != "" {
+				return nil, nil, remote.Errorf(remote.Usage, "--container goes with --as WORKLOAD or --intercept WORKLOAD")
+			}
+			return nil, os.Environ(), nil
+		}
+		vars, err := c.workloadEnv(ctx, k, cfg.As, cfg.Container)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, withEnv(os.Environ(), vars), nil
+	}
+	if cfg.As != "" {
+		as, err := intercept.ParseRef(k.Namespace, cfg.As)
+		if err != nil {
+			return nil, nil, remote.Errorf(remote.Usage, "--as: %w", err)
+		}
+		in, err := intercept.ParseRef(k.Namespace, cfg.Intercept)
+		if err != nil {
+			return nil, nil, remote.Errorf(remote.Usage, "--intercept: %w", err)
+		}
+		if as != in {
+			return nil, nil, remote.Errorf(remote.Usage, "--as %s and --intercept %s name two workloads: the command runs as the one it intercepts (leave out --as)", as, in)
+		}
 	}
 	ic := InterceptConfig{Workload: cfg.Intercept, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
 	if cfg.Port != "" {
@@ -127,11 +157,29 @@ func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pen
 	if err != nil {
 		return nil, nil, err
 	}
-	vars, err := remoteEnv(ctx, in.cs, in.ref, in.target)
+	vars, err := remoteEnv(ctx, in.cs, in.ref, in.target, cfg.Container)
 	if err != nil {
 		return nil, nil, err
 	}
 	return in, withEnv(os.Environ(), vars), nil
+}
+
+// workloadEnv is the environment of the container of a ready pod of workload (tp run --as).
+func (c *Client) workloadEnv(ctx context.Context, k *Kube, workload, container string) ([]intercept.EnvVar, error) {
+	ref, err := intercept.ParseRef(k.Namespace, workload)
+	if err != nil {
+		return nil, remote.Errorf(remote.Usage, "--as: %w", err)
+	}
+	cs, err := c.kubeClient(k)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := remoteEnv(ctx, cs, ref, nil, container)
+	if err != nil {
+		return nil, err
+	}
+	c.log().Debug("running as a workload's container", "workload", ref.String(), "container", container, "variables", len(vars))
+	return vars, nil
 }
 
 // runRoute is the running connection's route when reuse allows it and one is usable, else

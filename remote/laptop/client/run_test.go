@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/tpdev/tp/remote/laptop/control"
 )
 
@@ -146,5 +150,64 @@ func TestRunUsesTheRunningConnection(t *testing.T) {
 	// An intercept needs a workload's port, before anything else happens.
 	if err := c.Run(t.Context(), RunConfig{Args: []string{"true"}, VIF: "off", Port: "8080"}); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--port goes with --intercept") {
 		t.Errorf("--port without --intercept: %v", err)
+	}
+}
+
+// tp run --as gives the command the workload's container's environment, over this
+// process's; its mistakes are the user's, named.
+func TestRunAsTakesTheWorkloadsEnvironment(t *testing.T) {
+	shortHome(t)
+	c := New(KubeFlags{}, &bytes.Buffer{}, &bytes.Buffer{})
+	labels := map[string]string{"app": "web"}
+	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	fakeCluster(c,
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", Labels: labels}, Status: ready,
+			Spec: corev1.PodSpec{Containers: []corev1.Container{
+				{Name: "app", Env: []corev1.EnvVar{{Name: "LOG_LEVEL", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "web"}, Key: "level"}}}, {Name: "HOME", Value: "/app"}}},
+				{Name: "side", Env: []corev1.EnvVar{{Name: "SIDE", Value: "1"}}},
+			}}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}, Data: map[string]string{"level": "debug"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}}},
+	)
+	k := &Kube{Namespace: "ns"}
+	_, env, err := c.runIntercept(t.Context(), k, RunConfig{As: "deploy/web", Container: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		if _, dup := got[name]; dup {
+			t.Errorf("%s twice in the environment", name)
+		}
+		got[name] = value
+	}
+	for name, want := range map[string]string{"LOG_LEVEL": "debug", "HOME": "/app", "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "PATH": os.Getenv("PATH")} {
+		if got[name] != want {
+			t.Errorf("%s=%q, want %q", name, got[name], want)
+		}
+	}
+	if _, ok := got["SIDE"]; ok {
+		t.Error("the other container's variable is in the environment")
+	}
+
+	for _, tt := range []struct {
+		cfg  RunConfig
+		want string
+	}{
+		{RunConfig{As: "deploy/web"}, `pod "web-1" has containers app, side: which one?`},
+		{RunConfig{As: "deploy/web", Container: "db"}, `pod "web-1" has no container "db"`},
+		{RunConfig{As: "deploy/nothing"}, "nothing"},
+		{RunConfig{As: "cronjob/web"}, `--as: cannot intercept a "cronjob"`},
+		{RunConfig{Container: "app"}, "--container goes with --as WORKLOAD or --intercept WORKLOAD"},
+		{RunConfig{As: "web", Intercept: "deploy/api"}, "--as deployment/web -n ns and --intercept deployment/api -n ns name two workloads"},
+	} {
+		if _, _, err := c.runIntercept(t.Context(), k, tt.cfg); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("tp run %+v: %v, want a user error with %q", tt.cfg, err, tt.want)
+		}
 	}
 }
