@@ -75,7 +75,9 @@ type Report struct {
 // the new tree no longer has. Parents are written before the mounts nested in them.
 func (t *Tree) WriteTo(root string) error {
 	mounts := slices.Clone(t.Mounts)
-	slices.SortStableFunc(mounts, func(a, b Mount) int { return strings.Count(path.Clean(a.Path), "/") - strings.Count(path.Clean(b.Path), "/") })
+	slices.SortStableFunc(mounts, func(a, b Mount) int {
+		return strings.Count(path.Clean(a.Path), "/") - strings.Count(path.Clean(b.Path), "/")
+	})
 	for _, m := range mounts {
 		dir, err := under(root, m.Path)
 		if err != nil {
