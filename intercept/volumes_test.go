@@ -314,6 +314,13 @@ func TestVolumesErrors(t *testing.T) {
 	if tree, _, err := Volumes(ctx, cs, withVolume(opt, corev1.VolumeMount{Name: "x", MountPath: "/x"}), ""); err != nil || len(tree.Mounts) != 1 || len(tree.Mounts[0].Files) != 0 {
 		t.Errorf("optional missing key: %+v, %v; want an empty mount", tree, err)
 	}
+	// An optional reference read first does not excuse a required one.
+	twice := withVolume(opt, corev1.VolumeMount{Name: "x", MountPath: "/x"})
+	opt.Name, opt.ConfigMap.Name, opt.ConfigMap.Items = "o", "nope", nil
+	twice.Spec.Volumes = []corev1.Volume{opt, cmVolume("r", "nope")}
+	twice.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "o", MountPath: "/o"}, {Name: "r", MountPath: "/r"}}
+	_, _, err = Volumes(ctx, cs, twice, "")
+	wantKind(t, err, remote.Cluster, `the ConfigMap "nope" in namespace "shop"`, "does not exist")
 	_, _, err = Volumes(ctx, cs, withVolume(cmVolume("x", "cfg"), corev1.VolumeMount{Name: "y", MountPath: "/x"}), "")
 	wantKind(t, err, remote.Cluster, `mounts volume "y", which the pod does not have`)
 	_, _, err = Volumes(ctx, cs, withVolume(cmVolume("x", "cfg"), corev1.VolumeMount{Name: "x", MountPath: "/x", SubPath: "../etc"}), "")

@@ -17,6 +17,7 @@ package volume
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -88,6 +89,9 @@ func (t *Tree) WriteTo(root string) error {
 				return fmt.Errorf("volume %s: file path %q is not inside its mount %s", m.Volume, f.Path, m.Path)
 			}
 		}
+		if err := unshadow(root, dir); err != nil {
+			return fmt.Errorf("volume %s: %w", m.Volume, err)
+		}
 		switch {
 		case m.Scratch:
 			err = mkdirAll(dir)
@@ -98,6 +102,30 @@ func (t *Tree) WriteTo(root string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("volume %s at %s: %w", m.Volume, m.Path, err)
+		}
+	}
+	return nil
+}
+
+// unshadow removes the links of an outer mount on the way from root to dir: a mount nested in
+// another covers the outer volume's file of that name, as a bind mount would, rather than
+// being written into the outer volume's version folder.
+func unshadow(root, dir string) error {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return err
+	}
+	p := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		p = filepath.Join(p, part)
+		target, err := os.Readlink(p)
+		if err != nil {
+			continue // not a link, or not there yet
+		}
+		if strings.HasPrefix(target, dataLink+"/") {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

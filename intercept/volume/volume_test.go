@@ -125,7 +125,9 @@ func TestWriteToNestedMount(t *testing.T) {
 	root := tempRoot(t)
 	tree := &Tree{Mounts: []Mount{
 		{Path: "/etc/app/certs", Volume: "certs", ReadOnly: true, Files: []File{{Path: "tls.crt", Data: []byte("C"), Mode: 0o644}}},
-		{Path: "/etc/app", Volume: "cfg", ReadOnly: true, Files: []File{{Path: "a", Data: []byte("1"), Mode: 0o644}}},
+		{Path: "/etc/app", Volume: "cfg", ReadOnly: true, Files: []File{{Path: "a", Data: []byte("1"), Mode: 0o644},
+			{Path: "certs/tls.crt", Data: []byte("outer"), Mode: 0o644}, {Path: "app.conf", Data: []byte("outer"), Mode: 0o644}}},
+		{Path: "/etc/app/app.conf", Volume: "conf", SubPath: "app.conf", ReadOnly: true, Files: []File{{Data: []byte("inner"), Mode: 0o644}}},
 	}}
 	if err := tree.WriteTo(root); err != nil {
 		t.Fatal(err)
@@ -134,8 +136,12 @@ func TestWriteToNestedMount(t *testing.T) {
 	if err := tree.WriteTo(root); err != nil {
 		t.Fatal(err)
 	}
+	// The nested mounts cover the outer volume's files of their names.
 	if got := readFile(t, filepath.Join(root, "etc/app/certs/tls.crt")); got != "C" {
 		t.Errorf("nested tls.crt = %q", got)
+	}
+	if got := readFile(t, filepath.Join(root, "etc/app/app.conf")); got != "inner" {
+		t.Errorf("nested app.conf = %q", got)
 	}
 	if got := readFile(t, filepath.Join(root, "etc/app/a")); got != "2" {
 		t.Errorf("a = %q", got)
