@@ -93,6 +93,10 @@ func (t *Tree) WriteTo(root string) error {
 			return fmt.Errorf("volume %s: %w", m.Volume, err)
 		}
 		switch {
+		case m.Scratch && m.ReadOnly:
+			if err = mkdirAll(dir); err == nil {
+				err = os.Chmod(dir, dirMode&^0o222)
+			}
 		case m.Scratch:
 			err = mkdirAll(dir)
 		case m.SubPath != "":
@@ -105,6 +109,18 @@ func (t *Tree) WriteTo(root string) error {
 		}
 	}
 	return nil
+}
+
+// Remove removes a root WriteTo wrote, read-only folders included (os.RemoveAll cannot
+// empty those unless run as root): what tp run does with its temporary root on exit.
+func Remove(root string) error {
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, dirMode)
+		}
+		return nil
+	})
+	return os.RemoveAll(root)
 }
 
 // unshadow removes the links of an outer mount on the way from root to dir: a mount nested in

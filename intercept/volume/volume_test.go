@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,16 +33,16 @@ func versions(t *testing.T, dir string) []string {
 	return out
 }
 
-// tempRoot is a temporary root that its cleanup can remove, read-only folders included.
+// tempRoot is a temporary root, removed by Remove, which the test checks.
 func tempRoot(t *testing.T) string {
-	root := t.TempDir()
+	root := filepath.Join(t.TempDir(), "root")
 	t.Cleanup(func() {
-		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				_ = os.Chmod(p, 0o755)
-			}
-			return nil
-		})
+		if err := Remove(root); err != nil {
+			t.Errorf("remove %s: %v", root, err)
+		}
+		if _, err := os.Lstat(root); !os.IsNotExist(err) {
+			t.Errorf("%s is still there after Remove (%v)", root, err)
+		}
 	})
 	return root
 }
@@ -155,6 +154,7 @@ func TestWriteToSubPathAndScratch(t *testing.T) {
 		{Path: "/etc/nginx/nginx.conf", Volume: "cfg", SubPath: "nginx.conf", ReadOnly: true, Files: []File{{Data: []byte("v1"), Mode: 0o640}}},
 		{Path: "/etc/tls", Volume: "certs", SubPath: "prod", ReadOnly: true, Files: []File{{Path: "tls.key", Data: []byte("K"), Mode: 0o600}}},
 		{Path: "/cache", Volume: "cache", Scratch: true},
+		{Path: "/ro", Volume: "ro", Scratch: true, ReadOnly: true},
 	}}
 	if err := tree.WriteTo(root); err != nil {
 		t.Fatal(err)
@@ -168,6 +168,9 @@ func TestWriteToSubPathAndScratch(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(root, "cache")); err != nil || !st.IsDir() || st.Mode().Perm()&0o200 == 0 {
 		t.Errorf("cache: %v %v, want a writable folder", st, err)
+	}
+	if st, err := os.Stat(filepath.Join(root, "ro")); err != nil || !st.IsDir() || st.Mode().Perm()&0o222 != 0 {
+		t.Errorf("ro: %v %v, want a read-only folder", st, err)
 	}
 	tree.Mounts[0].Files[0].Data = []byte("v2")
 	if err := tree.WriteTo(root); err != nil {

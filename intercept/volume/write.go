@@ -123,15 +123,7 @@ func writeFiles(dir string, files []File, readOnly bool) error {
 }
 
 // removeVersion removes a version folder, read-only ones included.
-func removeVersion(dir string) {
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, dirMode)
-		}
-		return nil
-	})
-	_ = os.RemoveAll(dir)
-}
+func removeVersion(dir string) { _ = Remove(dir) }
 
 // same says whether version holds exactly files, with their modes.
 func same(version string, files []File) bool {
