@@ -2,8 +2,10 @@
 // a workload's port means (Resolve), records that the workload's pods get the traffic
 // agent and rolls them (Inject), with the pod admission that adds it (AdmitPod, which the
 // manager's webhook applies), puts everything back (Restore), lists what tp changed
-// (Injected), and reads a container's environment the way the kubelet builds it (Env), so
-// the laptop can run the code with the same settings. The agent itself is package
+// (Injected), and reads a container's environment the way the kubelet builds it (Env) and
+// the files of its ConfigMap, Secret, downwardAPI and projected volumes (Volumes, written
+// under a root folder by package intercept/volume), so the laptop can run the code with the
+// same settings. The agent itself is package
 // intercept/agent; the manager routes intercepted connections.
 //
 // It runs on the laptop with the user's credentials: the manager's RBAC stays read-only.

@@ -146,6 +146,19 @@ type envResolver struct {
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
 	node       *corev1.Node
+	// reader names what reads the objects, for the errors: "the environment of pod web-1".
+	reader string
+	// needs is what a refusal's hint says the command takes.
+	needs string
+}
+
+func newResolver(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, reader, needs string) *envResolver {
+	return &envResolver{ctx: ctx, cs: cs, pod: pod, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
+		reader: reader, needs: needs}
+}
+
+func (r *envResolver) apiError(verb, resource, namespace, name string, err error) error {
+	return apiErrorNeeding(r.ctx, r.needs, verb, resource, namespace, name, err)
 }
 
 // Env returns the environment container of pod starts with, computed as the kubelet does
@@ -165,7 +178,7 @@ func Env(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, containe
 	if err != nil {
 		return nil, err
 	}
-	r := &envResolver{ctx: ctx, cs: cs, pod: pod, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	r := newResolver(ctx, cs, pod, fmt.Sprintf("the environment of pod %q", pod.Name), interceptNeeds)
 	services, err := r.serviceEnv()
 	if err != nil {
 		return nil, err
@@ -339,7 +352,8 @@ func expand(s string, lookup func(string) (string, bool)) string {
 }
 
 func (r *envResolver) configMap(name string, opt *bool) (*corev1.ConfigMap, error) {
-	if cm, ok := r.configMaps[name]; ok {
+	// A missing optional object is remembered as nil; a required reference to it still fails.
+	if cm, ok := r.configMaps[name]; ok && (cm != nil || optional(opt)) {
 		return cm, nil
 	}
 	cm, err := r.cs.CoreV1().ConfigMaps(r.pod.Namespace).Get(r.ctx, name, metav1.GetOptions{})
@@ -347,17 +361,18 @@ func (r *envResolver) configMap(name string, opt *bool) (*corev1.ConfigMap, erro
 	case apierrors.IsNotFound(err) && optional(opt):
 		cm = nil
 	case apierrors.IsNotFound(err):
-		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the ConfigMap %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
+		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the ConfigMap %q in namespace %q, which %s reads, does not exist", name, r.pod.Namespace, r.reader),
 			Hint: "the pod could not start like this today: create the ConfigMap or fix the workload"}
 	case err != nil:
-		return nil, apiError(r.ctx, "get", "configmaps", r.pod.Namespace, name, err)
+		return nil, r.apiError("get", "configmaps", r.pod.Namespace, name, err)
 	}
 	r.configMaps[name] = cm
 	return cm, nil
 }
 
 func (r *envResolver) secret(name string, opt *bool) (*corev1.Secret, error) {
-	if s, ok := r.secrets[name]; ok {
+	// A missing optional object is remembered as nil; a required reference to it still fails.
+	if s, ok := r.secrets[name]; ok && (s != nil || optional(opt)) {
 		return s, nil
 	}
 	s, err := r.cs.CoreV1().Secrets(r.pod.Namespace).Get(r.ctx, name, metav1.GetOptions{})
@@ -365,10 +380,10 @@ func (r *envResolver) secret(name string, opt *bool) (*corev1.Secret, error) {
 	case apierrors.IsNotFound(err) && optional(opt):
 		s = nil
 	case apierrors.IsNotFound(err):
-		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the Secret %q in namespace %q, which the environment of pod %q reads, does not exist", name, r.pod.Namespace, r.pod.Name),
+		return nil, &remote.Error{Kind: remote.Cluster, Msg: fmt.Sprintf("the Secret %q in namespace %q, which %s reads, does not exist", name, r.pod.Namespace, r.reader),
 			Hint: "the pod could not start like this today: create the Secret or fix the workload"}
 	case err != nil:
-		return nil, apiError(r.ctx, "get", "secrets", r.pod.Namespace, name, err)
+		return nil, r.apiError("get", "secrets", r.pod.Namespace, name, err)
 	}
 	r.secrets[name] = s
 	return s, nil
@@ -382,7 +397,7 @@ func (r *envResolver) serviceEnv() (map[string]string, error) {
 	if r.pod.Spec.EnableServiceLinks == nil || *r.pod.Spec.EnableServiceLinks {
 		l, err := r.cs.CoreV1().Services(r.pod.Namespace).List(r.ctx, metav1.ListOptions{})
 		if err != nil {
-			return nil, apiError(r.ctx, "list", "services", r.pod.Namespace, "", err)
+			return nil, r.apiError("list", "services", r.pod.Namespace, "", err)
 		}
 		for i := range l.Items {
 			if s := &l.Items[i]; serviceIPSet(s) {
@@ -397,7 +412,7 @@ func (r *envResolver) serviceEnv() (map[string]string, error) {
 			byName[s.Name] = s
 		case err == nil, apierrors.IsNotFound(err), apierrors.IsForbidden(err):
 		default:
-			return nil, apiError(r.ctx, "get", "services", metav1.NamespaceDefault, "kubernetes", err)
+			return nil, r.apiError("get", "services", metav1.NamespaceDefault, "kubernetes", err)
 		}
 	}
 	env := map[string]string{}
@@ -575,7 +590,7 @@ func (r *envResolver) allocatable(res corev1.ResourceName, container string) (re
 				Hint: "set the limit on the workload, or ask a cluster admin for get on nodes"}
 		}
 		if err != nil {
-			return resource.Quantity{}, apiError(r.ctx, "get", "nodes", "", r.pod.Spec.NodeName, err)
+			return resource.Quantity{}, r.apiError("get", "nodes", "", r.pod.Spec.NodeName, err)
 		}
 		r.node = n
 	}

@@ -20,6 +20,11 @@ const interceptNeeds = "tp intercept needs, in the workload's namespace: get, li
 // apiError explains err, the API's answer to verb on resource (name in namespace; either
 // may be empty): a refusal says which right is missing.
 func apiError(ctx context.Context, verb, resource, namespace, name string, err error) error {
+	return apiErrorNeeding(ctx, interceptNeeds, verb, resource, namespace, name, err)
+}
+
+// apiErrorNeeding is apiError for a command whose rights needs names.
+func apiErrorNeeding(ctx context.Context, needs, verb, resource, namespace, name string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -37,5 +42,5 @@ func apiError(ctx context.Context, verb, resource, namespace, name string, err e
 	if namespace != "" {
 		canI += " -n " + namespace
 	}
-	return deploy.APIError(deploy.Request{What: what, Needs: interceptNeeds, CanI: canI}, err)
+	return deploy.APIError(deploy.Request{What: what, Needs: needs, CanI: canI}, err)
 }
