@@ -37,7 +37,10 @@ Without them, tp run opens a connection of its own, on loopback and without cred
 --as WORKLOAD gives the command the environment the workload's container has in the cluster
 (ConfigMap and Secret values, downward API fields, service links, KUBERNETES_SERVICE_HOST),
 over this shell's; tp intercept -- CMD and tp run --intercept do the same for the workload
-they intercept.
+they intercept. Its ConfigMap, Secret, downwardAPI and projected volumes (the service-account
+token: a fresh one, requested for the workload's ServiceAccount) are written under a
+temporary folder, $TP_ROOT, each at $TP_ROOT + its mountPath, kept current while the command
+runs (updates show within seconds) and removed after it; --mount=false leaves them out.
 
 A project's tp.yaml (here or in a folder above, up to the one holding .git) gives the flags
 not given here their values: its namespace, and its run section (vif, manager-namespace,
@@ -51,6 +54,7 @@ transport, timeout, intercept, port). tp config view shows them.`,
 			&cli.StringFlag{Name: "port", Usage: "with --intercept: LOCAL[:REMOTE], the command's port and the Service's port"},
 			&cli.StringFlag{Name: "as", Usage: "[KIND/]WORKLOAD: run as its container does, with its environment (resolved from the cluster)"},
 			&cli.StringFlag{Name: "container", Usage: "with --as or --intercept: the container (default: the pod's default container)"},
+			&cli.BoolFlag{Name: "mount", Value: true, Usage: "with --as: write the container's ConfigMap, Secret, downwardAPI and projected volumes under $TP_ROOT"},
 			proxyCredentialsFlag("file holding USER:PASSWORD for a running connection whose proxy asks for them (default: $"+client.CredentialsEnv+")"),
 			&cli.BoolFlag{Name: "debug", Usage: "log tp's own work to stderr"},
 		),
@@ -61,7 +65,7 @@ transport, timeout, intercept, port). tp config view shows them.`,
 				Args: c.Args().Slice(), VIF: c.String("vif"), ManagerNamespace: c.String("manager-namespace"),
 				Transport: c.String("transport"), Timeout: c.Duration("timeout"),
 				Intercept: c.String("intercept"), Port: c.String("port"), CredentialsFile: c.String(client.CredentialsFileFlag),
-				As: c.String("as"), Container: c.String("container"),
+				As: c.String("as"), Container: c.String("container"), NoMount: !c.Bool("mount"),
 			})
 		},
 	}

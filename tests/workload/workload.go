@@ -7,6 +7,7 @@
 //	GET  /any/path      "pod=NAME path=/any/path\n"
 //	GET  /bytes?n=N     N bytes of Pattern (application/octet-stream)
 //	POST /sha256        the hex SHA-256 of the request body
+//	GET  /file?path=P   the bytes of the file at P in the pod
 //
 // The HTTP port speaks HTTP/2 cleartext too, and answers gRPC's WhoMethod with "pod=NAME".
 package workload
@@ -27,6 +28,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 )
@@ -68,6 +70,17 @@ func Handler(name string) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, hex.EncodeToString(h.Sum(nil)))
+	})
+	// The bytes of a file in the pod, as its container sees it: tp run --as's test compares
+	// the files tp writes on the laptop with these. Test workloads only.
+	mux.HandleFunc("GET /file", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, "workload: "+err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(b)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pod-Name", name)

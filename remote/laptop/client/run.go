@@ -54,6 +54,10 @@ type RunConfig struct {
 	// container (default: kubectl's default container, else the only one); with Intercept,
 	// As may only name the same workload.
 	As, Container string
+	// NoMount leaves out --as's files (tp run --mount=false): without it the container's
+	// ConfigMap, Secret, downwardAPI and projected volumes are written under a temporary
+	// folder, $TP_ROOT, kept current while the command runs and removed after it.
+	NoMount bool
 }
 
 // route is how a command reaches the cluster: a proxy (with the credentials it asks for),
@@ -95,6 +99,14 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	in, env, err := c.runIntercept(ctx, k, cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.As != "" && !cfg.NoMount {
+		files, err := c.asFiles(ctx, k, cfg)
+		if err != nil {
+			return err
+		}
+		defer files.Close()
+		env = withEnv(env, []intercept.EnvVar{{Name: RootEnv, Value: files.Root}})
 	}
 	// The running connection for this cluster and namespace, or one for this command (always
 	// with an intercept, which must end with the command).
@@ -180,6 +192,20 @@ func (c *Client) workloadEnv(ctx context.Context, k *Kube, workload, container s
 	}
 	c.log().Debug("running as a workload's container", "workload", ref.String(), "container", container, "variables", len(vars))
 	return vars, nil
+}
+
+// asFiles writes the files of --as's container under a temporary folder, kept current
+// until Close.
+func (c *Client) asFiles(ctx context.Context, k *Kube, cfg RunConfig) (*podFiles, error) {
+	ref, err := intercept.ParseRef(k.Namespace, cfg.As)
+	if err != nil {
+		return nil, remote.Errorf(remote.Usage, "--as: %w", err)
+	}
+	cs, err := c.kubeClient(k)
+	if err != nil {
+		return nil, err
+	}
+	return writePodFiles(ctx, c.Err, cs, ref, cfg.Container, c.log())
 }
 
 // runRoute is the running connection's route when reuse allows it and one is usable, else

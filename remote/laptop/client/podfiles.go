@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/intercept"
+	"github.com/tpdev/tp/intercept/volume"
+)
+
+// RootEnv names the folder that holds the workload's files for tp run --as: each volume
+// mount of the container at $TP_ROOT + its mountPath.
+const RootEnv = "TP_ROOT"
+
+// podFilesPoll is how often the ConfigMaps and Secrets a container mounts are read again:
+// an update shows in the files within it, as the kubelet's sync shows it in a pod.
+const podFilesPoll = 2 * time.Second
+
+// podFiles are a container's volumes written under a temporary root and kept current
+// until Close, which removes them.
+type podFiles struct {
+	Root    string
+	cancel  context.CancelFunc
+	done    chan struct{}
+	removed sync.Once
+}
+
+// writePodFiles writes the volumes of container (of a ready pod of ref) under a new
+// temporary folder, says on w what was done about each mount, and keeps them current:
+// ConfigMap and Secret updates within podFilesPoll, tokens before they expire.
+func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, ref intercept.Ref, container string, log *slog.Logger) (*podFiles, error) {
+	pod, err := intercept.PodOf(ctx, cs, ref)
+	if err != nil {
+		return nil, err
+	}
+	// The versions are read before the files: an update in between is seen as one.
+	seen := sourceVersions(ctx, cs, pod)
+	tree, reports, err := intercept.Volumes(ctx, cs, pod, container)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.MkdirTemp("", "tp-root-")
+	if err != nil {
+		return nil, fmt.Errorf("a folder for %s's files: %w", ref, err)
+	}
+	if err := tree.WriteTo(root); err != nil {
+		_ = volume.Remove(root)
+		return nil, fmt.Errorf("writing %s's files: %w", ref, err)
+	}
+	fmt.Fprintf(w, "tp: %s's files (pod %s) are under $%s=%s:\n", ref, pod.Name, RootEnv, root)
+	for _, r := range reports {
+		mark := " "
+		if r.Warning {
+			mark = "!"
+		}
+		fmt.Fprintf(w, "  %s %s (%s %s): %s\n", mark, r.MountPath, r.Kind, r.Volume, r.Done)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f := &podFiles{Root: root, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		keepCurrent(ctx, cs, pod, container, seen, tree.Renew, root, log)
+	}()
+	return f, nil
+}
+
+// keepCurrent writes the tree again when an object it came from changes (their
+// resourceVersions, seen when it was written and read again every podFilesPoll) or a token
+// in it is due for renewal (at renew).
+func keepCurrent(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, container string, seen []string, renew time.Time, root string, log *slog.Logger) {
+	t := time.NewTicker(podFilesPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := sourceVersions(ctx, cs, pod)
+		if slices.Equal(now, seen) && (renew.IsZero() || time.Now().Before(renew)) {
+			continue
+		}
+		next, _, err := intercept.Volumes(ctx, cs, pod, container)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("the workload's files are not updated", "err", err)
+			}
+			continue
+		}
+		if err := next.WriteTo(root); err != nil {
+			log.Warn("the workload's files are not updated", "err", err)
+			continue
+		}
+		seen, renew = now, next.Renew
+	}
+}
+
+// sourceVersions are the resourceVersions of the ConfigMaps and Secrets pod's volumes name ("-"
+// for one that cannot be read, so that its coming back counts as a change).
+func sourceVersions(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) []string {
+	var out []string
+	get := func(kind, name string) {
+		var (
+			meta metav1.Object
+			err  error
+		)
+		if kind == "configmap" {
+			meta, err = cs.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		} else {
+			meta, err = cs.CoreV1().Secrets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		}
+		v := "-"
+		if err == nil {
+			v = meta.GetResourceVersion()
+		}
+		out = append(out, kind+"/"+name+"@"+v)
+	}
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case v.ConfigMap != nil:
+			get("configmap", v.ConfigMap.Name)
+		case v.Secret != nil:
+			get("secret", v.Secret.SecretName)
+		case v.Projected != nil:
+			for _, s := range v.Projected.Sources {
+				switch {
+				case s.ConfigMap != nil:
+					get("configmap", s.ConfigMap.Name)
+				case s.Secret != nil:
+					get("secret", s.Secret.Name)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Close stops the updates and removes the files.
+func (f *podFiles) Close() error {
+	f.cancel()
+	<-f.done
+	var err error
+	f.removed.Do(func() { err = volume.Remove(f.Root) })
+	return err
+}

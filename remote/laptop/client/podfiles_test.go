@@ -1,0 +1,75 @@
+package client
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/tpdev/tp/intercept"
+)
+
+// The files of --as's container are under the root, follow a ConfigMap's update, and are
+// gone after Close; a volume tp does not write is reported, not skipped.
+func TestPodFilesFollowTheirConfigMap(t *testing.T) {
+	labels := map[string]string{"app": "web"}
+	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", ResourceVersion: "1"}, Data: map[string]string{"level": "debug"}}
+	cs := fake.NewClientset(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", Labels: labels}, Status: ready,
+			Spec: corev1.PodSpec{
+				Volumes: []corev1.Volume{
+					{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web"}}}},
+					{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "web-data"}}},
+				},
+				Containers: []corev1.Container{{Name: "app", VolumeMounts: []corev1.VolumeMount{
+					{Name: "config", MountPath: "/etc/web"}, {Name: "data", MountPath: "/var/lib/web"}}}},
+			}},
+		cm,
+	)
+	var msgs bytes.Buffer
+	f, err := writePodFiles(t.Context(), &msgs, cs, intercept.Ref{Namespace: "ns", Kind: intercept.Deployment, Name: "web"}, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(f.Root, "etc", "web", "level")
+	if b, err := os.ReadFile(file); err != nil || string(b) != "debug" {
+		t.Fatalf("%s: %q, %v", file, b, err)
+	}
+	for _, want := range []string{"$TP_ROOT=" + f.Root, "/etc/web (configMap config)", "! /var/lib/web (persistentVolumeClaim data)"} {
+		if !strings.Contains(msgs.String(), want) {
+			t.Errorf("no %q in what tp says:\n%s", want, msgs.String())
+		}
+	}
+	cm = cm.DeepCopy()
+	cm.Data["level"], cm.ResourceVersion = "info", "2"
+	if _, err := cs.CoreV1().ConfigMaps("ns").Update(t.Context(), cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * podFilesPoll)
+	for {
+		if b, _ := os.ReadFile(file); string(b) == "info" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ConfigMap's update did not reach %s within %s", file, 3*podFilesPoll)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.Root); !os.IsNotExist(err) {
+		t.Errorf("%s is still there after Close: %v", f.Root, err)
+	}
+}
