@@ -100,6 +100,7 @@ printf 'satoken %s\n' "$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceacco
 			if r.Err != nil {
 				t.Fatalf("tp run --as: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 			}
+			t.Logf("tp run --as said:\n%s", r.Stderr)
 			got := map[string]string{}
 			for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
 				k, v, _ := strings.Cut(line, " ")
