@@ -140,6 +140,17 @@ func TestRoleSets(t *testing.T) {
 		t.Errorf("intercept with the connect rights only: %v\n%s\nwant a refusal naming what is missing", r.Err, r.Stderr)
 	}
 	t.Logf("intercept with the connect rights only: %s", strings.TrimSpace(r.Stderr))
+	// tp run --as: tp-intercept's rights give the workload's files, a fresh token of its
+	// ServiceAccount among them; with the connect rights only, tp says which right is missing.
+	asScript := `test -s "$TP_ROOT/var/run/secrets/kubernetes.io/serviceaccount/token" && echo has-token`
+	if r := dev.TPRun(2*time.Minute, "run", "--namespace", ns, "--vif=off", "--as", "web-app", "--", "sh", "-c", asScript); r.Err != nil || !strings.Contains(r.Stdout, "has-token") {
+		t.Errorf("tp run --as with the intercept rights: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+	}
+	r = connectOnly.TPRun(time.Minute, "run", "--namespace", ns, "--vif=off", "--as", "web-app", "--", "true")
+	if r.Err == nil || !strings.Contains(r.Stderr, "permission") || !strings.Contains(r.Stderr, "pods") {
+		t.Errorf("tp run --as with the connect rights only: %v\n%s\nwant a refusal naming the missing right", r.Err, r.Stderr)
+	}
+	t.Logf("tp run --as with the connect rights only: %s", strings.TrimSpace(r.Stderr))
 	// The workload has the agent already: a request on the daemon's control socket skips
 	// every check of the CLI and reaches the manager, which refuses it.
 	spec := fmt.Sprintf(`{"name":"web-app-http","namespace":%q,"kind":"Deployment","workload":"web-app","port":"http","local":"127.0.0.1:%s"}`, ns, local)
