@@ -40,7 +40,8 @@ over this shell's; tp intercept -- CMD and tp run --intercept do the same for th
 they intercept. Its ConfigMap, Secret, downwardAPI and projected volumes (the service-account
 token: a fresh one, requested for the workload's ServiceAccount) are written under a
 temporary folder, $TP_ROOT, each at $TP_ROOT + its mountPath, kept current while the command
-runs (updates show within seconds) and removed after it; --mount=false leaves them out.
+runs (updates show within seconds) and removed after it, for --intercept's workload too;
+--mount=false leaves them out.
 
 A project's tp.yaml (here or in a folder above, up to the one holding .git) gives the flags
 not given here their values: its namespace, and its run section (vif, manager-namespace,

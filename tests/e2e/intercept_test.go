@@ -186,8 +186,8 @@ func TestIntercept(t *testing.T) {
 			during <- -1
 		}()
 		r := l.TPRun(3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80", "--",
-			"sh", "-c", "echo POD_NAME=$POD_NAME; sleep 5; exit 7")
-		if r.Code != 7 || !strings.Contains(r.Stdout, "POD_NAME=web-app-") {
+			"sh", "-c", `echo POD_NAME=$POD_NAME; echo "NS=$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceaccount/namespace")"; sleep 5; exit 7`)
+		if r.Code != 7 || !strings.Contains(r.Stdout, "POD_NAME=web-app-") || !strings.Contains(r.Stdout, "NS="+ns+"\n") {
 			t.Fatalf("tp intercept -- CMD: exit %d (%v)\n%s\n%s", r.Code, r.Err, r.Stdout, r.Stderr)
 		}
 		if d := <-during; d < 0 {

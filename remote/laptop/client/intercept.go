@@ -186,6 +186,14 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	}
 	problems.start()
 	defer in.leaveAll(leave)
+	// The command gets the workload's files too, as tp run --as gives them; the intercept
+	// goes on without them when they cannot be written.
+	if files, err := writePodFiles(ctx, c.Err, in.cs, in.ref, in.target, "", c.log()); err != nil {
+		fmt.Fprintf(c.Err, "tp: the workload's files are not written under $%s: %v\n", RootEnv, err)
+	} else {
+		defer files.Close()
+		env = append(env, intercept.EnvVar{Name: RootEnv, Value: files.Root})
+	}
 	cmd, err := startCommand(cfg.Command, withEnv(os.Environ(), env), c.Stdio)
 	if err != nil {
 		return err

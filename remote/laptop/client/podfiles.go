@@ -35,13 +35,17 @@ type podFiles struct {
 	removed sync.Once
 }
 
-// writePodFiles writes the volumes of container (of a ready pod of ref) under a new
-// temporary folder, says on w what was done about each mount, and keeps them current:
-// ConfigMap and Secret updates within podFilesPoll, tokens before they expire.
-func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, ref intercept.Ref, container string, log *slog.Logger) (*podFiles, error) {
+// writePodFiles writes the volumes of a container of a ready pod of ref (the named one, else
+// the one serving target's port, else the pod's default) under a new temporary folder, says
+// on w what was done about each mount, and keeps them current: ConfigMap and Secret updates
+// within podFilesPoll, tokens before they expire.
+func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, ref intercept.Ref, target *intercept.Target, container string, log *slog.Logger) (*podFiles, error) {
 	pod, err := intercept.PodOf(ctx, cs, ref)
 	if err != nil {
 		return nil, err
+	}
+	if container == "" && target != nil {
+		container = appContainer(pod, target.AppPort)
 	}
 	// The versions are read before the files: an update in between is seen as one.
 	seen := sourceVersions(ctx, cs, pod)

@@ -38,7 +38,7 @@ func TestPodFilesFollowTheirConfigMap(t *testing.T) {
 		cm,
 	)
 	var msgs bytes.Buffer
-	f, err := writePodFiles(t.Context(), &msgs, cs, intercept.Ref{Namespace: "ns", Kind: intercept.Deployment, Name: "web"}, "", slog.New(slog.DiscardHandler))
+	f, err := writePodFiles(t.Context(), &msgs, cs, intercept.Ref{Namespace: "ns", Kind: intercept.Deployment, Name: "web"}, nil, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

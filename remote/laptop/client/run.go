@@ -100,13 +100,18 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
-	if cfg.As != "" && !cfg.NoMount {
-		files, err := c.asFiles(ctx, k, cfg)
-		if err != nil {
+	if (cfg.As != "" || in != nil) && !cfg.NoMount {
+		files, err := c.asFiles(ctx, k, cfg, in)
+		switch {
+		case err != nil && cfg.As != "":
 			return err
+		case err != nil:
+			// --intercept's files are a courtesy: the intercept goes on without them.
+			fmt.Fprintf(c.Err, "tp: the workload's files are not written under $%s: %v\n", RootEnv, err)
+		default:
+			defer files.Close()
+			env = withEnv(env, []intercept.EnvVar{{Name: RootEnv, Value: files.Root}})
 		}
-		defer files.Close()
-		env = withEnv(env, []intercept.EnvVar{{Name: RootEnv, Value: files.Root}})
 	}
 	// The running connection for this cluster and namespace, or one for this command (always
 	// with an intercept, which must end with the command).
@@ -194,9 +199,12 @@ func (c *Client) workloadEnv(ctx context.Context, k *Kube, workload, container s
 	return vars, nil
 }
 
-// asFiles writes the files of --as's container under a temporary folder, kept current
-// until Close.
-func (c *Client) asFiles(ctx context.Context, k *Kube, cfg RunConfig) (*podFiles, error) {
+// asFiles writes the files of --as's container (or of the intercepted one) under a
+// temporary folder, kept current until Close.
+func (c *Client) asFiles(ctx context.Context, k *Kube, cfg RunConfig, in *pendingIntercept) (*podFiles, error) {
+	if in != nil {
+		return writePodFiles(ctx, c.Err, in.cs, in.ref, in.target, cfg.Container, c.log())
+	}
 	ref, err := intercept.ParseRef(k.Namespace, cfg.As)
 	if err != nil {
 		return nil, remote.Errorf(remote.Usage, "--as: %w", err)
@@ -205,7 +213,7 @@ func (c *Client) asFiles(ctx context.Context, k *Kube, cfg RunConfig) (*podFiles
 	if err != nil {
 		return nil, err
 	}
-	return writePodFiles(ctx, c.Err, cs, ref, cfg.Container, c.log())
+	return writePodFiles(ctx, c.Err, cs, ref, nil, cfg.Container, c.log())
 }
 
 // runRoute is the running connection's route when reuse allows it and one is usable, else
