@@ -12,7 +12,8 @@ import (
 // package makes, so one grant fixes all of them.
 const interceptNeeds = "tp intercept needs, in the workload's namespace: get, list and update on deployments, " +
 	"statefulsets and replicasets (apps); get, list and update on services; get and list on pods, " +
-	"configmaps and secrets (for its environment); delete on pods; get, list, create, update and delete " +
+	"configmaps and secrets (for its environment and files); create on serviceaccounts/token (the " +
+	"files' tokens); delete on pods; get, list, create, update and delete " +
 	"on leases (coordination.k8s.io: the intercept's grant and the workload's agent record): ClusterRole " +
 	"tp-intercept of tp's client-roles.yaml, bound there (kubectl create rolebinding USER-tp-intercept " +
 	"--clusterrole=tp-intercept --user=USER -n NAMESPACE)"

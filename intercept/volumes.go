@@ -20,8 +20,10 @@ import (
 )
 
 // runAsNeeds is what a refusal's hint says tp run --as takes.
-const runAsNeeds = "tp run --as needs, in the workload's namespace: get and list on pods, get on configmaps and " +
-	"secrets (its environment and volumes), and create on serviceaccounts/token (its service-account token)"
+const runAsNeeds = "tp run --as needs, in the workload's namespace: get on the workload (apps), get and list on " +
+	"pods, get on configmaps and secrets (its environment and volumes), and create on serviceaccounts/token (its " +
+	"service-account token): ClusterRole tp-intercept of tp's client-roles.yaml, bound there (kubectl create " +
+	"rolebinding USER-tp-intercept --clusterrole=tp-intercept --user=USER -n NAMESPACE)"
 
 // defaultTokenSeconds is a projected token's life when the pod does not say (the API's default).
 const defaultTokenSeconds = 3600

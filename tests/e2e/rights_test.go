@@ -147,7 +147,7 @@ func TestRoleSets(t *testing.T) {
 		t.Errorf("tp run --as with the intercept rights: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 	}
 	r = connectOnly.TPRun(time.Minute, "run", "--namespace", ns, "--vif=off", "--as", "web-app", "--", "true")
-	if r.Err == nil || !strings.Contains(r.Stderr, "permission") || !strings.Contains(r.Stderr, "pods") {
+	if r.Err == nil || r.Code != 2 || !strings.Contains(r.Stderr, "no permission to") || !strings.Contains(r.Stderr, "--clusterrole=tp-intercept") {
 		t.Errorf("tp run --as with the connect rights only: %v\n%s\nwant a refusal naming the missing right", r.Err, r.Stderr)
 	}
 	t.Logf("tp run --as with the connect rights only: %s", strings.TrimSpace(r.Stderr))
