@@ -4,7 +4,9 @@
 // root, whose only route leads into a TUN device that the caller serves (with package
 // netstack): the command's traffic, all of it, reaches tp, and nothing of the host's
 // network configuration changes. The command keeps its own uid and gid; inside, it sees
-// only a loopback device, the TUN device and a resolv.conf of tp's making.
+// only a loopback device, the TUN device and a resolv.conf of tp's making, plus the host
+// folders and files the caller asks for at chosen paths (a workload's volumes at their
+// mountPaths), shown by bind mounts in the namespace alone: the host's files stay as they are.
 package ns
 
 import (
@@ -34,7 +36,10 @@ type Link struct {
 	Addr    netip.Addr // the namespace's own address; every route goes to the TUN device
 	MTU     uint32
 	Resolv  string // resolv.conf content bind-mounted over /etc/resolv.conf
-	HostDir string // a folder for the resolv.conf file (it must outlive the command)
+	HostDir string // a folder for the resolv.conf and mounts files (it must outlive the command)
+	// Mounts show host paths inside the namespace, e.g. a volume written under HostDir at
+	// its mountPath; a missing target is made in the namespace only.
+	Mounts []Mount
 }
 
 // Command is a started command and the TUN device its namespace routes to.
@@ -78,6 +83,10 @@ func Start(link Link, args, env []string, stdin, stdout, stderr *os.File) (*Comm
 	if err := os.WriteFile(resolv, []byte(link.Resolv), 0o644); err != nil {
 		return nil, fmt.Errorf("vif: %w", err)
 	}
+	mounts := filepath.Join(link.HostDir, "mounts.json")
+	if err := writeMounts(mounts, link.Mounts); err != nil {
+		return nil, fmt.Errorf("vif: %w", err)
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("vif: socketpair: %w", err)
@@ -86,7 +95,7 @@ func Start(link Link, args, env []string, stdin, stdout, stderr *os.File) (*Comm
 	defer child.Close()
 
 	uid, gid := os.Getuid(), os.Getgid()
-	cmd := exec.Command(exe, append([]string{ChildArg, link.Name, link.Addr.String(), fmt.Sprint(link.MTU), resolv, "--"}, args...)...)
+	cmd := exec.Command(exe, append([]string{ChildArg, link.Name, link.Addr.String(), fmt.Sprint(link.MTU), resolv, mounts, "--"}, args...)...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.ExtraFiles = []*os.File{child} // fd 3 in the child
@@ -161,10 +170,10 @@ func ChildMain(args []string) {
 		fmt.Fprintln(os.Stderr, "tp: vif:", msg)
 		os.Exit(126)
 	}
-	if len(args) < 6 || args[4] != "--" {
+	if len(args) < 7 || args[5] != "--" {
 		fail("bad arguments to the namespace's setup")
 	}
-	name, resolv, cmdArgs := args[0], args[3], args[5:]
+	name, resolv, mountsFile, cmdArgs := args[0], args[3], args[4], args[6:]
 	addr, err := netip.ParseAddr(args[1])
 	if err != nil || !addr.Is4() {
 		fail("namespace address %q: want an IPv4 address", args[1])
@@ -183,6 +192,13 @@ func ChildMain(args []string) {
 	}
 	if err := mountResolv(resolv); err != nil {
 		fail("resolv.conf: %v", err)
+	}
+	mounts, err := readMounts(mountsFile)
+	if err != nil {
+		fail("%v", err)
+	}
+	if err := applyMounts(mounts, filepath.Dir(mountsFile)); err != nil {
+		fail("%v", err)
 	}
 	path, err := exec.LookPath(cmdArgs[0])
 	if err != nil {

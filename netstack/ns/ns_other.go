@@ -21,6 +21,7 @@ type Link struct {
 	MTU     uint32
 	Resolv  string
 	HostDir string
+	Mounts  []Mount
 }
 
 // Command: see the Linux version.
