@@ -40,6 +40,24 @@ func matchesSchema(t *testing.T, kind, out string) {
 	}
 }
 
+// laptopKubectl is the cluster's own kubectl, copied where the laptop's user may run it.
+func laptopKubectl(t *testing.T, l *kit.Laptop) string {
+	t.Helper()
+	bin := os.Getenv("TP_E2E_TPCLUSTER")
+	if bin == "" {
+		t.Fatal("TP_E2E_TPCLUSTER is not set: make e2e sets it to bin/tpcluster, which knows the cluster's own kubectl")
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := exec.Command(bin, "--repo", repo, "kubectl-path").Output()
+	if err != nil {
+		t.Fatalf("tpcluster kubectl-path: %v", err)
+	}
+	return l.Copy(t, strings.TrimSpace(string(path)))
+}
+
 // TestCLI is tp as a kubectl user meets it: tp version names the manager in the cluster,
 // and tp works as a real kubectl's plugin, saying "kubectl tp" in its help.
 func TestCLI(t *testing.T) {
@@ -75,19 +93,7 @@ func TestCLI(t *testing.T) {
 	})
 
 	t.Run("KubectlPlugin", func(t *testing.T) {
-		bin := os.Getenv("TP_E2E_TPCLUSTER")
-		if bin == "" {
-			t.Fatal("TP_E2E_TPCLUSTER is not set: make e2e sets it to bin/tpcluster, which knows the cluster's own kubectl")
-		}
-		repo, err := filepath.Abs("../..")
-		if err != nil {
-			t.Fatal(err)
-		}
-		path, err := exec.Command(bin, "--repo", repo, "kubectl-path").Output()
-		if err != nil {
-			t.Fatalf("tpcluster kubectl-path: %v", err)
-		}
-		kubectl := l.Copy(t, strings.TrimSpace(string(path)))
+		kubectl := laptopKubectl(t, l)
 		plugins := filepath.Join(l.Home, "plugins")
 		if err := os.Mkdir(plugins, 0o755); err != nil {
 			t.Fatal(err)

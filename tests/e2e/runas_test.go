@@ -18,6 +18,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -89,14 +90,17 @@ func TestRunAs(t *testing.T) {
 
 	files := []string{"/etc/web/conf/a.txt", "/etc/web/level", "/etc/creds/user", "/etc/podinfo/labels", "/etc/podinfo/name",
 		"/var/run/secrets/vault/level", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "/var/run/secrets/kubernetes.io/serviceaccount/namespace"}
-	script := `echo "ROOT=$TP_ROOT"; echo "LOG_LEVEL=$LOG_LEVEL"; echo "KSH=$KUBERNETES_SERVICE_HOST"
-for f in "$@"; do printf '%s %s %s\n' "$f" "$(stat -L -c %a "$TP_ROOT$f")" "$(base64 -w0 "$TP_ROOT$f")"; done
-printf 'token %s\n' "$(cat "$TP_ROOT/var/run/secrets/vault/token")"
-printf 'satoken %s\n' "$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceaccount/token")"
-[ -d "$TP_ROOT/scratch" ] && [ -w "$TP_ROOT/scratch" ] && echo scratch-writable`
-	for _, vif := range []string{"--vif=off", "--vif=on"} {
+	// $1 is where the files are: under $TP_ROOT, or at their real paths ("real", in the VIF).
+	script := `p=$TP_ROOT; [ "$1" = real ] && p=; shift
+echo "ROOT=$TP_ROOT"; echo "LOG_LEVEL=$LOG_LEVEL"; echo "KSH=$KUBERNETES_SERVICE_HOST"
+for f in "$@"; do printf '%s %s %s\n' "$f" "$(stat -L -c %a "$p$f")" "$(base64 -w0 "$p$f")"; done
+printf 'token %s\n' "$(cat "$p/var/run/secrets/vault/token")"
+printf 'satoken %s\n' "$(cat "$p/var/run/secrets/kubernetes.io/serviceaccount/token")"
+[ -d "$p/scratch" ] && [ -w "$p/scratch" ] && echo scratch-writable
+touch "$p/etc/web/written" 2>/dev/null && echo configmap-writable`
+	for vif, where := range map[string]string{"--vif=off": "root", "--vif=on": "real"} {
 		t.Run("SameFilesAsThePod/"+vif, func(t *testing.T) {
-			r := l.Run(2*time.Minute, env, l.TP, append([]string{"run", "--namespace", ns, vif, "--as", "deploy/web", "--", "sh", "-c", script, "sh"}, files...)...)
+			r := l.Run(2*time.Minute, env, l.TP, append([]string{"run", "--namespace", ns, vif, "--as", "deploy/web", "--", "sh", "-c", script, "sh", where}, files...)...)
 			if r.Err != nil {
 				t.Fatalf("tp run --as: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 			}
@@ -128,6 +132,9 @@ printf 'satoken %s\n' "$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceacco
 			if _, ok := got["scratch-writable"]; !ok {
 				t.Error("the emptyDir is not a writable folder")
 			}
+			if _, ok := got["configmap-writable"]; ok && where == "real" {
+				t.Error("the ConfigMap's folder is writable in the VIF; a pod's is read-only")
+			}
 			if !strings.Contains(r.Stderr, "/etc/podinfo (downwardAPI info)") {
 				t.Errorf("tp run --as does not say what it did with each volume:\n%s", r.Stderr)
 			}
@@ -140,29 +147,32 @@ printf 'satoken %s\n' "$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceacco
 		})
 	}
 
-	t.Run("ConfigMapUpdateWithinSeconds", func(t *testing.T) {
-		ready := filepath.Join(l.Home, "ready")
-		done := make(chan kit.Result, 1)
-		go func() {
-			done <- l.Run(2*time.Minute, env, l.TP, "run", "--namespace", ns, "--vif=off", "--as", "deploy/web", "--", "sh", "-c",
-				`touch "$1"; i=0; while [ $i -lt 300 ]; do [ "$(cat "$TP_ROOT/etc/web/conf/a.txt")" = gamma ] && echo updated && exit 0; sleep 0.1; i=$((i+1)); done; exit 3`,
-				"sh", ready)
-		}()
-		waitFor(t, time.Minute, "the command under tp run --as", func() error { _, err := os.Stat(ready); return err })
-		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "web-config", metav1.GetOptions{})
+	for _, tc := range []struct{ vif, where, value string }{{"--vif=off", "root", "gamma"}, {"--vif=on", "real", "delta"}} {
+		t.Run("ConfigMapUpdateWithinSeconds/"+tc.vif, func(t *testing.T) {
+			configMapUpdate(t, l, cs, env, ns, tc.vif, tc.where, tc.value)
+		})
+	}
+
+	// In the VIF the files are at their real paths: a client with in-cluster configuration
+	// (no kubeconfig) talks to the API server as the workload's ServiceAccount, with exactly
+	// its rights.
+	t.Run("InClusterClientInTheVIF", func(t *testing.T) {
+		_, err := cs.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "read-pods"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}}}}, metav1.CreateOptions{})
 		must(err)
-		cm.Data["a"] = "gamma"
-		_, err = cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
+		_, err = cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "web-sa-read-pods"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-pods"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "web-sa", Namespace: ns}}}, metav1.CreateOptions{})
 		must(err)
-		updated := time.Now()
-		r := <-done
-		if r.Err != nil || !strings.Contains(r.Stdout, "updated") {
-			t.Fatalf("the ConfigMap's update never reached the command's file: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+		kubectl := laptopKubectl(t, l)
+		script := `cat /var/run/secrets/vault/level; echo; env -u KUBECONFIG "$1" get pods -o name; env -u KUBECONFIG "$1" get secrets 2>&1; true`
+		r := l.Run(2*time.Minute, env, l.TP, "run", "--namespace", ns, "--vif=on", "--as", "deploy/web", "--", "sh", "-c", script, "sh", kubectl)
+		if r.Err != nil || !strings.HasPrefix(r.Stdout, "debug\n") || !strings.Contains(r.Stdout, "pod/web-") {
+			t.Fatalf("kubectl with in-cluster config under tp run --as: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 		}
-		if d := time.Since(updated); d > 10*time.Second {
-			t.Errorf("the update took %s to reach the file, want within 10s", d)
+		if !strings.Contains(r.Stdout, `User "system:serviceaccount:`+ns+`:web-sa" cannot list resource "secrets"`) {
+			t.Errorf("kubectl get secrets as the workload: want the API server's refusal of web-sa:\n%s", r.Stdout)
 		}
-		t.Logf("a ConfigMap update reached the file within %s", time.Since(updated).Round(100*time.Millisecond))
 	})
 
 	t.Run("BadInput", func(t *testing.T) {
@@ -177,6 +187,38 @@ printf 'satoken %s\n' "$(cat "$TP_ROOT/var/run/secrets/kubernetes.io/serviceacco
 			}
 		}
 	})
+}
+
+// configMapUpdate runs a command under tp run --as that waits for web-config's key "a" to
+// read value in its file, updates the ConfigMap, and fails t unless the command saw it
+// within 10 s.
+func configMapUpdate(t *testing.T, l *kit.Laptop, cs kubernetes.Interface, env []string, ns, vif, where, value string) {
+	ctx := context.Background()
+	ready := filepath.Join(l.Home, "ready-"+value)
+	done := make(chan kit.Result, 1)
+	go func() {
+		done <- l.Run(2*time.Minute, env, l.TP, "run", "--namespace", ns, vif, "--as", "deploy/web", "--", "sh", "-c",
+			`p=$TP_ROOT; [ "$2" = real ] && p=; touch "$1"; i=0; while [ $i -lt 300 ]; do [ "$(cat "$p/etc/web/conf/a.txt")" = "$3" ] && echo updated && exit 0; sleep 0.1; i=$((i+1)); done; exit 3`,
+			"sh", ready, where, value)
+	}()
+	waitFor(t, time.Minute, "the command under tp run --as", func() error { _, err := os.Stat(ready); return err })
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "web-config", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["a"] = value
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	updated := time.Now()
+	r := <-done
+	if r.Err != nil || !strings.Contains(r.Stdout, "updated") {
+		t.Fatalf("the ConfigMap's update never reached the command's file: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+	}
+	if d := time.Since(updated); d > 10*time.Second {
+		t.Errorf("the update took %s to reach the file, want within 10s", d)
+	}
+	t.Logf("a ConfigMap update reached the file within %s", time.Since(updated).Round(100*time.Millisecond))
 }
 
 // readyPodWithVolumes waits for a ready pod of the workload that mounts its volumes, and

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/intercept/volume"
+	"github.com/tpdev/tp/netstack/ns"
 )
 
 // RootEnv names the folder that holds the workload's files for tp run --as: each volume
@@ -29,7 +31,9 @@ const podFilesPoll = 2 * time.Second
 // podFiles are a container's volumes written under a temporary root and kept current
 // until Close, which removes them.
 type podFiles struct {
-	Root    string
+	Root string
+	// Mounts show each mount under Root at its real path inside the VIF's namespace.
+	Mounts  []ns.Mount
 	cancel  context.CancelFunc
 	done    chan struct{}
 	removed sync.Once
@@ -71,6 +75,9 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f := &podFiles{Root: root, cancel: cancel, done: make(chan struct{})}
+	for _, m := range tree.Mounts {
+		f.Mounts = append(f.Mounts, ns.Mount{Source: filepath.Join(root, filepath.FromSlash(m.Path)), Target: m.Path, ReadOnly: m.ReadOnly})
+	}
 	go func() {
 		defer close(f.done)
 		keepCurrent(ctx, cs, pod, container, seen, tree.Renew, root, log)

@@ -100,6 +100,7 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
+	var mounts []ns.Mount // the files at their real paths, in the VIF
 	if (cfg.As != "" || in != nil) && !cfg.NoMount {
 		files, err := c.asFiles(ctx, k, cfg, in)
 		switch {
@@ -111,6 +112,7 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 		default:
 			defer files.Close()
 			env = withEnv(env, []intercept.EnvVar{{Name: RootEnv, Value: files.Root}})
+			mounts = files.Mounts
 		}
 	}
 	// The running connection for this cluster and namespace, or one for this command (always
@@ -128,7 +130,7 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 		defer in.leaveAll(conn.sess.Leave)
 	}
 	if useVIF {
-		return c.runInVIF(cfg.Args, env, r, c.log(), started)
+		return c.runInVIF(cfg.Args, env, mounts, r, c.log(), started)
 	}
 	return c.runWithProxy(cfg.Args, env, r, started)
 }
@@ -421,7 +423,7 @@ func proxyURL(scheme, listen string, creds *localproxy.Credentials) string {
 // stack takes: the host's address 198.18.0.1 is this machine's loopback (port 53: tp's DNS
 // server), everything else goes through r's dialer, which sends cluster destinations
 // through the tunnel and dials the rest from here.
-func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started func(*netstack.Stack) error) error {
+func (c *Client) runInVIF(args, env []string, mounts []ns.Mount, r route, log *slog.Logger, started func(*netstack.Stack) error) error {
 	dir, err := os.MkdirTemp("", "tp-run-")
 	if err != nil {
 		return fmt.Errorf("vif: %w", err)
@@ -460,7 +462,7 @@ func (c *Client) runInVIF(args, env []string, r route, log *slog.Logger, started
 		// The host's loopback, seen from inside, is no destination for a proxy either.
 		env = proxyEnv(env, net.JoinHostPort(vifHost.String(), port), r, vifHost.String())
 	}
-	link := ns.Link{Name: "tp0", Addr: vifAddr, MTU: vifMTU, Resolv: vifResolvConf("/etc/resolv.conf"), HostDir: dir}
+	link := ns.Link{Name: "tp0", Addr: vifAddr, MTU: vifMTU, Resolv: vifResolvConf("/etc/resolv.conf"), HostDir: dir, Mounts: mounts}
 	cmd, err := ns.Start(link, args, env, c.Stdio.In, c.Stdio.Out, c.Stdio.Err)
 	if err != nil {
 		return err
