@@ -65,6 +65,26 @@ func (m *mounter) mount(mt Mount) error {
 	return bind(mt.Source, target, mt.ReadOnly)
 }
 
+// Placeable says whether a mount at target can be made in the namespace: not when it is
+// refused outright, nor when it is a new folder right under / (that would take laying a
+// tmpfs over the whole file system). The caller leaves such a mount out and says so.
+func Placeable(target string) error {
+	if err := checkTarget(target); err != nil {
+		return err
+	}
+	existing, missing, err := resolveTarget(filepath.Clean(target))
+	if err != nil {
+		return err
+	}
+	if err := checkTarget(existing); err != nil && existing != "/" {
+		return err
+	}
+	if existing == "/" && len(missing) > 0 {
+		return fmt.Errorf("mount target %s: a new folder right under / cannot be made without hiding the whole file system", target)
+	}
+	return nil
+}
+
 // resolveTarget splits target into its deepest existing ancestor, symlinks resolved (the
 // folder that must change), and the names missing below it.
 func resolveTarget(target string) (string, []string, error) {

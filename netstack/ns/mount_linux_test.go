@@ -498,3 +498,22 @@ func TestStartMounts(t *testing.T) {
 		t.Errorf("%s appeared on the host", filepath.Dir(target))
 	}
 }
+
+// A mount needs a folder to lay its parents' tmpfs on: a new folder right under / has none.
+func TestPlaceable(t *testing.T) {
+	dir := t.TempDir()
+	for target, want := range map[string]string{
+		filepath.Join(dir, "new", "deep"): "",
+		"/etc/tp-placeable-test/conf":     "",
+		"/tp-placeable-test-nothing":      "a new folder right under / cannot be made",
+		"/tp-placeable-test-nothing/a/b":  "a new folder right under / cannot be made",
+		"/proc/tp":                        "the kernel's own tree",
+		"/":                               "refusing to hide the whole file system",
+		"relative/path":                   "want an absolute path",
+	} {
+		err := Placeable(target)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("Placeable(%s): %v, want %q", target, err, want)
+		}
+	}
+}

@@ -48,3 +48,6 @@ func ChildMain([]string) {
 	fmt.Fprintln(os.Stderr, "tp:", errUnsupported)
 	os.Exit(126)
 }
+
+// Placeable reports that no mount can be made: there is no namespace on this OS.
+func Placeable(string) error { return errUnsupported }

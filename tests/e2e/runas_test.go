@@ -96,7 +96,7 @@ echo "ROOT=$TP_ROOT"; echo "LOG_LEVEL=$LOG_LEVEL"; echo "KSH=$KUBERNETES_SERVICE
 for f in "$@"; do printf '%s %s %s\n' "$f" "$(stat -L -c %a "$p$f")" "$(base64 -w0 "$p$f")"; done
 printf 'token %s\n' "$(cat "$p/var/run/secrets/vault/token")"
 printf 'satoken %s\n' "$(cat "$p/var/run/secrets/kubernetes.io/serviceaccount/token")"
-[ -d "$p/scratch" ] && [ -w "$p/scratch" ] && echo scratch-writable
+[ -d "$TP_ROOT/scratch" ] && [ -w "$TP_ROOT/scratch" ] && echo scratch-writable
 touch "$p/etc/web/written" 2>/dev/null && echo configmap-writable`
 	for vif, where := range map[string]string{"--vif=off": "root", "--vif=on": "real"} {
 		t.Run("SameFilesAsThePod/"+vif, func(t *testing.T) {
@@ -134,6 +134,10 @@ touch "$p/etc/web/written" 2>/dev/null && echo configmap-writable`
 			}
 			if _, ok := got["configmap-writable"]; ok && where == "real" {
 				t.Error("the ConfigMap's folder is writable in the VIF; a pod's is read-only")
+			}
+			// A new folder right under / cannot be made in the namespace: tp says so.
+			if where == "real" && !strings.Contains(r.Stderr, "in the VIF, /scratch is under $TP_ROOT only") {
+				t.Errorf("tp run --as does not say that /scratch stays under $TP_ROOT in the VIF:\n%s", r.Stderr)
 			}
 			if !strings.Contains(r.Stderr, "/etc/podinfo (downwardAPI info)") {
 				t.Errorf("tp run --as does not say what it did with each volume:\n%s", r.Stderr)

@@ -31,9 +31,8 @@ const podFilesPoll = 2 * time.Second
 // podFiles are a container's volumes written under a temporary root and kept current
 // until Close, which removes them.
 type podFiles struct {
-	Root string
-	// Mounts show each mount under Root at its real path inside the VIF's namespace.
-	Mounts  []ns.Mount
+	Root    string
+	mounts  []ns.Mount // each mount under Root at its real path
 	cancel  context.CancelFunc
 	done    chan struct{}
 	removed sync.Once
@@ -76,7 +75,7 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f := &podFiles{Root: root, cancel: cancel, done: make(chan struct{})}
 	for _, m := range tree.Mounts {
-		f.Mounts = append(f.Mounts, ns.Mount{Source: filepath.Join(root, filepath.FromSlash(m.Path)), Target: m.Path, ReadOnly: m.ReadOnly})
+		f.mounts = append(f.mounts, ns.Mount{Source: filepath.Join(root, filepath.FromSlash(m.Path)), Target: m.Path, ReadOnly: m.ReadOnly})
 	}
 	go func() {
 		defer close(f.done)
@@ -152,6 +151,21 @@ func sourceVersions(ctx context.Context, cs kubernetes.Interface, pod *corev1.Po
 				}
 			}
 		}
+	}
+	return out
+}
+
+// VIFMounts show the files at their real paths in the VIF's namespace: every mount the
+// namespace can take, the others (a new folder right under /) said on w to stay under
+// $TP_ROOT only.
+func (f *podFiles) VIFMounts(w io.Writer) []ns.Mount {
+	var out []ns.Mount
+	for _, m := range f.mounts {
+		if err := ns.Placeable(m.Target); err != nil {
+			fmt.Fprintf(w, "tp: in the VIF, %s is under $%s only: %v\n", m.Target, RootEnv, err)
+			continue
+		}
+		out = append(out, m)
 	}
 	return out
 }

@@ -112,7 +112,9 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 		default:
 			defer files.Close()
 			env = withEnv(env, []intercept.EnvVar{{Name: RootEnv, Value: files.Root}})
-			mounts = files.Mounts
+			if useVIF {
+				mounts = files.VIFMounts(c.Err)
+			}
 		}
 	}
 	// The running connection for this cluster and namespace, or one for this command (always
