@@ -97,7 +97,7 @@ for f in "$@"; do printf '%s %s %s\n' "$f" "$(stat -L -c %a "$p$f")" "$(base64 -
 printf 'token %s\n' "$(cat "$p/var/run/secrets/vault/token")"
 printf 'satoken %s\n' "$(cat "$p/var/run/secrets/kubernetes.io/serviceaccount/token")"
 [ -d "$TP_ROOT/scratch" ] && [ -w "$TP_ROOT/scratch" ] && echo scratch-writable
-touch "$p/etc/web/written" 2>/dev/null && echo configmap-writable`
+touch "$p/etc/web/written" 2>/dev/null && echo configmap-writable; true`
 	for vif, where := range map[string]string{"--vif=off": "root", "--vif=on": "real"} {
 		t.Run("SameFilesAsThePod/"+vif, func(t *testing.T) {
 			r := l.Run(2*time.Minute, env, l.TP, append([]string{"run", "--namespace", ns, vif, "--as", "deploy/web", "--", "sh", "-c", script, "sh", where}, files...)...)
