@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -79,15 +80,16 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	}
 	go func() {
 		defer close(f.done)
-		keepCurrent(ctx, cs, pod, container, seen, tree.Renew, root, log)
+		keepCurrent(ctx, cs, ref, pod, container, seen, tree.Renew, root, log)
 	}()
 	return f, nil
 }
 
 // keepCurrent writes the tree again when an object it came from changes (their
-// resourceVersions, seen when it was written and read again every podFilesPoll) or a token
-// in it is due for renewal (at renew).
-func keepCurrent(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, container string, seen []string, renew time.Time, root string, log *slog.Logger) {
+// resourceVersions, seen when it was written and read again every podFilesPoll), when a token
+// in it is due for renewal (at renew), or when the pod is gone: its tokens are bound to it
+// and die with it (a rollout), so the files are then those of another ready pod of ref.
+func keepCurrent(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, pod *corev1.Pod, container string, seen []string, renew time.Time, root string, log *slog.Logger) {
 	t := time.NewTicker(podFilesPoll)
 	defer t.Stop()
 	for {
@@ -95,6 +97,17 @@ func keepCurrent(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if podGone(ctx, cs, pod) {
+			next, err := intercept.PodOf(ctx, cs, ref)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("the workload's pod is gone and no other is ready: its files keep the old tokens", "pod", pod.Name, "err", err)
+				}
+				continue
+			}
+			log.Info("the workload's pod was replaced: its files are the new pod's", "old", pod.Name, "new", next.Name)
+			pod, seen = next, nil
 		}
 		now := sourceVersions(ctx, cs, pod)
 		if slices.Equal(now, seen) && (renew.IsZero() || time.Now().Before(renew)) {
@@ -113,6 +126,15 @@ func keepCurrent(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, 
 		}
 		seen, renew = now, next.Renew
 	}
+}
+
+// podGone says whether pod was deleted (or is being), or replaced by another of its name.
+func podGone(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) bool {
+	now, err := cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	return err == nil && (now.UID != pod.UID || now.DeletionTimestamp != nil)
 }
 
 // sourceVersions are the resourceVersions of the ConfigMaps and Secrets pod's volumes name ("-"

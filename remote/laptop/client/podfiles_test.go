@@ -17,24 +17,27 @@ import (
 	"github.com/tpdev/tp/intercept"
 )
 
-// The files of --as's container are under the root, follow a ConfigMap's update, and are
-// gone after Close; a volume tp does not write is reported, not skipped.
+// The files of --as's container are under the root, follow a ConfigMap's update and the
+// pod's replacement, and are gone after Close; a volume tp does not write is reported, not
+// skipped.
 func TestPodFilesFollowTheirConfigMap(t *testing.T) {
 	labels := map[string]string{"app": "web"}
 	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	podSpec := corev1.PodSpec{
+		Volumes: []corev1.Volume{
+			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web"}}}},
+			{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "web-data"}}},
+			{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		},
+		Containers: []corev1.Container{{Name: "app", VolumeMounts: []corev1.VolumeMount{
+			{Name: "config", MountPath: "/etc/web"}, {Name: "data", MountPath: "/var/lib/web"}, {Name: "info", MountPath: "/etc/info"}}}},
+	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", ResourceVersion: "1"}, Data: map[string]string{"level": "debug"}}
 	cs := fake.NewClientset(
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
 			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}}},
-		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", Labels: labels}, Status: ready,
-			Spec: corev1.PodSpec{
-				Volumes: []corev1.Volume{
-					{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web"}}}},
-					{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "web-data"}}},
-				},
-				Containers: []corev1.Container{{Name: "app", VolumeMounts: []corev1.VolumeMount{
-					{Name: "config", MountPath: "/etc/web"}, {Name: "data", MountPath: "/var/lib/web"}}}},
-			}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", Labels: labels, UID: "uid-1"}, Status: ready, Spec: podSpec},
 		cm,
 	)
 	var msgs bytes.Buffer
@@ -63,6 +66,27 @@ func TestPodFilesFollowTheirConfigMap(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the ConfigMap's update did not reach %s within %s", file, 3*podFilesPoll)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A rollout: the pod goes, another comes. Its tokens were bound to the old pod, so the
+	// files become the new pod's.
+	if err := cs.CoreV1().Pods("ns").Delete(t.Context(), "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("ns").Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-2", Labels: labels, UID: "uid-2"},
+		Status: ready, Spec: podSpec}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(f.Root, "etc", "info", "name")
+	deadline = time.Now().Add(3 * podFilesPoll)
+	for {
+		if b, _ := os.ReadFile(name); string(b) == "web-2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(name)
+			t.Fatalf("%s is %q: the replaced pod's files were not the new pod's within %s", name, b, 3*podFilesPoll)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
