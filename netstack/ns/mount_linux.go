@@ -24,10 +24,32 @@ type mounter struct {
 // applyMounts makes each mount, parents first, then makes the tmpfs read-only where the
 // folders they replaced were not writable, so that only the mounts are new.
 func applyMounts(mounts []Mount, scratch string) error {
-	m := &mounter{scratch: scratch, ours: map[uint64]bool{}}
-	for _, mt := range sortedMounts(mounts) {
-		if err := m.mount(mt); err != nil {
+	// The sources and the scratch folder are held open before the first mount, and reached
+	// through their descriptors: a mount over a folder that holds them (an emptyDir at /tmp,
+	// where $TP_ROOT and tp's folder usually live) would hide their paths.
+	sd, err := unix.Open(scratch, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("tp's folder %s: %w", scratch, err)
+	}
+	defer unix.Close(sd)
+	m := &mounter{scratch: fdPath(sd), ours: map[uint64]bool{}}
+	sorted := sortedMounts(mounts)
+	held := make([]Mount, len(sorted))
+	for i, mt := range sorted {
+		if err := checkMount(mt); err != nil {
 			return fmt.Errorf("mount %s at %s: %w", mt.Source, mt.Target, err)
+		}
+		fd, err := unix.Open(mt.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("mount %s at %s: source: %w", mt.Source, mt.Target, err)
+		}
+		defer unix.Close(fd)
+		held[i] = mt
+		held[i].Source = fdPath(fd)
+	}
+	for i, mt := range held {
+		if err := m.mount(mt); err != nil {
+			return fmt.Errorf("mount %s at %s: %w", sorted[i].Source, mt.Target, err)
 		}
 	}
 	for _, dir := range m.seal {
@@ -37,6 +59,9 @@ func applyMounts(mounts []Mount, scratch string) error {
 	}
 	return nil
 }
+
+// fdPath names an open file by its descriptor, whatever is mounted over its path since.
+func fdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
 func (m *mounter) mount(mt Mount) error {
 	if err := checkMount(mt); err != nil {

@@ -314,7 +314,13 @@ func testMounts(t *testing.T, unprivileged bool) {
 		must(t, os.Chown(scratch, 65534, 65534))
 	}
 	web := filepath.Join(h.root, "etc/web")
+	// An empty folder over the one that holds every other source, mounted first (it is the
+	// shallowest), as a pod's emptyDir at /tmp covers $TP_ROOT: the later sources must
+	// still be found.
+	empty := filepath.Join(h.base, "empty")
+	must(t, os.Mkdir(empty, 0o755))
 	spec := childSpec{Scratch: scratch, Mounts: []Mount{
+		{Source: empty, Target: h.root},
 		{Source: filepath.Join(h.root, "etc/creds/user"), Target: filepath.Join(h.sys, "creds/user"), ReadOnly: true},
 		{Source: web, Target: filepath.Join(h.sys, "new/deep/web")},
 		{Source: web, Target: filepath.Join(h.sys, "web"), ReadOnly: true},
@@ -330,6 +336,9 @@ func testMounts(t *testing.T, unprivileged bool) {
 		t.Fatalf("mounting: %s", setupErr)
 	}
 
+	t.Run("a mount over the sources' folder", func(t *testing.T) {
+		c.want(t, "ls", h.root, "")
+	})
 	t.Run("existing folder, read-only", func(t *testing.T) {
 		c.want(t, "read", filepath.Join(h.sys, "web/key"), "v1")
 		c.wantErrno(t, "write", filepath.Join(h.sys, "web/new"), "x", syscall.EROFS)
