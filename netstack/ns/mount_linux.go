@@ -90,14 +90,14 @@ func (m *mounter) mount(mt Mount) error {
 	return bind(mt.Source, target, mt.ReadOnly)
 }
 
-// Placeable says whether a mount at target can be made in the namespace: not when it is
+// Placeable says whether m can be made in the namespace: not when it is
 // refused outright, nor when it is a new folder right under / (that would take laying a
 // tmpfs over the whole file system). The caller leaves such a mount out and says so.
-func Placeable(target string) error {
-	if err := checkTarget(target); err != nil {
+func Placeable(m Mount) error {
+	if err := checkMount(m); err != nil {
 		return err
 	}
-	existing, missing, err := resolveTarget(filepath.Clean(target))
+	existing, missing, err := resolveTarget(filepath.Clean(m.Target))
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,15 @@ func Placeable(target string) error {
 		return err
 	}
 	if existing == "/" && len(missing) > 0 {
-		return fmt.Errorf("mount target %s: a new folder right under / cannot be made without hiding the whole file system", target)
+		return fmt.Errorf("mount target %s: a new folder right under / cannot be made without hiding the whole file system", m.Target)
+	}
+	if len(missing) == 0 {
+		// A folder cannot be shown where a file is, nor a file where a folder is.
+		src, err := os.Stat(m.Source)
+		if err != nil {
+			return fmt.Errorf("mount source: %w", err)
+		}
+		return sameKind(existing, src.IsDir())
 	}
 	return nil
 }

@@ -508,21 +508,30 @@ func TestStartMounts(t *testing.T) {
 	}
 }
 
-// A mount needs a folder to lay its parents' tmpfs on: a new folder right under / has none.
+// A mount needs a folder to lay its parents' tmpfs on (a new folder right under / has
+// none), and a target of its own kind.
 func TestPlaceable(t *testing.T) {
 	dir := t.TempDir()
-	for target, want := range map[string]string{
-		filepath.Join(dir, "new", "deep"): "",
-		"/etc/tp-placeable-test/conf":     "",
-		"/tp-placeable-test-nothing":      "a new folder right under / cannot be made",
-		"/tp-placeable-test-nothing/a/b":  "a new folder right under / cannot be made",
-		"/proc/tp":                        "the kernel's own tree",
-		"/":                               "refusing to hide the whole file system",
-		"relative/path":                   "want an absolute path",
+	file := filepath.Join(dir, "file")
+	must(t, os.WriteFile(file, nil, 0o644))
+	for _, tc := range []struct {
+		source, target, want string
+	}{
+		{dir, filepath.Join(dir, "new", "deep"), ""},
+		{dir, "/etc/tp-placeable-test/conf", ""},
+		{file, filepath.Join(dir, "new-file"), ""},
+		{dir, "/tp-placeable-test-nothing", "a new folder right under / cannot be made"},
+		{dir, "/tp-placeable-test-nothing/a/b", "a new folder right under / cannot be made"},
+		{dir, "/proc/tp", "the kernel's own tree"},
+		{dir, "/", "refusing to hide the whole file system"},
+		{dir, "relative/path", "want an absolute path"},
+		{file, dir, "is a directory but the source is a file"},
+		{dir, file, "is a file but the source is a directory"},
+		{filepath.Join(dir, "nothing"), file, "mount source"},
 	} {
-		err := Placeable(target)
-		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-			t.Errorf("Placeable(%s): %v, want %q", target, err, want)
+		err := Placeable(Mount{Source: tc.source, Target: tc.target})
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Placeable(%s at %s): %v, want %q", tc.source, tc.target, err, tc.want)
 		}
 	}
 }

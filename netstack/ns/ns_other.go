@@ -50,4 +50,4 @@ func ChildMain([]string) {
 }
 
 // Placeable reports that no mount can be made: there is no namespace on this OS.
-func Placeable(string) error { return errUnsupported }
+func Placeable(Mount) error { return errUnsupported }

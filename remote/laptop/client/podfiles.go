@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,11 +21,15 @@ import (
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/intercept/volume"
 	"github.com/tpdev/tp/netstack/ns"
+	"github.com/tpdev/tp/remote/laptop/control"
 )
 
 // RootEnv names the folder that holds the workload's files for tp run --as: each volume
 // mount of the container at $TP_ROOT + its mountPath.
 const RootEnv = "TP_ROOT"
+
+// retryRenew is how long a failed renewal of the files' tokens waits before the next try.
+const retryRenew = 30 * time.Second
 
 // podFilesPoll is how often the ConfigMaps and Secrets a container mounts are read again:
 // an update shows in the files within it, as the kubelet's sync shows it in a pod.
@@ -57,7 +63,10 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.MkdirTemp("", "tp-root-")
+	sweepRoots(os.TempDir(), log)
+	// The folder is named after this process, so that a later tp can remove it if this one
+	// is killed before it does (it holds secrets and live tokens).
+	root, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", rootPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("a folder for %s's files: %w", ref, err)
 	}
@@ -85,6 +94,25 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	return f, nil
 }
 
+// rootPrefix starts the name of every $TP_ROOT, followed by the pid of the tp that made it.
+const rootPrefix = "tp-root-"
+
+// sweepRoots removes the roots in dir that tps no longer running left (killed before they
+// could): others' folders are not this user's to remove, and removing them fails quietly.
+func sweepRoots(dir string, log *slog.Logger) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), rootPrefix)
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if !ok || !e.IsDir() || err != nil || pid == os.Getpid() || control.Alive(pid) {
+			continue
+		}
+		if err := volume.Remove(filepath.Join(dir, e.Name())); err == nil {
+			log.Info("removed the workload's files a killed tp left", "folder", e.Name())
+		}
+	}
+}
+
 // keepCurrent writes the tree again when an object it came from changes (their
 // resourceVersions, seen when it was written and read again every podFilesPoll), when a token
 // in it is due for renewal (at renew), or when the pod is gone: its tokens are bound to it
@@ -98,7 +126,9 @@ func keepCurrent(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref
 			return
 		case <-t.C:
 		}
-		if podGone(ctx, cs, pod) {
+		now, gone := podNow(ctx, cs, pod)
+		pod = now
+		if gone {
 			next, err := intercept.PodOf(ctx, cs, ref)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -109,47 +139,67 @@ func keepCurrent(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref
 			log.Info("the workload's pod was replaced: its files are the new pod's", "old", pod.Name, "new", next.Name)
 			pod, seen = next, nil
 		}
-		now := sourceVersions(ctx, cs, pod)
-		if slices.Equal(now, seen) && (renew.IsZero() || time.Now().Before(renew)) {
+		versions := sourceVersions(ctx, cs, pod)
+		if slices.Equal(versions, seen) && (renew.IsZero() || time.Now().Before(renew)) {
 			continue
 		}
 		next, _, err := intercept.Volumes(ctx, cs, pod, container)
+		if err == nil {
+			err = next.WriteTo(root)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("the workload's files are not updated", "err", err)
 			}
+			// Tried again on the next change, or a little later for a token due: not on
+			// every tick (each try requests tokens).
+			seen = versions
+			if !renew.IsZero() && !time.Now().Before(renew) {
+				renew = time.Now().Add(retryRenew)
+			}
 			continue
 		}
-		if err := next.WriteTo(root); err != nil {
-			log.Warn("the workload's files are not updated", "err", err)
-			continue
-		}
-		seen, renew = now, next.Renew
+		seen, renew = versions, next.Renew
 	}
 }
 
-// podGone says whether pod was deleted (or is being), or replaced by another of its name.
-func podGone(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) bool {
-	now, err := cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return true
+// podNow is pod as it is now (its labels and annotations may have changed), and whether it
+// was deleted (or is being), or replaced by another of its name.
+func podNow(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) (*corev1.Pod, bool) {
+	now, err := cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{ResourceVersion: "0"})
+	switch {
+	case apierrors.IsNotFound(err):
+		return pod, true
+	case err != nil:
+		return pod, false
+	case now.UID != pod.UID || now.DeletionTimestamp != nil:
+		return pod, true
 	}
-	return err == nil && (now.UID != pod.UID || now.DeletionTimestamp != nil)
+	return now, false
 }
 
 // sourceVersions are the resourceVersions of the ConfigMaps and Secrets pod's volumes name ("-"
 // for one that cannot be read, so that its coming back counts as a change).
 func sourceVersions(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) []string {
 	var out []string
+	// The pod's labels and annotations: its downwardAPI files show them.
+	out = append(out, fmt.Sprint("pod ", pod.Labels, pod.Annotations))
+	seen := map[string]bool{}
 	get := func(kind, name string) {
+		if seen[kind+"/"+name] {
+			return
+		}
+		seen[kind+"/"+name] = true
 		var (
 			meta metav1.Object
 			err  error
 		)
+		// ResourceVersion "0": the API server's cache answers, not etcd.
+		opts := metav1.GetOptions{ResourceVersion: "0"}
 		if kind == "configmap" {
-			meta, err = cs.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+			meta, err = cs.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, opts)
 		} else {
-			meta, err = cs.CoreV1().Secrets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+			meta, err = cs.CoreV1().Secrets(pod.Namespace).Get(ctx, name, opts)
 		}
 		v := "-"
 		if err == nil {
@@ -183,7 +233,7 @@ func sourceVersions(ctx context.Context, cs kubernetes.Interface, pod *corev1.Po
 func (f *podFiles) VIFMounts(w io.Writer) []ns.Mount {
 	var out []ns.Mount
 	for _, m := range f.mounts {
-		if err := ns.Placeable(m.Target); err != nil {
+		if err := ns.Placeable(m); err != nil {
 			fmt.Fprintf(w, "tp: in the VIF, %s is under $%s only: %v\n", m.Target, RootEnv, err)
 			continue
 		}

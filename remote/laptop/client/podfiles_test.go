@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,27 @@ func TestPodFilesFollowTheirConfigMap(t *testing.T) {
 	}
 	if _, err := os.Stat(f.Root); !os.IsNotExist(err) {
 		t.Errorf("%s is still there after Close: %v", f.Root, err)
+	}
+}
+
+// A root whose tp is gone (killed before it could clean up) is removed by the next; those of
+// running tps, and other folders, are left.
+func TestSweepRootsOfDeadTps(t *testing.T) {
+	dir := t.TempDir()
+	dead, mine, running, other := rootPrefix+"999999999-a", rootPrefix+strconv.Itoa(os.Getpid())+"-b", rootPrefix+"1-c", "tp-root-x"
+	for _, name := range []string{dead, mine, running, other} {
+		if err := os.MkdirAll(filepath.Join(dir, name, "etc", "web"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A read-only folder, as a read-only mount leaves one.
+	if err := os.Chmod(filepath.Join(dir, dead, "etc"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	sweepRoots(dir, slog.New(slog.DiscardHandler))
+	for name, want := range map[string]bool{dead: false, mine: true, running: true, other: true} {
+		if _, err := os.Stat(filepath.Join(dir, name)); (err == nil) != want {
+			t.Errorf("%s: there %v after the sweep, want %v", name, err == nil, want)
+		}
 	}
 }

@@ -4,8 +4,8 @@ package control
 
 import "golang.org/x/sys/windows"
 
-// alive says whether a process with this pid is still running.
-func alive(pid int) bool {
+// Alive says whether a process with this pid is still running.
+func Alive(pid int) bool {
 	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
 	if err != nil {
 		return false

@@ -352,7 +352,7 @@ func Quit(ctx context.Context, name string, timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if !alive(info.PID) {
+		if !Alive(info.PID) {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
