@@ -650,10 +650,16 @@ func remoteEnv(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, 
 	if err != nil {
 		return nil, err
 	}
+	return intercept.Env(ctx, cs, pod, chosenContainer(pod, target, container))
+}
+
+// chosenContainer is the container named, else the one that serves target's port (an
+// intercept's), else "" (the pod's default container).
+func chosenContainer(pod *corev1.Pod, target *intercept.Target, container string) string {
 	if container == "" && target != nil {
-		container = appContainer(pod, target.AppPort)
+		return appContainer(pod, target.AppPort)
 	}
-	return intercept.Env(ctx, cs, pod, container)
+	return container
 }
 
 // appContainer is the container that serves port, else the last one that is not tp's agent.

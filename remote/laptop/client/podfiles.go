@@ -54,9 +54,7 @@ func writePodFiles(ctx context.Context, w io.Writer, cs kubernetes.Interface, re
 	if err != nil {
 		return nil, err
 	}
-	if container == "" && target != nil {
-		container = appContainer(pod, target.AppPort)
-	}
+	container = chosenContainer(pod, target, container)
 	// The versions are read before the files: an update in between is seen as one.
 	seen := sourceVersions(ctx, cs, pod)
 	tree, reports, err := intercept.Volumes(ctx, cs, pod, container)
