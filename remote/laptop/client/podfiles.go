@@ -21,6 +21,7 @@ import (
 	"github.com/tpdev/tp/intercept"
 	"github.com/tpdev/tp/intercept/volume"
 	"github.com/tpdev/tp/netstack/ns"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 )
 
@@ -116,30 +117,23 @@ func sweepRoots(dir string, log *slog.Logger) {
 // in it is due for renewal (at renew), or when the pod is gone: its tokens are bound to it
 // and die with it (a rollout), so the files are then those of another ready pod of ref.
 func keepCurrent(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref, pod *corev1.Pod, container string, seen []string, renew time.Time, root string, log *slog.Logger) {
-	t := time.NewTicker(podFilesPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now, gone := podNow(ctx, cs, pod)
-		pod = now
+	remote.Every(ctx, podFilesPoll, func(now time.Time) bool {
+		current, gone := podNow(ctx, cs, pod)
+		pod = current
 		if gone {
 			next, err := intercept.PodOf(ctx, cs, ref)
 			if err != nil {
 				if ctx.Err() == nil {
 					log.Warn("the workload's pod is gone and no other is ready: its files keep the old tokens", "pod", pod.Name, "err", err)
 				}
-				continue
+				return true
 			}
 			log.Info("the workload's pod was replaced: its files are the new pod's", "old", pod.Name, "new", next.Name)
 			pod, seen = next, nil
 		}
 		versions := sourceVersions(ctx, cs, pod)
-		if slices.Equal(versions, seen) && (renew.IsZero() || time.Now().Before(renew)) {
-			continue
+		if slices.Equal(versions, seen) && (renew.IsZero() || now.Before(renew)) {
+			return true
 		}
 		next, _, err := intercept.Volumes(ctx, cs, pod, container)
 		if err == nil {
@@ -152,13 +146,14 @@ func keepCurrent(ctx context.Context, cs kubernetes.Interface, ref intercept.Ref
 			// Tried again on the next change, or a little later for a token due: not on
 			// every tick (each try requests tokens).
 			seen = versions
-			if !renew.IsZero() && !time.Now().Before(renew) {
-				renew = time.Now().Add(retryRenew)
+			if !renew.IsZero() && !now.Before(renew) {
+				renew = now.Add(retryRenew)
 			}
-			continue
+			return true
 		}
 		seen, renew = versions, next.Renew
-	}
+		return true
+	})
 }
 
 // podNow is pod as it is now (its labels and annotations may have changed), and whether it
