@@ -41,7 +41,7 @@ define newline
 
 endef
 
-.PHONY: help build images dist dist-check cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean
+.PHONY: help build images dist dist-check cluster-up cluster-down cluster-load cluster-cycle demo bench vet unit fuzz cross e2e test clean proto
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -90,6 +90,12 @@ cluster-load: bin/tpcluster ## load an image tarball into the test cluster: make
 
 cluster-cycle: images bin/tpcluster ## lifecycle test: up, up (quick), down (leaves nothing), up
 	bin/tpcluster cycle --images $(IMAGES)
+
+proto: ## regenerate remote/tunnel/tunnelpb from its .proto files (apt-get install protobuf-compiler; the generators at the versions the files name)
+	GOBIN=$(CURDIR)/bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(CURDIR)/bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	cd remote/tunnel/tunnelpb && PATH=$(CURDIR)/bin:$$PATH protoc -I . --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative tunnel.proto intercept.proto
 
 vet: ## go vet, the e2e suites included
 	$(GO) vet ./...

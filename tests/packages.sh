@@ -3,7 +3,7 @@
 # on Debian or Ubuntu), else a message saying what to install. .ci/run and make demo call it.
 set -euo pipefail
 packages=(containerd runc containernetworking-plugins etcd-server
-  iptables conntrack iproute2 util-linux procps
+  iptables ipset conntrack iproute2 util-linux procps
   curl dnsutils git make gcc ca-certificates fish zsh nodejs)
 missing=()
 for p in "${packages[@]}"; do

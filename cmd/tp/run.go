@@ -43,9 +43,16 @@ temporary folder, $TP_ROOT, each at $TP_ROOT + its mountPath, kept current while
 runs (updates show within seconds) and removed after it, for --intercept's workload too;
 --mount=false leaves them out.
 
+--egress workload makes the command's connections to the cluster leave from a pod of --as's
+workload, through tp's traffic agent (added when the workload has none, as tp intercept
+does), so network policies, meshes and allow-lists see that workload; a connection they
+refuse is reported as refused. The default, --egress manager, leaves from tp's manager.
+
+   tp run --as deploy/web-app --egress workload -- psql -h db   # as web-app's pods connect
+
 A project's tp.yaml (here or in a folder above, up to the one holding .git) gives the flags
 not given here their values: its namespace, and its run section (vif, manager-namespace,
-transport, timeout, intercept, port). tp config view shows them.`,
+transport, timeout, intercept, port, as, container, mount, egress). tp config view shows them.`,
 		Flags: append(kubeFlags(),
 			&cli.StringFlag{Name: "vif", Value: "auto", Usage: "auto, on or off: run the command in a private network namespace"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
@@ -56,6 +63,7 @@ transport, timeout, intercept, port). tp config view shows them.`,
 			&cli.StringFlag{Name: "as", Usage: "[KIND/]WORKLOAD: run as its container does, with its environment (resolved from the cluster)"},
 			&cli.StringFlag{Name: "container", Usage: "with --as or --intercept: the container (default: the pod's default container)"},
 			&cli.BoolFlag{Name: "mount", Value: true, Usage: "with --as: write the container's ConfigMap, Secret, downwardAPI and projected volumes under $TP_ROOT"},
+			&cli.StringFlag{Name: "egress", Value: client.EgressManager, Usage: "manager or workload: where the command's cluster connections leave from (workload: a pod of --as's workload)"},
 			proxyCredentialsFlag("file holding USER:PASSWORD for a running connection whose proxy asks for them (default: $"+client.CredentialsEnv+")"),
 			&cli.BoolFlag{Name: "debug", Usage: "log tp's own work to stderr"},
 		),
@@ -67,6 +75,7 @@ transport, timeout, intercept, port). tp config view shows them.`,
 				Transport: c.String("transport"), Timeout: c.Duration("timeout"),
 				Intercept: c.String("intercept"), Port: c.String("port"), CredentialsFile: c.String(client.CredentialsFileFlag),
 				As: c.String("as"), Container: c.String("container"), NoMount: !c.Bool("mount"),
+				Egress: c.String("egress"),
 			})
 		},
 	}

@@ -143,8 +143,8 @@ type Agent struct {
 	taps  map[string]portTaps
 	heard time.Time
 
-	passed, handed atomic.Int64
-	routed         route.Stats
+	passed, handed, egressed atomic.Int64
+	routed                   route.Stats
 }
 
 // Run serves until ctx ends.
@@ -309,7 +309,72 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 		a.mu.Lock()
 		a.intercepted, a.routes, a.taps, a.heard = now, routes, taps, time.Now()
 		a.mu.Unlock()
+		for _, e := range st.GetEgress() {
+			go a.egress(ctx, e)
+		}
 	}
+}
+
+// egressDialWait bounds the agent's dial of an egress connection (the manager waits a
+// little longer for the answer): a destination that drops packets is reported in time.
+const egressDialWait = 10 * time.Second
+
+// egress opens a connection from the pod for a client (tp run --egress workload).
+func (a *Agent) egress(ctx context.Context, e *tunnelpb.EgressDial) {
+	if err := Egress(ctx, a.client, a.cfg.Namespace+"/"+a.cfg.Pod, e, (&net.Dialer{}).DialContext); err != nil {
+		a.cfg.Log.Warn("agent: an egress connection could not be handed to the manager", "address", e.GetAddress(), "err", err)
+		return
+	}
+	a.egressed.Add(1)
+}
+
+// Egress opens the connection e asks for from this pod (pod names it in messages) and
+// relays it over a Flow until either side ends. The manager chose the address and checked
+// it against its dial policy; dialing it from the pod's network is what makes network
+// policies and allow-lists see this workload. The Flow's Dial carries the egress id, and its
+// next frame is the dial's result: a refusal reaches the client as one. The error is the
+// hand-over's, not the dial's. dial is the pod's network.
+func Egress(ctx context.Context, client tunnelpb.AgentsClient, pod string, e *tunnelpb.EgressDial, dial func(ctx context.Context, network, address string) (net.Conn, error)) error {
+	if n := e.GetNetwork(); n != "tcp" && n != "udp" {
+		return fmt.Errorf("egress of network %q: want tcp or udp", n)
+	}
+	dctx, cancel := context.WithTimeout(ctx, egressDialWait)
+	target, err := dial(dctx, e.GetNetwork(), e.GetAddress())
+	cancel()
+	remoteAddr := ""
+	if err != nil {
+		err = remote.DialError(fmt.Sprintf("%s from pod %s", e.GetAddress(), pod), err)
+	} else {
+		remoteAddr = target.RemoteAddr().String()
+		defer target.Close()
+	}
+	sctx, end := context.WithCancel(ctx)
+	defer end()
+	stream, serr := client.Flow(sctx)
+	if serr == nil {
+		serr = stream.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: &tunnelpb.Dial{Network: e.GetNetwork(), Address: e.GetAddress(), Egress: e.GetId()}}})
+	}
+	if serr == nil {
+		serr = tunnel.Answer(stream, err, remoteAddr)
+	}
+	if serr != nil {
+		return serr
+	}
+	if err != nil {
+		// Ending the call now could cancel it before the manager read the answer: the
+		// manager ends it once it has.
+		_ = stream.CloseSend()
+		wait := time.AfterFunc(egressDialWait, end)
+		defer wait.Stop()
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return nil
+			}
+		}
+	}
+	c := tunnel.NewConn(stream, end, e.GetNetwork() == "udp", tunnel.Addr{Net: e.GetNetwork(), Address: "manager"}, target.RemoteAddr())
+	_, _, _ = remote.Splice(c, target)
+	return nil
 }
 
 // expire stops intercepting when the manager has been silent too long: the intercepting

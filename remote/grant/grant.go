@@ -41,6 +41,12 @@ const (
 	SecretAnnotation = "tp.dev/secret-sha256"
 	// ClientAnnotation is where the client runs (user@host), for people to read.
 	ClientAnnotation = "tp.dev/client"
+	// UseAnnotation says what a grant allows: absent for an intercept, UseEgress for
+	// connections that leave from the workload's pods (tp run --egress workload). A grant
+	// of one use never passes for the other.
+	UseAnnotation = "tp.dev/use"
+	// UseEgress is UseAnnotation's value on an egress grant.
+	UseEgress = "egress"
 	// DenyAnnotation with the value "deny" on a namespace forbids intercepts there; the
 	// manager enforces it, the CLI checks it first for a better message.
 	DenyAnnotation = "tp.dev/intercept"
@@ -49,6 +55,16 @@ const (
 // LeaseName is the name of the Lease that grants the intercept named name: the intercept's
 // name is unique among its holder's, the Lease's within its namespace.
 func LeaseName(name string) string { return "tp-" + name }
+
+// EgressLeaseName is the name of the Lease that grants one tp run's egress through
+// workload: several developers may run as one workload at once, so each run's grant has a
+// name of its own, from its secret's hash (which the Lease shows anyway).
+func EgressLeaseName(workload, hash string) string {
+	if len(workload) > 40 {
+		workload = workload[:40]
+	}
+	return "tp-egress-" + strings.TrimRight(workload, "-.") + "-" + hash[:10]
+}
 
 // NewSecret returns a fresh secret and its hash.
 func NewSecret() (secret, hash string, err error) {
@@ -84,9 +100,18 @@ type Lease struct {
 	Holder              string
 }
 
-// Request is the intercept a client asks for.
+// Request is the intercept a client asks for, or (Use UseEgress, no Port) the egress.
 type Request struct {
 	Namespace, Kind, Workload, Port, Secret string
+	Use                                     string
+}
+
+// what names what a grant of use allows, for messages.
+func what(use string) string {
+	if use == UseEgress {
+		return "egress grant"
+	}
+	return "intercept grant"
 }
 
 // Check says whether lease grants req, and names its holder. The errors speak to the
@@ -96,16 +121,19 @@ func Check(lease Lease, leaseName string, req Request) (holder string, err error
 		return "", fmt.Errorf("lease %s/%s is not a tp intercept grant (label %s=%s missing)", req.Namespace, leaseName, Label, Version)
 	}
 	if lease.Holder == "" {
-		return "", fmt.Errorf("intercept grant %s/%s names no holder", req.Namespace, leaseName)
+		return "", fmt.Errorf("%s %s/%s names no holder", what(req.Use), req.Namespace, leaseName)
 	}
 	if got, want := lease.Annotations[WorkloadAnnotation], Workload(req.Kind, req.Workload); !strings.EqualFold(got, want) {
-		return "", fmt.Errorf("intercept grant %s/%s is for %q, not %q", req.Namespace, leaseName, got, want)
+		return "", fmt.Errorf("%s %s/%s is for %q, not %q", what(req.Use), req.Namespace, leaseName, got, want)
+	}
+	if got := lease.Annotations[UseAnnotation]; got != req.Use {
+		return "", fmt.Errorf("lease %s/%s is an %s, not an %s", req.Namespace, leaseName, what(got), what(req.Use))
 	}
 	if got := lease.Annotations[PortAnnotation]; got != req.Port {
-		return "", fmt.Errorf("intercept grant %s/%s is for port %q, not %q", req.Namespace, leaseName, got, req.Port)
+		return "", fmt.Errorf("%s %s/%s is for port %q, not %q", what(req.Use), req.Namespace, leaseName, got, req.Port)
 	}
 	if !Matches(lease.Annotations[SecretAnnotation], req.Secret) {
-		return "", fmt.Errorf("intercept grant %s/%s was written for another request (its secret does not match): intercept again to write a new one", req.Namespace, leaseName)
+		return "", fmt.Errorf("%s %s/%s was written for another request (its secret does not match): intercept or run again to write a new one", what(req.Use), req.Namespace, leaseName)
 	}
 	return lease.Holder, nil
 }

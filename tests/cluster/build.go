@@ -23,6 +23,7 @@ type binaries struct {
 	corednsTar  string // CoreDNS image tarball
 	corednsRef  string
 	corednsVers string
+	kubeRouter  string // the NetworkPolicy controller
 }
 
 func (b binaries) path(name string) string { return filepath.Join(b.dir, name) }
@@ -73,7 +74,21 @@ func (c *Cluster) build(ctx context.Context) (binaries, error) {
 			return binaries{}, fmt.Errorf("coredns image: %w", err)
 		}
 	}
-	return binaries{dir: filepath.Join(k8sDir, "bin"), version: k8sVer, corednsTar: tar, corednsRef: ref, corednsVers: dnsVer}, nil
+	krMod := filepath.Join(c.cfg.Repo, "tests", "cluster", "build", "kube-router")
+	krVer, err := requiredVersion(krMod, "github.com/cloudnativelabs/kube-router/v2")
+	if err != nil {
+		return binaries{}, err
+	}
+	krKey, err := moduleKey(krMod)
+	if err != nil {
+		return binaries{}, err
+	}
+	krDir := filepath.Join(c.cfg.Cache, "kube-router", krVer+"-"+krKey)
+	if err := c.goBuild(ctx, "kube-router "+krVer, krMod, krDir, nil, "-s -w", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"); err != nil {
+		return binaries{}, err
+	}
+	return binaries{dir: filepath.Join(k8sDir, "bin"), version: k8sVer, corednsTar: tar, corednsRef: ref, corednsVers: dnsVer,
+		kubeRouter: filepath.Join(krDir, "bin", "kube-router")}, nil
 }
 
 // goBuild builds pkgs of the module in mod into dest/bin, unless dest/bin is there already.

@@ -15,6 +15,7 @@ const (
 	containerd        = "containerd"
 	kubelet           = "kubelet"
 	kubeProxy         = "kube-proxy"
+	kubeRouter        = "kube-router"
 )
 
 // daemons describes every component with its flags and files.
@@ -80,8 +81,19 @@ func (c *Cluster) daemons() []daemon {
 			"--cluster-cidr=" + PodCIDR, "--proxy-mode=iptables",
 			"--healthz-bind-address=127.0.0.1:10256", "--metrics-bind-address=127.0.0.1:10249",
 		}},
+		// NetworkPolicies: kube-router's firewall only (no routing, no service proxy, no CNI).
+		// It rejects what a policy denies, as real clusters' controllers mostly do.
+		{name: kubeRouter, path: c.bins.kubeRouter, stop: 10 * time.Second, args: []string{
+			"--kubeconfig=" + kcfg("admin"), "--hostname-override=" + NodeName,
+			"--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
+			"--enable-pod-egress=false", "--service-cluster-ip-range=" + ServiceCIDR,
+			"--health-port=" + strconv.Itoa(routerHealthPort), "--metrics-port=0",
+		}},
 	}
 }
+
+// routerHealthPort is kube-router's health check port, on every address of the node.
+const routerHealthPort = 20244
 
 func (c *Cluster) containerdSock() string { return c.state("containerd", "containerd.sock") }
 

@@ -51,6 +51,9 @@ func (c *Cluster) Down(ctx context.Context) error {
 	if err := iptablesCleanup(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := ipsetCleanup(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountUnder(c.cfg.State); err != nil {
 		errs = append(errs, err)
 	}
@@ -235,6 +238,9 @@ func (c *Cluster) leftovers() error {
 	}
 	for _, ch := range leftoverChains() {
 		left = append(left, "iptables chain "+ch)
+	}
+	for _, set := range ourIPSets() {
+		left = append(left, "ipset "+set)
 	}
 	if _, err := os.Stat(c.cfg.State); err == nil {
 		left = append(left, "folder "+c.cfg.State)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -218,6 +219,34 @@ func iptablesCleanup() error {
 		}
 	}
 	return nil
+}
+
+// ourIPSets lists the ipsets kube-router made (KUBE-SRC-*, KUBE-DST-*, kube-router-*, and
+// their inet6: twins).
+func ourIPSets() []string {
+	out, err := run("ipset", "list", "-n")
+	if err != nil {
+		return nil
+	}
+	var sets []string
+	for _, name := range strings.Fields(out) {
+		base := strings.TrimPrefix(name, "inet6:")
+		if strings.HasPrefix(base, "KUBE-") || strings.HasPrefix(base, "kube-router") {
+			sets = append(sets, name)
+		}
+	}
+	return sets
+}
+
+// ipsetCleanup destroys kube-router's ipsets, once no iptables rule refers to them.
+func ipsetCleanup() error {
+	var errs []error
+	for _, set := range ourIPSets() {
+		if _, err := run("ipset", "destroy", set); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func ourChain(chain string) bool {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,6 +84,9 @@ func (c *Cluster) start(ctx context.Context, specs []daemon) error {
 	if err := run(kubeProxy, proxyReady, 60*time.Second); err != nil {
 		return err
 	}
+	if err := run(kubeRouter, routerReady, 60*time.Second); err != nil {
+		return err
+	}
 	cfg, err := c.restConfig()
 	if err != nil {
 		return err
@@ -142,7 +146,7 @@ func (c *Cluster) healthy(ctx context.Context, specs []daemon) error {
 			return fmt.Errorf("%s is not running", d.name)
 		}
 	}
-	for _, check := range []func(context.Context) error{c.apiReady, c.nodeReady, proxyReady, dnsReady} {
+	for _, check := range []func(context.Context) error{c.apiReady, c.nodeReady, proxyReady, routerReady, dnsReady} {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := check(cctx)
 		cancel()
@@ -215,6 +219,11 @@ func (c *Cluster) nodeReady(ctx context.Context) error {
 }
 
 func proxyReady(ctx context.Context) error { return httpOK(ctx, "http://127.0.0.1:10256/healthz") }
+
+// routerReady: kube-router's controllers have synced and its firewall runs.
+func routerReady(ctx context.Context) error {
+	return httpOK(ctx, "http://127.0.0.1:"+strconv.Itoa(routerHealthPort)+"/healthz")
+}
 
 // dnsReady asks the cluster's DNS Service, through kube-proxy, for the API server's name.
 func dnsReady(ctx context.Context) error {

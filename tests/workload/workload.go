@@ -82,6 +82,11 @@ func Handler(name string) http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(b)
 	})
+	// Who connected: the address the pod sees, for tests of where connections leave from.
+	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprintf(w, "peer=%s\n", host)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pod-Name", name)
 		fmt.Fprintf(w, "pod=%s path=%s\n", name, r.URL.Path)

@@ -18,9 +18,14 @@ import (
 // Authorizer decides whether an intercept may be made, from what the API server holds:
 // the client's word is never enough (see package grant for why a Lease).
 type Authorizer interface {
-	// Authorize returns the Kubernetes user who holds the intercept req asks for, or an
-	// error that says why it may not be made.
-	Authorize(ctx context.Context, req *tunnelpb.InterceptRequest) (holder string, err error)
+	// Authorize returns the Kubernetes user who holds the grant named grantName for req (an
+	// intercept, or egress through a workload), or an error that says why it may not be made.
+	Authorize(ctx context.Context, grantName string, req grant.Request) (holder string, err error)
+}
+
+// interceptGrant is what an intercept request asks a grant for.
+func interceptGrant(req *tunnelpb.InterceptRequest) (string, grant.Request) {
+	return req.GetGrant(), grant.Request{Namespace: req.GetNamespace(), Kind: req.GetKind(), Workload: req.GetWorkload(), Port: req.GetPort(), Secret: req.GetSecret()}
 }
 
 // ErrNotAuthorized marks a refusal (as opposed to a failure to find out).
@@ -30,8 +35,8 @@ var ErrNotAuthorized = errors.New("not authorized")
 type LeaseAuthorizer struct{ CS kubernetes.Interface }
 
 // Authorize checks the namespace's deny annotation and the request's grant.
-func (a LeaseAuthorizer) Authorize(ctx context.Context, req *tunnelpb.InterceptRequest) (string, error) {
-	ns, name := req.GetNamespace(), req.GetGrant()
+func (a LeaseAuthorizer) Authorize(ctx context.Context, name string, req grant.Request) (string, error) {
+	ns := req.Namespace
 	if len(validation.IsDNS1123Label(ns)) > 0 {
 		return "", fmt.Errorf("%w: %q is not a namespace name", ErrNotAuthorized, ns)
 	}
@@ -47,9 +52,13 @@ func (a LeaseAuthorizer) Authorize(ctx context.Context, req *tunnelpb.InterceptR
 	if strings.TrimSpace(nsObj.Annotations[grant.DenyAnnotation]) == "deny" {
 		return "", fmt.Errorf("%w: intercepts are not allowed in namespace %q (it is annotated %s=deny); refused by tp's manager", ErrNotAuthorized, ns, grant.DenyAnnotation)
 	}
-	need := fmt.Sprintf("intercepting in namespace %q needs the tp-intercept rights there (create, get and update leases.coordination.k8s.io; check with: kubectl auth can-i create leases.coordination.k8s.io -n %s)", ns, ns)
-	if name == "" || req.GetSecret() == "" {
-		return "", fmt.Errorf("%w: the request carries no intercept grant: %s", ErrNotAuthorized, need)
+	doing, kind := "intercepting", "intercept grant"
+	if req.Use == grant.UseEgress {
+		doing, kind = "connecting as a workload (--egress workload)", "egress grant"
+	}
+	need := fmt.Sprintf("%s in namespace %q needs the tp-intercept rights there (create, get and update leases.coordination.k8s.io; check with: kubectl auth can-i create leases.coordination.k8s.io -n %s)", doing, ns, ns)
+	if name == "" || req.Secret == "" {
+		return "", fmt.Errorf("%w: the request carries no %s: %s", ErrNotAuthorized, kind, need)
 	}
 	if len(validation.IsDNS1123Subdomain(name)) > 0 {
 		return "", fmt.Errorf("%w: %q is not a grant's name", ErrNotAuthorized, name)
@@ -57,18 +66,17 @@ func (a LeaseAuthorizer) Authorize(ctx context.Context, req *tunnelpb.InterceptR
 	lease, err := a.CS.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return "", fmt.Errorf("%w: no intercept grant %s/%s: %s", ErrNotAuthorized, ns, name, need)
+		return "", fmt.Errorf("%w: no %s %s/%s: %s", ErrNotAuthorized, kind, ns, name, need)
 	case apierrors.IsForbidden(err):
 		return "", fmt.Errorf("%w: tp's manager may not read leases in namespace %q (is it one of the namespaces tp install manages?)", ErrNotAuthorized, ns)
 	case err != nil:
-		return "", fmt.Errorf("reading intercept grant %s/%s: %w", ns, name, err)
+		return "", fmt.Errorf("reading %s %s/%s: %w", kind, ns, name, err)
 	}
 	holder := ""
 	if lease.Spec.HolderIdentity != nil {
 		holder = *lease.Spec.HolderIdentity
 	}
-	holder, err = grant.Check(grant.Lease{Labels: lease.Labels, Annotations: lease.Annotations, Holder: holder}, name,
-		grant.Request{Namespace: ns, Kind: req.GetKind(), Workload: req.GetWorkload(), Port: req.GetPort(), Secret: req.GetSecret()})
+	holder, err = grant.Check(grant.Lease{Labels: lease.Labels, Annotations: lease.Annotations, Holder: holder}, name, req)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 	}

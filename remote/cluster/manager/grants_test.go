@@ -24,37 +24,59 @@ func grantLease(ns, name, holder, secret string) *coordv1.Lease {
 	}
 }
 
+func egressLease(ns, name, holder, secret string) *coordv1.Lease {
+	l := grantLease(ns, name, holder, secret)
+	l.Annotations[grant.UseAnnotation], l.Annotations[grant.PortAnnotation] = grant.UseEgress, ""
+	return l
+}
+
 func ns(name string, annotations map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
 }
 
 func TestLeaseAuthorizer(t *testing.T) {
-	req := func(ns, lease, secret string) *tunnelpb.InterceptRequest {
-		return &tunnelpb.InterceptRequest{Name: "web-http", Namespace: ns, Kind: "Deployment", Workload: "web", Port: "http", Grant: lease, Secret: secret}
+	type request struct {
+		lease string
+		req   grant.Request
+	}
+	req := func(ns, lease, secret string) request {
+		return request{lease, grant.Request{Namespace: ns, Kind: "Deployment", Workload: "web", Port: "http", Secret: secret}}
 	}
 	objs := []runtime.Object{
 		ns("shop", nil), ns("prod", map[string]string{grant.DenyAnnotation: "deny"}),
 		grantLease("shop", "tp-web-http", "alice", "s3cret"), grantLease("prod", "tp-web-http", "alice", "s3cret"),
+		egressLease("shop", "tp-egress-web", "bob", "s3cret"),
 	}
 	a := LeaseAuthorizer{CS: fake.NewClientset(objs...)}
 	ctx := context.Background()
-	if holder, err := a.Authorize(ctx, req("shop", "tp-web-http", "s3cret")); err != nil || holder != "alice" {
+	good := req("shop", "tp-web-http", "s3cret")
+	if holder, err := a.Authorize(ctx, good.lease, good.req); err != nil || holder != "alice" {
 		t.Fatalf("a granted intercept: %q %v", holder, err)
 	}
+	egress := req("shop", "tp-egress-web", "s3cret")
+	egress.req.Use, egress.req.Port = grant.UseEgress, ""
+	if holder, err := a.Authorize(ctx, egress.lease, egress.req); err != nil || holder != "bob" {
+		t.Fatalf("a granted egress: %q %v", holder, err)
+	}
+	interceptAsEgress := egress
+	interceptAsEgress.lease = "tp-web-http"
+	egressAsIntercept := req("shop", "tp-egress-web", "s3cret")
 	for name, c := range map[string]struct {
-		req  *tunnelpb.InterceptRequest
+		req  request
 		want string
 	}{
-		"denied namespace": {req("prod", "tp-web-http", "s3cret"), "tp.dev/intercept=deny"},
-		"no grant":         {req("shop", "", ""), "needs the tp-intercept rights there"},
-		"no secret":        {req("shop", "tp-web-http", ""), "needs the tp-intercept rights there"},
-		"missing grant":    {req("shop", "tp-other", "s3cret"), "no intercept grant shop/tp-other"},
-		"wrong secret":     {req("shop", "tp-web-http", "guess"), "secret does not match"},
-		"no namespace":     {req("gone", "tp-web-http", "s3cret"), `no namespace "gone"`},
-		"bad namespace":    {req("Not/A/Name", "tp-web-http", "s3cret"), "not a namespace name"},
-		"bad grant name":   {req("shop", "../x", "s3cret"), "not a grant's name"},
+		"denied namespace":                {req("prod", "tp-web-http", "s3cret"), "tp.dev/intercept=deny"},
+		"no grant":                        {req("shop", "", ""), "needs the tp-intercept rights there"},
+		"no secret":                       {req("shop", "tp-web-http", ""), "needs the tp-intercept rights there"},
+		"missing grant":                   {req("shop", "tp-other", "s3cret"), "no intercept grant shop/tp-other"},
+		"wrong secret":                    {req("shop", "tp-web-http", "guess"), "secret does not match"},
+		"no namespace":                    {req("gone", "tp-web-http", "s3cret"), `no namespace "gone"`},
+		"bad namespace":                   {req("Not/A/Name", "tp-web-http", "s3cret"), "not a namespace name"},
+		"bad grant name":                  {req("shop", "../x", "s3cret"), "not a grant's name"},
+		"intercept grant used for egress": {interceptAsEgress, "is an intercept grant, not an egress grant"},
+		"egress grant used to intercept":  {egressAsIntercept, "is an egress grant, not an intercept grant"},
 	} {
-		_, err := a.Authorize(ctx, c.req)
+		_, err := a.Authorize(ctx, c.req.lease, c.req.req)
 		if !errors.Is(err, ErrNotAuthorized) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want a refusal with %q", name, err, c.want)
 		}
@@ -65,11 +87,11 @@ func TestLeaseAuthorizer(t *testing.T) {
 // request's grant.
 type fakeAuth struct{}
 
-func (fakeAuth) Authorize(_ context.Context, req *tunnelpb.InterceptRequest) (string, error) {
-	if req.GetSecret() != "ok" {
+func (fakeAuth) Authorize(_ context.Context, name string, req grant.Request) (string, error) {
+	if req.Secret != "ok" {
 		return "", errors.New("not authorized: no grant")
 	}
-	return req.GetGrant(), nil
+	return name, nil
 }
 
 func create(name, workload, holder, secret string) *tunnelpb.InterceptClientMsg {

@@ -58,6 +58,11 @@ type Registry struct {
 	agents  map[*agentConn]struct{}
 	pending map[string]*pendingFlow
 	clients map[*clientSession]struct{}
+	// egress are the egress dials waiting for their agents' Flows, by id; grants are the
+	// egress grants read lately.
+	egress    map[string]*egressFlow
+	grants    map[string]cachedGrant
+	agentWait time.Duration // how long an egress dial waits for an agent
 	// probes are the probe connections under way, by their address as agents see it.
 	probes    map[string]*probeConn
 	probeDial ProbeDialer
@@ -100,6 +105,7 @@ type agentConn struct {
 	id     AgentIdentity
 	ports  map[string]bool
 	notify chan struct{}
+	egress chan *tunnelpb.EgressDial // dials to send with the next state
 }
 
 type pendingFlow struct {
@@ -122,6 +128,7 @@ func NewRegistry(verify Verifier, auth Authorizer, log *slog.Logger) *Registry {
 		verify: verify, auth: auth, log: log, leaseTTL: 10 * time.Second, tick: 3 * time.Second, maxPerHolder: DefaultMaxPerHolder,
 		byKey: map[interceptKey][]*intercept{}, agents: map[*agentConn]struct{}{}, probes: map[string]*probeConn{},
 		pending: map[string]*pendingFlow{}, clients: map[*clientSession]struct{}{},
+		egress: map[string]*egressFlow{}, grants: map[string]cachedGrant{}, agentWait: defaultAgentWait,
 	}
 }
 
@@ -248,7 +255,8 @@ func (r *Registry) authorize(ctx context.Context, req *tunnelpb.InterceptRequest
 	if r.auth == nil {
 		return "", fmt.Errorf("%w: this manager checks no intercept grants", ErrNotAuthorized)
 	}
-	return r.auth.Authorize(ctx, req)
+	name, g := interceptGrant(req)
+	return r.auth.Authorize(ctx, name, g)
 }
 
 // heldByLocked counts holder's intercepts, but for the one named name of client c (asking
@@ -499,7 +507,7 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 		r.log.Warn("agent refused", "from", peerAddr(stream.Context()), "err", status.Convert(err).Message())
 		return err
 	}
-	ag := &agentConn{id: id, ports: ports, notify: make(chan struct{}, 1)}
+	ag := &agentConn{id: id, ports: ports, notify: make(chan struct{}, 1), egress: make(chan *tunnelpb.EgressDial, egressQueue)}
 	r.mu.Lock()
 	r.agents[ag] = struct{}{}
 	r.mu.Unlock()
@@ -516,6 +524,7 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 		r.mu.Lock()
 		st := r.agentStateLocked(ag)
 		r.mu.Unlock()
+		st.Egress = takeAll(ag.egress)
 		if err := stream.Send(st); err != nil {
 			return err
 		}
@@ -524,6 +533,19 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 			return nil
 		case <-ag.notify:
 		case <-t.C:
+		}
+	}
+}
+
+// takeAll takes what waits in c, without waiting.
+func takeAll[T any](c chan T) []T {
+	var out []T
+	for {
+		select {
+		case v := <-c:
+			out = append(out, v)
+		default:
+			return out
 		}
 	}
 }
@@ -540,6 +562,9 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 	d, err := tunnel.First(stream)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if d.GetEgress() != "" {
+		return r.takeEgress(stream.Context(), id, d, stream)
 	}
 	key := interceptKey{id.Namespace, strings.ToLower(id.Kind), id.Workload, d.GetAddress()}
 	r.mu.Lock()

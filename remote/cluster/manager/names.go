@@ -2,9 +2,6 @@ package manager
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -210,22 +207,4 @@ func withoutOPT(rrs []dns.RR) []dns.RR {
 		}
 	}
 	return out
-}
-
-// dialError classifies a failed dial for the client, naming what was dialed.
-func dialError(what string, err error) error {
-	var opErr *net.OpError
-	msg := err.Error()
-	if errors.As(err, &opErr) && opErr.Err != nil {
-		msg = opErr.Err.Error()
-	}
-	switch {
-	case errors.Is(err, errConnRefused):
-		return &remote.Error{Kind: remote.Refused, Msg: fmt.Sprintf("connection refused by %s: nothing listens on that port", what)}
-	case errors.Is(err, errHostUnreach), errors.Is(err, errNetUnreach):
-		return &remote.Error{Kind: remote.Unreachable, Msg: fmt.Sprintf("%s is unreachable from the cluster: %s", what, msg)}
-	case remote.KindOf(err) == remote.Timeout:
-		return &remote.Error{Kind: remote.Timeout, Msg: fmt.Sprintf("%s did not answer in time", what)}
-	}
-	return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("dial %s: %s", what, msg)}
 }

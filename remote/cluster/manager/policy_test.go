@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestTunnelRefusesWhatThePolicyForbidsWithoutDialing(t *testing.T) {
 	})}
 	client := serve(t, Config{Names: names, Ranges: fixedRanges{}, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 		dials.Add(1)
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errConnRefused}
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 	}})
 	for _, c := range []struct{ network, address, says string }{
 		{"tcp", "169.254.169.254:80", "169.254.169.254:80 is link-local"},

@@ -8,13 +8,13 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -24,12 +24,6 @@ import (
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
-)
-
-var (
-	errConnRefused = syscall.ECONNREFUSED
-	errHostUnreach = syscall.EHOSTUNREACH
-	errNetUnreach  = syscall.ENETUNREACH
 )
 
 // Ranges reports the cluster's service and pod CIDRs.
@@ -44,8 +38,11 @@ type Config struct {
 	Ranges  Ranges
 	// Allowed are the ranges the admin allowed beyond the cluster's (tp install
 	// --allow-cidr); the dial policy is built from them and Ranges.
-	Allowed     []netip.Prefix
-	Dial        func(ctx context.Context, network, address string) (net.Conn, error)
+	Allowed []netip.Prefix
+	Dial    func(ctx context.Context, network, address string) (net.Conn, error)
+	// Egress carries the connections clients open as a workload (Dial.via) from one of its
+	// pods; without it they are refused.
+	Egress      Egress
 	DialTimeout time.Duration // default 10 s
 	Log         *slog.Logger
 }
@@ -139,6 +136,10 @@ func (s *Server) Tunnel(stream tunnelpb.Manager_TunnelServer) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	s.total.Add(1)
+	if d.GetVia() != nil {
+		s.tunnelVia(stream, d)
+		return nil
+	}
 	target, err := s.dial(stream.Context(), d)
 	remoteAddr := ""
 	if err == nil {
@@ -188,12 +189,24 @@ func (s *Server) DialService(ctx context.Context, address, namespace string) (ne
 // checks each address against the dial policy and connects to the first allowed one that
 // answers. A destination with no allowed address is refused without a packet sent.
 func (s *Server) dial(ctx context.Context, d *tunnelpb.Dial) (net.Conn, error) {
+	var conn net.Conn
+	err := s.eachAllowed(ctx, d, func(ctx context.Context, hostport string) (err error) {
+		conn, err = s.cfg.Dial(ctx, d.GetNetwork(), hostport)
+		return err
+	})
+	return conn, err
+}
+
+// eachAllowed resolves d's destination and calls try with each of its addresses (ip:port)
+// that the dial policy allows, in turn, until one succeeds; it returns the first refusal or
+// the last failure, naming what was dialed.
+func (s *Server) eachAllowed(ctx context.Context, d *tunnelpb.Dial, try func(ctx context.Context, hostport string) error) error {
 	host, port, _ := net.SplitHostPort(d.GetAddress()) // validated by Accept
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
 	fqdn, addrs, err := s.cfg.Names.LookupHost(ctx, host, d.GetNamespace())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	byName := ""
 	if fqdn != "" { // the cluster's DNS answered for the name
@@ -208,20 +221,24 @@ func (s *Server) dial(ctx context.Context, d *tunnelpb.Dial) (net.Conn, error) {
 			}
 			continue
 		}
-		conn, err := s.cfg.Dial(ctx, d.GetNetwork(), net.JoinHostPort(a.String(), port))
+		err := try(ctx, net.JoinHostPort(a.String(), port))
 		if err == nil {
-			return conn, nil
+			return nil
+		}
+		if _, ok := errors.AsType[*remote.Error](err); ok {
+			last = err // classified where it happened (an agent's dial)
+			continue
 		}
 		what := d.GetAddress()
 		if a.String() != host {
 			what = fmt.Sprintf("%s (%s)", d.GetAddress(), net.JoinHostPort(a.String(), port))
 		}
-		last = dialError(what, err)
+		last = remote.DialError(what, err)
 	}
 	if last == nil {
 		last = remote.NoSuchHostError(host, d.GetNamespace())
 	}
-	return nil, last
+	return last
 }
 
 // Stats counts flows and bytes.

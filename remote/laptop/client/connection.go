@@ -63,7 +63,7 @@ func Open(ctx context.Context, k *Kube, o Options, log *slog.Logger) (*Connectio
 	sess, err := session.Connect(cctx, session.Config{
 		REST: k.REST, Namespace: k.Namespace, ManagerNamespace: o.ManagerNamespace,
 		ManagerSelector: deploy.ManagerLabelSelector, ManagerPort: deploy.ClientPort,
-		Transport: o.transport, FlowLanes: o.Lanes, Version: o.Version, Log: log,
+		Transport: o.transport, FlowLanes: o.Lanes, Version: o.Version, Egress: o.egress, Log: log,
 	})
 	ccancel()
 	if err != nil {

@@ -237,7 +237,7 @@ func (in *pendingIntercept) result() output.Intercept {
 // has the problems. done releases what holder opened.
 func (c *Client) holder(ctx context.Context, k *Kube, managerNS string, own bool, onProblem func(name, problem string)) (hold holdFunc, leave func(string) error, done func(), err error) {
 	if own {
-		conn, err := c.openPrivate(ctx, k, managerNS, portforward.Auto, 30*time.Second)
+		conn, err := c.openPrivate(ctx, k, managerNS, portforward.Auto, 30*time.Second, nil)
 		if err != nil {
 			return nil, nil, nil, err
 		}

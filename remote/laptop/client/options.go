@@ -57,6 +57,8 @@ type Options struct {
 	creds *localproxy.Credentials
 	// upstream is where destinations outside the cluster go.
 	upstream upstream.Settings
+	// egress: the session's connections leave from this workload's pods (tp run --egress).
+	egress *session.Egress
 }
 
 // Credentials are what the proxy asks its clients for; nil for none.

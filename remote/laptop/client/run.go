@@ -21,6 +21,7 @@ import (
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/laptop/control"
 	"github.com/tpdev/tp/remote/laptop/portforward"
+	"github.com/tpdev/tp/remote/laptop/session"
 )
 
 // The VIF's addresses, from the benchmarking range (RFC 2544), which neither clusters nor
@@ -58,6 +59,11 @@ type RunConfig struct {
 	// ConfigMap, Secret, downwardAPI and projected volumes are written under a temporary
 	// folder, $TP_ROOT, kept current while the command runs and removed after it.
 	NoMount bool
+	// Egress is where the command's cluster-bound connections leave from: "manager" (the
+	// default: tp's manager's pod) or "workload" (a pod of As's or Intercept's workload,
+	// through its traffic agent, so that network policies and allow-lists see that
+	// workload; the agent is added when the workload has none).
+	Egress string
 }
 
 // route is how a command reaches the cluster: a proxy (with the credentials it asks for),
@@ -96,6 +102,11 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
+	// Before the environment and files: adding the agent replaces the workload's pods.
+	egress, err := c.runEgress(ctx, k, cfg)
+	if err != nil {
+		return err
+	}
 	in, env, err := c.runIntercept(ctx, k, cfg)
 	if err != nil {
 		return err
@@ -118,8 +129,8 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 		}
 	}
 	// The running connection for this cluster and namespace, or one for this command (always
-	// with an intercept, which must end with the command).
-	r, conn, err := c.runRoute(ctx, k, cfg, transport, in == nil)
+	// with an intercept, which must end with the command, and for egress as a workload).
+	r, conn, err := c.runRoute(ctx, k, cfg, transport, in == nil && egress == nil, egress)
 	if err != nil {
 		return err
 	}
@@ -222,14 +233,14 @@ func (c *Client) asFiles(ctx context.Context, k *Kube, cfg RunConfig, in *pendin
 
 // runRoute is the running connection's route when reuse allows it and one is usable, else
 // that of a connection opened for the command (returned, for the caller to close).
-func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport portforward.Transport, reuse bool) (route, *Connection, error) {
+func (c *Client) runRoute(ctx context.Context, k *Kube, cfg RunConfig, transport portforward.Transport, reuse bool, egress *session.Egress) (route, *Connection, error) {
 	if reuse {
 		r, ok, err := c.runningRoute(ctx, k, cfg.CredentialsFile)
 		if err != nil || ok {
 			return r, nil, err
 		}
 	}
-	conn, err := c.openPrivate(ctx, k, cfg.ManagerNamespace, transport, cfg.Timeout)
+	conn, err := c.openPrivate(ctx, k, cfg.ManagerNamespace, transport, cfg.Timeout, egress)
 	if err != nil {
 		return route{}, nil, err
 	}
@@ -271,11 +282,12 @@ func (c *Client) chooseVIF(vif string, unsupported error) (bool, error) {
 }
 
 // openPrivate opens the connection one command uses alone.
-func (c *Client) openPrivate(ctx context.Context, k *Kube, managerNS string, transport portforward.Transport, timeout time.Duration) (*Connection, error) {
+func (c *Client) openPrivate(ctx context.Context, k *Kube, managerNS string, transport portforward.Transport, timeout time.Duration, egress *session.Egress) (*Connection, error) {
 	o, err := private(managerNS, transport, timeout, c.getenv, c.log())
 	if err != nil {
 		return nil, err
 	}
+	o.egress = egress
 	o.Version = c.Version
 	return Open(ctx, k, o, c.log())
 }

@@ -50,7 +50,7 @@ var (
 	RunKeys = keys{
 		"vif": {typ: text}, "manager-namespace": {typ: text}, "transport": {typ: text},
 		"timeout": {typ: duration}, "intercept": {typ: text}, "port": {typ: text},
-		"as": {typ: text}, "container": {typ: text}, "mount": {typ: boolean},
+		"as": {typ: text}, "container": {typ: text}, "mount": {typ: boolean}, "egress": {typ: text},
 	}
 )
 

@@ -59,23 +59,7 @@ func (s *Session) writeGrant(ctx context.Context, spec InterceptSpec, client, ow
 		return heldGrant{}, err
 	}
 	name := grant.LeaseName(spec.Name)
-	now := metav1.NewMicroTime(time.Now())
-	want := func(l *coordv1.Lease) {
-		if l.Labels == nil {
-			l.Labels = map[string]string{}
-		}
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
-		l.Labels[grant.Label] = grant.Version
-		l.Labels["app.kubernetes.io/managed-by"] = "tp"
-		l.Annotations[grant.WorkloadAnnotation] = grant.Workload(spec.Kind, spec.Workload)
-		l.Annotations[grant.PortAnnotation] = spec.Port
-		l.Annotations[grant.SecretAnnotation] = hash
-		l.Annotations[grant.ClientAnnotation] = client
-		l.Spec.HolderIdentity = &me
-		l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
-	}
+	want := func(l *coordv1.Lease) { setGrant(l, spec.grantTarget(), hash, client, me) }
 	leases := s.cs.CoordinationV1().Leases(spec.Namespace)
 	old, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
@@ -98,6 +82,28 @@ func (s *Session) writeGrant(ctx context.Context, spec InterceptSpec, client, ow
 		return heldGrant{}, fmt.Errorf("writing intercept grant %s/%s (lease): %w", spec.Namespace, name, err)
 	}
 	return heldGrant{lease: name, secret: secret, holder: me, target: spec.grantTarget()}, nil
+}
+
+// setGrant makes l the grant of target (its Use included), for the user me.
+func setGrant(l *coordv1.Lease, target grant.Request, hash, client, me string) {
+	now := metav1.NewMicroTime(time.Now())
+	if l.Labels == nil {
+		l.Labels = map[string]string{}
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Labels[grant.Label] = grant.Version
+	l.Labels["app.kubernetes.io/managed-by"] = "tp"
+	l.Annotations[grant.WorkloadAnnotation] = grant.Workload(target.Kind, target.Workload)
+	l.Annotations[grant.PortAnnotation] = target.Port
+	if target.Use != "" {
+		l.Annotations[grant.UseAnnotation] = target.Use
+	}
+	l.Annotations[grant.SecretAnnotation] = hash
+	l.Annotations[grant.ClientAnnotation] = client
+	l.Spec.HolderIdentity = &me
+	l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
 }
 
 // deleteGrant removes a grant this session wrote, if it is still the one it wrote.

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -96,4 +97,38 @@ func TestWriteGrantLeavesOtherLeasesAlone(t *testing.T) {
 	if l := lease(t, s, "tp-web-http"); l.Labels[grant.Label] != "" {
 		t.Error("a lease that was no grant was taken over")
 	}
+}
+
+func TestEgressGrant(t *testing.T) {
+	ctx := context.Background()
+	s := grantSession(t, "bob")
+	s.cfg.Log = slog.New(slog.DiscardHandler)
+	e := Egress{Namespace: "shop", Kind: "Deployment", Workload: "web"}
+	if err := s.startEgress(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	other := grantSession(t, "carol")
+	other.cs = s.cs
+	other.cfg.Log = s.cfg.Log
+	if err := other.startEgress(ctx, e); err != nil {
+		t.Fatalf("a second developer running as the same workload: %v", err)
+	}
+	if s.via.GetGrant() == other.via.GetGrant() {
+		t.Fatalf("two runs share the egress grant %s", s.via.GetGrant())
+	}
+	l := lease(t, s, s.via.GetGrant())
+	req := grant.Request{Namespace: "shop", Kind: "Deployment", Workload: "web", Secret: s.via.GetSecret(), Use: grant.UseEgress}
+	if holder, err := grant.Check(grant.Lease{Labels: l.Labels, Annotations: l.Annotations, Holder: *l.Spec.HolderIdentity}, l.Name, req); err != nil || holder != "bob" {
+		t.Fatalf("the manager's check of the egress grant: %q %v", holder, err)
+	}
+	intercept := req
+	intercept.Use, intercept.Port = "", ""
+	if _, err := grant.Check(grant.Lease{Labels: l.Labels, Annotations: l.Annotations, Holder: *l.Spec.HolderIdentity}, l.Name, intercept); err == nil {
+		t.Error("an egress grant passed for an intercept")
+	}
+	s.stopEgress()
+	if _, err := s.cs.CoordinationV1().Leases("shop").Get(ctx, l.Name, metav1.GetOptions{}); err == nil {
+		t.Error("the egress grant stays after the session")
+	}
+	lease(t, other, other.via.GetGrant()) // the other run's stays
 }

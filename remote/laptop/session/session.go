@@ -46,7 +46,9 @@ type Config struct {
 	// FlowLanes is the most connections to the manager that carry flows, besides the one
 	// for names, intercepts and state (0: DefaultFlowLanes).
 	FlowLanes int
-	Log       *slog.Logger
+	// Egress, when set, makes the session's connections leave from that workload's pods.
+	Egress *Egress
+	Log    *slog.Logger
 }
 
 // State is what a session is doing.
@@ -76,6 +78,10 @@ type Session struct {
 	cancel    context.CancelFunc
 
 	info atomic.Pointer[tunnelpb.InfoResponse]
+	// via names the workload the session's connections leave from, with the grant that
+	// allows it (set once, before the first dial; nil: from the manager's pod).
+	via         *tunnelpb.Via
+	egressGrant heldGrant
 
 	mu         sync.Mutex
 	state      State
@@ -137,6 +143,12 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, err
 	}
 	s.cfg.Log.Debug("manager found", "pod", first)
+	if cfg.Egress != nil {
+		if err := s.startEgress(ctx, *cfg.Egress); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 
 	if s.cfg.FlowLanes <= 0 {
 		s.cfg.FlowLanes = DefaultFlowLanes
@@ -319,7 +331,7 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 		}
 		return nil, fmt.Errorf("tunnel to %s: %w", address, err)
 	}
-	d := &tunnelpb.Dial{Network: network, Address: address, Namespace: s.cfg.Namespace}
+	d := &tunnelpb.Dial{Network: network, Address: address, Namespace: s.cfg.Namespace, Via: s.via}
 	if remote.EarlyData(ctx) {
 		c, err := tunnel.OpenEarly(stream, end, d)
 		if err != nil {
@@ -557,6 +569,7 @@ func (s *Session) Status() Status {
 func (s *Session) Close() error {
 	// Grants go first, while the API is reachable and before the context ends.
 	s.dropGrants()
+	s.stopEgress()
 	s.cancel()
 	var err error
 	if s.ctl != nil {

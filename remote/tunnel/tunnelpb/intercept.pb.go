@@ -1391,7 +1391,11 @@ type AgentState struct {
 	// The agent's ports that wiretaps hold: a copy of each connection's bytes from the
 	// caller (a route without http), or of each request a route's filter matches, goes to
 	// the manager for the wiretap's client, and never slows the caller's own path.
-	Taps          []*PortRoutes `protobuf:"bytes,3,rep,name=taps,proto3" json:"taps,omitempty"`
+	Taps []*PortRoutes `protobuf:"bytes,3,rep,name=taps,proto3" json:"taps,omitempty"`
+	// Connections to open from the pod for a client (tp run --egress workload), new since the
+	// last message (the state above comes whole with each): for each, the agent dials the
+	// address and opens a Flow whose Dial carries the egress id.
+	Egress        []*EgressDial `protobuf:"bytes,4,rep,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1447,6 +1451,74 @@ func (x *AgentState) GetTaps() []*PortRoutes {
 	return nil
 }
 
+func (x *AgentState) GetEgress() []*EgressDial {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+type EgressDial struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Network string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	// ip:port, resolved and checked by the manager's dial policy.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressDial) Reset() {
+	*x = EgressDial{}
+	mi := &file_intercept_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressDial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressDial) ProtoMessage() {}
+
+func (x *EgressDial) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressDial.ProtoReflect.Descriptor instead.
+func (*EgressDial) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EgressDial) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EgressDial) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *EgressDial) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type PortRoutes struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Port          string                 `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
@@ -1457,7 +1529,7 @@ type PortRoutes struct {
 
 func (x *PortRoutes) Reset() {
 	*x = PortRoutes{}
-	mi := &file_intercept_proto_msgTypes[18]
+	mi := &file_intercept_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1541,7 @@ func (x *PortRoutes) String() string {
 func (*PortRoutes) ProtoMessage() {}
 
 func (x *PortRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[18]
+	mi := &file_intercept_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1554,7 @@ func (x *PortRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRoutes.ProtoReflect.Descriptor instead.
 func (*PortRoutes) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{18}
+	return file_intercept_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PortRoutes) GetPort() string {
@@ -1510,7 +1582,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_intercept_proto_msgTypes[19]
+	mi := &file_intercept_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1594,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[19]
+	mi := &file_intercept_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1607,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{19}
+	return file_intercept_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Route) GetId() string {
@@ -1651,12 +1723,18 @@ const file_intercept_proto_rawDesc = "" +
 	"\tAgentPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\x05R\x06listen\x12\x10\n" +
-	"\x03app\x18\x03 \x01(\x05R\x03app\"\x8e\x01\n" +
+	"\x03app\x18\x03 \x01(\x05R\x03app\"\xc0\x01\n" +
 	"\n" +
 	"AgentState\x12 \n" +
 	"\vintercepted\x18\x01 \x03(\tR\vintercepted\x120\n" +
 	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\x12,\n" +
-	"\x04taps\x18\x03 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x04taps\"M\n" +
+	"\x04taps\x18\x03 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x04taps\x120\n" +
+	"\x06egress\x18\x04 \x03(\v2\x18.tp.tunnel.v1.EgressDialR\x06egress\"P\n" +
+	"\n" +
+	"EgressDial\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"M\n" +
 	"\n" +
 	"PortRoutes\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12+\n" +
@@ -1690,7 +1768,7 @@ func file_intercept_proto_rawDescGZIP() []byte {
 }
 
 var file_intercept_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_intercept_proto_goTypes = []any{
 	(MatchKind)(0),             // 0: tp.tunnel.v1.MatchKind
 	(*InterceptClientMsg)(nil), // 1: tp.tunnel.v1.InterceptClientMsg
@@ -1711,9 +1789,10 @@ var file_intercept_proto_goTypes = []any{
 	(*AgentHello)(nil),         // 16: tp.tunnel.v1.AgentHello
 	(*AgentPort)(nil),          // 17: tp.tunnel.v1.AgentPort
 	(*AgentState)(nil),         // 18: tp.tunnel.v1.AgentState
-	(*PortRoutes)(nil),         // 19: tp.tunnel.v1.PortRoutes
-	(*Route)(nil),              // 20: tp.tunnel.v1.Route
-	(*Frame)(nil),              // 21: tp.tunnel.v1.Frame
+	(*EgressDial)(nil),         // 19: tp.tunnel.v1.EgressDial
+	(*PortRoutes)(nil),         // 20: tp.tunnel.v1.PortRoutes
+	(*Route)(nil),              // 21: tp.tunnel.v1.Route
+	(*Frame)(nil),              // 22: tp.tunnel.v1.Frame
 }
 var file_intercept_proto_depIdxs = []int32{
 	3,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
@@ -1731,25 +1810,26 @@ var file_intercept_proto_depIdxs = []int32{
 	15, // 12: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
 	4,  // 13: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
 	17, // 14: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
-	19, // 15: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
-	19, // 16: tp.tunnel.v1.AgentState.taps:type_name -> tp.tunnel.v1.PortRoutes
-	20, // 17: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
-	4,  // 18: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
-	1,  // 19: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	21, // 20: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	12, // 21: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	16, // 22: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	21, // 23: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	8,  // 24: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	21, // 25: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	14, // 26: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	18, // 27: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	21, // 28: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 15: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
+	20, // 16: tp.tunnel.v1.AgentState.taps:type_name -> tp.tunnel.v1.PortRoutes
+	19, // 17: tp.tunnel.v1.AgentState.egress:type_name -> tp.tunnel.v1.EgressDial
+	21, // 18: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
+	4,  // 19: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
+	1,  // 20: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	22, // 21: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	12, // 22: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	16, // 23: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	22, // 24: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	8,  // 25: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	22, // 26: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	14, // 27: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	18, // 28: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	22, // 29: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }
@@ -1776,7 +1856,7 @@ func file_intercept_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_intercept_proto_rawDesc), len(file_intercept_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -227,7 +227,9 @@ type AgentsClient interface {
 	Watch(ctx context.Context, in *AgentHello, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentState], error)
 	// Flow carries one connection that arrived at an intercepted port: the agent's first
 	// frame is a Dial whose address is the port's name; the manager answers OK once the
-	// client took it, or refuses (the agent then passes it to the app).
+	// client took it, or refuses (the agent then passes it to the app). An egress connection
+	// (AgentState.egress) comes the other way: its Dial carries the egress id, and the agent
+	// follows it with the DialResult of its own dial.
 	Flow(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
 }
 
@@ -284,7 +286,9 @@ type AgentsServer interface {
 	Watch(*AgentHello, grpc.ServerStreamingServer[AgentState]) error
 	// Flow carries one connection that arrived at an intercepted port: the agent's first
 	// frame is a Dial whose address is the port's name; the manager answers OK once the
-	// client took it, or refuses (the agent then passes it to the app).
+	// client took it, or refuses (the agent then passes it to the app). An egress connection
+	// (AgentState.egress) comes the other way: its Dial carries the egress id, and the agent
+	// follows it with the DialResult of its own dial.
 	Flow(grpc.BidiStreamingServer[Frame, Frame]) error
 	mustEmbedUnimplementedAgentsServer()
 }

@@ -465,7 +465,14 @@ type Dial struct {
 	Origin string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
 	// For a connection an agent hands over on a port that filtered intercepts hold: the id
 	// of the route (intercept) its requests matched.
-	Route         string `protobuf:"bytes,6,opt,name=route,proto3" json:"route,omitempty"`
+	Route string `protobuf:"bytes,6,opt,name=route,proto3" json:"route,omitempty"`
+	// Set by a client whose connections leave from a workload's pod (tp run --egress
+	// workload): the manager resolves and checks the destination as for any dial, then has
+	// one of that workload's agents connect to it from its pod's network.
+	Via *Via `protobuf:"bytes,7,opt,name=via,proto3" json:"via,omitempty"`
+	// Set by an agent on the Flow that carries an egress connection: the id the manager's
+	// EgressDial gave it. The agent's next frame is the DialResult of its own dial.
+	Egress        string `protobuf:"bytes,8,opt,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +549,98 @@ func (x *Dial) GetRoute() string {
 	return ""
 }
 
+func (x *Dial) GetVia() *Via {
+	if x != nil {
+		return x.Via
+	}
+	return nil
+}
+
+func (x *Dial) GetEgress() string {
+	if x != nil {
+		return x.Egress
+	}
+	return ""
+}
+
+// Via names the workload a client's connection leaves from, and the grant (a Lease in its
+// namespace, written with the client's Kubernetes rights) that allows it.
+type Via struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Workload      string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	Grant         string                 `protobuf:"bytes,4,opt,name=grant,proto3" json:"grant,omitempty"`
+	Secret        string                 `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Via) Reset() {
+	*x = Via{}
+	mi := &file_tunnel_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Via) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Via) ProtoMessage() {}
+
+func (x *Via) ProtoReflect() protoreflect.Message {
+	mi := &file_tunnel_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Via.ProtoReflect.Descriptor instead.
+func (*Via) Descriptor() ([]byte, []int) {
+	return file_tunnel_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Via) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Via) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Via) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *Via) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+func (x *Via) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 type DialResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Code  Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=tp.tunnel.v1.Code" json:"code,omitempty"`
@@ -555,7 +654,7 @@ type DialResult struct {
 
 func (x *DialResult) Reset() {
 	*x = DialResult{}
-	mi := &file_tunnel_proto_msgTypes[6]
+	mi := &file_tunnel_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +666,7 @@ func (x *DialResult) String() string {
 func (*DialResult) ProtoMessage() {}
 
 func (x *DialResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tunnel_proto_msgTypes[6]
+	mi := &file_tunnel_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +679,7 @@ func (x *DialResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialResult.ProtoReflect.Descriptor instead.
 func (*DialResult) Descriptor() ([]byte, []int) {
-	return file_tunnel_proto_rawDescGZIP(), []int{6}
+	return file_tunnel_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DialResult) GetCode() Code {
@@ -612,7 +711,7 @@ type CloseWrite struct {
 
 func (x *CloseWrite) Reset() {
 	*x = CloseWrite{}
-	mi := &file_tunnel_proto_msgTypes[7]
+	mi := &file_tunnel_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +723,7 @@ func (x *CloseWrite) String() string {
 func (*CloseWrite) ProtoMessage() {}
 
 func (x *CloseWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_tunnel_proto_msgTypes[7]
+	mi := &file_tunnel_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +736,7 @@ func (x *CloseWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseWrite.ProtoReflect.Descriptor instead.
 func (*CloseWrite) Descriptor() ([]byte, []int) {
-	return file_tunnel_proto_rawDescGZIP(), []int{7}
+	return file_tunnel_proto_rawDescGZIP(), []int{8}
 }
 
 var File_tunnel_proto protoreflect.FileDescriptor
@@ -668,14 +767,22 @@ const file_tunnel_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x12;\n" +
 	"\vclose_write\x18\x04 \x01(\v2\x18.tp.tunnel.v1.CloseWriteH\x00R\n" +
 	"closeWriteB\x06\n" +
-	"\x04kind\"\x9a\x01\n" +
+	"\x04kind\"\xd7\x01\n" +
 	"\x04Dial\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
 	"\x06origin\x18\x05 \x01(\tR\x06origin\x12\x14\n" +
-	"\x05route\x18\x06 \x01(\tR\x05route\"o\n" +
+	"\x05route\x18\x06 \x01(\tR\x05route\x12#\n" +
+	"\x03via\x18\a \x01(\v2\x11.tp.tunnel.v1.ViaR\x03via\x12\x16\n" +
+	"\x06egress\x18\b \x01(\tR\x06egress\"\x81\x01\n" +
+	"\x03Via\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x14\n" +
+	"\x05grant\x18\x04 \x01(\tR\x05grant\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\"o\n" +
 	"\n" +
 	"DialResult\x12&\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x12.tp.tunnel.v1.CodeR\x04code\x12\x18\n" +
@@ -710,7 +817,7 @@ func file_tunnel_proto_rawDescGZIP() []byte {
 }
 
 var file_tunnel_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tunnel_proto_goTypes = []any{
 	(Code)(0),               // 0: tp.tunnel.v1.Code
 	(*InfoRequest)(nil),     // 1: tp.tunnel.v1.InfoRequest
@@ -719,25 +826,27 @@ var file_tunnel_proto_goTypes = []any{
 	(*ResolveResponse)(nil), // 4: tp.tunnel.v1.ResolveResponse
 	(*Frame)(nil),           // 5: tp.tunnel.v1.Frame
 	(*Dial)(nil),            // 6: tp.tunnel.v1.Dial
-	(*DialResult)(nil),      // 7: tp.tunnel.v1.DialResult
-	(*CloseWrite)(nil),      // 8: tp.tunnel.v1.CloseWrite
+	(*Via)(nil),             // 7: tp.tunnel.v1.Via
+	(*DialResult)(nil),      // 8: tp.tunnel.v1.DialResult
+	(*CloseWrite)(nil),      // 9: tp.tunnel.v1.CloseWrite
 }
 var file_tunnel_proto_depIdxs = []int32{
 	6, // 0: tp.tunnel.v1.Frame.dial:type_name -> tp.tunnel.v1.Dial
-	7, // 1: tp.tunnel.v1.Frame.dial_result:type_name -> tp.tunnel.v1.DialResult
-	8, // 2: tp.tunnel.v1.Frame.close_write:type_name -> tp.tunnel.v1.CloseWrite
-	0, // 3: tp.tunnel.v1.DialResult.code:type_name -> tp.tunnel.v1.Code
-	1, // 4: tp.tunnel.v1.Manager.Info:input_type -> tp.tunnel.v1.InfoRequest
-	3, // 5: tp.tunnel.v1.Manager.Resolve:input_type -> tp.tunnel.v1.ResolveRequest
-	5, // 6: tp.tunnel.v1.Manager.Tunnel:input_type -> tp.tunnel.v1.Frame
-	2, // 7: tp.tunnel.v1.Manager.Info:output_type -> tp.tunnel.v1.InfoResponse
-	4, // 8: tp.tunnel.v1.Manager.Resolve:output_type -> tp.tunnel.v1.ResolveResponse
-	5, // 9: tp.tunnel.v1.Manager.Tunnel:output_type -> tp.tunnel.v1.Frame
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8, // 1: tp.tunnel.v1.Frame.dial_result:type_name -> tp.tunnel.v1.DialResult
+	9, // 2: tp.tunnel.v1.Frame.close_write:type_name -> tp.tunnel.v1.CloseWrite
+	7, // 3: tp.tunnel.v1.Dial.via:type_name -> tp.tunnel.v1.Via
+	0, // 4: tp.tunnel.v1.DialResult.code:type_name -> tp.tunnel.v1.Code
+	1, // 5: tp.tunnel.v1.Manager.Info:input_type -> tp.tunnel.v1.InfoRequest
+	3, // 6: tp.tunnel.v1.Manager.Resolve:input_type -> tp.tunnel.v1.ResolveRequest
+	5, // 7: tp.tunnel.v1.Manager.Tunnel:input_type -> tp.tunnel.v1.Frame
+	2, // 8: tp.tunnel.v1.Manager.Info:output_type -> tp.tunnel.v1.InfoResponse
+	4, // 9: tp.tunnel.v1.Manager.Resolve:output_type -> tp.tunnel.v1.ResolveResponse
+	5, // 10: tp.tunnel.v1.Manager.Tunnel:output_type -> tp.tunnel.v1.Frame
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_tunnel_proto_init() }
@@ -757,7 +866,7 @@ func file_tunnel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tunnel_proto_rawDesc), len(file_tunnel_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
