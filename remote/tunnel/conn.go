@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
@@ -277,7 +278,8 @@ func (c *Conn) sendDial(data []byte) error {
 }
 
 func (c *Conn) sendDialLocked(data []byte) error {
-	d := &tunnelpb.Dial{Network: c.dial.GetNetwork(), Address: c.dial.GetAddress(), Namespace: c.dial.GetNamespace(), Data: data}
+	d := proto.CloneOf(c.dial) // every field the dialer set (Via too), with the first bytes
+	d.Data = data
 	c.dial = nil
 	err := c.s.Send(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: d}})
 	go c.receive(true)

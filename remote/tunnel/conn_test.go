@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"net"
 	"os"
@@ -250,7 +251,8 @@ func TestEarlyDataRidesWithTheDial(t *testing.T) {
 		_, _ = s.Write([]byte("answer"))
 		_ = s.CloseWrite()
 	}()
-	c, err := OpenEarly(a, a.end, &tunnelpb.Dial{Network: "tcp", Address: "web-app:80"})
+	via := &tunnelpb.Via{Namespace: "shop", Kind: "Deployment", Workload: "web", Grant: "tp-egress-web-1", Secret: "s"}
+	c, err := OpenEarly(a, a.end, &tunnelpb.Dial{Network: "tcp", Address: "web-app:80", Namespace: "shop", Via: via})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +260,14 @@ func TestEarlyDataRidesWithTheDial(t *testing.T) {
 	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	if d := <-got; string(d.GetData()) != "GET / HTTP/1.1\r\n\r\n" {
+	d := <-got
+	if string(d.GetData()) != "GET / HTTP/1.1\r\n\r\n" {
 		t.Fatalf("dial carried %q, want the first write", d.GetData())
+	}
+	// Every field of the dial goes out with the first bytes: an egress dropped here would
+	// leave from the manager instead of the workload.
+	if d.GetNamespace() != "shop" || !proto.Equal(d.GetVia(), via) {
+		t.Fatalf("the early dial lost fields: %v", d)
 	}
 	answer, err := io.ReadAll(c)
 	if err != nil || string(answer) != "answer" {
