@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
+	"github.com/tpdev/tp/cmd/internal/cliargs"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
 
@@ -41,12 +42,12 @@ func TestUnknownCommandFails(t *testing.T) {
 
 func TestInterspersedFlags(t *testing.T) {
 	app := newApp()
-	got := interspersed(app, []string{"tp", "intercept", "web-app", "--port", "8080:80", "-n", "ns", "--dry-run", "--", "sh", "-c", "echo --port"})
+	got := cliargs.Interspersed(app, []string{"tp", "intercept", "web-app", "--port", "8080:80", "-n", "ns", "--dry-run", "--", "sh", "-c", "echo --port"})
 	want := []string{"tp", "intercept", "--port", "8080:80", "-n", "ns", "--dry-run", "web-app", "--", "sh", "-c", "echo --port"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("interspersed:\n got %q\nwant %q", got, want)
 	}
-	if got := interspersed(app, []string{"tp", "run", "--vif=on", "--", "ls", "-l"}); strings.Join(got, " ") != "tp run --vif=on -- ls -l" {
+	if got := cliargs.Interspersed(app, []string{"tp", "run", "--vif=on", "--", "ls", "-l"}); strings.Join(got, " ") != "tp run --vif=on -- ls -l" {
 		t.Fatalf("run args changed: %q", got)
 	}
 }
@@ -60,7 +61,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	app := newApp()
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, &out
-	err := app.Run(interspersed(app, append([]string{"tp"}, args...)))
+	err := app.Run(cliargs.Interspersed(app, append([]string{"tp"}, args...)))
 	return out.String(), err
 }
 
@@ -106,7 +107,7 @@ func chosenCluster(t *testing.T, command string, args ...string) client.KubeFlag
 		return nil
 	}
 	app.Writer, app.ErrWriter = io.Discard, io.Discard
-	if err := app.Run(interspersed(app, append([]string{"tp"}, args...))); err != nil {
+	if err := app.Run(cliargs.Interspersed(app, append([]string{"tp"}, args...))); err != nil {
 		t.Fatalf("tp %s: %v", strings.Join(args, " "), err)
 	}
 	return kf
@@ -136,7 +137,7 @@ func isCommand(s string) bool { return newApp().Command(s) != nil }
 
 func TestInterspersedAfterAppFlags(t *testing.T) {
 	app := newApp()
-	got := interspersed(app, []string{"tp", "--context", "x", "-n=ns", "intercept", "web-app", "--port", "8080", "--", "sh", "--port"})
+	got := cliargs.Interspersed(app, []string{"tp", "--context", "x", "-n=ns", "intercept", "web-app", "--port", "8080", "--", "sh", "--port"})
 	want := []string{"tp", "--context", "x", "-n=ns", "intercept", "--port", "8080", "web-app", "--", "sh", "--port"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("interspersed:\n got %q\nwant %q", got, want)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tpdev/tp/cmd/internal/cliargs"
 	"github.com/tpdev/tp/cmd/internal/completion"
 )
 
@@ -182,7 +183,7 @@ func runAs(t *testing.T, argv0 string, args ...string) string {
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, &out
 	completion.NameAsCalled(app, argv0)
-	if err := app.Run(interspersed(app, append([]string{argv0}, args...))); err != nil {
+	if err := app.Run(cliargs.Interspersed(app, append([]string{argv0}, args...))); err != nil {
 		fmt.Fprintln(app.ErrWriter, "tp:", err)
 	}
 	return out.String()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tpdev/tp/cmd/internal/cliargs"
 	"github.com/tpdev/tp/cmd/internal/configcmd"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
@@ -51,7 +52,7 @@ func runWith(t *testing.T, command string, action cli.ActionFunc, args ...string
 	}
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, &out
-	err := app.Run(interspersed(app, append([]string{"tp"}, args...)))
+	err := app.Run(cliargs.Interspersed(app, append([]string{"tp"}, args...)))
 	return out.String(), err
 }
 

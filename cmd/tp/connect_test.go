@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tpdev/tp/cmd/internal/cliargs"
 	"github.com/tpdev/tp/remote/laptop/client"
 )
 
@@ -31,7 +32,7 @@ func parseConnect(t *testing.T, args ...string) (client.KubeFlags, client.Connec
 	app := newApp()
 	app.Commands = []*cli.Command{cmd}
 	app.Writer, app.ErrWriter = io.Discard, io.Discard
-	if err := app.Run(interspersed(app, append([]string{"tp", "connect"}, args...))); err != nil {
+	if err := app.Run(cliargs.Interspersed(app, append([]string{"tp", "connect"}, args...))); err != nil {
 		t.Fatalf("tp connect %q: %v", args, err)
 	}
 	return kf, cfg

@@ -59,6 +59,7 @@ win), and tp intercept alone the only one it defines. tp config view shows them.
 			&cli.StringFlag{Name: "http-path", Usage: "only requests whose path is: /PREFIX (starts so), =/PATH (exactly), ~REGEX (RE2, the whole path); the query is not part of it"},
 			&cli.StringFlag{Name: "env-file", Usage: "write the app container's environment here (KEY=value lines)"},
 			&cli.StringFlag{Name: "env-json", Usage: "write the app container's environment here (a JSON object)"},
+			&cli.BoolFlag{Name: "mount", Value: true, Usage: "with -- CMD: write the container's ConfigMap, Secret, downwardAPI and projected volumes under $TP_ROOT"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the change the intercept makes to the workload, and change nothing"},
 			&cli.StringFlag{Name: "manager-namespace", Value: deploy.DefaultNamespace, Usage: "where tp install put the traffic manager"},
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the agents to be ready"},
@@ -70,6 +71,7 @@ win), and tp intercept alone the only one it defines. tp config view shows them.
 				Ports: c.Generic("port").(*repeated).values, Name: c.String("name"), EnvFile: c.String("env-file"), EnvJSON: c.String("env-json"),
 				DryRun: c.Bool("dry-run"), ManagerNamespace: c.String("manager-namespace"), Timeout: c.Duration("timeout"),
 				HTTPHeaders: c.Generic("http-header").(*repeated).values, HTTPPath: c.String("http-path"), Wiretap: c.Bool("wiretap"), Output: c.String("output"),
+				NoMount: !c.Bool("mount"),
 			})
 		},
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tpdev/tp/cmd/internal/cliargs"
 	"github.com/tpdev/tp/cmd/internal/completion"
 	"github.com/tpdev/tp/netstack/ns"
 	"github.com/tpdev/tp/remote/laptop/client"
@@ -18,7 +19,7 @@ func main() {
 	}
 	app, args := newApp(), completion.Args(os.Args)
 	completion.NameAsCalled(app, args[0])
-	if err := app.Run(interspersed(app, args)); err != nil {
+	if err := app.Run(cliargs.Interspersed(app, args)); err != nil {
 		// A command tp ran ends tp the same way.
 		if st, ok := errors.AsType[*client.ExitError](err); ok {
 			if st.Signal != nil {

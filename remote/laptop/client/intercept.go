@@ -54,6 +54,8 @@ type InterceptConfig struct {
 	// Output is text (default: messages on stderr), json or yaml: then the intercept held
 	// (output.Intercept) goes to stdout too. Not with Command or DryRun.
 	Output string
+	// NoMount leaves out the workload's files that Command gets under $TP_ROOT (--mount=false).
+	NoMount bool
 }
 
 // holdFunc asks for an intercept.
@@ -188,11 +190,13 @@ func (c *Client) Intercept(ctx context.Context, cfg InterceptConfig) error {
 	defer in.leaveAll(leave)
 	// The command gets the workload's files too, as tp run --as gives them; the intercept
 	// goes on without them when they cannot be written.
-	if files, err := writePodFiles(ctx, c.Err, in.cs, in.ref, in.target, "", c.log()); err != nil {
-		fmt.Fprintf(c.Err, "tp: the workload's files are not written under $%s: %v\n", RootEnv, err)
-	} else {
-		defer files.Close()
-		env = append(env, intercept.EnvVar{Name: RootEnv, Value: files.Root})
+	if !cfg.NoMount {
+		if files, err := writePodFiles(ctx, c.Err, in.cs, in.ref, in.target, "", c.log()); err != nil {
+			fmt.Fprintf(c.Err, "tp: the workload's files are not written under $%s: %v\n", RootEnv, err)
+		} else {
+			defer files.Close()
+			env = append(env, intercept.EnvVar{Name: RootEnv, Value: files.Root})
+		}
 	}
 	cmd, err := startCommand(cfg.Command, withEnv(os.Environ(), env), c.Stdio)
 	if err != nil {

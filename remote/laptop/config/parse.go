@@ -45,7 +45,7 @@ var (
 		"workload": {typ: text, flag: "-"}, "ports": {typ: list, flag: "port"}, "name": {typ: text},
 		"http-header": {typ: list}, "http-path": {typ: text}, "wiretap": {typ: boolean},
 		"env-file": {typ: file}, "env-json": {typ: file}, "manager-namespace": {typ: text},
-		"timeout": {typ: duration},
+		"timeout": {typ: duration}, "mount": {typ: boolean},
 	}
 	RunKeys = keys{
 		"vif": {typ: text}, "manager-namespace": {typ: text}, "transport": {typ: text},

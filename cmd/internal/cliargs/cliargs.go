@@ -1,4 +1,5 @@
-package main
+// Package cliargs reorders tp's command line before urfave/cli reads it.
+package cliargs
 
 import (
 	"strings"
@@ -6,11 +7,11 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// interspersed moves a command's flags ahead of its positional arguments, so that
+// Interspersed moves a command's flags ahead of its positional arguments, so that
 // `tp intercept web-app --port 8080` parses like `tp intercept --port 8080 web-app`
 // (urfave/cli stops reading flags at the first argument). Everything after "--" stays.
 // Flags before the command (tp --context X status) stay where they are.
-func interspersed(app *cli.App, args []string) []string {
+func Interspersed(app *cli.App, args []string) []string {
 	at := commandAt(app, args)
 	if at < 0 {
 		return args
