@@ -33,16 +33,10 @@ var k8sCommands = []string{"kube-apiserver", "kube-controller-manager", "kube-sc
 // build returns the cluster's binaries, building them into the cache when the cache does not
 // hold this version yet. A warm cache costs a hash of the build modules' files.
 func (c *Cluster) build(ctx context.Context) (binaries, error) {
-	k8sMod := filepath.Join(c.cfg.Repo, "tests", "cluster", "build", "k8s")
-	k8sVer, err := requiredVersion(k8sMod, "k8s.io/kubernetes")
+	k8sMod, k8sVer, k8sDir, err := c.buildModule("k8s", "k8s.io/kubernetes")
 	if err != nil {
 		return binaries{}, err
 	}
-	k8sKey, err := moduleKey(k8sMod)
-	if err != nil {
-		return binaries{}, err
-	}
-	k8sDir := filepath.Join(c.cfg.Cache, "k8s", k8sVer+"-"+k8sKey)
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitTreeState=clean", k8sVer)
 	pkgs := make([]string, len(k8sCommands))
 	for i, cmd := range k8sCommands {
@@ -52,16 +46,10 @@ func (c *Cluster) build(ctx context.Context) (binaries, error) {
 		return binaries{}, err
 	}
 
-	dnsMod := filepath.Join(c.cfg.Repo, "tests", "cluster", "build", "coredns")
-	dnsVer, err := requiredVersion(dnsMod, "github.com/coredns/coredns")
+	dnsMod, dnsVer, dnsDir, err := c.buildModule("coredns", "github.com/coredns/coredns")
 	if err != nil {
 		return binaries{}, err
 	}
-	dnsKey, err := moduleKey(dnsMod)
-	if err != nil {
-		return binaries{}, err
-	}
-	dnsDir := filepath.Join(c.cfg.Cache, "coredns", dnsVer+"-"+dnsKey)
 	// Static: it runs in an image with nothing but itself.
 	if err := c.goBuild(ctx, "coredns "+dnsVer, dnsMod, dnsDir, []string{"CGO_ENABLED=0"}, "-s -w", "."); err != nil {
 		return binaries{}, err
@@ -74,21 +62,30 @@ func (c *Cluster) build(ctx context.Context) (binaries, error) {
 			return binaries{}, fmt.Errorf("coredns image: %w", err)
 		}
 	}
-	krMod := filepath.Join(c.cfg.Repo, "tests", "cluster", "build", "kube-router")
-	krVer, err := requiredVersion(krMod, "github.com/cloudnativelabs/kube-router/v2")
+
+	krMod, krVer, krDir, err := c.buildModule("kube-router", "github.com/cloudnativelabs/kube-router/v2")
 	if err != nil {
 		return binaries{}, err
 	}
-	krKey, err := moduleKey(krMod)
-	if err != nil {
-		return binaries{}, err
-	}
-	krDir := filepath.Join(c.cfg.Cache, "kube-router", krVer+"-"+krKey)
 	if err := c.goBuild(ctx, "kube-router "+krVer, krMod, krDir, nil, "-s -w", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"); err != nil {
 		return binaries{}, err
 	}
 	return binaries{dir: filepath.Join(k8sDir, "bin"), version: k8sVer, corednsTar: tar, corednsRef: ref, corednsVers: dnsVer,
 		kubeRouter: filepath.Join(krDir, "bin", "kube-router")}, nil
+}
+
+// buildModule is the build module tests/cluster/build/name, the version of path it pins, and
+// its folder in the cache: keyed by that version and the module's files.
+func (c *Cluster) buildModule(name, path string) (mod, version, dir string, err error) {
+	mod = filepath.Join(c.cfg.Repo, "tests", "cluster", "build", name)
+	if version, err = requiredVersion(mod, path); err != nil {
+		return "", "", "", err
+	}
+	key, err := moduleKey(mod)
+	if err != nil {
+		return "", "", "", err
+	}
+	return mod, version, filepath.Join(c.cfg.Cache, name, version+"-"+key), nil
 }
 
 // goBuild builds pkgs of the module in mod into dest/bin, unless dest/bin is there already.

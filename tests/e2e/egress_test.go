@@ -75,13 +75,19 @@ func TestEgressAsWorkload(t *testing.T) {
 
 	t.Run("AsTheWorkloadConnects", func(t *testing.T) {
 		r, took := run(t, "--vif=off", "--as", "deploy/app", "--egress", "workload")
-		if r.Err != nil || !strings.HasPrefix(r.Stdout, "peer=") {
-			t.Fatalf("tp run --as deploy/app --egress workload: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
-		}
 		t.Logf("tp run --as deploy/app --egress workload (%s) said:\n%s", took.Round(time.Millisecond), r.Stderr)
 		if !strings.Contains(r.Stderr, "added tp's traffic agent to deployment/app") {
 			t.Errorf("tp run did not say it added the agent the egress needs:\n%s", r.Stderr)
 		}
+		// The new pods' addresses reach kube-router's sets a moment after they are ready.
+		kit.WaitFor(t, 30*time.Second, "a connection from an app pod", func() error {
+			if r.Err != nil || !strings.HasPrefix(r.Stdout, "peer=") {
+				err := fmt.Errorf("tp run --as deploy/app --egress workload: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
+				r, _ = run(t, "--vif=off", "--as", "deploy/app", "--egress", "workload")
+				return err
+			}
+			return nil
+		})
 		peer := strings.TrimSpace(strings.TrimPrefix(r.Stdout, "peer="))
 		if ips := podIPs(t, cs, ns, "app"); !ips[peer] {
 			t.Errorf("db saw the connection come from %s, not from an app pod (%v)", peer, ips)

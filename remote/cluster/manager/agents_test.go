@@ -253,6 +253,7 @@ func FuzzAgentFlow(f *testing.F) {
 		{Network: "tcp", Address: strings.Repeat("p", 254)},
 		{Network: "tcp", Address: "http", Data: make([]byte, tunnel.MaxDatagram+1)},
 		{Network: "tcp", Address: "http", Route: "0123456789abcdef"},
+		{Network: "tcp", Address: "10.96.0.9:5432", Egress: "0123456789abcdef01234567"},
 	} {
 		wire, _ := proto.Marshal(&tunnelpb.Frame{Kind: &tunnelpb.Frame_Dial{Dial: d}})
 		f.Add("Bearer "+agentToken, wire)
@@ -269,7 +270,7 @@ func FuzzAgentFlow(f *testing.F) {
 		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", authorization))
 		s := &flowStream{ctx: ctx, in: in}
 		err := r.AgentAPI().Flow(s)
-		if len(r.pending) != 0 {
+		if len(r.pending) != 0 || len(r.egress) != 0 {
 			t.Fatalf("a refused flow is still pending")
 		}
 		if err != nil {

@@ -43,7 +43,9 @@ func (s *Server) tunnelVia(stream tunnelpb.Manager_TunnelServer, d *tunnelpb.Dia
 	var end func() // set by the try that succeeded
 	err := remote.Errorf(remote.Forbidden, "this manager carries no connections as a workload (--egress workload)")
 	if s.cfg.Egress != nil {
-		err = s.eachAllowed(stream.Context(), d, func(ctx context.Context, hostport string) (err error) {
+		// Longer than a dial of the manager's own: waiting for an agent of the workload
+		// (its pods may be starting), then its dial and answer.
+		err = s.eachAllowed(stream.Context(), d, s.cfg.DialTimeout+defaultAgentWait+egressAnswerWait, func(ctx context.Context, hostport string) (err error) {
 			agent, remoteAddr, end, err = s.cfg.Egress.Egress(ctx, d.GetVia(), d.GetNetwork(), hostport)
 			return err
 		})
@@ -80,7 +82,8 @@ const (
 	// defaultAgentWait is how long an egress dial waits for an agent of its workload to
 	// register: right after tp run adds the agent, its pods are still starting.
 	defaultAgentWait = 10 * time.Second
-	// egressAnswerWait bounds the agent's answer: its own dial's timeout, and the trip.
+	// egressAnswerWait bounds the agent's answer: its own dial's timeout (agent.Egress: 10
+	// s), and the trip.
 	egressAnswerWait = 15 * time.Second
 	// egressQueue is how many egress dials an agent may have waiting to be sent.
 	egressQueue = 256
@@ -107,8 +110,11 @@ type cachedGrant struct {
 // Egress implements Egress with the registry's agents.
 func (r *Registry) Egress(ctx context.Context, via *tunnelpb.Via, network, address string) (tunnel.Stream, string, func(), error) {
 	holder, err := r.authorizeEgress(ctx, via)
-	if err != nil {
+	if errors.Is(err, ErrNotAuthorized) {
 		return nil, "", nil, remote.Errorf(remote.Forbidden, "tp's manager refused to connect as %s: %w", describeVia(via), err)
+	}
+	if err != nil { // the API server did not answer: not a refusal
+		return nil, "", nil, remote.Errorf(remote.Failed, "tp's manager could not check the egress grant for %s: %w", describeVia(via), err)
 	}
 	ag, err := r.egressAgent(ctx, via)
 	if err != nil {
@@ -139,6 +145,9 @@ func (r *Registry) Egress(ctx context.Context, via *tunnelpb.Via, network, addre
 	var agent tunnel.Stream
 	select {
 	case agent = <-f.taken:
+	case <-ag.gone:
+		end()
+		return nil, "", nil, remote.Errorf(remote.Failed, "the agent of pod %s/%s went away before it opened %s; try again", ag.id.Namespace, ag.id.Pod, address)
 	case <-ctx.Done():
 		end()
 		return nil, "", nil, remote.Errorf(remote.Timeout, "the agent of pod %s/%s did not open %s in time", ag.id.Namespace, ag.id.Pod, address)
@@ -147,7 +156,13 @@ func (r *Registry) Egress(ctx context.Context, via *tunnelpb.Via, network, addre
 		return nil, "", nil, remote.Errorf(remote.Timeout, "the agent of pod %s/%s did not answer in %s (an agent older than tp's manager opens no connections: intercept or tp run --egress workload again to update it)",
 			ag.id.Namespace, ag.id.Pod, egressAnswerWait)
 	}
+	// An agent that took the connection and then says nothing must not hold this dial
+	// longer than the dial may last: ending the Flow ends the read.
+	stop := context.AfterFunc(ctx, end)
 	frame, err := agent.Recv()
+	if !stop() {
+		return nil, "", nil, remote.Errorf(remote.Timeout, "the agent of pod %s/%s did not say whether it reached %s in time", ag.id.Namespace, ag.id.Pod, address)
+	}
 	if err != nil {
 		end()
 		return nil, "", nil, remote.Errorf(remote.Failed, "the agent of pod %s/%s went away while connecting to %s", ag.id.Namespace, ag.id.Pod, address)
@@ -228,7 +243,8 @@ func (r *Registry) takeEgress(ctx context.Context, id AgentIdentity, d *tunnelpb
 	f := r.egress[d.GetEgress()]
 	r.mu.Unlock()
 	if f == nil {
-		return status.Errorf(codes.NotFound, "no egress connection %q is waiting", d.GetEgress())
+		// Given up (the dial's time ran out) or never asked: the agent ends its side.
+		return status.Errorf(codes.InvalidArgument, "no egress connection %q is waiting", d.GetEgress())
 	}
 	if f.agent.id.Namespace != id.Namespace || f.agent.id.Pod != id.Pod {
 		r.log.Warn("agent answered another agent's egress", "pod", id.Namespace+"/"+id.Pod)
@@ -237,7 +253,7 @@ func (r *Registry) takeEgress(ctx context.Context, id AgentIdentity, d *tunnelpb
 	select {
 	case f.taken <- stream:
 	default:
-		return status.Errorf(codes.AlreadyExists, "egress connection %q was answered already", d.GetEgress())
+		return status.Errorf(codes.InvalidArgument, "egress connection %q was answered already", d.GetEgress())
 	}
 	select {
 	case <-f.done:

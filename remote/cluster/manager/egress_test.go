@@ -11,10 +11,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/tpdev/tp/intercept/agent"
 	"github.com/tpdev/tp/remote"
@@ -40,19 +38,10 @@ func newEgressCluster(t *testing.T) *egressCluster {
 	srv := New(Config{Names: names, Ranges: fixedRanges{}, Dial: func(context.Context, string, string) (net.Conn, error) {
 		return nil, errors.New("the manager itself dialed: egress must leave from the agent")
 	}, Egress: reg})
-	ln := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	tunnelpb.RegisterManagerServer(gs, srv)
-	tunnelpb.RegisterAgentsServer(gs, reg.AgentAPI())
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := inMemory(t, func(gs *grpc.Server) {
+		tunnelpb.RegisterManagerServer(gs, srv)
+		tunnelpb.RegisterAgentsServer(gs, reg.AgentAPI())
+	})
 	return &egressCluster{client: tunnelpb.NewManagerClient(cc), agents: tunnelpb.NewAgentsClient(cc), reg: reg, dials: make(chan string, 16)}
 }
 
@@ -165,7 +154,7 @@ func TestOnlyTheAskedAgentAnswersAnEgress(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("an agent answering another pod's egress: %v", err)
 	}
-	if err := r.takeEgress(context.Background(), webAgent, &tunnelpb.Dial{Egress: "e2"}, nil); status.Code(err) != codes.NotFound {
+	if err := r.takeEgress(context.Background(), webAgent, &tunnelpb.Dial{Egress: "e2"}, nil); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("an egress nobody asked for: %v", err)
 	}
 }

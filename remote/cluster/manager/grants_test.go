@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -89,7 +90,7 @@ type fakeAuth struct{}
 
 func (fakeAuth) Authorize(_ context.Context, name string, req grant.Request) (string, error) {
 	if req.Secret != "ok" {
-		return "", errors.New("not authorized: no grant")
+		return "", fmt.Errorf("%w: no grant", ErrNotAuthorized)
 	}
 	return name, nil
 }

@@ -106,6 +106,7 @@ type agentConn struct {
 	ports  map[string]bool
 	notify chan struct{}
 	egress chan *tunnelpb.EgressDial // dials to send with the next state
+	gone   chan struct{}             // closed when its Watch ends: its egress dials fail at once
 }
 
 type pendingFlow struct {
@@ -507,7 +508,7 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 		r.log.Warn("agent refused", "from", peerAddr(stream.Context()), "err", status.Convert(err).Message())
 		return err
 	}
-	ag := &agentConn{id: id, ports: ports, notify: make(chan struct{}, 1), egress: make(chan *tunnelpb.EgressDial, egressQueue)}
+	ag := &agentConn{id: id, ports: ports, notify: make(chan struct{}, 1), egress: make(chan *tunnelpb.EgressDial, egressQueue), gone: make(chan struct{})}
 	r.mu.Lock()
 	r.agents[ag] = struct{}{}
 	r.mu.Unlock()
@@ -516,6 +517,7 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 		r.mu.Lock()
 		delete(r.agents, ag)
 		r.mu.Unlock()
+		close(ag.gone)
 		r.log.Info("agent gone", "pod", id.Namespace+"/"+id.Pod)
 	}()
 	t := time.NewTicker(r.tick)

@@ -93,9 +93,16 @@ func TestQueryAnswersForTheNameAsAsked(t *testing.T) {
 // serve runs a Server over an in-memory gRPC connection.
 func serve(t *testing.T, cfg Config) tunnelpb.ManagerClient {
 	t.Helper()
+	return tunnelpb.NewManagerClient(inMemory(t, func(gs *grpc.Server) { tunnelpb.RegisterManagerServer(gs, New(cfg)) }))
+}
+
+// inMemory serves what register registers over an in-memory gRPC connection, until the
+// test ends, and returns a client connection to it.
+func inMemory(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
 	ln := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	tunnelpb.RegisterManagerServer(gs, New(cfg))
+	register(gs)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	cc, err := grpc.NewClient("passthrough:///bufnet",
@@ -105,7 +112,7 @@ func serve(t *testing.T, cfg Config) tunnelpb.ManagerClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return tunnelpb.NewManagerClient(cc)
+	return cc
 }
 
 func open(t *testing.T, client tunnelpb.ManagerClient, address string) (*tunnel.Conn, error) {
@@ -119,21 +126,7 @@ func open(t *testing.T, client tunnelpb.ManagerClient, address string) (*tunnel.
 }
 
 func TestTunnelDialsByClusterNameAndReportsFailures(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); c.(*net.TCPConn).CloseWrite() }()
-		}
-	}()
-	port := echo.Addr().(*net.TCPAddr).Port
+	port := echoServer(t).Addr().(*net.TCPAddr).Port
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	closedPort := closed.Addr().(*net.TCPAddr).Port
 	closed.Close()

@@ -190,7 +190,7 @@ func (s *Server) DialService(ctx context.Context, address, namespace string) (ne
 // answers. A destination with no allowed address is refused without a packet sent.
 func (s *Server) dial(ctx context.Context, d *tunnelpb.Dial) (net.Conn, error) {
 	var conn net.Conn
-	err := s.eachAllowed(ctx, d, func(ctx context.Context, hostport string) (err error) {
+	err := s.eachAllowed(ctx, d, s.cfg.DialTimeout, func(ctx context.Context, hostport string) (err error) {
 		conn, err = s.cfg.Dial(ctx, d.GetNetwork(), hostport)
 		return err
 	})
@@ -199,10 +199,10 @@ func (s *Server) dial(ctx context.Context, d *tunnelpb.Dial) (net.Conn, error) {
 
 // eachAllowed resolves d's destination and calls try with each of its addresses (ip:port)
 // that the dial policy allows, in turn, until one succeeds; it returns the first refusal or
-// the last failure, naming what was dialed.
-func (s *Server) eachAllowed(ctx context.Context, d *tunnelpb.Dial, try func(ctx context.Context, hostport string) error) error {
+// the last failure, naming what was dialed. The whole takes at most timeout.
+func (s *Server) eachAllowed(ctx context.Context, d *tunnelpb.Dial, timeout time.Duration, try func(ctx context.Context, hostport string) error) error {
 	host, port, _ := net.SplitHostPort(d.GetAddress()) // validated by Accept
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fqdn, addrs, err := s.cfg.Names.LookupHost(ctx, host, d.GetNamespace())
 	if err != nil {

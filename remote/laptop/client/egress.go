@@ -24,19 +24,12 @@ const (
 // tp's agent in it: --egress workload connects through the agent of --as's workload, and
 // adds the agent when the workload has none, as tp intercept does (its pods restart).
 func (c *Client) runEgress(ctx context.Context, k *Kube, cfg RunConfig) (*session.Egress, error) {
-	switch cfg.Egress {
-	case "", EgressManager:
+	if cfg.Egress != EgressWorkload { // checkRunFlags checked the value
 		return nil, nil
-	case EgressWorkload:
-	default:
-		return nil, remote.Errorf(remote.Usage, "--egress %q: want %s (connections leave from tp's manager, the default) or %s (from a pod of --as's workload)", cfg.Egress, EgressManager, EgressWorkload)
 	}
 	name := cfg.As
 	if name == "" {
 		name = cfg.Intercept
-	}
-	if name == "" {
-		return nil, remote.Errorf(remote.Usage, "--egress workload leaves from the pods of the workload the command runs as: add --as [KIND/]WORKLOAD")
 	}
 	ref, err := intercept.ParseRef(k.Namespace, name)
 	if err != nil {

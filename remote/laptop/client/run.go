@@ -102,6 +102,9 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRunFlags(k, cfg); err != nil {
+		return err
+	}
 	// Before the environment and files: adding the agent replaces the workload's pods.
 	egress, err := c.runEgress(ctx, k, cfg)
 	if err != nil {
@@ -148,18 +151,50 @@ func (c *Client) Run(ctx context.Context, cfg RunConfig) error {
 	return c.runWithProxy(cfg.Args, env, r, started)
 }
 
+// checkRunFlags refuses flags that do not go together, before anything changes in the
+// cluster.
+func checkRunFlags(k *Kube, cfg RunConfig) error {
+	switch cfg.Egress {
+	case "", EgressManager:
+	case EgressWorkload:
+		if cfg.As == "" && cfg.Intercept == "" {
+			return remote.Errorf(remote.Usage, "--egress workload leaves from the pods of the workload the command runs as: add --as [KIND/]WORKLOAD")
+		}
+	default:
+		return remote.Errorf(remote.Usage, "--egress %q: want %s (connections leave from tp's manager, the default) or %s (from a pod of --as's workload)", cfg.Egress, EgressManager, EgressWorkload)
+	}
+	if cfg.Intercept == "" {
+		switch {
+		case cfg.Port != "":
+			return remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
+		case cfg.As == "" && cfg.Container != "":
+			return remote.Errorf(remote.Usage, "--container goes with --as WORKLOAD or --intercept WORKLOAD")
+		}
+		return nil
+	}
+	if cfg.As == "" {
+		return nil
+	}
+	as, err := intercept.ParseRef(k.Namespace, cfg.As)
+	if err != nil {
+		return remote.Errorf(remote.Usage, "--as: %w", err)
+	}
+	in, err := intercept.ParseRef(k.Namespace, cfg.Intercept)
+	if err != nil {
+		return remote.Errorf(remote.Usage, "--intercept: %w", err)
+	}
+	if as != in {
+		return remote.Errorf(remote.Usage, "--as %s and --intercept %s name two workloads: the command runs as the one it intercepts (leave out --as)", as, in)
+	}
+	return nil
+}
+
 // runIntercept puts the agent in the workload tp run --intercept names, and returns the
 // command's environment: the workload's container's (--intercept's or --as's) over this
 // process's. The intercept itself is held once the command runs.
 func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pendingIntercept, []string, error) {
 	if cfg.Intercept == "" {
-		if cfg.Port != "" {
-			return nil, nil, remote.Errorf(remote.Usage, "--port goes with --intercept WORKLOAD")
-		}
 		if cfg.As == "" {
-			if cfg.Container != "" {
-				return nil, nil, remote.Errorf(remote.Usage, "--container goes with --as WORKLOAD or --intercept WORKLOAD")
-			}
 			return nil, os.Environ(), nil
 		}
 		vars, err := c.workloadEnv(ctx, k, cfg.As, cfg.Container)
@@ -167,19 +202,6 @@ func (c *Client) runIntercept(ctx context.Context, k *Kube, cfg RunConfig) (*pen
 			return nil, nil, err
 		}
 		return nil, withEnv(os.Environ(), vars), nil
-	}
-	if cfg.As != "" {
-		as, err := intercept.ParseRef(k.Namespace, cfg.As)
-		if err != nil {
-			return nil, nil, remote.Errorf(remote.Usage, "--as: %w", err)
-		}
-		in, err := intercept.ParseRef(k.Namespace, cfg.Intercept)
-		if err != nil {
-			return nil, nil, remote.Errorf(remote.Usage, "--intercept: %w", err)
-		}
-		if as != in {
-			return nil, nil, remote.Errorf(remote.Usage, "--as %s and --intercept %s name two workloads: the command runs as the one it intercepts (leave out --as)", as, in)
-		}
 	}
 	ic := InterceptConfig{Workload: cfg.Intercept, ManagerNamespace: cfg.ManagerNamespace, Timeout: cfg.Timeout}
 	if cfg.Port != "" {

@@ -205,8 +205,15 @@ func TestRunAsTakesTheWorkloadsEnvironment(t *testing.T) {
 		{RunConfig{As: "cronjob/web"}, `--as: cannot intercept a "cronjob"`},
 		{RunConfig{Container: "app"}, "--container goes with --as WORKLOAD or --intercept WORKLOAD"},
 		{RunConfig{As: "web", Intercept: "deploy/api"}, "--as deployment/web -n ns and --intercept deployment/api -n ns name two workloads"},
+		{RunConfig{Port: "8080"}, "--port goes with --intercept WORKLOAD"},
+		{RunConfig{As: "deploy/web", Egress: "pods"}, `--egress "pods": want manager`},
+		{RunConfig{Egress: EgressWorkload}, "add --as [KIND/]WORKLOAD"},
 	} {
-		if _, _, err := c.runIntercept(t.Context(), k, tt.cfg); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.want) {
+		err := checkRunFlags(k, tt.cfg)
+		if err == nil {
+			_, _, err = c.runIntercept(t.Context(), k, tt.cfg)
+		}
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("tp run %+v: %v, want a user error with %q", tt.cfg, err, tt.want)
 		}
 	}

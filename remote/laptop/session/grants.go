@@ -99,6 +99,8 @@ func setGrant(l *coordv1.Lease, target grant.Request, hash, client, me string) {
 	l.Annotations[grant.PortAnnotation] = target.Port
 	if target.Use != "" {
 		l.Annotations[grant.UseAnnotation] = target.Use
+	} else {
+		delete(l.Annotations, grant.UseAnnotation) // a Lease taken over keeps no other use
 	}
 	l.Annotations[grant.SecretAnnotation] = hash
 	l.Annotations[grant.ClientAnnotation] = client
