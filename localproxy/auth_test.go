@@ -3,6 +3,7 @@ package localproxy
 import (
 	"bufio"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -413,4 +414,34 @@ func TestSOCKSDialerCredentialsUDP(t *testing.T) {
 	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	scReadDatagram(t, c, 100, "re:query")
+}
+
+func TestSOCKSDialerAuthenticate(t *testing.T) {
+	_, guarded := startServer(t, Config{Dialer: failWith(io.EOF), Credentials: &testCreds})
+	_, open := startServer(t, Config{Dialer: failWith(io.EOF)})
+	wrong := Credentials{User: testCreds.User, Password: "guess"}
+	for _, c := range []struct {
+		name  string
+		proxy string
+		creds *Credentials
+		want  string // "" for success
+	}{
+		{"right credentials", guarded, &testCreds, ""},
+		{"wrong password", guarded, &wrong, "refused the proxy credentials: wrong user or password"},
+		{"none where asked", guarded, nil, "wants authentication"},
+		{"none where not asked", open, nil, ""},
+	} {
+		err := (&SOCKSDialer{Proxy: c.proxy, Credentials: c.creds}).Authenticate(t.Context())
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if err := (&SOCKSDialer{Proxy: ln.Addr().String()}).Authenticate(t.Context()); !errors.Is(err, remote.ErrTunnelDown) {
+		t.Errorf("no proxy listening: %v, want a tunnel-down error", err)
+	}
 }

@@ -273,16 +273,60 @@ func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte
 	return nil
 }
 
-// requestBytes is the greeting (one method: no authentication, or username/password
-// followed by the credentials) and the request for cmd to t.
-func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
+// greetingBytes is the greeting: one method, no authentication or username/password
+// followed by the credentials.
+func (d *SOCKSDialer) greetingBytes() []byte {
 	b := []byte{statute.VersionSocks5, 1, statute.MethodNoAuth}
 	if c := d.Credentials; c != nil {
 		b = []byte{statute.VersionSocks5, 1, statute.MethodUserPassAuth, statute.UserPassAuthVersion, byte(len(c.User))}
 		b = append(append(b, c.User...), byte(len(c.Password)))
 		b = append(b, c.Password...)
 	}
-	return t.appendSOCKS(append(b, statute.VersionSocks5, cmd, 0))
+	return b
+}
+
+// requestBytes is the greeting and the request for cmd to t.
+func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
+	return t.appendSOCKS(append(d.greetingBytes(), statute.VersionSocks5, cmd, 0))
+}
+
+// Authenticate asks the proxy whether it takes the dialer's credentials (or none): a
+// greeting and its verdict, no request. A program handed wrong credentials would only meet
+// a refusal on its every connection; this says so once, before it runs.
+func (d *SOCKSDialer) Authenticate(ctx context.Context) error {
+	t := socksTargetAddr{address: d.Proxy}
+	if d.Credentials != nil {
+		if err := d.Credentials.Validate(); err != nil {
+			return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("tp's proxy %s: proxy credentials: %v", d.Proxy, err)}
+		}
+	}
+	conn, err := d.dial(ctx, "tcp", d.Proxy)
+	if err != nil {
+		return d.proxyDialError(ctx, t, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if _, err := conn.Write(d.greetingBytes()); err != nil {
+		return d.handshakeError(ctx, t, err)
+	}
+	var b [2]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return d.handshakeError(ctx, t, err)
+	}
+	if b[0] != statute.VersionSocks5 {
+		return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("%s does not speak SOCKS5 (its first byte was %#02x)", d.Proxy, b[0])}
+	}
+	if err := d.authenticate(conn, t, b[1]); err != nil {
+		if _, ok := errors.AsType[*remote.Error](err); ok {
+			return err
+		}
+		return d.handshakeError(ctx, t, err)
+	}
+	return nil
 }
 
 func (d *SOCKSDialer) connect(ctx context.Context, t socksTargetAddr) (net.Conn, error) {

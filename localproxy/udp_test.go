@@ -7,12 +7,14 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 // startUDPEcho runs a UDP server that answers each datagram with "re:" + datagram.
@@ -250,4 +252,31 @@ func FuzzParseUDPHeader(f *testing.F) {
 			t.Fatalf("parseUDPHeader(%v) = %q, %d", b, target, n)
 		}
 	})
+}
+
+// A datagram whose flow cannot be dialed is dropped, as UDP may be, but not in silence: the
+// failure is counted and logged with what failed.
+func TestUDPDialFailureIsLoggedAndCounted(t *testing.T) {
+	var logs testlog.Buffer
+	s, addr := startServer(t, Config{Dialer: failWith(remote.Errorf(remote.NoSuchHost, "no service %q in namespace %q", "metrics", "default")), Log: logs.Logger()})
+	ctrl, code, relayAddr := socksRequest(t, addr, 3, "0.0.0.0", 0)
+	if code != 0 {
+		t.Fatalf("UDP ASSOCIATE reply %#02x", code)
+	}
+	defer ctrl.Close()
+	uc, err := net.DialUDP("udp", nil, relayAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Write(append(udpHeaderName("metrics", 8125), "hits:1|c"...)); err != nil {
+		t.Fatal(err)
+	}
+	logs.Expect(t, `level=INFO msg="socks5: udp flow failed" target=metrics:8125`, 1, 5*time.Second)
+	if !strings.Contains(logs.String(), `no service \"metrics\" in namespace \"default\"`) {
+		t.Errorf("the log does not say why:\n%s", logs.String())
+	}
+	if n := s.Stats().DialErrors; n != 1 {
+		t.Errorf("%d dial errors counted, want 1", n)
+	}
 }

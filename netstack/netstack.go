@@ -22,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/ratelimit"
 	"github.com/tpdev/tp/remote/relay"
 )
 
@@ -148,6 +149,9 @@ type Stack struct {
 
 	tcpOpen, tcpTotal atomic.Int64
 	failedDials       atomic.Int64
+	// udpFailures bounds the log lines of failed UDP dials: a program retrying a dead
+	// destination (a resolver, a metrics agent) dials again for each datagram.
+	udpFailures       *ratelimit.Limiter
 	bytesOut, bytesIn atomic.Int64
 }
 
@@ -195,11 +199,12 @@ func New(cfg Config) (*Stack, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{
-		cfg:     cfg,
-		log:     log,
-		ipstack: ipstack,
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:         cfg,
+		log:         log,
+		udpFailures: ratelimit.New(5, 10*time.Second),
+		ipstack:     ipstack,
+		ctx:         ctx,
+		cancel:      cancel,
 		udp: relay.New[udpKey, *nsUDP](ctx, relay.Config{
 			Max: cfg.MaxUDPFlows, Full: relay.EvictIdlest, Idle: cfg.UDPIdleTimeout,
 			Name: "netstack", Log: log,
@@ -405,7 +410,19 @@ func (s *Stack) logDialFailure(network string, src, dst netip.AddrPort, err erro
 	if kind == remote.TunnelDown || kind == remote.Failed || kind == remote.Forbidden {
 		level = slog.LevelInfo
 	}
-	s.log.Log(context.Background(), level, "netstack: dial failed", "network", network, "src", src, "dst", dst, "kind", kind.String(), "err", err)
+	attrs := []any{"network", network, "src", src, "dst", dst, "kind", kind.String(), "err", err}
+	if network == "udp" {
+		// A TCP program sees its refusal (a RST); a UDP one only silence: the log says it.
+		ok, skipped := s.udpFailures.Allow(time.Now())
+		if !ok {
+			return
+		}
+		level = slog.LevelInfo
+		if skipped > 0 {
+			attrs = append(attrs, "notLogged", skipped)
+		}
+	}
+	s.log.Log(context.Background(), level, "netstack: dial failed", attrs...)
 }
 
 // closeAll closes each closer, ignoring errors: it is used where the flow is over anyway.

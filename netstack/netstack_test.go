@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/testlog"
 )
 
 func pattern(seed uint64, n int) []byte {
@@ -602,5 +603,33 @@ func TestConfigErrors(t *testing.T) {
 	if c, err := e.dialTCP(ctx, netip.MustParseAddrPort("203.0.113.1:1")); err == nil {
 		c.Close()
 		t.Fatal("connect through a hook returning nil, nil succeeded")
+	}
+}
+
+// A UDP program sees nothing when its flow's dial fails (no RST, no ICMP): the stack counts
+// each failure and logs it where a user looks (at info level), a few lines per period
+// however many datagrams retry.
+func TestUDPDialFailureIsLoggedAndCounted(t *testing.T) {
+	var logs testlog.Buffer
+	dial := func(ctx context.Context, network string, src, dst netip.AddrPort) (net.Conn, error) {
+		return nil, remote.Errorf(remote.Refused, "connection refused by %s", dst)
+	}
+	e := newEnv(t, Config{Dial: dial, Log: logs.Logger()}, channelLink)
+	const line = `level=INFO msg="netstack: dial failed" network=udp`
+	const flows = 20
+	for i := range flows {
+		c := e.dialUDP(t, netip.AddrPortFrom(netip.MustParseAddr("10.96.0.10"), uint16(5300+i)))
+		if _, err := c.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	eventually(t, 5*time.Second, "every failed dial counted", func() bool { return e.tp.Stats().FailedDials == flows })
+	logs.Expect(t, line, 5, 5*time.Second)
+	if n := logs.Count(line); n != 5 {
+		t.Errorf("%d log lines for %d failed UDP dials in a moment, want 5 (the rest counted, not logged):\n%s", n, flows, logs.String())
+	}
+	if !strings.Contains(logs.String(), "connection refused by 10.96.0.10:5300") {
+		t.Errorf("the log does not say what failed:\n%s", logs.String())
 	}
 }

@@ -203,6 +203,12 @@ func (s *Server) askCluster(ctx context.Context, q dns.Question, resp *dns.Msg) 
 		code := dns.ExtendedErrorCodeNetworkError
 		switch kind {
 		case remote.TunnelDown:
+			if !clusterShaped(q.Name) {
+				// No cluster name looks like www.example.com: the rest of the world stays
+				// reachable while the tunnel reconnects.
+				s.log.Debug("dns shim: the tunnel is down; asking upstream", "question", q.String())
+				return false
+			}
 			text = "tp: the tunnel to the cluster is down"
 		case remote.Timeout:
 			text = "tp: the cluster did not answer in time"
@@ -235,6 +241,16 @@ func (s *Server) askCluster(ctx context.Context, q dns.Question, resp *dns.Msg) 
 	s.stats.cluster.Add(1)
 	s.log.Debug("dns shim: answered from the cluster", "question", q.String(), "rcode", dns.RcodeToString[resp.Rcode], "answers", len(resp.Answer))
 	return true
+}
+
+// clusterShaped says whether name could be a cluster's, so that only the cluster may
+// answer it: a service (NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc[.DOMAIN]), a pod
+// (IP.NAMESPACE.pod.DOMAIN), a reverse name, or any name of two labels, which may be
+// NAME.NAMESPACE. www.example.com is none of these.
+func clusterShaped(name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	labels := strings.Split(name, ".")
+	return len(labels) <= 2 || isReverse(name+".") || slices.Contains(labels, "svc") || slices.Contains(labels, "pod")
 }
 
 // askUpstream fills resp with the upstream resolver's answer to q, or NXDOMAIN without one.

@@ -231,6 +231,30 @@ func TestTunnelDownIsServfail(t *testing.T) {
 	}
 }
 
+// While the tunnel reconnects, names no cluster could have still resolve upstream; those a
+// cluster could have get SERVFAIL, never an upstream NXDOMAIN.
+func TestTunnelDownLeavesOtherNamesToUpstream(t *testing.T) {
+	cluster, up := &fakeCluster{}, &fakeUpstream{}
+	cluster.down.Store(true)
+	s := start(t, Config{Cluster: cluster, Upstream: up})
+	for _, name := range []string{"www.example.com.", "api.github.com."} {
+		if r := ask(t, "udp", s.udp, query(name, dns.TypeA)); r.Rcode == dns.RcodeServerFailure {
+			t.Errorf("%s: SERVFAIL while the tunnel is down; want upstream's answer", name)
+		}
+	}
+	if n := up.calls.Load(); n != 2 {
+		t.Errorf("upstream asked %d times, want 2", n)
+	}
+	for _, name := range []string{"web-app.", "web-app.shop.", "web-app.shop.svc.", "web-app.shop.svc.cluster.local.", "10-244-0-7.shop.pod.cluster.local."} {
+		if r := ask(t, "udp", s.udp, query(name, dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("%s: %s while the tunnel is down, want SERVFAIL", name, dns.RcodeToString[r.Rcode])
+		}
+	}
+	if n := up.calls.Load(); n != 2 {
+		t.Errorf("upstream asked about a cluster-shaped name while the tunnel is down (%d calls)", n)
+	}
+}
+
 func TestSlowClusterAnswersWithinTimeout(t *testing.T) {
 	s := start(t, Config{Cluster: &fakeCluster{}, Timeout: 200 * time.Millisecond})
 	begin := time.Now()

@@ -210,6 +210,11 @@ func TestResilience(t *testing.T) {
 		}
 		defer ipt("-D")
 		var detected time.Duration
+		dig := func(args ...string) string {
+			r := l.Run(15*time.Second, nil, "dig", append([]string{"@127.0.0.1", "-p", "1053", "+time=3", "+tries=1"}, args...)...)
+			return r.Stdout
+		}
+		before := strings.TrimSpace(dig("+short", "web-app"))
 		took := recovers(t, 40*time.Second, func(t *testing.T) {
 			if err := ipt("-I"); err != nil {
 				t.Fatal(err)
@@ -222,6 +227,14 @@ func TestResilience(t *testing.T) {
 				return nil
 			})
 			detected = time.Since(start)
+			// While it reconnects, a name asked before still resolves (its last answer); a
+			// new one fails saying why.
+			if got := strings.TrimSpace(dig("+short", "web-app")); before == "" || got != before {
+				t.Errorf("web-app while reconnecting: %q, want its last answer %q", got, before)
+			}
+			if out := dig("never-asked-before"); !strings.Contains(out, "SERVFAIL") || !strings.Contains(out, "tunnel to the cluster is down") {
+				t.Errorf("a new name while reconnecting:\n%s\nwant SERVFAIL saying the tunnel is down", out)
+			}
 			if err := ipt("-D"); err != nil {
 				t.Fatal(err)
 			}

@@ -332,6 +332,17 @@ func TestProxyCredentials(t *testing.T) {
 	if out, _ := curl("-x", "http://alice:"+secret+"@"+proxy, "http://web-app/c"); !strings.HasPrefix(out, want) {
 		t.Errorf("the right password after the lockout: %q", out)
 	}
+
+	// tp run through this connection: wrong credentials are said once, and nothing runs.
+	marker := filepath.Join(l.Home, "ran")
+	r = l.Run(time.Minute, []string{"TP_PROXY_CREDENTIALS=alice:wrong"}, l.TP, "run", "--namespace", ns, "--vif=off", "--", "touch", marker)
+	if _, err := os.Stat(marker); r.Code != 2 || !strings.Contains(r.Stderr, "refused the proxy credentials from $TP_PROXY_CREDENTIALS") || err == nil {
+		t.Errorf("tp run with wrong proxy credentials: exit %d, ran: %v, said %q; want exit 2 saying so, and no command run", r.Code, err == nil, r.Stderr)
+	}
+	r = l.Run(time.Minute, []string{"TP_PROXY_CREDENTIALS=alice:" + secret}, l.TP, "run", "--namespace", ns, "--vif=off", "--", "curl", "-sS", "--max-time", "20", "http://web-app/c")
+	if r.Err != nil || r.Stdout != want {
+		t.Errorf("tp run with the right proxy credentials: %v %q %s", r.Err, r.Stdout, r.Stderr)
+	}
 	l.MustTP(t, 30*time.Second, "quit", "--all")
 }
 

@@ -324,7 +324,22 @@ func (c *Client) runningRoute(ctx context.Context, k *Kube, credsFile string) (r
 	}
 	r := route{listen: clientAddr(info.Listen), dns: info.DNSListen, creds: creds}
 	r.domain, r.ranges = clusterOf(info)
-	r.dialer = &localproxy.SOCKSDialer{Proxy: r.listen, Credentials: creds}
+	socks := &localproxy.SOCKSDialer{Proxy: r.listen, Credentials: creds}
+	r.dialer = socks
+	if creds != nil {
+		// Wrong credentials would reach the command as a refusal of its every connection.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := socks.Authenticate(actx)
+		cancel()
+		if err != nil {
+			from := "$" + CredentialsEnv
+			if credsFile != "" {
+				from = credsFile
+			}
+			return route{}, false, remote.Errorf(remote.Usage, "the running connection %q refused the proxy credentials from %s (%v): give the ones its tp connect was given, or tp quit it and tp run opens a connection of its own",
+				info.Name, from, err)
+		}
+	}
 	c.log().Debug("using the running connection", "name", info.Name, "proxy", r.listen, "dns", r.dns, "credentials", creds != nil)
 	return r, true, nil
 }

@@ -114,6 +114,11 @@ type answer struct {
 const (
 	answerTTL      = 5 * time.Second
 	answerCacheMax = 4096
+	// answerStale is how long past its expiry an answer may still be given while the
+	// tunnel is down (serve-stale, RFC 8767): a program that looks up web-app again during
+	// a reconnection gets its last address, not SERVFAIL, and its connection waits for the
+	// tunnel rather than failing on the name.
+	answerStale = 10 * time.Minute
 )
 
 // Connect opens a session and returns once the manager answered, or with an error that says
@@ -437,18 +442,25 @@ func (s *Session) Query(ctx context.Context, name string, qtype uint16) ([]byte,
 }
 
 func (s *Session) resolve(ctx context.Context, name string, qtype uint16) (*tunnelpb.ResolveResponse, error) {
-	if st := s.State(); st != Connected {
-		return nil, s.downError()
-	}
 	key := answerKey{strings.ToLower(name), qtype}
 	now := time.Now()
 	s.cacheMu.Lock()
 	a, ok := s.answers[key]
 	s.cacheMu.Unlock()
+	if st := s.State(); st != Connected {
+		if ok && now.Before(a.expires.Add(answerStale)) {
+			s.logger().Debug("the tunnel is down: a stale answer", "name", name, "qtype", qtype, "expired", now.Sub(a.expires).Round(time.Second))
+			return a.resp, nil
+		}
+		return nil, s.downError()
+	}
 	if ok && now.Before(a.expires) {
 		return a.resp, nil
 	}
 	resp, err := s.resolveRemote(ctx, name, qtype)
+	if remote.KindOf(err) == remote.TunnelDown && ok && now.Before(a.expires.Add(answerStale)) {
+		return a.resp, nil // the tunnel went down while asking
+	}
 	if err == nil {
 		s.cacheMu.Lock()
 		if s.answers == nil || len(s.answers) >= answerCacheMax {
