@@ -15,9 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	authnv1 "k8s.io/api/authentication/v1"
 	coordv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +23,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept"
@@ -48,7 +45,7 @@ func TestRoleSets(t *testing.T) {
 	w := deployWorkload(t, cs, ns, "web-app")
 	admin := kit.NewLaptop(t)
 	admin.MustTP(t, 3*time.Minute, "install")
-	applyClientRoles(t, cs)
+	kit.ApplyClientRoles(t, cs)
 	local := laptopServer(t, "laptop")
 	ctx := context.Background()
 	podsAnswer := func(what string) {
@@ -346,68 +343,18 @@ func TestProxyCredentials(t *testing.T) {
 	l.MustTP(t, 30*time.Second, "quit", "--all")
 }
 
-// applyClientRoles creates (or updates) the ClusterRoles of deploy/client-roles.yaml.
-func applyClientRoles(t *testing.T, cs kubernetes.Interface) {
-	t.Helper()
-	ctx := context.Background()
-	for doc := range strings.SplitSeq(deploy.ClientRoles, "\n---\n") {
-		var cr rbacv1.ClusterRole
-		if err := yaml.UnmarshalStrict([]byte(doc), &cr); err != nil {
-			t.Fatalf("client-roles.yaml: %v", err)
-		}
-		old, err := cs.RbacV1().ClusterRoles().Get(ctx, cr.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, &cr, metav1.CreateOptions{})
-		case err == nil:
-			cr.ResourceVersion = old.ResourceVersion
-			_, err = cs.RbacV1().ClusterRoles().Update(ctx, &cr, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("ClusterRole %s: %v", cr.Name, err)
-		}
-	}
-}
-
 // developer is a laptop whose kubeconfig holds only a ServiceAccount token, bound as README
 // says: tp-connect in tp's namespace, tp-intercept in ns.
 func developer(t *testing.T, cs kubernetes.Interface, ns, name string, roles ...string) *kit.Laptop {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for _, role := range roles {
-		where := ns
-		if role == "tp-connect" {
-			where = deploy.DefaultNamespace
-		}
-		rb := &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: name + "-" + role, Namespace: where},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}},
-		}
-		if _, err := cs.RbacV1().RoleBindings(where).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if where != ns {
-			t.Cleanup(func() {
-				_ = cs.RbacV1().RoleBindings(where).Delete(context.Background(), rb.Name, metav1.DeleteOptions{})
-			})
-		}
-	}
-	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := kit.DeveloperToken(t, cs, ns, name, roles...)
 	l := kit.NewLaptop(t)
 	cfg, err := clientcmd.LoadFromFile(l.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctxName := cfg.CurrentContext
-	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{name: {Token: tok.Status.Token}}
+	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{name: {Token: token}}
 	cfg.Contexts[ctxName].AuthInfo = name
 	if err := clientcmd.WriteToFile(*cfg, l.Kubeconfig); err != nil {
 		t.Fatal(err)
