@@ -48,7 +48,7 @@ func TestEgressAsWorkload(t *testing.T) {
 
 	l := kit.NewLaptop(t)
 	l.MustTP(t, 3*time.Minute, "install")
-	curl := []string{"curl", "-sS", "-m", "20", "http://db/peer"}
+	curl := []string{"curl", "-sS", "-m", "20", "http://db/source-ip"}
 	run := func(t *testing.T, args ...string) (kit.Result, time.Duration) {
 		t.Helper()
 		start := time.Now()
@@ -81,20 +81,20 @@ func TestEgressAsWorkload(t *testing.T) {
 		}
 		// The new pods' addresses reach kube-router's sets a moment after they are ready.
 		kit.WaitFor(t, 30*time.Second, "a connection from an app pod", func() error {
-			if r.Err != nil || !strings.HasPrefix(r.Stdout, "peer=") {
+			if r.Err != nil || !strings.HasPrefix(r.Stdout, "source=") {
 				err := fmt.Errorf("tp run --as deploy/app --egress workload: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 				r, _ = run(t, "--vif=off", "--as", "deploy/app", "--egress", "workload")
 				return err
 			}
 			return nil
 		})
-		peer := strings.TrimSpace(strings.TrimPrefix(r.Stdout, "peer="))
+		peer := strings.TrimSpace(strings.TrimPrefix(r.Stdout, "source="))
 		if ips := podIPs(t, cs, ns, "app"); !ips[peer] {
 			t.Errorf("db saw the connection come from %s, not from an app pod (%v)", peer, ips)
 		}
 		// In the VIF, a program that ignores proxies leaves from the pod too.
 		r, _ = run(t, "--vif=on", "--as", "deploy/app", "--egress", "workload")
-		peer = strings.TrimSpace(strings.TrimPrefix(r.Stdout, "peer="))
+		peer = strings.TrimSpace(strings.TrimPrefix(r.Stdout, "source="))
 		if ips := podIPs(t, cs, ns, "app"); r.Err != nil || !ips[peer] {
 			t.Errorf("in the VIF: %v, peer %q (app pods %v)\n%s", r.Err, r.Stdout, ips, r.Stderr)
 		}
@@ -108,7 +108,7 @@ func TestEgressAsWorkload(t *testing.T) {
 		}
 		start := time.Now()
 		r = l.Run(time.Minute, nil, l.TP, "run", "--namespace", ns, "--vif=off", "--as", "deploy/other", "--egress", "workload", "--",
-			"curl", "-sS", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", "http://db/peer")
+			"curl", "-sS", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", "http://db/source-ip")
 		if r.Stdout != "502" || time.Since(start) > 20*time.Second {
 			t.Errorf("a refused connection: HTTP %q after %s, want tp's 502 at once", r.Stdout, time.Since(start).Round(time.Millisecond))
 		}

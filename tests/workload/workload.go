@@ -83,9 +83,9 @@ func Handler(name string) http.Handler {
 		_, _ = w.Write(b)
 	})
 	// Who connected: the address the pod sees, for tests of where connections leave from.
-	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /source-ip", func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		fmt.Fprintf(w, "peer=%s\n", host)
+		fmt.Fprintf(w, "source=%s\n", host)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pod-Name", name)
