@@ -31,6 +31,11 @@ const (
 	// ioBuffer is the read and write buffer of a tunnel connection on both ends (gRPC's
 	// default: 32 KiB), set with the windows for bulk flows.
 	ioBuffer = 256 << 10
+	// managerReadBuffer is the manager's read buffer per connection: gRPC's default. Every
+	// lane of every session holds one for its life, and the scale bench found the larger
+	// ioBuffer there the most of an idle session's cost; what it reads is mostly frames of
+	// 16 KiB or less (uploads, requests), which a 32 KiB buffer takes two at a time.
+	managerReadBuffer = 32 << 10
 
 	// laptopPing is how long a lane may be silent before the laptop pings the manager, and
 	// laptopPingTimeout how long it waits for the answer: pings notice a port-forward that
@@ -102,7 +107,8 @@ func AgentDialOptions() []grpc.DialOption {
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(managerStreamWindow), grpc.InitialConnWindowSize(managerConnWindow),
-		grpc.WriteBufferSize(ioBuffer), grpc.ReadBufferSize(ioBuffer),
+		// The write buffer goes back to a pool between writes: an idle lane holds none.
+		grpc.WriteBufferSize(ioBuffer), grpc.ReadBufferSize(managerReadBuffer), grpc.SharedWriteBuffer(true),
 		experimental.BufferPool(BufferPool()),
 		grpc.ForceServerCodecV2(Codec()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPing, PermitWithoutStream: true}),

@@ -19,7 +19,6 @@ import (
 
 	"github.com/miekg/dns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/deploy"
@@ -115,10 +114,12 @@ func TestBenchScale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Held again: every session is connected to the new manager, and that manager lists
+	// every intercept.
 	var reasserted time.Duration
 	for time.Since(deleted) < 3*time.Minute {
 		time.Sleep(250 * time.Millisecond)
-		if held := heldIntercepts(sessions[0], ns); held == len(sessions) && managerReplaced(cs, pods.Items[0].Name) {
+		if onNewManager(sessions, pods.Items[0].Name) && heldIntercepts(sessions[0], ns) == len(sessions) {
 			reasserted = time.Since(deleted)
 			break
 		}
@@ -303,18 +304,14 @@ func heldIntercepts(s *scaleSession, ns string) int {
 	return len(its)
 }
 
-// managerReplaced says whether the manager that runs now is another pod than old.
-func managerReplaced(cs kubernetes.Interface, old string) bool {
-	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
-	if err != nil {
-		return false
-	}
-	for _, p := range pods.Items {
-		if p.Name == old {
+// onNewManager says whether every session is connected, to another manager pod than old.
+func onNewManager(sessions []*scaleSession, old string) bool {
+	for _, s := range sessions {
+		if st := s.sess.Status(); st.State != session.Connected || st.ManagerPod == old || st.ManagerPod == "" {
 			return false
 		}
 	}
-	return len(pods.Items) > 0
+	return true
 }
 
 // managerProc finds the manager's process on this node.
