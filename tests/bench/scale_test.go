@@ -317,22 +317,13 @@ func onNewManager(sessions []*scaleSession, old string) bool {
 // managerProc finds the manager's process on this node.
 func managerProc(t *testing.T) int {
 	t.Helper()
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.HasPrefix(string(cmd), "/tp-cluster\x00") {
-			env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-			if strings.Contains(string(env), "POD_NAMESPACE="+deploy.DefaultNamespace) {
-				return pid
-			}
-		}
+	pid := procWhere(func(cmd string, env []string) bool {
+		return strings.HasPrefix(cmd, "/tp-cluster\x00") && slices.Contains(env, "POD_NAMESPACE="+deploy.DefaultNamespace)
+	})
+	if pid == 0 {
+		t.Fatal("no manager process on this node")
 	}
-	t.Fatal("no manager process on this node")
-	return 0
+	return pid
 }
 
 // procCPU is a process's user and system CPU time so far.
