@@ -29,8 +29,12 @@ const (
 	// DefaultFlowLanes is the default Config.FlowLanes: enough for a few downloads at once
 	// beside interactive flows, and few connections for the API server to keep.
 	DefaultFlowLanes = 8
-	// startLanes flow lanes are opened with the session and kept for its life.
-	startLanes = 3
+	// startLanes flow lanes are opened with the session and kept for its life: one, the
+	// spare the next flow takes (pickLane opens the next spare as it does). An idle session
+	// so holds two connections to the manager, not four: each costs the manager, the API
+	// server and the kubelet memory for as long as a developer stays connected (the scale
+	// bench: about 65 KB of the manager's each).
+	startLanes = 1
 	// laneIdle is how long a lane beyond those has to be without flows to be closed.
 	laneIdle = 30 * time.Second
 	// heavyFlow is how many bytes make a flow bulk for choosing lanes.

@@ -45,6 +45,18 @@ func laneSession(t *testing.T, most int) *Session {
 	return s
 }
 
+// withLanes opens flow lanes until there are n, and waits until all are ready.
+func (s *Session) withLanes(t *testing.T, n int) *Session {
+	t.Helper()
+	s.laneMu.Lock()
+	for len(s.flowLanes) < n {
+		s.growLocked()
+	}
+	s.laneMu.Unlock()
+	s.lanesReady(t)
+	return s
+}
+
 // lanesReady waits until every lane is ready.
 func (s *Session) lanesReady(t *testing.T) {
 	t.Helper()
@@ -75,9 +87,10 @@ func (s *Session) flowCounts() []int64 {
 // Flows dialled at the same moment spread over the flow lanes: each is counted on its lane
 // when the lane is chosen.
 func TestConcurrentFlowsSpreadOverLanes(t *testing.T) {
-	s := laneSession(t, startLanes)
+	const lanes = 3
+	s := laneSession(t, lanes).withLanes(t, lanes)
 	var wg sync.WaitGroup
-	for range startLanes * 8 {
+	for range lanes * 8 {
 		wg.Go(func() { s.pickLane(context.Background()) })
 	}
 	wg.Wait()
@@ -86,14 +99,14 @@ func TestConcurrentFlowsSpreadOverLanes(t *testing.T) {
 	}
 	for i, n := range s.flowCounts() {
 		if n != 8 {
-			t.Errorf("flow lane %d has %d of %d flows, want 8", i, n, startLanes*8)
+			t.Errorf("flow lane %d has %d of %d flows, want 8", i, n, lanes*8)
 		}
 	}
 }
 
 // A new flow avoids lanes with bulk flows, however many light ones the others carry.
 func TestNewFlowAvoidsBulkLanes(t *testing.T) {
-	s := laneSession(t, startLanes)
+	s := laneSession(t, 3).withLanes(t, 3)
 	for _, l := range s.flowLanes[:2] {
 		l.heavy.Store(1)
 		l.open.Store(1)
