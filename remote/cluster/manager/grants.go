@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -32,15 +35,53 @@ func interceptGrant(req *tunnelpb.InterceptRequest) (string, grant.Request) {
 var ErrNotAuthorized = errors.New("not authorized")
 
 // LeaseAuthorizer reads grants (Leases) and namespaces with the manager's own rights.
-type LeaseAuthorizer struct{ CS kubernetes.Interface }
+type LeaseAuthorizer struct {
+	CS kubernetes.Interface
+
+	// The namespaces read lately: after a manager restart every connected developer asserts
+	// their intercepts again at once, mostly in a few namespaces, and each read of one
+	// counts against the manager's API rate. A namespace's deny annotation so applies to new
+	// intercepts within namespaceTTL.
+	mu         sync.Mutex
+	namespaces map[string]cachedNamespace
+}
+
+type cachedNamespace struct {
+	ns  *corev1.Namespace
+	err error
+	at  time.Time
+}
+
+// namespaceTTL is how long a namespace read stands.
+const namespaceTTL = 5 * time.Second
+
+// namespace reads ns, or takes a read of it under namespaceTTL old.
+func (a *LeaseAuthorizer) namespace(ctx context.Context, ns string) (*corev1.Namespace, error) {
+	a.mu.Lock()
+	c, ok := a.namespaces[ns]
+	a.mu.Unlock()
+	if ok && time.Since(c.at) < namespaceTTL {
+		return c.ns, c.err
+	}
+	obj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) { // answers, not failures
+		a.mu.Lock()
+		if a.namespaces == nil || len(a.namespaces) >= maxGrantCache {
+			a.namespaces = map[string]cachedNamespace{}
+		}
+		a.namespaces[ns] = cachedNamespace{ns: obj, err: err, at: time.Now()}
+		a.mu.Unlock()
+	}
+	return obj, err
+}
 
 // Authorize checks the namespace's deny annotation and the request's grant.
-func (a LeaseAuthorizer) Authorize(ctx context.Context, name string, req grant.Request) (string, error) {
+func (a *LeaseAuthorizer) Authorize(ctx context.Context, name string, req grant.Request) (string, error) {
 	ns := req.Namespace
 	if len(validation.IsDNS1123Label(ns)) > 0 {
 		return "", fmt.Errorf("%w: %q is not a namespace name", ErrNotAuthorized, ns)
 	}
-	nsObj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	nsObj, err := a.namespace(ctx, ns)
 	switch {
 	case apierrors.IsNotFound(err):
 		return "", fmt.Errorf("%w: no namespace %q", ErrNotAuthorized, ns)

@@ -48,7 +48,7 @@ func TestLeaseAuthorizer(t *testing.T) {
 		grantLease("shop", "tp-web-http", "alice", "s3cret"), grantLease("prod", "tp-web-http", "alice", "s3cret"),
 		egressLease("shop", "tp-egress-web", "bob", "s3cret"),
 	}
-	a := LeaseAuthorizer{CS: fake.NewClientset(objs...)}
+	a := &LeaseAuthorizer{CS: fake.NewClientset(objs...)}
 	ctx := context.Background()
 	good := req("shop", "tp-web-http", "s3cret")
 	if holder, err := a.Authorize(ctx, good.lease, good.req); err != nil || holder != "alice" {
@@ -185,5 +185,41 @@ func TestRegistryCapsEachHolder(t *testing.T) {
 	r.handleClient(ctx, a, create("w3", "w3", "bob", "ok"))
 	if res := result(t, a); res.GetError() != "" {
 		t.Errorf("another holder: %v", res.GetError())
+	}
+}
+
+// A burst of intercepts in one namespace (every developer asserting theirs after a manager
+// restart) reads the namespace once; a deny set later applies once the read is old.
+func TestNamespaceReadOncePerBurst(t *testing.T) {
+	cs := fake.NewClientset(ns("shop", nil), grantLease("shop", "tp-web-http", "alice", "s3cret"))
+	a := &LeaseAuthorizer{CS: cs}
+	req := grant.Request{Namespace: "shop", Kind: "Deployment", Workload: "web", Port: "http", Secret: "s3cret"}
+	gets := func() int {
+		n := 0
+		for _, act := range cs.Actions() {
+			if act.GetVerb() == "get" && act.GetResource().Resource == "namespaces" {
+				n++
+			}
+		}
+		return n
+	}
+	for range 5 {
+		if _, err := a.Authorize(context.Background(), "tp-web-http", req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := gets(); n != 1 {
+		t.Fatalf("5 intercepts in one namespace read it %d times, want once", n)
+	}
+	if _, err := cs.CoreV1().Namespaces().Update(context.Background(), ns("shop", map[string]string{grant.DenyAnnotation: "deny"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	c := a.namespaces["shop"]
+	c.at = c.at.Add(-namespaceTTL)
+	a.namespaces["shop"] = c
+	a.mu.Unlock()
+	if _, err := a.Authorize(context.Background(), "tp-web-http", req); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("after the namespace was denied and its read grew old: %v, want a refusal", err)
 	}
 }

@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("traffic manager starting", "version", cfg.Version, "domain", domain, "dns", dnsAddr, "serviceCIDRs", svc, "podCIDRs", pods, "allowedCIDRs", cfg.AllowedCIDRs,
 		"certificate", cert.Leaf.DNSNames, "certificateExpires", cert.Leaf.NotAfter.UTC().Format(time.DateOnly))
 
-	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), manager.LeaseAuthorizer{CS: cs}, log)
+	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), &manager.LeaseAuthorizer{CS: cs}, log)
 	srv := manager.New(manager.Config{Version: cfg.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: cfg.AllowedCIDRs, Egress: registry, Log: log})
 	registry.SetProbeDialer(srv.DialService)
 	go registry.Expire(ctx)
