@@ -227,14 +227,24 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) {
 	}
 }
 
-// shrinkLanes closes the lanes beyond the first startLanes that have had no flow for
-// laneIdle, and their port-forward connections.
+// shrinkLanes closes the lanes beyond the first startLanes (and a spare) that have had no
+// flow for laneIdle, and their port-forward connections.
 func (s *Session) shrinkLanes(now time.Time) {
 	s.laneMu.Lock()
+	// A session that had a flow within laneIdle keeps its spare too: flows one after another
+	// take the same lane, and the spare beside it would close between them and open again
+	// with the next flow, a port-forward connection each time for every active developer.
+	kept := startLanes
+	for _, l := range s.flowLanes {
+		if now.Sub(time.Unix(0, l.picked.Load())) < laneIdle {
+			kept = startLanes + 1
+			break
+		}
+	}
 	var idle []*lane
 	keep := s.flowLanes[:0:0]
 	for i, l := range s.flowLanes {
-		if i >= startLanes && l.open.Load() == 0 && now.Sub(time.Unix(0, l.idleSince.Load())) >= laneIdle {
+		if i >= kept && l.open.Load() == 0 && now.Sub(time.Unix(0, l.idleSince.Load())) >= laneIdle {
 			idle = append(idle, l)
 			continue
 		}

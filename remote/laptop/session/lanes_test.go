@@ -166,6 +166,36 @@ func TestLanesGrowWithFlowsAndShrinkWhenIdle(t *testing.T) {
 	}
 }
 
+// Flows one after another take the same lane: the spare beside it stays while they come,
+// rather than close between them and open again with the next; it goes once they stop.
+func TestActiveSessionKeepsItsSpare(t *testing.T) {
+	s := laneSession(t, 4)
+	start := time.Now()
+	first := s.pickLane(context.Background())
+	s.lanesReady(t)
+	first.release()
+	for i := range 3 {
+		if got := s.pickLane(context.Background()); got != first {
+			t.Fatalf("flow %d after the first took another lane", i+2)
+		}
+		first.release()
+	}
+	if n := len(s.flowCounts()); n != startLanes+1 {
+		t.Fatalf("%d flow lanes, want %d and the spare", n, startLanes)
+	}
+	// A flow a moment ago: the spare, idle for laneIdle, stays.
+	first.picked.Store(start.Add(laneIdle).UnixNano())
+	s.shrinkLanes(start.Add(laneIdle + time.Second))
+	if n := len(s.flowCounts()); n != startLanes+1 {
+		t.Fatalf("the spare of an active session closed: %d flow lanes", n)
+	}
+	// No flow for laneIdle: only the first startLanes stay.
+	s.shrinkLanes(start.Add(2*laneIdle + time.Second))
+	if n := len(s.flowCounts()); n != startLanes {
+		t.Fatalf("%d flow lanes after laneIdle without flows, want %d", n, startLanes)
+	}
+}
+
 // While a lane is down (after a fault) no new one is opened: the ones there come back.
 func TestNoNewLaneWhileOneIsDown(t *testing.T) {
 	s := laneSession(t, startLanes+3)
