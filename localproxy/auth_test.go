@@ -435,13 +435,16 @@ func TestSOCKSDialerAuthenticate(t *testing.T) {
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
+		if refused := errors.Is(err, ErrCredentialsRefused); refused != (c.name == "wrong password") {
+			t.Errorf("%s: marked as refused credentials: %v", c.name, refused)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.Close()
-	if err := (&SOCKSDialer{Proxy: ln.Addr().String()}).Authenticate(t.Context()); !errors.Is(err, remote.ErrTunnelDown) {
+	if err := (&SOCKSDialer{Proxy: ln.Addr().String(), Credentials: &testCreds}).Authenticate(t.Context()); !errors.Is(err, remote.ErrTunnelDown) || errors.Is(err, ErrCredentialsRefused) {
 		t.Errorf("no proxy listening: %v, want a tunnel-down error", err)
 	}
 }

@@ -267,7 +267,7 @@ func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte
 		return err
 	}
 	if status[1] != statute.AuthSuccess {
-		return &remote.Error{Kind: remote.Failed,
+		return &remote.Error{Kind: remote.Failed, Err: ErrCredentialsRefused,
 			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s refused the proxy credentials: wrong user or password", t.address, d.Proxy)}
 	}
 	return nil
@@ -289,6 +289,9 @@ func (d *SOCKSDialer) greetingBytes() []byte {
 func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
 	return t.appendSOCKS(append(d.greetingBytes(), statute.VersionSocks5, cmd, 0))
 }
+
+// ErrCredentialsRefused marks a proxy's refusal of the credentials given (errors.Is).
+var ErrCredentialsRefused = errors.New("proxy credentials refused")
 
 // Authenticate asks the proxy whether it takes the dialer's credentials (or none): a
 // greeting and its verdict, no request. A program handed wrong credentials would only meet

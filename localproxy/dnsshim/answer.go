@@ -246,12 +246,24 @@ func (s *Server) askCluster(ctx context.Context, q dns.Question, resp *dns.Msg) 
 // clusterShaped says whether name could be a cluster's, so that only the cluster may
 // answer it: a service (NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc[.DOMAIN]), a pod
 // (IP.NAMESPACE.pod.DOMAIN), a reverse name, or any name of two labels, which may be
-// NAME.NAMESPACE. www.example.com is none of these.
+// NAME.NAMESPACE, unless its last is one of the oldest generic TLDs (example.com: no
+// namespace is named com). www.example.com is none of these. A headless pod's name asked
+// short (web-0.web.shop) is not caught: it goes upstream while the tunnel is down.
 func clusterShaped(name string) bool {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	labels := strings.Split(name, ".")
-	return len(labels) <= 2 || isReverse(name+".") || slices.Contains(labels, "svc") || slices.Contains(labels, "pod")
+	switch {
+	case isReverse(name+".") || slices.Contains(labels, "svc") || slices.Contains(labels, "pod"):
+		return true
+	case len(labels) == 2:
+		return !slices.Contains(genericTLDs, labels[1])
+	}
+	return len(labels) < 2
 }
+
+// genericTLDs are the TLDs whose two-label names are taken for public ones while the
+// tunnel is down.
+var genericTLDs = []string{"com", "net", "org", "edu", "gov", "mil", "int"}
 
 // askUpstream fills resp with the upstream resolver's answer to q, or NXDOMAIN without one.
 func (s *Server) askUpstream(ctx context.Context, req *dns.Msg, q dns.Question, resp *dns.Msg) {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,6 +45,7 @@ type LeaseAuthorizer struct {
 	// intercepts within namespaceTTL.
 	mu         sync.Mutex
 	namespaces map[string]cachedNamespace
+	reads      singleflight.Group // one read of a namespace at a time, shared by its askers
 }
 
 type cachedNamespace struct {
@@ -63,15 +65,19 @@ func (a *LeaseAuthorizer) namespace(ctx context.Context, ns string) (*corev1.Nam
 	if ok && time.Since(c.at) < namespaceTTL {
 		return c.ns, c.err
 	}
-	obj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) { // answers, not failures
-		a.mu.Lock()
-		if a.namespaces == nil || len(a.namespaces) >= maxGrantCache {
-			a.namespaces = map[string]cachedNamespace{}
+	v, err, _ := a.reads.Do(ns, func() (any, error) {
+		obj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) { // answers, not failures
+			a.mu.Lock()
+			if a.namespaces == nil || len(a.namespaces) >= maxGrantCache {
+				a.namespaces = map[string]cachedNamespace{}
+			}
+			a.namespaces[ns] = cachedNamespace{ns: obj, err: err, at: time.Now()}
+			a.mu.Unlock()
 		}
-		a.namespaces[ns] = cachedNamespace{ns: obj, err: err, at: time.Now()}
-		a.mu.Unlock()
-	}
+		return obj, err
+	})
+	obj, _ := v.(*corev1.Namespace)
 	return obj, err
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -331,13 +332,16 @@ func (c *Client) runningRoute(ctx context.Context, k *Kube, credsFile string) (r
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := socks.Authenticate(actx)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, localproxy.ErrCredentialsRefused):
 			from := "$" + CredentialsEnv
 			if credsFile != "" {
 				from = credsFile
 			}
-			return route{}, false, remote.Errorf(remote.Usage, "the running connection %q refused the proxy credentials from %s (%v): give the ones its tp connect was given, or tp quit it and tp run opens a connection of its own",
-				info.Name, from, err)
+			return route{}, false, remote.Errorf(remote.Usage, "the running connection %q refused the proxy credentials from %s: give the ones its tp connect was given, or tp quit it and tp run opens a connection of its own",
+				info.Name, from)
+		case err != nil:
+			return route{}, false, fmt.Errorf("the running connection %q: %w", info.Name, err)
 		}
 	}
 	c.log().Debug("using the running connection", "name", info.Name, "proxy", r.listen, "dns", r.dns, "credentials", creds != nil)

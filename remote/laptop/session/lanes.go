@@ -231,22 +231,29 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) {
 // flow for laneIdle, and their port-forward connections.
 func (s *Session) shrinkLanes(now time.Time) {
 	s.laneMu.Lock()
-	// A session that had a flow within laneIdle keeps its spare too: flows one after another
-	// take the same lane, and the spare beside it would close between them and open again
-	// with the next flow, a port-forward connection each time for every active developer.
-	kept := startLanes
+	// A session that had a flow within laneIdle keeps two empty lanes, if it has them: the
+	// one its next flow takes, and the spare pickLane would otherwise open beside it. Flows
+	// one after another take the same lane, and a spare closed between them would open
+	// again with the next: a port-forward connection each time, for every active developer.
+	active := false
 	for _, l := range s.flowLanes {
 		if now.Sub(time.Unix(0, l.picked.Load())) < laneIdle {
-			kept = startLanes + 1
+			active = true
 			break
 		}
 	}
 	var idle []*lane
 	keep := s.flowLanes[:0:0]
+	keptEmpty := 0
 	for i, l := range s.flowLanes {
-		if i >= kept && l.open.Load() == 0 && now.Sub(time.Unix(0, l.idleSince.Load())) >= laneIdle {
+		ready := l.cc.GetState() == connectivity.Ready
+		closable := i >= startLanes && l.open.Load() == 0 && now.Sub(time.Unix(0, l.idleSince.Load())) >= laneIdle
+		if closable && (!active || keptEmpty >= 2 || !ready) {
 			idle = append(idle, l)
 			continue
+		}
+		if l.open.Load() == 0 && ready {
+			keptEmpty++
 		}
 		keep = append(keep, l)
 	}

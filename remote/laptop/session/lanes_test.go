@@ -181,7 +181,7 @@ func TestActiveSessionKeepsItsSpare(t *testing.T) {
 		first.release()
 	}
 	if n := len(s.flowCounts()); n != startLanes+1 {
-		t.Fatalf("%d flow lanes, want %d and the spare", n, startLanes)
+		t.Fatalf("%d flow lanes, want %d and the spare", n, startLanes+1)
 	}
 	// A flow a moment ago: the spare, idle for laneIdle, stays.
 	first.picked.Store(start.Add(laneIdle).UnixNano())
@@ -189,8 +189,24 @@ func TestActiveSessionKeepsItsSpare(t *testing.T) {
 	if n := len(s.flowCounts()); n != startLanes+1 {
 		t.Fatalf("the spare of an active session closed: %d flow lanes", n)
 	}
+	// A long flow on the first lane: the flows after it take the next, and the spare
+	// beside that stays too.
+	first.open.Add(1)
+	second := s.pickLane(context.Background())
+	s.lanesReady(t)
+	second.release()
+	if n := len(s.flowCounts()); n != startLanes+2 {
+		t.Fatalf("%d flow lanes beside a long flow, want %d", n, startLanes+2)
+	}
+	later := start.Add(2 * laneIdle)
+	second.picked.Store(later.Add(-time.Second).UnixNano())
+	s.shrinkLanes(later)
+	if n := len(s.flowCounts()); n != startLanes+2 {
+		t.Fatalf("the spare beside a long flow closed: %d flow lanes", n)
+	}
+	first.release()
 	// No flow for laneIdle: only the first startLanes stay.
-	s.shrinkLanes(start.Add(2*laneIdle + time.Second))
+	s.shrinkLanes(later.Add(laneIdle))
 	if n := len(s.flowCounts()); n != startLanes {
 		t.Fatalf("%d flow lanes after laneIdle without flows, want %d", n, startLanes)
 	}

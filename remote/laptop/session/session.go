@@ -6,6 +6,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,6 +110,17 @@ type answerKey struct {
 type answer struct {
 	resp    *tunnelpb.ResolveResponse
 	expires time.Time
+}
+
+// positive says whether the answer names something: addresses, or a DNS answer of NOERROR
+// with records. Only those are given stale: a stale "no such name" would send the name
+// elsewhere (the DNS server asks upstream) or fail a dial for the wrong reason.
+func (a answer) positive() bool {
+	if len(a.resp.GetAddrs()) > 0 {
+		return true
+	}
+	w := a.resp.GetResponse()
+	return len(w) >= 12 && w[3]&0x0f == 0 && binary.BigEndian.Uint16(w[6:8]) > 0 // RCODE, ANCOUNT
 }
 
 const (
@@ -448,7 +460,7 @@ func (s *Session) resolve(ctx context.Context, name string, qtype uint16) (*tunn
 	a, ok := s.answers[key]
 	s.cacheMu.Unlock()
 	if st := s.State(); st != Connected {
-		if ok && now.Before(a.expires.Add(answerStale)) {
+		if st == Reconnecting && ok && a.positive() && now.Before(a.expires.Add(answerStale)) {
 			s.logger().Debug("the tunnel is down: a stale answer", "name", name, "qtype", qtype, "expired", now.Sub(a.expires).Round(time.Second))
 			return a.resp, nil
 		}
@@ -458,7 +470,7 @@ func (s *Session) resolve(ctx context.Context, name string, qtype uint16) (*tunn
 		return a.resp, nil
 	}
 	resp, err := s.resolveRemote(ctx, name, qtype)
-	if remote.KindOf(err) == remote.TunnelDown && ok && now.Before(a.expires.Add(answerStale)) {
+	if remote.KindOf(err) == remote.TunnelDown && ok && a.positive() && now.Before(a.expires.Add(answerStale)) {
 		return a.resp, nil // the tunnel went down while asking
 	}
 	if err == nil {
