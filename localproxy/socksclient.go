@@ -267,7 +267,7 @@ func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte
 		return err
 	}
 	if status[1] != statute.AuthSuccess {
-		return &remote.Error{Kind: remote.Failed, Err: ErrCredentialsRefused,
+		return &remote.Error{Kind: remote.Failed, Err: errRefusedHere,
 			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s refused the proxy credentials: wrong user or password", t.address, d.Proxy)}
 	}
 	return nil
@@ -290,8 +290,17 @@ func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
 	return t.appendSOCKS(append(d.greetingBytes(), statute.VersionSocks5, cmd, 0))
 }
 
-// ErrCredentialsRefused marks a proxy's refusal of the credentials given (errors.Is).
+// ErrCredentialsRefused marks a proxy's refusal of the credentials given (errors.Is), in
+// Authenticate's errors.
 var ErrCredentialsRefused = errors.New("proxy credentials refused")
+
+// errRefusedHere marks authenticate's refusal for Authenticate; it prints as nothing, so the
+// message of the dial errors that carry it stays the Msg alone.
+var errRefusedHere = silent{}
+
+type silent struct{}
+
+func (silent) Error() string { return "" }
 
 // Authenticate asks the proxy whether it takes the dialer's credentials (or none): a
 // greeting and its verdict, no request. A program handed wrong credentials would only meet
@@ -324,7 +333,10 @@ func (d *SOCKSDialer) Authenticate(ctx context.Context) error {
 		return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("%s does not speak SOCKS5 (its first byte was %#02x)", d.Proxy, b[0])}
 	}
 	if err := d.authenticate(conn, t, b[1]); err != nil {
-		if _, ok := errors.AsType[*remote.Error](err); ok {
+		if e, ok := errors.AsType[*remote.Error](err); ok {
+			if e.Err == errRefusedHere {
+				return &remote.Error{Kind: e.Kind, Msg: e.Msg, Err: ErrCredentialsRefused}
+			}
 			return err
 		}
 		return d.handshakeError(ctx, t, err)
