@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"time"
 
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
@@ -39,43 +37,17 @@ var ErrNotAuthorized = errors.New("not authorized")
 type LeaseAuthorizer struct {
 	CS kubernetes.Interface
 
-	// The namespaces read lately: after a manager restart every connected developer asserts
-	// their intercepts again at once, mostly in a few namespaces, and each read of one
-	// counts against the manager's API rate. A namespace's deny annotation so applies to new
-	// intercepts within namespaceTTL.
-	mu         sync.Mutex
-	namespaces map[string]cachedNamespace
-	reads      singleflight.Group // one read of a namespace at a time, shared by its askers
+	// After a manager restart every connected developer asserts their intercepts again at
+	// once, mostly in a few namespaces: the reads of one namespace under way at the same
+	// moment are one read. Nothing is kept after it, so a deny annotation applies to the
+	// next intercept.
+	reads singleflight.Group
 }
 
-type cachedNamespace struct {
-	ns  *corev1.Namespace
-	err error
-	at  time.Time
-}
-
-// namespaceTTL is how long a namespace read stands.
-const namespaceTTL = 5 * time.Second
-
-// namespace reads ns, or takes a read of it under namespaceTTL old.
+// namespace reads ns, sharing a read already under way.
 func (a *LeaseAuthorizer) namespace(ctx context.Context, ns string) (*corev1.Namespace, error) {
-	a.mu.Lock()
-	c, ok := a.namespaces[ns]
-	a.mu.Unlock()
-	if ok && time.Since(c.at) < namespaceTTL {
-		return c.ns, c.err
-	}
 	v, err, _ := a.reads.Do(ns, func() (any, error) {
-		obj, err := a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) { // answers, not failures
-			a.mu.Lock()
-			if a.namespaces == nil || len(a.namespaces) >= maxGrantCache {
-				a.namespaces = map[string]cachedNamespace{}
-			}
-			a.namespaces[ns] = cachedNamespace{ns: obj, err: err, at: time.Now()}
-			a.mu.Unlock()
-		}
-		return obj, err
+		return a.CS.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	})
 	obj, _ := v.(*corev1.Namespace)
 	return obj, err

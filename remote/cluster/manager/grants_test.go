@@ -192,7 +192,7 @@ func TestRegistryCapsEachHolder(t *testing.T) {
 }
 
 // A burst of intercepts in one namespace (every developer asserting theirs after a manager
-// restart) reads the namespace once; a deny set later applies once the read is old.
+// restart) shares the reads under way; a deny set later applies to the next intercept.
 func TestNamespaceReadOncePerBurst(t *testing.T) {
 	cs := fake.NewClientset(ns("shop", nil), grantLease("shop", "tp-web-http", "alice", "s3cret"))
 	a := &LeaseAuthorizer{CS: cs}
@@ -220,18 +220,13 @@ func TestNamespaceReadOncePerBurst(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := gets(); n != 1 {
-		t.Fatalf("10 intercepts at once in one namespace read it %d times, want once", n)
+	if n := gets(); n > 2 {
+		t.Fatalf("10 intercepts at once in one namespace read it %d times, want the reads shared", n)
 	}
 	if _, err := cs.CoreV1().Namespaces().Update(context.Background(), ns("shop", map[string]string{grant.DenyAnnotation: "deny"}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
-	c := a.namespaces["shop"]
-	c.at = c.at.Add(-namespaceTTL)
-	a.namespaces["shop"] = c
-	a.mu.Unlock()
 	if _, err := a.Authorize(context.Background(), "tp-web-http", req); !errors.Is(err, ErrNotAuthorized) {
-		t.Fatalf("after the namespace was denied and its read grew old: %v, want a refusal", err)
+		t.Fatalf("right after the namespace was denied: %v, want a refusal", err)
 	}
 }
