@@ -206,7 +206,7 @@ func (d *SOCKSDialer) exchange(conn net.Conn, cmd byte, t socksTargetAddr, req [
 		return "", &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: %s does not speak SOCKS5 (its first byte was %#02x)", t.address, d.Proxy, b[0])}
 	}
-	if err := d.authenticate(conn, t, b[1]); err != nil {
+	if _, err := d.authenticate(conn, t, b[1]); err != nil {
 		return "", err
 	}
 	// VER REP RSV ATYP and the first byte of BND.ADDR, the fewest any reply has.
@@ -250,27 +250,27 @@ func (d *SOCKSDialer) exchange(conn net.Conn, cmd byte, t socksTargetAddr, req [
 }
 
 // authenticate checks the method the proxy chose and, for username/password, reads the
-// verdict on the credentials sent with the greeting.
-func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte) error {
+// verdict on the credentials sent with the greeting; refused says the proxy refused them.
+func (d *SOCKSDialer) authenticate(conn net.Conn, t socksTargetAddr, method byte) (refused bool, err error) {
 	switch {
 	case d.Credentials == nil && method != statute.MethodNoAuth:
-		return &remote.Error{Kind: remote.Failed,
+		return false, &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s wants authentication (method %#02x) and no proxy credentials were given", t.address, d.Proxy, method)}
 	case d.Credentials == nil:
-		return nil
+		return false, nil
 	case method != statute.MethodUserPassAuth:
-		return &remote.Error{Kind: remote.Failed,
+		return false, &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s does not take username/password authentication (it chose method %#02x)", t.address, d.Proxy, method)}
 	}
 	var status [2]byte
 	if _, err := io.ReadFull(conn, status[:]); err != nil {
-		return err
+		return false, err
 	}
 	if status[1] != statute.AuthSuccess {
-		return &remote.Error{Kind: remote.Failed, Err: errRefusedHere,
+		return true, &remote.Error{Kind: remote.Failed,
 			Msg: fmt.Sprintf("dialing %s: the SOCKS5 proxy at %s refused the proxy credentials: wrong user or password", t.address, d.Proxy)}
 	}
-	return nil
+	return false, nil
 }
 
 // greetingBytes is the greeting: one method, no authentication or username/password
@@ -293,14 +293,6 @@ func (d *SOCKSDialer) requestBytes(cmd byte, t socksTargetAddr) []byte {
 // ErrCredentialsRefused marks a proxy's refusal of the credentials given (errors.Is), in
 // Authenticate's errors.
 var ErrCredentialsRefused = errors.New("proxy credentials refused")
-
-// errRefusedHere marks authenticate's refusal for Authenticate; it prints as nothing, so the
-// message of the dial errors that carry it stays the Msg alone.
-var errRefusedHere = silent{}
-
-type silent struct{}
-
-func (silent) Error() string { return "" }
 
 // Authenticate asks the proxy whether it takes the dialer's credentials (or none): a
 // greeting and its verdict, no request. A program handed wrong credentials would only meet
@@ -332,13 +324,13 @@ func (d *SOCKSDialer) Authenticate(ctx context.Context) error {
 	if b[0] != statute.VersionSocks5 {
 		return &remote.Error{Kind: remote.Failed, Msg: fmt.Sprintf("%s does not speak SOCKS5 (its first byte was %#02x)", d.Proxy, b[0])}
 	}
-	if err := d.authenticate(conn, t, b[1]); err != nil {
-		if e, ok := errors.AsType[*remote.Error](err); ok {
-			if e.Err == errRefusedHere {
-				return &remote.Error{Kind: e.Kind, Msg: e.Msg, Err: ErrCredentialsRefused}
-			}
-			return err
-		}
+	refused, err := d.authenticate(conn, t, b[1])
+	switch e, ok := errors.AsType[*remote.Error](err); {
+	case refused:
+		return &remote.Error{Kind: e.Kind, Msg: e.Msg, Err: ErrCredentialsRefused}
+	case ok:
+		return err
+	case err != nil:
 		return d.handshakeError(ctx, t, err)
 	}
 	return nil

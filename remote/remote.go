@@ -121,7 +121,7 @@ type Error struct {
 func (e *Error) Error() string {
 	var b strings.Builder
 	switch {
-	case e.Msg != "" && e.Err != nil && e.Err.Error() != "": // a cause that says nothing adds nothing
+	case e.Msg != "" && e.Err != nil:
 		b.WriteString(e.Msg + ": " + e.Err.Error())
 	case e.Msg != "":
 		b.WriteString(e.Msg)
