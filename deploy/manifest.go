@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/managerspec"
 )
@@ -100,7 +101,13 @@ type Options struct {
 	Log io.Writer
 	// RotateCA makes Install replace the CA agents verify the manager by (see CASecret).
 	RotateCA bool
+	// Replicas is how many manager pods serve the team (each developer's session and the
+	// intercepts it holds live on one; agents connect to all); default 1.
+	Replicas int
 }
+
+// MaxReplicas bounds tp install --replicas: each replica costs every agent a connection.
+const MaxReplicas = 10
 
 // ClientRoles is client-roles.yaml: the ClusterRoles tp-connect and tp-intercept that give
 // developers what tp needs (README's "Rights"), to bind with RoleBindings.
@@ -127,6 +134,13 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.Replicas < 1 || o.Replicas > MaxReplicas {
+		return o, remote.Explain(remote.Usage, fmt.Sprintf("%d manager replicas: tp runs 1 to %d", o.Replicas, MaxReplicas),
+			"pass --replicas 2 or 3 for a team that must not notice a manager rollout or a node drain")
 	}
 	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
 		return o, remote.Explain(remote.Usage, fmt.Sprintf("namespace %q is not a valid namespace name: %s", o.Namespace, strings.Join(errs, "; ")),
@@ -187,7 +201,8 @@ type manifestData struct {
 
 	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel, TLSSecret, TLSDir string
 	RecordPolicyName, RecordLabel, RecordPrefix, WebhookName, WebhookPath                     string
-	ClientPort, ClusterPort                                                                   int
+	ClientPort, ClusterPort, Replicas                                                         int
+	PodsService                                                                               string
 }
 
 // Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
@@ -243,6 +258,8 @@ func render(opts Options, certFingerprint string, caBundle []byte) ([]byte, erro
 		GrantLabel:        grant.Label,
 		ClientPort:        ClientPort,
 		ClusterPort:       ClusterPort,
+		Replicas:          opts.Replicas,
+		PodsService:       ManagerName + agentspec.PodsServiceSuffix,
 		TLSSecret:         TLSSecret,
 		TLSDir:            TLSDir,
 	}

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/grant"
 )
 
@@ -30,6 +32,7 @@ type rendered struct {
 	roles        []*rbacv1.Role
 	roleBindings []*rbacv1.RoleBinding
 	svc          *corev1.Service
+	pods         *corev1.Service // headless: the agents find every manager pod by it
 	dep          *appsv1.Deployment
 	policy       *admissionv1.ValidatingAdmissionPolicy
 	policyBind   *admissionv1.ValidatingAdmissionPolicyBinding
@@ -76,7 +79,11 @@ func readRendered(t *testing.T, manifest []byte) rendered {
 		case "RoleBinding":
 			r.roleBindings = append(r.roleBindings, convert[rbacv1.RoleBinding](t, o))
 		case "Service":
-			r.svc = convert[corev1.Service](t, o)
+			if svc := convert[corev1.Service](t, o); svc.Spec.ClusterIP == corev1.ClusterIPNone {
+				r.pods = svc
+			} else {
+				r.svc = svc
+			}
 		case "Deployment":
 			r.dep = convert[appsv1.Deployment](t, o)
 		case "ValidatingAdmissionPolicy":
@@ -113,7 +120,7 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 // renderedKinds are the kinds of the manifest, in order.
 var renderedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
 	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-	"Service", "Deployment", "MutatingWebhookConfiguration"}
+	"Service", "Service", "Deployment", "MutatingWebhookConfiguration"}
 
 func TestRenderDefaults(t *testing.T) {
 	r := renderObjects(t, Options{Image: "localhost/tp/tp:v1"})
@@ -169,6 +176,15 @@ func TestRenderDefaults(t *testing.T) {
 	if svc.Spec.Selector["app.kubernetes.io/name"] != ManagerName {
 		t.Errorf("service selector %v", svc.Spec.Selector)
 	}
+	// The agents derive the headless Service's name from the Service's (agentspec).
+	pods := r.pods
+	if pods == nil || pods.Name != ManagerName+"-pods" || len(pods.Spec.Ports) != 1 || pods.Spec.Ports[0].Port != ClusterPort ||
+		pods.Spec.Selector["app.kubernetes.io/name"] != ManagerName || pods.Spec.PublishNotReadyAddresses {
+		t.Fatalf("headless service: %+v", pods)
+	}
+	if got := agentspec.PodsAddress(fmt.Sprintf("%s.%s.svc:%d", svc.Name, svc.Namespace, ClusterPort)); got != fmt.Sprintf("%s.%s.svc:%d", pods.Name, pods.Namespace, ClusterPort) {
+		t.Errorf("agents look up %s, the headless service is %s", got, pods.Name)
+	}
 
 	dep := r.dep
 	if dep.Name != ManagerName || *dep.Spec.Replicas != 1 {
@@ -179,7 +195,8 @@ func TestRenderDefaults(t *testing.T) {
 		t.Errorf("selector %v, pod labels %v", dep.Spec.Selector.MatchLabels, dep.Spec.Template.Labels)
 	}
 	pod := dep.Spec.Template.Spec
-	if pod.ServiceAccountName != ManagerName || pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds > 5 {
+	// The drain needs its 20 s and a margin, and not much more: a stuck pod holds a rollout.
+	if pod.ServiceAccountName != ManagerName || pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds != 30 {
 		t.Errorf("pod: service account %q, grace %v", pod.ServiceAccountName, pod.TerminationGracePeriodSeconds)
 	}
 	if len(pod.Containers) != 1 {
@@ -485,4 +502,25 @@ func TestConnectRoleReadsTheCABundleOnly(t *testing.T) {
 		return
 	}
 	t.Fatal("no tp-connect role")
+}
+
+func TestRenderReplicas(t *testing.T) {
+	r := renderObjects(t, Options{Image: "localhost/tp/tp:v1", Replicas: 3})
+	if n := *r.dep.Spec.Replicas; n != 3 {
+		t.Errorf("replicas %d, want 3", n)
+	}
+	// Spread over the nodes, never held back by it (a one-node cluster runs them all).
+	if c := r.dep.Spec.Template.Spec.TopologySpreadConstraints; len(c) != 1 || c[0].TopologyKey != "kubernetes.io/hostname" || c[0].WhenUnsatisfiable != corev1.ScheduleAnyway {
+		t.Errorf("spread %+v", c)
+	}
+	// A rollout never runs fewer than asked for: the old pods hand over to the new ones.
+	if u := r.dep.Spec.Strategy.RollingUpdate; u == nil || u.MaxUnavailable.IntValue() != 0 || u.MaxSurge.IntValue() != 1 {
+		t.Errorf("rolling update %+v", u)
+	}
+	for _, n := range []int{-1, MaxReplicas + 1} {
+		_, err := Render(Options{Image: "localhost/tp/tp:v1", Replicas: n})
+		if remote.KindOf(err) != remote.Usage || !strings.Contains(err.Error(), fmt.Sprintf("%d manager replicas", n)) {
+			t.Errorf("--replicas %d: %v", n, err)
+		}
+	}
 }

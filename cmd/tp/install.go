@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/tpdev/tp/cmd/internal/buildinfo"
@@ -26,6 +28,12 @@ the cluster's DNS answers; --allow-cidr adds ranges (never link-local or loopbac
 
    tp install --allow-cidr 10.20.0.0/16,192.0.2.7/32
 
+--replicas runs several manager pods: each developer's session lives on one, agents
+connect to all, and a pod that stops (a rollout, a node drain) hands its developers to the
+others without a failed request:
+
+   tp install --replicas 2
+
 --dry-run prints the manifest instead: YAML documents (-o yaml, the default), or with
 -o json one Kubernetes List (apiVersion v1, kind List) of the objects in the order tp
 applies them; kubectl apply -f takes either.`,
@@ -34,6 +42,7 @@ applies them; kubectl apply -f takes either.`,
 			&cli.StringFlag{Name: "image", Value: buildinfo.Image, Usage: "the manager's image (tp's cluster image)"},
 			&cli.StringSliceFlag{Name: "managed-namespaces", Usage: "limit what the manager sees to these namespaces (default: the whole cluster)"},
 			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "let the manager dial this range for developers too, beyond the cluster's service and pod ranges (repeatable or comma separated)"},
+			&cli.IntFlag{Name: "replicas", Value: 1, Usage: fmt.Sprintf("how many manager pods serve the team (1-%d)", deploy.MaxReplicas)},
 			&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultTimeout, Usage: "how long to wait for the manager to be ready"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the manifest instead of applying it"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "with --dry-run: yaml (as text) or json (one Kubernetes List of the objects)"},
@@ -44,7 +53,7 @@ applies them; kubectl apply -f takes either.`,
 				Options: deploy.Options{
 					Namespace: managerNamespace(c), Image: c.String("image"),
 					ManagedNamespaces: c.StringSlice("managed-namespaces"), AllowedCIDRs: c.StringSlice("allow-cidr"),
-					Timeout: c.Duration("timeout"), RotateCA: c.Bool("rotate-ca"),
+					Timeout: c.Duration("timeout"), RotateCA: c.Bool("rotate-ca"), Replicas: c.Int("replicas"),
 				},
 				DryRun: c.Bool("dry-run"), Output: c.String("output"),
 			})

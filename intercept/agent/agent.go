@@ -126,22 +126,22 @@ type Config struct {
 	Version    string
 	// Stale is how long the agent keeps intercepting without hearing from the manager.
 	Stale time.Duration
-	Log   *slog.Logger
+	// Pods lists the manager's pods (host:port of each); default: the addresses of the
+	// manager's headless Service (agentspec.PodsAddress). None: Manager alone.
+	Pods func(ctx context.Context) ([]string, error)
+	Log  *slog.Logger
 }
 
 // Agent serves its ports until its context ends.
 type Agent struct {
-	cfg    Config
-	client tunnelpb.AgentsClient
+	cfg   Config
+	creds credentials.TransportCredentials
+	kick  chan struct{} // looks up the manager's pods now
 
-	mu          sync.Mutex
-	intercepted map[string]bool
-	// routes are the filtered intercepts of ports, by port name: their connections go
-	// through a route.Relay, which sends each request where its routes say.
-	routes map[string]route.Table
-	// taps are the wiretaps of ports, by port name.
-	taps  map[string]portTaps
-	heard time.Time
+	mu sync.Mutex
+	// replicas are the manager pods, by address; view merges what they said.
+	replicas map[string]*replica
+	view     *view
 
 	passed, handed, egressed atomic.Int64
 	routed                   route.Stats
@@ -155,19 +155,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Pods == nil {
+		cfg.Pods = lookupPods(cfg.Manager)
+	}
 	creds, err := transport(cfg)
 	if err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient("passthrough:///"+cfg.Manager, append(tunnel.AgentDialOptions(),
-		grpc.WithTransportCredentials(creds),
-		grpc.WithPerRPCCredentials(token{file: cfg.TokenFile}),
-	)...)
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	defer cc.Close()
-	a := &Agent{cfg: cfg, client: tunnelpb.NewAgentsClient(cc), intercepted: map[string]bool{}, routes: map[string]route.Table{}}
+	a := &Agent{cfg: cfg, creds: creds, kick: make(chan struct{}, 1), replicas: map[string]*replica{}}
+	a.rebuildLocked()
 	var lns []net.Listener
 	for _, p := range cfg.Ports {
 		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p.Listen))
@@ -182,7 +178,13 @@ func Run(ctx context.Context, cfg Config) error {
 	for i, ln := range lns {
 		go a.serve(ctx, ln, cfg.Ports[i])
 	}
-	go a.watch(ctx)
+	go a.expire(ctx)
+	discovered := make(chan struct{})
+	go func() {
+		defer close(discovered)
+		a.discover(ctx)
+	}()
+	defer func() { <-discovered }()
 	cfg.Log.Info("agent serving", "pod", cfg.Namespace+"/"+cfg.Pod, "ports", cfg.Ports, "manager", cfg.Manager)
 	<-ctx.Done()
 	for _, l := range lns {
@@ -259,14 +261,28 @@ func (t token) GetRequestMetadata(context.Context, ...string) (map[string]string
 
 func (token) RequireTransportSecurity() bool { return true }
 
-// watch keeps the agent registered and its intercepted ports current.
-func (a *Agent) watch(ctx context.Context) {
+// watch keeps the agent registered with manager pod r and its state current, until ctx
+// ends.
+func (a *Agent) watch(ctx context.Context, r *replica) {
 	hello := Hello(a.cfg.Pod, a.cfg.Namespace, a.cfg.Version, a.cfg.Ports)
-	go a.expire(ctx)
 	delay := 200 * time.Millisecond
 	for ctx.Err() == nil {
-		err := a.watchOnce(ctx, hello)
-		a.cfg.Log.Warn("agent: lost the manager", "err", err)
+		err := a.watchOnce(ctx, r, hello)
+		if ctx.Err() != nil {
+			return
+		}
+		a.mu.Lock()
+		draining := r.draining
+		a.mu.Unlock()
+		if draining {
+			// Its clients move to another pod: find it now, not at the next lookup.
+			select {
+			case a.kick <- struct{}{}:
+			default:
+			}
+		} else {
+			a.cfg.Log.Warn("agent: lost a manager pod", "manager", r.addr, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -276,8 +292,8 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 }
 
-func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error {
-	stream, err := a.client.Watch(ctx, hello, grpc.WaitForReady(true))
+func (a *Agent) watchOnce(ctx context.Context, r *replica, hello *tunnelpb.AgentHello) error {
+	stream, err := r.client.Watch(ctx, hello, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
@@ -306,11 +322,9 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 			a.cfg.Log.Warn("agent: wiretaps are unreadable; none is served", "err", err)
 			taps = nil
 		}
-		a.mu.Lock()
-		a.intercepted, a.routes, a.taps, a.heard = now, routes, taps, time.Now()
-		a.mu.Unlock()
+		a.take(r, st, now, routes, taps)
 		for _, e := range st.GetEgress() {
-			go a.egress(ctx, e)
+			go a.egress(ctx, r.client, e)
 		}
 	}
 }
@@ -320,8 +334,8 @@ func (a *Agent) watchOnce(ctx context.Context, hello *tunnelpb.AgentHello) error
 const egressDialWait = 10 * time.Second
 
 // egress opens a connection from the pod for a client (tp run --egress workload).
-func (a *Agent) egress(ctx context.Context, e *tunnelpb.EgressDial) {
-	if err := Egress(ctx, a.client, a.cfg.Namespace+"/"+a.cfg.Pod, e, (&net.Dialer{}).DialContext); err != nil {
+func (a *Agent) egress(ctx context.Context, client tunnelpb.AgentsClient, e *tunnelpb.EgressDial) {
+	if err := Egress(ctx, client, a.cfg.Namespace+"/"+a.cfg.Pod, e, (&net.Dialer{}).DialContext); err != nil {
 		a.cfg.Log.Warn("agent: an egress connection could not be handed to the manager", "address", e.GetAddress(), "err", err)
 		return
 	}
@@ -383,18 +397,26 @@ func (a *Agent) expire(ctx context.Context) {
 	remote.Every(ctx, time.Second, func(time.Time) bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if (len(a.intercepted) > 0 || len(a.routes) > 0 || len(a.taps) > 0) && time.Since(a.heard) > a.cfg.Stale {
-			a.cfg.Log.Warn("agent: no word from the manager; passing all traffic to the app")
-			a.intercepted, a.routes, a.taps = map[string]bool{}, map[string]route.Table{}, nil
+		changed := false
+		for _, r := range a.replicas {
+			if len(r.ports()) > 0 && time.Since(r.heard) > a.cfg.Stale {
+				a.cfg.Log.Warn("agent: no word from a manager pod; passing its intercepts' traffic to the app", "manager", r.addr)
+				r.clear()
+				changed = true
+			}
+		}
+		if changed {
+			a.rebuildLocked()
 		}
 		return true
 	})
 }
 
+// isIntercepted reports whether a global intercept holds port.
 func (a *Agent) isIntercepted(port string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.intercepted[port]
+	return a.view.intercepted[port] != nil
 }
 
 // portTaps are a port's wiretaps: those of every connection (their ids), and those of the
@@ -407,7 +429,7 @@ type portTaps struct {
 func (a *Agent) tapsOf(port string) portTaps {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.taps[port]
+	return a.view.taps[port]
 }
 
 // readTaps compiles the wiretaps the manager sent.
@@ -435,7 +457,7 @@ func readTaps(prs []*tunnelpb.PortRoutes) (map[string]portTaps, error) {
 func (a *Agent) table(port string) route.Table {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.routes[port]
+	return a.view.routes[port]
 }
 
 func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
@@ -449,6 +471,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener, p Port) {
 }
 
 func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
+	a.awaitMove(ctx, p.Name)
 	taps := a.tapsOf(p.Name)
 	if len(taps.whole) > 0 {
 		// Copies of the caller's bytes, whoever answers them.
@@ -515,8 +538,17 @@ func (a *Agent) relay(ctx context.Context, c net.Conn, p Port) {
 // handOver asks the manager to give the connection to the intercepting client: the
 // holder of the port's global intercept, or, with a route, that filtered intercept's.
 func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port, routeID string) (net.Conn, error) {
+	a.mu.Lock()
+	r := a.view.intercepted[p.Name]
+	if routeID != "" {
+		r = a.view.owner[routeID]
+	}
+	a.mu.Unlock()
+	if r == nil {
+		return nil, fmt.Errorf("no manager pod holds an intercept of port %s now", p.Name)
+	}
 	sctx, end := context.WithCancel(ctx)
-	stream, err := a.client.Flow(sctx)
+	stream, err := r.client.Flow(sctx)
 	if err != nil {
 		end()
 		return nil, err

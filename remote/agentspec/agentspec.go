@@ -1,9 +1,14 @@
 // Package agentspec is the contract between the traffic agent and everything that places,
 // configures or trusts it: the injector writes a container by these names, the agent reads
 // its environment by them, the manager recognises an agent's pod and token by them, and the
-// CLI looks for them. It is constants only and imports nothing, so the agent's binary and
-// the laptop's stay free of each other's code.
+// CLI looks for them. It imports the standard library only, so the agent's binary and the
+// laptop's stay free of each other's code.
 package agentspec
+
+import (
+	"net"
+	"strings"
+)
 
 const (
 	// Container is the agent's container in an injected pod; the manager trusts a token only
@@ -35,3 +40,22 @@ const (
 	// FirstPort is where the injector's search for free agent ports starts.
 	FirstPort = 9900
 )
+
+// PodsServiceSuffix names the manager's headless Service beside its Service: tp-manager's
+// is tp-manager-pods. Its DNS name lists the ready manager pods; an agent keeps a
+// connection to each, since each serves the intercepts of the clients connected to it.
+const PodsServiceSuffix = "-pods"
+
+// PodsAddress is the headless Service's host:port for the manager's Service address
+// (TP_MANAGER, service.namespace.svc:port); "" when manager names no Service (an IP).
+func PodsAddress(manager string) string {
+	host, port, err := net.SplitHostPort(manager)
+	if err != nil || net.ParseIP(host) != nil {
+		return ""
+	}
+	service, rest, ok := strings.Cut(host, ".")
+	if !ok || service == "" {
+		return ""
+	}
+	return net.JoinHostPort(service+PodsServiceSuffix+"."+rest, port)
+}

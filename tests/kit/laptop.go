@@ -103,6 +103,16 @@ func (l *Laptop) printDaemonLogs(t testing.TB) {
 	}
 }
 
+// DaemonLog is the default session's daemon log so far.
+func (l *Laptop) DaemonLog(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.Home, ".tp", "sessions", "default", "daemon.log"))
+	if err != nil {
+		t.Fatalf("daemon log: %v", err)
+	}
+	return string(b)
+}
+
 func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	data, err := os.ReadFile(src)

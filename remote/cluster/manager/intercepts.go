@@ -66,6 +66,9 @@ type Registry struct {
 	// probes are the probe connections under way, by their address as agents see it.
 	probes    map[string]*probeConn
 	probeDial ProbeDialer
+	// draining is this manager pod's name once Drain was called: it holds no intercept
+	// from then on.
+	draining string
 }
 
 type interceptKey struct{ namespace, kind, workload, port string }
@@ -99,6 +102,9 @@ type clientSession struct {
 	out       chan *tunnelpb.InterceptServerMsg
 	lastRenew time.Time
 	done      chan struct{}
+	// moveAsked: Moving was queued (Drain); moved closes once it was sent, ending the stream.
+	moveAsked bool
+	moved     chan struct{}
 }
 
 type agentConn struct {
@@ -162,9 +168,12 @@ type clientAPI struct {
 
 func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
 	r := a.r
-	c := &clientSession{out: make(chan *tunnelpb.InterceptServerMsg, 64), lastRenew: time.Now(), done: make(chan struct{})}
+	c := &clientSession{out: make(chan *tunnelpb.InterceptServerMsg, 64), lastRenew: time.Now(), done: make(chan struct{}), moved: make(chan struct{})}
 	r.mu.Lock()
 	r.clients[c] = struct{}{}
+	if r.draining != "" {
+		r.moveLocked(c) // it came here before it heard that this pod goes away
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -180,6 +189,10 @@ func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
 			case m := <-c.out:
 				if err := stream.Send(m); err != nil {
 					sendErr <- err
+					return
+				}
+				if m.GetMoving() != nil {
+					close(c.moved)
 					return
 				}
 			case <-c.done:
@@ -209,6 +222,8 @@ func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
 			return err
 		case <-recvErr:
 			return nil
+		case <-c.moved:
+			return status.Error(codes.Unavailable, "this manager pod is stopping: assert the intercepts on another")
 		case m := <-msgs:
 			r.handleClient(stream.Context(), c, m)
 		}
@@ -524,8 +539,13 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		st := r.agentStateLocked(ag)
+		st, draining := r.agentStateLocked(ag), r.draining != ""
 		r.mu.Unlock()
+		if draining {
+			// Its last word: the agent holds this pod's ports for the other pods.
+			_ = stream.Send(&tunnelpb.AgentState{Draining: true})
+			return nil
+		}
 		st.Egress = takeAll(ag.egress)
 		if err := stream.Send(st); err != nil {
 			return err

@@ -104,6 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("traffic manager serving", "clientAPI", ln.Addr().String(), "health", cl.Addr().String())
 	select {
 	case <-ctx.Done():
+		s.drain(registry, podName)
 	case err = <-errc:
 	}
 	s.stop()

@@ -122,6 +122,36 @@ func (s *servers) serve(client, cluster net.Listener) <-chan error {
 	return errc
 }
 
+// Drain timing: how long announced connections get to be taken, and how long the flows
+// already open get to finish, before the pod stops. The manifest's
+// terminationGracePeriodSeconds leaves room for both.
+const (
+	drainSettle = 2 * time.Second
+	drainFlows  = 20 * time.Second
+)
+
+// drain hands the pod's clients and agents to the other manager pods (the pod was told to
+// stop: a rollout, a node drain) and lets the flows open here finish, up to drainFlows.
+// The probes say not ready from the start, so nothing new is sent here.
+func (s *servers) drain(registry *manager.Registry, pod string) {
+	s.log.Info("stopping: handing clients and agents to the other manager pods", "pod", pod)
+	ctx, cancel := context.WithTimeout(context.Background(), drainFlows)
+	defer cancel()
+	registry.Drain(ctx, pod, drainSettle)
+	// New calls go elsewhere (GOAWAY); the streams open here go on until they end.
+	done := make(chan struct{})
+	go func() {
+		s.client.GracefulStop()
+		close(done)
+	}()
+	_ = s.cluster.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("stopping: flows still open are cut", "after", drainFlows)
+	}
+}
+
 func (s *servers) stop() {
 	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -134,7 +164,13 @@ func healthHandler(srv *manager.Server, registry *manager.Registry) *http.ServeM
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if registry.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		ok(w, r)
+	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		if v, ok := registry.VerifierStats(); ok {
 			fmt.Fprintln(w, srv.Stats(), v)

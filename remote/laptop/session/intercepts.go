@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/connectivity"
+
 	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/grant"
@@ -368,6 +370,9 @@ func (s *Session) sendCreate(spec InterceptSpec) error {
 	return s.send(&tunnelpb.InterceptClientMsg{Kind: &tunnelpb.InterceptClientMsg_Create{Create: req}})
 }
 
+// errMoving ends an intercept stream whose manager pod is stopping.
+var errMoving = errors.New("the manager pod is stopping")
+
 // interceptLoop keeps an intercept session open while the session lives: it opens the
 // stream, asserts every intercept on it, renews them, takes the announced connections, and
 // after a break starts over.
@@ -380,6 +385,16 @@ func (s *Session) interceptLoop() {
 		ic.mu.Unlock()
 		if s.ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errMoving) {
+			// At once (the agents hold the intercepted ports meanwhile), once the channel
+			// left the pod that goes: a stream opened before would reach it again.
+			wctx, cancel := context.WithTimeout(s.ctx, time.Second)
+			if s.ctl.cc.GetState() == connectivity.Ready {
+				s.ctl.cc.WaitForStateChange(wctx, connectivity.Ready)
+			}
+			cancel()
+			continue
 		}
 		s.cfg.Log.Warn("intercept session ended; asserting the intercepts again", "err", err)
 		select {
@@ -427,6 +442,10 @@ func (s *Session) interceptSession() error {
 			s.takeResult(k.Result)
 		case *tunnelpb.InterceptServerMsg_Incoming:
 			go s.takeIncoming(k.Incoming)
+		case *tunnelpb.InterceptServerMsg_Moving:
+			// The pod goes away; the stream ends next. The next stream reaches another pod.
+			s.noteMoving(k.Moving.GetPod())
+			return errMoving
 		case *tunnelpb.InterceptServerMsg_Probe:
 			ic.mu.Lock()
 			if w := ic.probes[k.Probe.GetName()]; w != nil {

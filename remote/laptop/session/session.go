@@ -10,10 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +92,10 @@ type Session struct {
 	reconnects int
 	pod        string
 	history    []Transition // the latest state changes, oldest first
+	// movingUntil: the manager pod said it is stopping (Moving); until then a channel that
+	// reconnects is the planned move to another pod, not a loss.
+	movingUntil time.Time
+	moves       int
 
 	open, total, failed atomic.Int64
 	bytesIn, bytesOut   atomic.Int64
@@ -188,7 +192,8 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	return s, nil
 }
 
-// findManager returns the newest ready manager pod.
+// findManager returns the session's manager pod: the one it has while that is ready, else
+// one of the ready ones at random.
 func (s *Session) findManager(ctx context.Context) (string, error) {
 	ns := s.cfg.ManagerNamespace
 	pods, err := s.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.cfg.ManagerSelector})
@@ -216,8 +221,17 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 		}
 		return "", &remote.Error{Kind: remote.TunnelDown, Msg: fmt.Sprintf("tp's traffic manager in namespace %q is not ready (%d pods, none ready): see tp install's output or kubectl -n %s get pods", ns, len(pods.Items), ns)}
 	}
-	sort.Slice(ready, func(i, j int) bool { return ready[i].CreationTimestamp.After(ready[j].CreationTimestamp.Time) })
-	return ready[0].Name, nil
+	// Sessions spread over the manager's replicas, and each stays with its pod while that
+	// is ready: its lanes, intercept stream and announced connections must meet on one pod.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ready {
+		if p.Name == s.pod {
+			return p.Name, nil
+		}
+	}
+	s.pod = ready[rand.IntN(len(ready))].Name
+	return s.pod, nil
 }
 
 // dialManager is gRPC's dialer: a port-forward stream to the manager's client port on
@@ -225,9 +239,6 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 func (s *Session) dialManager(ctx context.Context, lane int) (net.Conn, error) {
 	pod, err := s.findManager(ctx)
 	if err == nil {
-		s.mu.Lock()
-		s.pod = pod
-		s.mu.Unlock()
 		var conn net.Conn
 		conn, err = s.fw.DialPodOn(ctx, lane, s.cfg.ManagerNamespace, pod, uint16(s.cfg.ManagerPort))
 		if err == nil {
@@ -284,6 +295,10 @@ func (s *Session) watchState() {
 		s.mu.Lock()
 		switch st {
 		case connectivity.Ready:
+			if !s.movingUntil.IsZero() && s.state == Connected {
+				s.cfg.Log.Info("moved to another manager pod", "pod", s.pod)
+			}
+			s.movingUntil = time.Time{}
 			if s.state != Connected {
 				s.cfg.Log.Info("tunnel up again", "pod", s.pod, "after", time.Since(s.since).Round(time.Millisecond))
 			}
@@ -291,6 +306,9 @@ func (s *Session) watchState() {
 		case connectivity.Shutdown:
 			s.setStateLocked(Closed)
 		default:
+			if s.state == Connected && time.Now().Before(s.movingUntil) {
+				break // the planned move: new flows wait for the new pod rather than fail
+			}
 			if s.state == Connected {
 				s.reconnects++
 				// Until a dial says more, the loss itself is the problem to report.
@@ -305,7 +323,7 @@ func (s *Session) watchState() {
 		if st == connectivity.Idle {
 			s.ctl.cc.Connect()
 		}
-		if st == connectivity.Shutdown || !s.ctl.cc.WaitForStateChange(s.ctx, st) {
+		if st == connectivity.Shutdown || !s.waitChange(st) {
 			return
 		}
 		prev := st
@@ -314,6 +332,39 @@ func (s *Session) watchState() {
 			go func() { _ = s.refreshInfo(s.ctx, false) }()
 		}
 	}
+}
+
+// waitChange waits for the control lane's state to leave st; during a move, only until the
+// move's time is up, so that a move that does not end reads as a loss. It is false once
+// the session ends.
+func (s *Session) waitChange(st connectivity.State) bool {
+	s.mu.Lock()
+	until := s.movingUntil
+	s.mu.Unlock()
+	if until.IsZero() {
+		return s.ctl.cc.WaitForStateChange(s.ctx, st)
+	}
+	ctx, cancel := context.WithDeadline(s.ctx, until)
+	defer cancel()
+	s.ctl.cc.WaitForStateChange(ctx, st)
+	return s.ctx.Err() == nil
+}
+
+// moveWait bounds a move to another manager pod: past it, a channel that is not back is a
+// lost one (tp status says reconnecting, and new flows fail saying why).
+const moveWait = 15 * time.Second
+
+// noteMoving takes the manager pod's word that it is stopping: the channel's coming
+// reconnection is the move to another pod.
+func (s *Session) noteMoving(pod string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Now().Before(s.movingUntil) {
+		return
+	}
+	s.movingUntil = time.Now().Add(moveWait)
+	s.moves++
+	s.cfg.Log.Info("manager pod is stopping; moving to another", "pod", pod)
 }
 
 // DialContext opens a flow to address (host:port; host may be a cluster name) through the

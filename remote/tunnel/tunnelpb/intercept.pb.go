@@ -631,6 +631,7 @@ type InterceptServerMsg struct {
 	//	*InterceptServerMsg_Result
 	//	*InterceptServerMsg_Incoming
 	//	*InterceptServerMsg_Probe
+	//	*InterceptServerMsg_Moving
 	Kind          isInterceptServerMsg_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -700,6 +701,15 @@ func (x *InterceptServerMsg) GetProbe() *ProbeResult {
 	return nil
 }
 
+func (x *InterceptServerMsg) GetMoving() *Moving {
+	if x != nil {
+		if x, ok := x.Kind.(*InterceptServerMsg_Moving); ok {
+			return x.Moving
+		}
+	}
+	return nil
+}
+
 type isInterceptServerMsg_Kind interface {
 	isInterceptServerMsg_Kind()
 }
@@ -716,11 +726,65 @@ type InterceptServerMsg_Probe struct {
 	Probe *ProbeResult `protobuf:"bytes,3,opt,name=probe,proto3,oneof"`
 }
 
+type InterceptServerMsg_Moving struct {
+	Moving *Moving `protobuf:"bytes,4,opt,name=moving,proto3,oneof"`
+}
+
 func (*InterceptServerMsg_Result) isInterceptServerMsg_Kind() {}
 
 func (*InterceptServerMsg_Incoming) isInterceptServerMsg_Kind() {}
 
 func (*InterceptServerMsg_Probe) isInterceptServerMsg_Kind() {}
+
+func (*InterceptServerMsg_Moving) isInterceptServerMsg_Kind() {}
+
+// Moving says the manager pod is stopping (a rollout, a drain): the client asserts its
+// intercepts again on a new stream, which reaches another manager pod, at once. The
+// manager ends this stream next; its flows already open finish where they are.
+type Moving struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manager pod that is stopping.
+	Pod           string `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Moving) Reset() {
+	*x = Moving{}
+	mi := &file_intercept_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Moving) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Moving) ProtoMessage() {}
+
+func (x *Moving) ProtoReflect() protoreflect.Message {
+	mi := &file_intercept_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Moving.ProtoReflect.Descriptor instead.
+func (*Moving) Descriptor() ([]byte, []int) {
+	return file_intercept_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Moving) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
 
 type ProbeResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -735,7 +799,7 @@ type ProbeResult struct {
 
 func (x *ProbeResult) Reset() {
 	*x = ProbeResult{}
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +811,7 @@ func (x *ProbeResult) String() string {
 func (*ProbeResult) ProtoMessage() {}
 
 func (x *ProbeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[8]
+	mi := &file_intercept_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +824,7 @@ func (x *ProbeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResult.ProtoReflect.Descriptor instead.
 func (*ProbeResult) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{8}
+	return file_intercept_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProbeResult) GetName() string {
@@ -810,7 +874,7 @@ type InterceptResult struct {
 
 func (x *InterceptResult) Reset() {
 	*x = InterceptResult{}
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +886,7 @@ func (x *InterceptResult) String() string {
 func (*InterceptResult) ProtoMessage() {}
 
 func (x *InterceptResult) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[9]
+	mi := &file_intercept_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +899,7 @@ func (x *InterceptResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptResult.ProtoReflect.Descriptor instead.
 func (*InterceptResult) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{9}
+	return file_intercept_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InterceptResult) GetName() string {
@@ -899,7 +963,7 @@ type Incoming struct {
 
 func (x *Incoming) Reset() {
 	*x = Incoming{}
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +975,7 @@ func (x *Incoming) String() string {
 func (*Incoming) ProtoMessage() {}
 
 func (x *Incoming) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[10]
+	mi := &file_intercept_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +988,7 @@ func (x *Incoming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Incoming.ProtoReflect.Descriptor instead.
 func (*Incoming) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{10}
+	return file_intercept_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Incoming) GetFlow() string {
@@ -961,7 +1025,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1037,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[11]
+	mi := &file_intercept_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1050,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{11}
+	return file_intercept_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListRequest) GetNamespace() string {
@@ -1014,7 +1078,7 @@ type GrantRef struct {
 
 func (x *GrantRef) Reset() {
 	*x = GrantRef{}
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1090,7 @@ func (x *GrantRef) String() string {
 func (*GrantRef) ProtoMessage() {}
 
 func (x *GrantRef) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[12]
+	mi := &file_intercept_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1103,7 @@ func (x *GrantRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantRef.ProtoReflect.Descriptor instead.
 func (*GrantRef) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{12}
+	return file_intercept_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GrantRef) GetNamespace() string {
@@ -1072,7 +1136,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1148,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[13]
+	mi := &file_intercept_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1161,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{13}
+	return file_intercept_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListResponse) GetIntercepts() []*InterceptInfo {
@@ -1132,7 +1196,7 @@ type InterceptInfo struct {
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_intercept_proto_msgTypes[14]
+	mi := &file_intercept_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1208,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[14]
+	mi := &file_intercept_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1221,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{14}
+	return file_intercept_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InterceptInfo) GetName() string {
@@ -1263,7 +1327,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_intercept_proto_msgTypes[15]
+	mi := &file_intercept_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1339,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[15]
+	mi := &file_intercept_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1352,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{15}
+	return file_intercept_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentHello) GetPod() string {
@@ -1330,7 +1394,7 @@ type AgentPort struct {
 
 func (x *AgentPort) Reset() {
 	*x = AgentPort{}
-	mi := &file_intercept_proto_msgTypes[16]
+	mi := &file_intercept_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1406,7 @@ func (x *AgentPort) String() string {
 func (*AgentPort) ProtoMessage() {}
 
 func (x *AgentPort) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[16]
+	mi := &file_intercept_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1419,7 @@ func (x *AgentPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPort.ProtoReflect.Descriptor instead.
 func (*AgentPort) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{16}
+	return file_intercept_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AgentPort) GetName() string {
@@ -1395,14 +1459,19 @@ type AgentState struct {
 	// Connections to open from the pod for a client (tp run --egress workload), new since the
 	// last message (the state above comes whole with each): for each, the agent dials the
 	// address and opens a Flow whose Dial carries the egress id.
-	Egress        []*EgressDial `protobuf:"bytes,4,rep,name=egress,proto3" json:"egress,omitempty"`
+	Egress []*EgressDial `protobuf:"bytes,4,rep,name=egress,proto3" json:"egress,omitempty"`
+	// The manager pod is stopping: it holds no intercept from now on and ends the stream
+	// next. Its clients assert their intercepts again on another manager pod, so the agent
+	// holds new connections to the ports this pod held (up to a few seconds) until another
+	// pod's routes take them, rather than give them to the app meanwhile.
+	Draining      bool `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
 	*x = AgentState{}
-	mi := &file_intercept_proto_msgTypes[17]
+	mi := &file_intercept_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1483,7 @@ func (x *AgentState) String() string {
 func (*AgentState) ProtoMessage() {}
 
 func (x *AgentState) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[17]
+	mi := &file_intercept_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1496,7 @@ func (x *AgentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
 func (*AgentState) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{17}
+	return file_intercept_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AgentState) GetIntercepted() []string {
@@ -1458,6 +1527,13 @@ func (x *AgentState) GetEgress() []*EgressDial {
 	return nil
 }
 
+func (x *AgentState) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 type EgressDial struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1470,7 +1546,7 @@ type EgressDial struct {
 
 func (x *EgressDial) Reset() {
 	*x = EgressDial{}
-	mi := &file_intercept_proto_msgTypes[18]
+	mi := &file_intercept_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1558,7 @@ func (x *EgressDial) String() string {
 func (*EgressDial) ProtoMessage() {}
 
 func (x *EgressDial) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[18]
+	mi := &file_intercept_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1571,7 @@ func (x *EgressDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressDial.ProtoReflect.Descriptor instead.
 func (*EgressDial) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{18}
+	return file_intercept_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EgressDial) GetId() string {
@@ -1529,7 +1605,7 @@ type PortRoutes struct {
 
 func (x *PortRoutes) Reset() {
 	*x = PortRoutes{}
-	mi := &file_intercept_proto_msgTypes[19]
+	mi := &file_intercept_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1617,7 @@ func (x *PortRoutes) String() string {
 func (*PortRoutes) ProtoMessage() {}
 
 func (x *PortRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[19]
+	mi := &file_intercept_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1630,7 @@ func (x *PortRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRoutes.ProtoReflect.Descriptor instead.
 func (*PortRoutes) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{19}
+	return file_intercept_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PortRoutes) GetPort() string {
@@ -1582,7 +1658,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_intercept_proto_msgTypes[20]
+	mi := &file_intercept_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1670,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_intercept_proto_msgTypes[20]
+	mi := &file_intercept_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1683,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_intercept_proto_rawDescGZIP(), []int{20}
+	return file_intercept_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Route) GetId() string {
@@ -1665,12 +1741,15 @@ const file_intercept_proto_rawDesc = "" +
 	"\x05Renew\"4\n" +
 	"\x06Reject\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbe\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xee\x01\n" +
 	"\x12InterceptServerMsg\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.tp.tunnel.v1.InterceptResultH\x00R\x06result\x124\n" +
 	"\bincoming\x18\x02 \x01(\v2\x16.tp.tunnel.v1.IncomingH\x00R\bincoming\x121\n" +
-	"\x05probe\x18\x03 \x01(\v2\x19.tp.tunnel.v1.ProbeResultH\x00R\x05probeB\x06\n" +
-	"\x04kind\"U\n" +
+	"\x05probe\x18\x03 \x01(\v2\x19.tp.tunnel.v1.ProbeResultH\x00R\x05probe\x12.\n" +
+	"\x06moving\x18\x04 \x01(\v2\x14.tp.tunnel.v1.MovingH\x00R\x06movingB\x06\n" +
+	"\x04kind\"\x1a\n" +
+	"\x06Moving\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\"U\n" +
 	"\vProbeResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tdelivered\x18\x02 \x01(\x05R\tdelivered\x12\x14\n" +
@@ -1723,13 +1802,14 @@ const file_intercept_proto_rawDesc = "" +
 	"\tAgentPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\x05R\x06listen\x12\x10\n" +
-	"\x03app\x18\x03 \x01(\x05R\x03app\"\xc0\x01\n" +
+	"\x03app\x18\x03 \x01(\x05R\x03app\"\xdc\x01\n" +
 	"\n" +
 	"AgentState\x12 \n" +
 	"\vintercepted\x18\x01 \x03(\tR\vintercepted\x120\n" +
 	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\x12,\n" +
 	"\x04taps\x18\x03 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x04taps\x120\n" +
-	"\x06egress\x18\x04 \x03(\v2\x18.tp.tunnel.v1.EgressDialR\x06egress\"P\n" +
+	"\x06egress\x18\x04 \x03(\v2\x18.tp.tunnel.v1.EgressDialR\x06egress\x12\x1a\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\"P\n" +
 	"\n" +
 	"EgressDial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1768,7 +1848,7 @@ func file_intercept_proto_rawDescGZIP() []byte {
 }
 
 var file_intercept_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_intercept_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_intercept_proto_goTypes = []any{
 	(MatchKind)(0),             // 0: tp.tunnel.v1.MatchKind
 	(*InterceptClientMsg)(nil), // 1: tp.tunnel.v1.InterceptClientMsg
@@ -1779,20 +1859,21 @@ var file_intercept_proto_goTypes = []any{
 	(*Renew)(nil),              // 6: tp.tunnel.v1.Renew
 	(*Reject)(nil),             // 7: tp.tunnel.v1.Reject
 	(*InterceptServerMsg)(nil), // 8: tp.tunnel.v1.InterceptServerMsg
-	(*ProbeResult)(nil),        // 9: tp.tunnel.v1.ProbeResult
-	(*InterceptResult)(nil),    // 10: tp.tunnel.v1.InterceptResult
-	(*Incoming)(nil),           // 11: tp.tunnel.v1.Incoming
-	(*ListRequest)(nil),        // 12: tp.tunnel.v1.ListRequest
-	(*GrantRef)(nil),           // 13: tp.tunnel.v1.GrantRef
-	(*ListResponse)(nil),       // 14: tp.tunnel.v1.ListResponse
-	(*InterceptInfo)(nil),      // 15: tp.tunnel.v1.InterceptInfo
-	(*AgentHello)(nil),         // 16: tp.tunnel.v1.AgentHello
-	(*AgentPort)(nil),          // 17: tp.tunnel.v1.AgentPort
-	(*AgentState)(nil),         // 18: tp.tunnel.v1.AgentState
-	(*EgressDial)(nil),         // 19: tp.tunnel.v1.EgressDial
-	(*PortRoutes)(nil),         // 20: tp.tunnel.v1.PortRoutes
-	(*Route)(nil),              // 21: tp.tunnel.v1.Route
-	(*Frame)(nil),              // 22: tp.tunnel.v1.Frame
+	(*Moving)(nil),             // 9: tp.tunnel.v1.Moving
+	(*ProbeResult)(nil),        // 10: tp.tunnel.v1.ProbeResult
+	(*InterceptResult)(nil),    // 11: tp.tunnel.v1.InterceptResult
+	(*Incoming)(nil),           // 12: tp.tunnel.v1.Incoming
+	(*ListRequest)(nil),        // 13: tp.tunnel.v1.ListRequest
+	(*GrantRef)(nil),           // 14: tp.tunnel.v1.GrantRef
+	(*ListResponse)(nil),       // 15: tp.tunnel.v1.ListResponse
+	(*InterceptInfo)(nil),      // 16: tp.tunnel.v1.InterceptInfo
+	(*AgentHello)(nil),         // 17: tp.tunnel.v1.AgentHello
+	(*AgentPort)(nil),          // 18: tp.tunnel.v1.AgentPort
+	(*AgentState)(nil),         // 19: tp.tunnel.v1.AgentState
+	(*EgressDial)(nil),         // 20: tp.tunnel.v1.EgressDial
+	(*PortRoutes)(nil),         // 21: tp.tunnel.v1.PortRoutes
+	(*Route)(nil),              // 22: tp.tunnel.v1.Route
+	(*Frame)(nil),              // 23: tp.tunnel.v1.Frame
 }
 var file_intercept_proto_depIdxs = []int32{
 	3,  // 0: tp.tunnel.v1.InterceptClientMsg.create:type_name -> tp.tunnel.v1.InterceptRequest
@@ -1803,33 +1884,34 @@ var file_intercept_proto_depIdxs = []int32{
 	5,  // 5: tp.tunnel.v1.HTTPFilter.headers:type_name -> tp.tunnel.v1.Match
 	5,  // 6: tp.tunnel.v1.HTTPFilter.path:type_name -> tp.tunnel.v1.Match
 	0,  // 7: tp.tunnel.v1.Match.kind:type_name -> tp.tunnel.v1.MatchKind
-	10, // 8: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
-	11, // 9: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
-	9,  // 10: tp.tunnel.v1.InterceptServerMsg.probe:type_name -> tp.tunnel.v1.ProbeResult
-	13, // 11: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
-	15, // 12: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
-	4,  // 13: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
-	17, // 14: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
-	20, // 15: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
-	20, // 16: tp.tunnel.v1.AgentState.taps:type_name -> tp.tunnel.v1.PortRoutes
-	19, // 17: tp.tunnel.v1.AgentState.egress:type_name -> tp.tunnel.v1.EgressDial
-	21, // 18: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
-	4,  // 19: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
-	1,  // 20: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
-	22, // 21: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
-	12, // 22: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
-	16, // 23: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
-	22, // 24: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
-	8,  // 25: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
-	22, // 26: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
-	14, // 27: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
-	18, // 28: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
-	22, // 29: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	11, // 8: tp.tunnel.v1.InterceptServerMsg.result:type_name -> tp.tunnel.v1.InterceptResult
+	12, // 9: tp.tunnel.v1.InterceptServerMsg.incoming:type_name -> tp.tunnel.v1.Incoming
+	10, // 10: tp.tunnel.v1.InterceptServerMsg.probe:type_name -> tp.tunnel.v1.ProbeResult
+	9,  // 11: tp.tunnel.v1.InterceptServerMsg.moving:type_name -> tp.tunnel.v1.Moving
+	14, // 12: tp.tunnel.v1.ListRequest.grants:type_name -> tp.tunnel.v1.GrantRef
+	16, // 13: tp.tunnel.v1.ListResponse.intercepts:type_name -> tp.tunnel.v1.InterceptInfo
+	4,  // 14: tp.tunnel.v1.InterceptInfo.http:type_name -> tp.tunnel.v1.HTTPFilter
+	18, // 15: tp.tunnel.v1.AgentHello.ports:type_name -> tp.tunnel.v1.AgentPort
+	21, // 16: tp.tunnel.v1.AgentState.routes:type_name -> tp.tunnel.v1.PortRoutes
+	21, // 17: tp.tunnel.v1.AgentState.taps:type_name -> tp.tunnel.v1.PortRoutes
+	20, // 18: tp.tunnel.v1.AgentState.egress:type_name -> tp.tunnel.v1.EgressDial
+	22, // 19: tp.tunnel.v1.PortRoutes.routes:type_name -> tp.tunnel.v1.Route
+	4,  // 20: tp.tunnel.v1.Route.http:type_name -> tp.tunnel.v1.HTTPFilter
+	1,  // 21: tp.tunnel.v1.Intercepts.Session:input_type -> tp.tunnel.v1.InterceptClientMsg
+	23, // 22: tp.tunnel.v1.Intercepts.Accept:input_type -> tp.tunnel.v1.Frame
+	13, // 23: tp.tunnel.v1.Intercepts.List:input_type -> tp.tunnel.v1.ListRequest
+	17, // 24: tp.tunnel.v1.Agents.Watch:input_type -> tp.tunnel.v1.AgentHello
+	23, // 25: tp.tunnel.v1.Agents.Flow:input_type -> tp.tunnel.v1.Frame
+	8,  // 26: tp.tunnel.v1.Intercepts.Session:output_type -> tp.tunnel.v1.InterceptServerMsg
+	23, // 27: tp.tunnel.v1.Intercepts.Accept:output_type -> tp.tunnel.v1.Frame
+	15, // 28: tp.tunnel.v1.Intercepts.List:output_type -> tp.tunnel.v1.ListResponse
+	19, // 29: tp.tunnel.v1.Agents.Watch:output_type -> tp.tunnel.v1.AgentState
+	23, // 30: tp.tunnel.v1.Agents.Flow:output_type -> tp.tunnel.v1.Frame
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_intercept_proto_init() }
@@ -1849,6 +1931,7 @@ func file_intercept_proto_init() {
 		(*InterceptServerMsg_Result)(nil),
 		(*InterceptServerMsg_Incoming)(nil),
 		(*InterceptServerMsg_Probe)(nil),
+		(*InterceptServerMsg_Moving)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1856,7 +1939,7 @@ func file_intercept_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_intercept_proto_rawDesc), len(file_intercept_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/remote/agentspec"
+	"github.com/tpdev/tp/remote/tunnel"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// The manager may run as several pods (tp install --replicas, or two for a moment during a
+// rollout). Each pod serves the intercepts of the clients connected to it, so the agent
+// keeps a connection to every pod, merges what they say, and hands each connection to the
+// pod whose route took it.
+
+// replica is one manager pod as the agent sees it: its connection and what it last said.
+type replica struct {
+	addr   string
+	cc     *grpc.ClientConn
+	client tunnelpb.AgentsClient
+	cancel context.CancelFunc
+
+	// The pod's last state (guarded by Agent.mu).
+	intercepted map[string]bool
+	routes      map[string]route.Table
+	taps        map[string]portTaps
+	heard       time.Time
+	draining    bool
+	// missing is when the lookup last stopped finding the pod (zero while it finds it).
+	missing time.Time
+}
+
+// holds reports whether the replica has anything on port.
+func (r *replica) holds(port string) bool {
+	return r.intercepted[port] || len(r.routes[port]) > 0 || len(r.taps[port].whole) > 0 || len(r.taps[port].filtered) > 0
+}
+
+// ports are the ports the replica has anything on.
+func (r *replica) ports() []string {
+	var out []string
+	for p := range r.intercepted {
+		out = append(out, p)
+	}
+	out = slices.AppendSeq(out, maps.Keys(r.routes))
+	out = slices.AppendSeq(out, maps.Keys(r.taps))
+	return out
+}
+
+func (r *replica) clear() {
+	r.intercepted, r.routes, r.taps = map[string]bool{}, map[string]route.Table{}, nil
+}
+
+// view is the agent's merged picture of every replica's state, rebuilt on each change.
+type view struct {
+	// intercepted is, by port, the replica that holds the port's global intercept.
+	intercepted map[string]*replica
+	routes      map[string]route.Table
+	taps        map[string]portTaps
+	// owner is, by route id, the replica whose intercept the route is.
+	owner map[string]*replica
+	// held are the ports a draining replica held, with when to stop holding them: their
+	// new connections wait for another replica's routes until then.
+	held map[string]time.Time
+	// changed closes when the view is next rebuilt.
+	changed chan struct{}
+}
+
+// moveHold bounds how long a new connection waits for the clients of a draining manager
+// pod to assert their intercepts on another pod (about a second when all is well).
+const moveHold = 5 * time.Second
+
+// rebuildLocked merges the replicas' states into a new view; replicas in address order, so
+// that every agent of a workload merges them alike.
+func (a *Agent) rebuildLocked() {
+	old := a.view
+	v := &view{intercepted: map[string]*replica{}, routes: map[string]route.Table{}, taps: map[string]portTaps{},
+		owner: map[string]*replica{}, held: map[string]time.Time{}, changed: make(chan struct{})}
+	now := time.Now()
+	if old != nil {
+		for p, until := range old.held {
+			if now.Before(until) {
+				v.held[p] = until
+			}
+		}
+	}
+	for _, addr := range slices.Sorted(maps.Keys(a.replicas)) {
+		r := a.replicas[addr]
+		if r.draining {
+			continue
+		}
+		for p := range r.intercepted {
+			if v.intercepted[p] == nil {
+				v.intercepted[p] = r
+			}
+		}
+		for p, t := range r.routes {
+			v.routes[p] = append(v.routes[p], t...)
+			for _, rt := range t {
+				v.owner[rt.ID] = r
+			}
+		}
+		for p, pt := range r.taps {
+			m := v.taps[p]
+			m.whole = append(m.whole, pt.whole...)
+			m.filtered = append(m.filtered, pt.filtered...)
+			v.taps[p] = m
+			for _, id := range pt.whole {
+				v.owner[id] = r
+			}
+			for _, rt := range pt.filtered {
+				v.owner[rt.ID] = r
+			}
+		}
+		for _, p := range r.ports() {
+			delete(v.held, p) // another pod has it now
+		}
+	}
+	a.view = v
+	if old != nil {
+		close(old.changed)
+	}
+}
+
+// awaitMove holds a new connection to port while the port's manager pod is moving its
+// clients to another pod, until another pod's routes have the port, or moveHold passed.
+func (a *Agent) awaitMove(ctx context.Context, port string) {
+	for {
+		a.mu.Lock()
+		until, held := a.view.held[port]
+		changed := a.view.changed
+		a.mu.Unlock()
+		if !held || !time.Now().Before(until) {
+			return
+		}
+		wait := time.NewTimer(time.Until(until))
+		select {
+		case <-changed:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		wait.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// take records what replica r said now.
+func (a *Agent) take(r *replica, st *tunnelpb.AgentState, intercepted map[string]bool, routes map[string]route.Table, taps map[string]portTaps) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st.GetDraining() {
+		until := time.Now().Add(moveHold)
+		for _, p := range r.ports() {
+			a.view.held[p] = until
+		}
+		r.clear()
+		r.draining, r.heard = true, time.Now()
+		a.rebuildLocked()
+		return
+	}
+	r.intercepted, r.routes, r.taps, r.heard, r.draining = intercepted, routes, taps, time.Now(), false
+	a.rebuildLocked()
+}
+
+const (
+	// discoverEvery is how often the agent looks up the manager's pods.
+	discoverEvery = 5 * time.Second
+	// replicaLinger is how long the agent keeps its connection to a manager pod the lookup
+	// no longer finds: a stopping pod lets the intercepted connections open there finish.
+	replicaLinger = 30 * time.Second
+)
+
+// discover keeps a replica for each manager pod the lookup finds, until ctx ends: new
+// pods are watched, pods gone are let go. With no pod found (a lookup that fails, a
+// manager without the headless Service), the agent keeps to the Service's address.
+func (a *Agent) discover(ctx context.Context) {
+	t := time.NewTicker(discoverEvery)
+	defer t.Stop()
+	for {
+		addrs, err := a.cfg.Pods(ctx)
+		if err != nil || len(addrs) == 0 {
+			addrs = []string{a.cfg.Manager}
+		}
+		a.place(ctx, addrs)
+		select {
+		case <-ctx.Done():
+			a.place(ctx, nil)
+			return
+		case <-t.C:
+		case <-a.kick:
+		}
+	}
+}
+
+// place makes the replicas those of addrs.
+func (a *Agent) place(ctx context.Context, addrs []string) {
+	want := map[string]bool{}
+	for _, addr := range addrs {
+		want[addr] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	for addr, r := range a.replicas {
+		switch {
+		case want[addr]:
+			r.missing = time.Time{}
+		case r.missing.IsZero() && ctx.Err() == nil:
+			r.missing = now
+		case ctx.Err() != nil || now.Sub(r.missing) >= replicaLinger:
+			r.cancel()
+			_ = r.cc.Close()
+			delete(a.replicas, addr)
+			a.cfg.Log.Info("agent: manager pod gone", "manager", addr)
+		}
+	}
+	for addr := range want {
+		if a.replicas[addr] != nil || ctx.Err() != nil {
+			continue
+		}
+		cc, err := grpc.NewClient("passthrough:///"+addr, append(tunnel.AgentDialOptions(),
+			grpc.WithTransportCredentials(a.creds),
+			grpc.WithPerRPCCredentials(token{file: a.cfg.TokenFile}),
+		)...)
+		if err != nil {
+			a.cfg.Log.Warn("agent: cannot reach a manager pod", "manager", addr, "err", err)
+			continue
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		r := &replica{addr: addr, cc: cc, client: tunnelpb.NewAgentsClient(cc), cancel: cancel}
+		r.clear()
+		a.replicas[addr] = r
+		go a.watch(rctx, r)
+	}
+	a.rebuildLocked()
+}
+
+// lookupPods is Config.Pods by default: the addresses of the manager's headless Service.
+func lookupPods(manager string) func(ctx context.Context) ([]string, error) {
+	pods := agentspec.PodsAddress(manager)
+	return func(ctx context.Context) ([]string, error) {
+		if pods == "" {
+			return nil, nil
+		}
+		host, port, _ := net.SplitHostPort(pods)
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]string, 0, len(ips))
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+		slices.Sort(out)
+		return out, nil
+	}
+}
