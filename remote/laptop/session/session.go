@@ -96,6 +96,7 @@ type Session struct {
 	// reconnects is the planned move to another pod, not a loss.
 	movingUntil time.Time
 	moves       int
+	moveNote    chan struct{} // noteMoving's word to awaitMoveNotice
 
 	open, total, failed atomic.Int64
 	bytesIn, bytesOut   atomic.Int64
@@ -154,7 +155,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{cfg: cfg, cs: cs, fw: fw, state: Connecting, since: time.Now()}
+	s := &Session{cfg: cfg, cs: cs, fw: fw, state: Connecting, since: time.Now(), moveNote: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	// The first contact gives a clear error rather than a retry loop.
@@ -292,6 +293,9 @@ func (s *Session) refreshLoop() {
 func (s *Session) watchState() {
 	st := s.ctl.cc.GetState()
 	for {
+		if st != connectivity.Ready && st != connectivity.Shutdown {
+			st = s.awaitMoveNotice(st)
+		}
 		s.mu.Lock()
 		switch st {
 		case connectivity.Ready:
@@ -350,6 +354,33 @@ func (s *Session) waitChange(st connectivity.State) bool {
 	return s.ctx.Err() == nil
 }
 
+// moveNotice is how long a channel that left Ready waits for the manager's Moving before
+// it counts as lost: the word and the channel's going away race each other here.
+const moveNotice = 300 * time.Millisecond
+
+// awaitMoveNotice gives a connected session's channel that just left Ready moveNotice to
+// tell a planned move (Moving) from a loss, or to be back; it returns the channel's state
+// then. A session reconnecting or moving already does not wait.
+func (s *Session) awaitMoveNotice(st connectivity.State) connectivity.State {
+	s.mu.Lock()
+	wait := s.state == Connected && !time.Now().Before(s.movingUntil)
+	s.mu.Unlock()
+	if !wait {
+		return st
+	}
+	if st == connectivity.Idle {
+		s.ctl.cc.Connect()
+	}
+	t := time.NewTimer(moveNotice)
+	defer t.Stop()
+	select {
+	case <-s.moveNote:
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+	return s.ctl.cc.GetState()
+}
+
 // moveWait bounds a move to another manager pod: past it, a channel that is not back is a
 // lost one (tp status says reconnecting, and new flows fail saying why).
 const moveWait = 15 * time.Second
@@ -364,6 +395,10 @@ func (s *Session) noteMoving(pod string) {
 	}
 	s.movingUntil = time.Now().Add(moveWait)
 	s.moves++
+	select {
+	case s.moveNote <- struct{}{}:
+	default:
+	}
 	s.cfg.Log.Info("manager pod is stopping; moving to another", "pod", pod)
 }
 
