@@ -229,6 +229,9 @@ func (in *installer) pruneRoles(ctx context.Context, opts Options) error {
 		return err
 	}
 	for _, r := range roles.Items {
+		if r.Namespace == opts.Namespace && r.Name == ClaimsRoleName {
+			continue
+		}
 		if !slices.Contains(opts.ManagedNamespaces, r.Namespace) {
 			in.logf("removing Role %s/%s: namespace %s is no longer managed", r.Namespace, r.Name, r.Namespace)
 			if err := in.cs.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -241,6 +244,9 @@ func (in *installer) pruneRoles(ctx context.Context, opts Options) error {
 		return err
 	}
 	for _, b := range bindings.Items {
+		if b.Namespace == opts.Namespace && b.Name == ClaimsRoleName {
+			continue
+		}
 		if !slices.Contains(opts.ManagedNamespaces, b.Namespace) {
 			if err := in.cs.RbacV1().RoleBindings(b.Namespace).Delete(ctx, b.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return err

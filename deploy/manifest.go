@@ -28,12 +28,12 @@ import (
 const (
 	DefaultNamespace = "tp-system"
 	// ManagerName names the Deployment, its Service and its ServiceAccount.
-	ManagerName = "tp-manager"
+	ManagerName = managerspec.Name
 	// ManagerContainer is the manager's container in the pod.
 	ManagerContainer = "manager"
 	// ManagerLabelSelector selects the manager's pods (and its Deployment and Service) in the
 	// install namespace.
-	ManagerLabelSelector = "app.kubernetes.io/name=" + ManagerName
+	ManagerLabelSelector = managerspec.Selector
 	// The ports, the TLS mount and the environment are the manager's contract, which
 	// tp-cluster reads too: managerspec has them; they are named here as well for the
 	// laptop side, which finds the manager through deploy.
@@ -77,6 +77,10 @@ const (
 // RBACName names the ClusterRole and ClusterRoleBinding of the install in namespace, and the
 // Roles and RoleBindings in its managed namespaces: installs in two namespaces never collide.
 func RBACName(namespace string) string { return ManagerName + "-" + namespace }
+
+// ClaimsRoleName names the Role (and its binding) in tp's namespace that lets the manager's
+// pods share their intercepts (claims).
+const ClaimsRoleName = ManagerName + "-claims"
 
 // RecordPolicyName names the admission policy (and its binding) for agent records of the
 // install in namespace; the grant policy is named RBACName.
@@ -202,7 +206,7 @@ type manifestData struct {
 	Name, Container, RBACName, ClusterPortName, HashAnnotation, GrantLabel, TLSSecret, TLSDir string
 	RecordPolicyName, RecordLabel, RecordPrefix, WebhookName, WebhookPath                     string
 	ClientPort, ClusterPort, Replicas                                                         int
-	PodsService                                                                               string
+	PodsService, ClaimsRole                                                                   string
 }
 
 // Render returns the manager's manifest for opts (defaults applied): multi-document YAML, in
@@ -260,6 +264,7 @@ func render(opts Options, certFingerprint string, caBundle []byte) ([]byte, erro
 		ClusterPort:       ClusterPort,
 		Replicas:          opts.Replicas,
 		PodsService:       ManagerName + agentspec.PodsServiceSuffix,
+		ClaimsRole:        ClaimsRoleName,
 		TLSSecret:         TLSSecret,
 		TLSDir:            TLSDir,
 	}

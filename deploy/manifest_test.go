@@ -29,8 +29,10 @@ type rendered struct {
 	sa           *corev1.ServiceAccount
 	clusterRole  *rbacv1.ClusterRole
 	clusterBind  *rbacv1.ClusterRoleBinding
-	roles        []*rbacv1.Role
+	roles        []*rbacv1.Role // in the managed namespaces
 	roleBindings []*rbacv1.RoleBinding
+	claimsRole   *rbacv1.Role // in tp's namespace
+	claimsBind   *rbacv1.RoleBinding
 	svc          *corev1.Service
 	pods         *corev1.Service // headless: the agents find every manager pod by it
 	dep          *appsv1.Deployment
@@ -75,8 +77,16 @@ func readRendered(t *testing.T, manifest []byte) rendered {
 		case "ClusterRoleBinding":
 			r.clusterBind = convert[rbacv1.ClusterRoleBinding](t, o)
 		case "Role":
+			if o.GetName() == ClaimsRoleName {
+				r.claimsRole = convert[rbacv1.Role](t, o)
+				break
+			}
 			r.roles = append(r.roles, convert[rbacv1.Role](t, o))
 		case "RoleBinding":
+			if o.GetName() == ClaimsRoleName {
+				r.claimsBind = convert[rbacv1.RoleBinding](t, o)
+				break
+			}
 			r.roleBindings = append(r.roleBindings, convert[rbacv1.RoleBinding](t, o))
 		case "Service":
 			if svc := convert[corev1.Service](t, o); svc.Spec.ClusterIP == corev1.ClusterIPNone {
@@ -118,7 +128,7 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 }
 
 // renderedKinds are the kinds of the manifest, in order.
-var renderedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+var renderedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
 	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 	"Service", "Service", "Deployment", "MutatingWebhookConfiguration"}
 
@@ -135,6 +145,19 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	if s := r.clusterBind.Subjects; len(s) != 1 || s[0].Kind != "ServiceAccount" || s[0].Name != ManagerName || s[0].Namespace != DefaultNamespace {
 		t.Errorf("binding subjects %+v", s)
+	}
+	// The manager writes only in its own namespace: its claims.
+	for _, rule := range r.clusterRole.Rules {
+		for _, v := range rule.Verbs {
+			if v != "get" && v != "list" && v != "watch" && !slices.Equal(rule.Resources, []string{"tokenreviews"}) {
+				t.Errorf("ClusterRole lets the manager %s %v", v, rule.Resources)
+			}
+		}
+	}
+	if cr, cb := r.claimsRole, r.claimsBind; cr == nil || cb == nil || cr.Namespace != DefaultNamespace || cb.Namespace != DefaultNamespace ||
+		cb.RoleRef.Name != cr.Name || len(cb.Subjects) != 1 || cb.Subjects[0].Name != ManagerName || len(cr.Rules) != 2 ||
+		!slices.Equal(cr.Rules[0].Resources, []string{"leases"}) || !slices.Equal(cr.Rules[1].Resources, []string{"pods"}) || !slices.Equal(cr.Rules[1].Verbs, []string{"list"}) {
+		t.Errorf("claims role %+v, binding %+v", cr, cb)
 	}
 	// Cluster-wide: the workload rules are in the ClusterRole.
 	for _, want := range []string{"nodes", "namespaces", "servicecidrs", "services", "pods", "endpointslices"} {

@@ -41,6 +41,7 @@ func managerCommand() *cli.Command {
 				ClusterDomain: c.String("cluster-domain"), DNS: c.String("dns"),
 				ManagedNamespaces: managerspec.ParseManagedNamespaces(os.Getenv(managerspec.ManagedNamespacesEnv)),
 				AllowedCIDRs:      allowed,
+				Namespace:         os.Getenv(managerspec.PodNamespaceEnv),
 				Version:           buildinfo.Version,
 				Log:               slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			})

@@ -37,9 +37,14 @@ type replica struct {
 	missing time.Time
 }
 
-// holds reports whether the replica has anything on port.
-func (r *replica) holds(port string) bool {
-	return r.intercepted[port] || len(r.routes[port]) > 0 || len(r.taps[port].whole) > 0 || len(r.taps[port].filtered) > 0
+// takers are the ports whose connections (or some of their requests) the replica's
+// intercepts take: a wiretap takes none.
+func (r *replica) takers() []string {
+	out := slices.Collect(maps.Keys(r.routes))
+	for p := range r.intercepted {
+		out = append(out, p)
+	}
+	return out
 }
 
 // ports are the ports the replica has anything on.
@@ -118,7 +123,7 @@ func (a *Agent) rebuildLocked() {
 				v.owner[rt.ID] = r
 			}
 		}
-		for _, p := range r.ports() {
+		for _, p := range r.takers() {
 			delete(v.held, p) // another pod has it now
 		}
 	}
@@ -157,8 +162,9 @@ func (a *Agent) take(r *replica, st *tunnelpb.AgentState, intercepted map[string
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if st.GetDraining() {
+		// Only the ports it took: a wiretap's copies are not worth holding the app's path.
 		until := time.Now().Add(moveHold)
-		for _, p := range r.ports() {
+		for _, p := range r.takers() {
 			a.view.held[p] = until
 		}
 		r.clear()

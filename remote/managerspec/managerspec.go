@@ -43,6 +43,14 @@ const (
 	// AllowedCIDRsEnv carries tp install --allow-cidr to the manager: a comma-separated
 	// list of the ranges beyond the cluster's it may dial (see ParseAllowedCIDRs).
 	AllowedCIDRsEnv = "TP_ALLOWED_CIDRS"
+	// PodNamespaceEnv is the manager pod's namespace (downward API): tp's, where the
+	// manager's pods share their intercepts (claims).
+	PodNamespaceEnv = "POD_NAMESPACE"
+
+	// Name is the manager's Deployment, Service and service account; Selector selects its
+	// pods.
+	Name     = "tp-manager"
+	Selector = "app.kubernetes.io/name=" + Name
 )
 
 // ParseManagedNamespaces reads ManagedNamespacesEnv: names, comma separated; blanks are

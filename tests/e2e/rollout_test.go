@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/deploy"
+	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/tests/kit"
 )
 
@@ -54,6 +56,8 @@ func TestManagerRollout(t *testing.T) {
 		}
 		return nil
 	})
+	// The intercept's claim tells the other manager pods that the port is taken.
+	claimOn(t, cs, pods)
 	before := sessionStatus(t, l)
 
 	p := startProber(t, l, "web-app:"+strconv.Itoa(TCPEchoPort))
@@ -87,6 +91,41 @@ func TestManagerRollout(t *testing.T) {
 	if !strings.Contains(l.DaemonLog(t), "manager pod is stopping; moving to another") {
 		t.Errorf("the daemon's log does not tell the move")
 	}
+	// The claim moved with the intercept to a new pod; leaving removes it.
+	claimOn(t, cs, managerPods(t, cs))
+	l.MustTP(t, time.Minute, "leave", "web-app-http")
+	waitFor(t, 15*time.Second, "the claim gone after tp leave", func() error {
+		if n := len(claims(t, cs)); n != 0 {
+			return fmt.Errorf("%d claims", n)
+		}
+		return nil
+	})
+}
+
+func claims(t *testing.T, cs kubernetes.Interface) []coordinationv1.Lease {
+	t.Helper()
+	list, err := cs.CoordinationV1().Leases(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: manager.ClaimLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// claimOn waits for the one claim to name one of pods.
+func claimOn(t *testing.T, cs kubernetes.Interface, pods []string) {
+	t.Helper()
+	waitFor(t, 15*time.Second, fmt.Sprintf("the intercept's claim on one of %v", pods), func() error {
+		cl := claims(t, cs)
+		if len(cl) != 1 {
+			return fmt.Errorf("%d claims", len(cl))
+		}
+		for _, p := range pods {
+			if strings.Contains(cl[0].Annotations["tp.dev/claim"], `"pod":"`+p+`"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("claim %v", cl[0].Annotations)
+	})
 }
 
 type miss struct {

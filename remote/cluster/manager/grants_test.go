@@ -115,7 +115,7 @@ func result(t *testing.T, c *clientSession) *tunnelpb.InterceptResult {
 }
 
 func newClient(r *Registry) *clientSession {
-	c := &clientSession{out: make(chan *tunnelpb.InterceptServerMsg, 64), done: make(chan struct{})}
+	c := &clientSession{out: make(chan *tunnelpb.InterceptServerMsg, 64), done: make(chan struct{}), moved: make(chan struct{})}
 	r.clients[c] = struct{}{}
 	return c
 }

@@ -69,6 +69,8 @@ type Registry struct {
 	// draining is this manager pod's name once Drain was called: it holds no intercept
 	// from then on.
 	draining string
+	// claims shares the intercepts with the manager's other pods; nil: this pod is alone.
+	claims *Claims
 }
 
 type interceptKey struct{ namespace, kind, workload, port string }
@@ -234,11 +236,16 @@ func (a clientAPI) Session(stream tunnelpb.Intercepts_SessionServer) error {
 const authorizeWait = 10 * time.Second
 
 func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnelpb.InterceptClientMsg) {
-	// The grant is checked before the lock is taken: it asks the API server.
+	// The grant and the other pods' claims are checked before the lock is taken: they ask
+	// the API server.
 	holder, authErr := "", error(nil)
+	var remote []*intercept
 	if k, ok := m.GetKind().(*tunnelpb.InterceptClientMsg_Create); ok {
 		actx, cancel := context.WithTimeout(ctx, authorizeWait)
 		holder, authErr = r.authorize(actx, k.Create)
+		if authErr == nil {
+			remote, authErr = r.claim(actx, c, k.Create, holder)
+		}
 		cancel()
 	}
 	r.mu.Lock()
@@ -246,7 +253,10 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 	c.lastRenew = time.Now()
 	switch k := m.GetKind().(type) {
 	case *tunnelpb.InterceptClientMsg_Create:
-		res := r.createLocked(c, k.Create, holder, authErr)
+		res := r.createLocked(c, k.Create, holder, authErr, remote)
+		if res.Error != "" && r.findLocked(c, k.Create.GetName()) == nil {
+			r.releaseLocked(interceptKeyOf(k.Create), k.Create.GetGrant())
+		}
 		r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: res}})
 	case *tunnelpb.InterceptClientMsg_Leave:
 		if it := r.findLocked(c, m.GetLeave()); it != nil {

@@ -22,14 +22,15 @@ import (
 // them: they take nothing, they get copies.
 
 // createLocked makes, or asserts again, the intercept req names for client c.
-func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest, holder string, authErr error) *tunnelpb.InterceptResult {
+// remote are the port's intercepts on the manager's other pods (their claims).
+func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest, holder string, authErr error, remote []*intercept) *tunnelpb.InterceptResult {
 	if req.GetClient() != "" {
 		c.who = req.GetClient()
 	}
 	res := &tunnelpb.InterceptResult{Name: req.GetName(), Holder: holder}
-	key := interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
+	key := interceptKeyOf(req)
 	filter := route.FromProto(req.GetHttp())
-	if res.Error = r.refusalLocked(c, req, key, filter, holder, authErr); res.Error != "" {
+	if res.Error = r.refusalLocked(c, req, key, filter, holder, authErr, remote); res.Error != "" {
 		return res
 	}
 	it, changed := r.placeLocked(c, req, key, filter, holder)
@@ -46,8 +47,12 @@ func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest
 	return res
 }
 
+func interceptKeyOf(req *tunnelpb.InterceptRequest) interceptKey {
+	return interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
+}
+
 // refusalLocked is why the intercept req names cannot be made ("" when it can).
-func (r *Registry) refusalLocked(c *clientSession, req *tunnelpb.InterceptRequest, key interceptKey, filter *route.Filter, holder string, authErr error) string {
+func (r *Registry) refusalLocked(c *clientSession, req *tunnelpb.InterceptRequest, key interceptKey, filter *route.Filter, holder string, authErr error, remote []*intercept) string {
 	name := req.GetName()
 	switch {
 	case name == "" || key.namespace == "" || key.workload == "" || key.port == "":
@@ -61,7 +66,7 @@ func (r *Registry) refusalLocked(c *clientSession, req *tunnelpb.InterceptReques
 			return fmt.Sprintf("intercept %q: its HTTP filter: %v", name, err)
 		}
 	}
-	others := r.othersLocked(key, c, name)
+	others := append(r.othersLocked(key, c, name), remote...)
 	if !req.GetWiretap() {
 		if msg := conflict(req.GetKind(), key, filter, takers(others)); msg != "" {
 			return msg
@@ -196,6 +201,7 @@ func (r *Registry) removeLocked(it *intercept) {
 	}
 	r.notifyLocked(it.key)
 	r.endedLocked(it)
+	r.releaseLocked(it.key, it.grant)
 }
 
 // newIDLocked picks an id no intercept of key has.

@@ -48,7 +48,10 @@ type Config struct {
 	ManagedNamespaces []string
 	// AllowedCIDRs are the ranges beyond the cluster's the manager may dial.
 	AllowedCIDRs []netip.Prefix
-	Version      string
+	// Namespace is tp's, where the manager's pods share their intercepts; "" shares none
+	// (one pod alone).
+	Namespace string
+	Version   string
 	Log          *slog.Logger
 }
 
@@ -86,6 +89,10 @@ func Run(ctx context.Context, cfg Config) error {
 	registry := manager.NewRegistry(manager.NewTokenVerifier(cs, agentspec.Audience), &manager.LeaseAuthorizer{CS: cs}, log)
 	srv := manager.New(manager.Config{Version: cfg.Version, Names: manager.NewNames(domain, dnsAddr), Ranges: ranges, Allowed: cfg.AllowedCIDRs, Egress: registry, Log: log})
 	registry.SetProbeDialer(srv.DialService)
+	podName, _ := os.Hostname() // a pod's host name is its name
+	if cfg.Namespace != "" {
+		registry.SetClaims(&manager.Claims{CS: cs, Namespace: cfg.Namespace, Pod: podName, Selector: managerspec.Selector, Log: log})
+	}
 	go registry.Expire(ctx)
 	go registry.Drift(ctx, driftCS) // tells holders when the cluster no longer sends them the traffic
 	ln, err := net.Listen("tcp", cfg.ClientListen)
@@ -97,7 +104,6 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return fmt.Errorf("manager: cluster port: %w", err)
 	}
-	podName, _ := os.Hostname() // a pod's host name is its name
 	admission := &manager.Admission{CS: cs, Namespaces: cfg.ManagedNamespaces, Log: log, Timeout: 4 * time.Second, Pod: podName}
 	s := newServers(srv, registry, admission, servingLimits(), cert, log)
 	errc := s.serve(ln, cl)

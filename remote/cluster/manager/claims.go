@@ -1,0 +1,275 @@
+package manager
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
+)
+
+// Claims make a port's intercepts one set across the manager's pods. Each pod keeps the
+// intercepts of the clients connected to it in memory; what another pod may not do beside
+// them (a second global intercept, a filtered one beside a global one, a taken id) it learns
+// from a claim: a Lease in tp's namespace for each intercept, naming the pod that serves it.
+//
+// A pod writes its intercept's claim first and reads the port's claims after, so that of two
+// pods making conflicting intercepts at once at least one sees the other (both may refuse:
+// safe, and rare). A claim whose pod no longer exists counts for nothing; a client that
+// asserts its intercept on another pod moves the claim there.
+type Claims struct {
+	CS kubernetes.Interface
+	// Namespace is tp's (where the claims live), Pod this manager pod, Selector the label
+	// selector of the manager's pods.
+	Namespace, Pod, Selector string
+	Log                      *slog.Logger
+
+	mu      sync.Mutex
+	pods    map[string]bool
+	podsAt  time.Time
+	podsErr error
+}
+
+const (
+	// ClaimLabel marks a claim; its value is a hash of the intercepted port.
+	ClaimLabel = "tp.dev/intercept-claim"
+	// claimAnnotation holds the claim (JSON).
+	claimAnnotation = "tp.dev/claim"
+	// podsFresh is how long a list of the manager's pods is trusted.
+	podsFresh = 2 * time.Second
+)
+
+// claim is what a Lease says of one intercept.
+type claim struct {
+	Pod     string        `json:"pod"`
+	Name    string        `json:"name"`
+	Holder  string        `json:"holder"`
+	Client  string        `json:"client,omitempty"`
+	Since   time.Time     `json:"since"`
+	Wiretap bool          `json:"wiretap,omitempty"`
+	Filter  *route.Filter `json:"filter,omitempty"` // nil: every connection
+}
+
+func (c claim) same(o claim) bool {
+	return c.Pod == o.Pod && c.Name == o.Name && c.Holder == o.Holder && c.Wiretap == o.Wiretap && sameFilter(c.Filter, o.Filter)
+}
+
+// asIntercept is the claim as the registry's conflict checks read an intercept.
+func (c claim) asIntercept(key interceptKey) *intercept {
+	return &intercept{key: key, name: c.Name, filter: c.Filter, wiretap: c.Wiretap, holder: c.Holder, since: c.Since,
+		client: &clientSession{who: c.Client}}
+}
+
+func hashOf(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func portHash(key interceptKey) string {
+	return hashOf(key.namespace, key.kind, key.workload, key.port)[:40]
+}
+
+// claimName names the claim of the intercept of key that grant (a Lease's name in key's
+// namespace) allows: the same on every pod, so that a client's intercept has one claim.
+func claimName(key interceptKey, grant string) string {
+	return "tp-claim-" + hashOf(key.namespace, key.kind, key.workload, key.port, grant)[:40]
+}
+
+// Take writes the claim of the intercept of key that grant allows, as c says, and returns
+// the port's other live claims (the caller checks them for conflicts). With an error, the
+// caller cannot know the others: it refuses the intercept.
+func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c claim) ([]*intercept, error) {
+	c.Pod = cl.Pod
+	name := claimName(key, grant)
+	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
+	sel := metav1.ListOptions{LabelSelector: ClaimLabel + "=" + portHash(key)}
+	for attempt := 0; ; attempt++ {
+		list, err := leases.List(ctx, sel)
+		if err != nil {
+			return nil, fmt.Errorf("reading the intercepts of port %s of %s/%s on the other manager pods: %w", key.port, key.namespace, key.workload, err)
+		}
+		var mine *coordinationv1.Lease
+		for i := range list.Items {
+			if list.Items[i].Name == name {
+				mine = &list.Items[i]
+			}
+		}
+		if old, ok := readClaim(mine); ok && old.same(c) {
+			return cl.others(ctx, key, name, list.Items)
+		}
+		err = cl.write(ctx, mine, name, key, c)
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			if attempt < 3 {
+				continue // another pod wrote it meanwhile: read again
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("recording intercept %q for the other manager pods: %w", c.Name, err)
+		}
+		// Read after the write: a pod that wrote a conflicting claim meanwhile is seen here,
+		// or it sees this one.
+		if list, err = leases.List(ctx, sel); err != nil {
+			return nil, fmt.Errorf("reading the intercepts of port %s of %s/%s on the other manager pods: %w", key.port, key.namespace, key.workload, err)
+		}
+		return cl.others(ctx, key, name, list.Items)
+	}
+}
+
+func (cl *Claims) write(ctx context.Context, mine *coordinationv1.Lease, name string, key interceptKey, c claim) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
+	if mine == nil {
+		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cl.Namespace,
+			Labels:      map[string]string{ClaimLabel: portHash(key)},
+			Annotations: map[string]string{claimAnnotation: string(b)}}}, metav1.CreateOptions{})
+		return err
+	}
+	mine = mine.DeepCopy()
+	if mine.Annotations == nil {
+		mine.Annotations = map[string]string{}
+	}
+	mine.Annotations[claimAnnotation] = string(b)
+	_, err = leases.Update(ctx, mine, metav1.UpdateOptions{})
+	return err
+}
+
+func readClaim(l *coordinationv1.Lease) (claim, bool) {
+	var c claim
+	if l == nil || json.Unmarshal([]byte(l.Annotations[claimAnnotation]), &c) != nil || c.Pod == "" {
+		return c, false
+	}
+	return c, true
+}
+
+// others are the live claims of items but name's; the claims of pods gone are removed.
+func (cl *Claims) others(ctx context.Context, key interceptKey, name string, items []coordinationv1.Lease) ([]*intercept, error) {
+	var out []*intercept
+	for i := range items {
+		l := &items[i]
+		if l.Name == name {
+			continue
+		}
+		c, ok := readClaim(l)
+		if ok && c.Pod == cl.Pod {
+			continue // this pod's own: the registry knows them better
+		}
+		alive, err := cl.alive(ctx, c.Pod)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || !alive {
+			cl.remove(ctx, l)
+			continue
+		}
+		out = append(out, c.asIntercept(key))
+	}
+	return out, nil
+}
+
+// alive reports whether manager pod pod exists (stopping or not).
+func (cl *Claims) alive(ctx context.Context, pod string) (bool, error) {
+	if pod == cl.Pod {
+		return true, nil
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	// A pod not known yet may be new: the list is read again, but not for every claim.
+	stale := time.Since(cl.podsAt) > podsFresh
+	unknown := cl.podsErr == nil && !cl.pods[pod] && time.Since(cl.podsAt) > podsFresh/4
+	if stale || unknown {
+		list, err := cl.CS.CoreV1().Pods(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: cl.Selector})
+		cl.podsAt, cl.podsErr = time.Now(), err
+		if err == nil {
+			cl.pods = map[string]bool{}
+			for _, p := range list.Items {
+				cl.pods[p.Name] = true
+			}
+		}
+	}
+	if cl.podsErr != nil {
+		return false, fmt.Errorf("listing the manager's pods: %w", cl.podsErr)
+	}
+	return cl.pods[pod], nil
+}
+
+// remove deletes claim l if it is unchanged since read.
+func (cl *Claims) remove(ctx context.Context, l *coordinationv1.Lease) {
+	rv := l.ResourceVersion
+	err := cl.CS.CoordinationV1().Leases(cl.Namespace).Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && cl.Log != nil {
+		cl.Log.Warn("cannot remove an intercept claim", "claim", l.Name, "err", err)
+	}
+}
+
+// Release removes the claim of the intercept of key that grant allows, unless another pod
+// serves it now (the client moved there).
+func (cl *Claims) Release(ctx context.Context, key interceptKey, grant string) {
+	l, err := cl.CS.CoordinationV1().Leases(cl.Namespace).Get(ctx, claimName(key, grant), metav1.GetOptions{})
+	if err != nil {
+		if !apierrors.IsNotFound(err) && cl.Log != nil {
+			cl.Log.Warn("cannot read an intercept claim to remove it", "claim", claimName(key, grant), "err", err)
+		}
+		return
+	}
+	if c, ok := readClaim(l); ok && c.Pod != cl.Pod {
+		return
+	}
+	cl.remove(ctx, l)
+}
+
+// SetClaims makes the registry share its intercepts with the manager's other pods.
+func (r *Registry) SetClaims(c *Claims) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.claims = c
+}
+
+// claimWait bounds the release of a claim, which runs on its own.
+const claimWait = 10 * time.Second
+
+// claim records the intercept req asks for among the manager's pods, and returns the
+// port's intercepts on the other pods. Without claims (one pod), it records nothing.
+func (r *Registry) claim(ctx context.Context, c *clientSession, req *tunnelpb.InterceptRequest, holder string) ([]*intercept, error) {
+	r.mu.Lock()
+	cl := r.claims
+	who := cmp.Or(req.GetClient(), c.who)
+	r.mu.Unlock()
+	if cl == nil || req.GetName() == "" || req.GetGrant() == "" {
+		return nil, nil
+	}
+	return cl.Take(ctx, interceptKeyOf(req), req.GetGrant(), claim{Name: req.GetName(), Holder: holder, Client: who, Since: time.Now(),
+		Wiretap: req.GetWiretap(), Filter: route.FromProto(req.GetHttp())})
+}
+
+// releaseLocked lets go of the claim of the intercept of key that grant allows, in the
+// background. A draining pod keeps its claims: its clients are moving them to other pods.
+func (r *Registry) releaseLocked(key interceptKey, grant string) {
+	if r.claims == nil || r.draining != "" || grant == "" {
+		return
+	}
+	cl := r.claims
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), claimWait)
+		defer cancel()
+		cl.Release(ctx, key, grant)
+	}()
+}
