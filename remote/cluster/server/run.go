@@ -52,7 +52,7 @@ type Config struct {
 	// (one pod alone).
 	Namespace string
 	Version   string
-	Log          *slog.Logger
+	Log       *slog.Logger
 }
 
 // Run serves the manager until ctx ends or a port fails.
