@@ -33,6 +33,8 @@ type replica struct {
 	taps        map[string]portTaps
 	heard       time.Time
 	draining    bool
+	// managers are the manager pods this one said are ready.
+	managers []string
 	// missing is when the lookup last stopped finding the pod (zero while it finds it).
 	missing time.Time
 }
@@ -161,6 +163,16 @@ func (a *Agent) awaitMove(ctx context.Context, port string) {
 func (a *Agent) take(r *replica, st *tunnelpb.AgentState, intercepted map[string]bool, routes map[string]route.Table, taps map[string]portTaps) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	r.managers = st.GetManagers()
+	for _, m := range r.managers {
+		if a.replicas[m] == nil {
+			select { // a manager pod the agent does not know yet: connect now
+			case a.kick <- struct{}{}:
+			default:
+			}
+			break
+		}
+	}
 	if st.GetDraining() {
 		// Only the ports it took: a wiretap's copies are not worth holding the app's path.
 		until := time.Now().Add(moveHold)
@@ -184,15 +196,21 @@ const (
 	replicaLinger = 30 * time.Second
 )
 
-// discover keeps a replica for each manager pod the lookup finds, until ctx ends: new
-// pods are watched, pods gone are let go. With no pod found (a lookup that fails, a
-// manager without the headless Service), the agent keeps to the Service's address.
+// discover keeps a replica for each manager pod the lookup finds or a manager pod names,
+// until ctx ends: new pods are watched, pods gone are let go. With no pod known (a lookup
+// that fails, a manager without the headless Service), the agent keeps to the Service's
+// address.
 func (a *Agent) discover(ctx context.Context) {
 	t := time.NewTicker(discoverEvery)
 	defer t.Stop()
 	for {
-		addrs, err := a.cfg.Pods(ctx)
-		if err != nil || len(addrs) == 0 {
+		addrs, _ := a.cfg.Pods(ctx)
+		a.mu.Lock()
+		for _, r := range a.replicas {
+			addrs = append(addrs, r.managers...)
+		}
+		a.mu.Unlock()
+		if len(addrs) == 0 {
 			addrs = []string{a.cfg.Manager}
 		}
 		a.place(ctx, addrs)

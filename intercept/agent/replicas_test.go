@@ -78,6 +78,21 @@ func TestTheAgentMergesTheManagerPodsAndHoldsAMovingPort(t *testing.T) {
 		t.Errorf("the port is now %v's", a.view.intercepted["http"])
 	}
 
+	// A manager pod that names a pod the agent does not know makes it connect at once.
+	a.kick = make(chan struct{}, 1)
+	a.take(two, &tunnelpb.AgentState{Managers: []string{"10.0.0.1:8082", "10.0.0.2:8082"}}, map[string]bool{"http": true}, nil, nil)
+	select {
+	case <-a.kick:
+		t.Error("known manager pods made the agent look again")
+	default:
+	}
+	a.take(two, &tunnelpb.AgentState{Managers: []string{"10.0.0.2:8082", "10.0.0.3:8082"}}, map[string]bool{"http": true}, nil, nil)
+	select {
+	case <-a.kick:
+	default:
+		t.Error("a new manager pod did not make the agent look")
+	}
+
 	// A port nobody held never waits; a held one waits no longer than its caller.
 	a.take(two, &tunnelpb.AgentState{Draining: true}, nil, nil, nil)
 	a.awaitMove(context.Background(), "other")

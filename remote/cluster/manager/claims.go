@@ -2,6 +2,8 @@ package manager
 
 import (
 	"cmp"
+	"net"
+	"slices"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -31,15 +34,88 @@ import (
 // asserts its intercept on another pod moves the claim there.
 type Claims struct {
 	CS kubernetes.Interface
-	// Namespace is tp's (where the claims live), Pod this manager pod, Selector the label
-	// selector of the manager's pods.
-	Namespace, Pod, Selector string
-	Log                      *slog.Logger
+	// Namespace is tp's (where the claims live), Pod this manager pod.
+	Namespace, Pod string
+	// Pods are the manager's pods.
+	Pods *ManagerPods
+	Log  *slog.Logger
+}
 
-	mu      sync.Mutex
-	pods    map[string]bool
-	podsAt  time.Time
-	podsErr error
+// ManagerPods is what a manager pod knows of its peers: which exist, and the agent API
+// addresses of the ready ones. It reads them from the API server when asked, at most every
+// podsFresh (sooner for a pod it does not know yet: a new one).
+type ManagerPods struct {
+	CS                  kubernetes.Interface
+	Namespace, Selector string
+	Port                string // the agent API's port
+
+	mu    sync.Mutex
+	at    time.Time
+	err   error
+	names map[string]bool
+	addrs []string
+}
+
+// read lists the pods if what it has is older than maxAge.
+func (m *ManagerPods) read(ctx context.Context, maxAge time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.at.IsZero() && time.Since(m.at) <= maxAge {
+		return m.err
+	}
+	list, err := m.CS.CoreV1().Pods(m.Namespace).List(ctx, metav1.ListOptions{LabelSelector: m.Selector})
+	m.at, m.err = time.Now(), err
+	if err != nil {
+		return fmt.Errorf("listing the manager's pods: %w", err)
+	}
+	m.names, m.addrs = map[string]bool{}, nil
+	for _, p := range list.Items {
+		m.names[p.Name] = true
+		if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(&p) {
+			m.addrs = append(m.addrs, net.JoinHostPort(p.Status.PodIP, m.Port))
+		}
+	}
+	slices.Sort(m.addrs)
+	return nil
+}
+
+// Exists reports whether manager pod name exists (stopping or not).
+func (m *ManagerPods) Exists(ctx context.Context, name string) (bool, error) {
+	if err := m.read(ctx, podsFresh); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	known := m.names[name]
+	m.mu.Unlock()
+	if known {
+		return true, nil
+	}
+	if err := m.read(ctx, podsFresh/4); err != nil { // a new pod, perhaps
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.names[name], nil
+}
+
+// Ready is the agent API addresses of the ready manager pods, as last read (read again if
+// older than podsFresh); none when they cannot be read.
+func (m *ManagerPods) Ready(ctx context.Context) []string {
+	if m == nil || m.read(ctx, podsFresh) != nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addrs
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 const (
@@ -172,7 +248,7 @@ func (cl *Claims) others(ctx context.Context, key interceptKey, name string, ite
 		if ok && c.Pod == cl.Pod {
 			continue // this pod's own: the registry knows them better
 		}
-		alive, err := cl.alive(ctx, c.Pod)
+		alive, err := cl.Pods.Exists(ctx, c.Pod)
 		if err != nil {
 			return nil, err
 		}
@@ -183,32 +259,6 @@ func (cl *Claims) others(ctx context.Context, key interceptKey, name string, ite
 		out = append(out, c.asIntercept(key))
 	}
 	return out, nil
-}
-
-// alive reports whether manager pod pod exists (stopping or not).
-func (cl *Claims) alive(ctx context.Context, pod string) (bool, error) {
-	if pod == cl.Pod {
-		return true, nil
-	}
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	// A pod not known yet may be new: the list is read again, but not for every claim.
-	stale := time.Since(cl.podsAt) > podsFresh
-	unknown := cl.podsErr == nil && !cl.pods[pod] && time.Since(cl.podsAt) > podsFresh/4
-	if stale || unknown {
-		list, err := cl.CS.CoreV1().Pods(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: cl.Selector})
-		cl.podsAt, cl.podsErr = time.Now(), err
-		if err == nil {
-			cl.pods = map[string]bool{}
-			for _, p := range list.Items {
-				cl.pods[p.Name] = true
-			}
-		}
-	}
-	if cl.podsErr != nil {
-		return false, fmt.Errorf("listing the manager's pods: %w", cl.podsErr)
-	}
-	return cl.pods[pod], nil
 }
 
 // remove deletes claim l if it is unchanged since read.

@@ -23,7 +23,7 @@ func managerPod(name string) *corev1.Pod {
 // onPod is a registry of manager pod pod, sharing its intercepts through cs.
 func onPod(cs kubernetes.Interface, pod string) *Registry {
 	r := NewRegistry(oneAgent{}, fakeAuth{}, nil)
-	r.SetClaims(&Claims{CS: cs, Namespace: "tp-system", Pod: pod, Selector: managerspec.Selector})
+	r.SetClaims(&Claims{CS: cs, Namespace: "tp-system", Pod: pod, Pods: &ManagerPods{CS: cs, Namespace: "tp-system", Selector: managerspec.Selector, Port: "8082"}})
 	return r
 }
 

@@ -549,13 +549,19 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		st, draining := r.agentStateLocked(ag), r.draining != ""
+		st, draining, cl := r.agentStateLocked(ag), r.draining != "", r.claims
 		r.mu.Unlock()
+		var managers []string
+		if cl != nil {
+			managers = cl.Pods.Ready(stream.Context())
+		}
 		if draining {
-			// Its last word: the agent holds this pod's ports for the other pods.
-			_ = stream.Send(&tunnelpb.AgentState{Draining: true})
+			// Its last word: the agent holds this pod's ports for the other pods, which it
+			// learns here.
+			_ = stream.Send(&tunnelpb.AgentState{Draining: true, Managers: managers})
 			return nil
 		}
+		st.Managers = managers
 		st.Egress = takeAll(ag.egress)
 		if err := stream.Send(st); err != nil {
 			return err

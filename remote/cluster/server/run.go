@@ -91,7 +91,12 @@ func Run(ctx context.Context, cfg Config) error {
 	registry.SetProbeDialer(srv.DialService)
 	podName, _ := os.Hostname() // a pod's host name is its name
 	if cfg.Namespace != "" {
-		registry.SetClaims(&manager.Claims{CS: cs, Namespace: cfg.Namespace, Pod: podName, Selector: managerspec.Selector, Log: log})
+		_, port, err := net.SplitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return fmt.Errorf("manager: cluster port %q: %w", cfg.ClusterListen, err)
+		}
+		pods := &manager.ManagerPods{CS: cs, Namespace: cfg.Namespace, Selector: managerspec.Selector, Port: port}
+		registry.SetClaims(&manager.Claims{CS: cs, Namespace: cfg.Namespace, Pod: podName, Pods: pods, Log: log})
 	}
 	go registry.Expire(ctx)
 	go registry.Drift(ctx, driftCS) // tells holders when the cluster no longer sends them the traffic

@@ -1464,7 +1464,11 @@ type AgentState struct {
 	// next. Its clients assert their intercepts again on another manager pod, so the agent
 	// holds new connections to the ports this pod held (up to a few seconds) until another
 	// pod's routes take them, rather than give them to the app meanwhile.
-	Draining      bool `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	// The manager's ready pods' agent API addresses (ip:port): the agent keeps a connection to
+	// each, since each serves the intercepts of the clients connected to it. A pod that
+	// drains names the pods its clients move to.
+	Managers      []string `protobuf:"bytes,6,rep,name=managers,proto3" json:"managers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1532,6 +1536,13 @@ func (x *AgentState) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *AgentState) GetManagers() []string {
+	if x != nil {
+		return x.Managers
+	}
+	return nil
 }
 
 type EgressDial struct {
@@ -1802,14 +1813,15 @@ const file_intercept_proto_rawDesc = "" +
 	"\tAgentPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\x05R\x06listen\x12\x10\n" +
-	"\x03app\x18\x03 \x01(\x05R\x03app\"\xdc\x01\n" +
+	"\x03app\x18\x03 \x01(\x05R\x03app\"\xf8\x01\n" +
 	"\n" +
 	"AgentState\x12 \n" +
 	"\vintercepted\x18\x01 \x03(\tR\vintercepted\x120\n" +
 	"\x06routes\x18\x02 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x06routes\x12,\n" +
 	"\x04taps\x18\x03 \x03(\v2\x18.tp.tunnel.v1.PortRoutesR\x04taps\x120\n" +
 	"\x06egress\x18\x04 \x03(\v2\x18.tp.tunnel.v1.EgressDialR\x06egress\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"P\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x12\x1a\n" +
+	"\bmanagers\x18\x06 \x03(\tR\bmanagers\"P\n" +
 	"\n" +
 	"EgressDial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
