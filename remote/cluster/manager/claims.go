@@ -2,14 +2,14 @@ package manager
 
 import (
 	"cmp"
-	"net"
-	"slices"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
 	"time"
 
