@@ -19,7 +19,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/agentspec"
 	"github.com/tpdev/tp/remote/grant"
+	"github.com/tpdev/tp/remote/managerspec"
 )
 
 // Installed describes the manager of one install.
@@ -171,6 +173,15 @@ func (in *installer) install(ctx context.Context, opts Options) (*Installed, err
 			return nil, fail("read tp's certificates", err)
 		}
 		return nil, err
+	}
+	if opts.Replicas == 0 {
+		// Kept: an upgrade or a change of options does not undo --replicas (or a scale).
+		opts.Replicas = 1
+		if dep, err := in.cs.AppsV1().Deployments(opts.Namespace).Get(ctx, ManagerName, metav1.GetOptions{}); err == nil && dep.Spec.Replicas != nil && *dep.Spec.Replicas > 0 {
+			opts.Replicas = int(min(*dep.Spec.Replicas, MaxReplicas))
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return nil, fail("get deployment "+ManagerName, err)
+		}
 	}
 	manifest, err := render(opts, certs.fingerprint, []byte(certs.bundle.Data[CABundleKey]))
 	if err != nil {
@@ -680,6 +691,19 @@ func (in *installer) findInNamespace(ctx context.Context, nsName string, left *l
 	deps, svcs, sas := in.cs.AppsV1().Deployments(nsName), in.cs.CoreV1().Services(nsName), in.cs.CoreV1().ServiceAccounts(nsName)
 	secrets, cms := in.cs.CoreV1().Secrets(nsName), in.cs.CoreV1().ConfigMaps(nsName)
 	del, get := metav1.DeleteOptions{}, metav1.GetOptions{}
+	podsService := ManagerName + agentspec.PodsServiceSuffix
+	// The manager's claims (it writes them; none outlives the install).
+	leases := in.cs.CoordinationV1().Leases(nsName)
+	claims, err := leases.List(ctx, metav1.ListOptions{LabelSelector: managerspec.ClaimLabel})
+	if ignoreMissing(err) != nil {
+		return &failedLookup{"list leases in " + nsName, err}
+	}
+	if err == nil {
+		for _, l := range claims.Items {
+			what := "Lease " + nsName + "/" + l.Name
+			left.add(what, what, func() error { return ignoreMissing(leases.Delete(ctx, l.Name, del)) })
+		}
+	}
 	for _, o := range []struct {
 		kind, name string
 		get        func() (metav1.Object, error)
@@ -691,6 +715,9 @@ func (in *installer) findInNamespace(ctx context.Context, nsName string, left *l
 		{"Service", ManagerName,
 			func() (metav1.Object, error) { return svcs.Get(ctx, ManagerName, get) },
 			func() error { return svcs.Delete(ctx, ManagerName, del) }},
+		{"Service", podsService,
+			func() (metav1.Object, error) { return svcs.Get(ctx, podsService, get) },
+			func() error { return svcs.Delete(ctx, podsService, del) }},
 		{"ServiceAccount", ManagerName,
 			func() (metav1.Object, error) { return sas.Get(ctx, ManagerName, get) },
 			func() error { return sas.Delete(ctx, ManagerName, del) }},

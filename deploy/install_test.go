@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -501,4 +502,29 @@ func TestUninstallTimeoutSaysWhatRemains(t *testing.T) {
 	err := f.uninstall(context.Background(), Options{Namespace: ns, Timeout: 20 * time.Millisecond})
 	wantKind(t, err, remote.Timeout, "not gone within 20ms: namespace tp-system is Terminating; SomeFinalizersRemain", "example.com/stuck",
 		"kubectl get namespace tp-system -o yaml")
+}
+
+// tp install without --replicas keeps the count the manager has (an admin's --replicas 3, or
+// a scale); with it, sets it.
+func TestInstallKeepsTheReplicasUnlessTold(t *testing.T) {
+	for _, tc := range []struct{ now, asked, want int32 }{{3, 0, 3}, {3, 1, 1}, {1, 2, 2}} {
+		r := newRollout(running()).done()
+		r.dep.Spec.Replicas = new(tc.now)
+		f := newFake(t, r.objects()...)
+		opts, err := Options{Image: testImage, Replicas: int(tc.asked), Timeout: 50 * time.Millisecond}.withDefaults(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.install(context.Background(), opts) // the fake rollout never reaches the new count: only what was applied counts
+		got := "none"
+		for _, o := range f.applied {
+			if o.GetKind() == "Deployment" {
+				v, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas")
+				got = fmt.Sprint(v)
+			}
+		}
+		if got != fmt.Sprint(tc.want) {
+			t.Errorf("%d replicas now, --replicas %d: applied %s, want %d", tc.now, tc.asked, got, tc.want)
+		}
+	}
 }

@@ -106,7 +106,8 @@ type Options struct {
 	// RotateCA makes Install replace the CA agents verify the manager by (see CASecret).
 	RotateCA bool
 	// Replicas is how many manager pods serve the team (each developer's session and the
-	// intercepts it holds live on one; agents connect to all); default 1.
+	// intercepts it holds live on one; agents connect to all); 0: as many as now (1 for a
+	// new install).
 	Replicas int
 }
 
@@ -139,10 +140,7 @@ func (o Options) withDefaults(needImage bool) (Options, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	if o.Replicas == 0 {
-		o.Replicas = 1
-	}
-	if o.Replicas < 1 || o.Replicas > MaxReplicas {
+	if o.Replicas < 0 || o.Replicas > MaxReplicas {
 		return o, remote.Explain(remote.Usage, fmt.Sprintf("%d manager replicas: tp runs 1 to %d", o.Replicas, MaxReplicas),
 			"pass --replicas 2 or 3 for a team that must not notice a manager rollout or a node drain")
 	}
@@ -218,6 +216,7 @@ func Render(opts Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Replicas = max(opts.Replicas, 1)
 	return render(opts, "", nil)
 }
 

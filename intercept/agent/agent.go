@@ -273,6 +273,7 @@ func (a *Agent) watch(ctx context.Context, r *replica) {
 		}
 		a.mu.Lock()
 		draining := r.draining
+		r.managers = nil // what it said holds while it speaks
 		a.mu.Unlock()
 		if draining {
 			// Its clients move to another pod: find it now, not at the next lookup.
@@ -547,7 +548,9 @@ func (a *Agent) handOver(ctx context.Context, c net.Conn, p Port, routeID string
 	if r == nil {
 		return nil, fmt.Errorf("no manager pod holds an intercept of port %s now", p.Name)
 	}
+	r.open.Add(1)
 	sctx, end := context.WithCancel(ctx)
+	context.AfterFunc(sctx, func() { r.open.Add(-1) })
 	stream, err := r.client.Flow(sctx)
 	if err != nil {
 		end()

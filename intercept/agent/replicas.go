@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,6 +38,9 @@ type replica struct {
 	managers []string
 	// missing is when the lookup last stopped finding the pod (zero while it finds it).
 	missing time.Time
+	// open counts the intercepted connections handed to the pod and not ended: a pod gone
+	// from the lookup keeps its connection while they last.
+	open atomic.Int64
 }
 
 // takers are the ports whose connections (or some of their requests) the replica's
@@ -64,6 +68,33 @@ func (r *replica) clear() {
 	r.intercepted, r.routes, r.taps = map[string]bool{}, map[string]route.Table{}, nil
 }
 
+// hold keeps a draining pod's port for its clients, who assert their intercepts on
+// another pod: until a route comes that was not there when the hold began (before), or
+// until is past.
+type hold struct {
+	until  time.Time
+	before map[string]bool
+}
+
+// takerIDs names what takes port's connections on the replica: its routes, and its global
+// intercept.
+func (r *replica) takerIDs(port string) []string {
+	var ids []string
+	if r.intercepted[port] {
+		ids = append(ids, "global@"+r.addr)
+	}
+	for _, rt := range r.routes[port] {
+		ids = append(ids, rt.ID)
+	}
+	return ids
+}
+
+// tookSince reports whether the replica takes port's connections with something not in
+// before.
+func (r *replica) tookSince(port string, before map[string]bool) bool {
+	return slices.ContainsFunc(r.takerIDs(port), func(id string) bool { return !before[id] })
+}
+
 // view is the agent's merged picture of every replica's state, rebuilt on each change.
 type view struct {
 	// intercepted is, by port, the replica that holds the port's global intercept.
@@ -72,9 +103,9 @@ type view struct {
 	taps        map[string]portTaps
 	// owner is, by route id, the replica whose intercept the route is.
 	owner map[string]*replica
-	// held are the ports a draining replica held, with when to stop holding them: their
-	// new connections wait for another replica's routes until then.
-	held map[string]time.Time
+	// held are the ports a draining replica held: their new connections wait for another
+	// replica's new route until the hold's time is up.
+	held map[string]hold
 	// changed closes when the view is next rebuilt.
 	changed chan struct{}
 }
@@ -88,12 +119,12 @@ const moveHold = 5 * time.Second
 func (a *Agent) rebuildLocked() {
 	old := a.view
 	v := &view{intercepted: map[string]*replica{}, routes: map[string]route.Table{}, taps: map[string]portTaps{},
-		owner: map[string]*replica{}, held: map[string]time.Time{}, changed: make(chan struct{})}
+		owner: map[string]*replica{}, held: map[string]hold{}, changed: make(chan struct{})}
 	now := time.Now()
 	if old != nil {
-		for p, until := range old.held {
-			if now.Before(until) {
-				v.held[p] = until
+		for p, h := range old.held {
+			if now.Before(h.until) {
+				v.held[p] = h
 			}
 		}
 	}
@@ -125,8 +156,10 @@ func (a *Agent) rebuildLocked() {
 				v.owner[rt.ID] = r
 			}
 		}
-		for _, p := range r.takers() {
-			delete(v.held, p) // another pod has it now
+		for p, h := range v.held {
+			if r.tookSince(p, h.before) {
+				delete(v.held, p) // the moved intercepts are back, on another pod
+			}
 		}
 	}
 	a.view = v
@@ -140,7 +173,8 @@ func (a *Agent) rebuildLocked() {
 func (a *Agent) awaitMove(ctx context.Context, port string) {
 	for {
 		a.mu.Lock()
-		until, held := a.view.held[port]
+		h, held := a.view.held[port]
+		until := h.until
 		changed := a.view.changed
 		a.mu.Unlock()
 		if !held || !time.Now().Before(until) {
@@ -177,7 +211,15 @@ func (a *Agent) take(r *replica, st *tunnelpb.AgentState, intercepted map[string
 		// Only the ports it took: a wiretap's copies are not worth holding the app's path.
 		until := time.Now().Add(moveHold)
 		for _, p := range r.takers() {
-			a.view.held[p] = until
+			h := hold{until: until, before: map[string]bool{}}
+			for _, o := range a.replicas {
+				if o != r && !o.draining {
+					for _, id := range o.takerIDs(p) {
+						h.before[id] = true
+					}
+				}
+			}
+			a.view.held[p] = h
 		}
 		r.clear()
 		r.draining, r.heard = true, time.Now()
@@ -194,6 +236,8 @@ const (
 	// replicaLinger is how long the agent keeps its connection to a manager pod the lookup
 	// no longer finds: a stopping pod lets the intercepted connections open there finish.
 	replicaLinger = 30 * time.Second
+	// replicaLingerMost bounds that wait for connections that never end.
+	replicaLingerMost = 10 * time.Minute
 )
 
 // discover keeps a replica for each manager pod the lookup finds or a manager pod names,
@@ -207,7 +251,10 @@ func (a *Agent) discover(ctx context.Context) {
 		addrs, _ := a.cfg.Pods(ctx)
 		a.mu.Lock()
 		for _, r := range a.replicas {
-			addrs = append(addrs, r.managers...)
+			// Only a pod that speaks now: a gone pod's last list may name itself.
+			if !r.draining && r.missing.IsZero() && time.Since(r.heard) < a.cfg.Stale {
+				addrs = append(addrs, r.managers...)
+			}
 		}
 		a.mu.Unlock()
 		if len(addrs) == 0 {
@@ -239,7 +286,7 @@ func (a *Agent) place(ctx context.Context, addrs []string) {
 			r.missing = time.Time{}
 		case r.missing.IsZero() && ctx.Err() == nil:
 			r.missing = now
-		case ctx.Err() != nil || now.Sub(r.missing) >= replicaLinger:
+		case ctx.Err() != nil || now.Sub(r.missing) >= replicaLinger && r.open.Load() == 0 || now.Sub(r.missing) >= replicaLingerMost:
 			r.cancel()
 			_ = r.cc.Close()
 			delete(a.replicas, addr)

@@ -104,3 +104,28 @@ func TestTheAgentMergesTheManagerPodsAndHoldsAMovingPort(t *testing.T) {
 		t.Errorf("a held connection waited %s past its caller's end", took)
 	}
 }
+
+// Two developers with filtered intercepts of one port, on two manager pods: when one pod
+// drains, its developer's requests wait for that developer's route on the other pod, not
+// just for any route there (the other developer's was there all along).
+func TestAHeldSharedPortWaitsForTheMovedRoute(t *testing.T) {
+	a, rs := newTestAgent("10.0.0.1:8082", "10.0.0.2:8082")
+	one, two := rs[0], rs[1]
+	a.take(one, &tunnelpb.AgentState{}, nil, map[string]route.Table{"api": {{ID: "alice"}}}, nil)
+	a.take(two, &tunnelpb.AgentState{}, nil, map[string]route.Table{"api": {{ID: "bob"}}}, nil)
+	a.take(one, &tunnelpb.AgentState{Draining: true}, nil, nil, nil)
+	a.take(two, &tunnelpb.AgentState{}, nil, map[string]route.Table{"api": {{ID: "bob"}}}, nil) // an unchanged tick
+	a.mu.Lock()
+	_, held := a.view.held["api"]
+	a.mu.Unlock()
+	if !held {
+		t.Fatal("the port was let go while only the other developer's route was there")
+	}
+	a.take(two, &tunnelpb.AgentState{}, nil, map[string]route.Table{"api": {{ID: "bob"}, {ID: "alice-again"}}}, nil)
+	a.mu.Lock()
+	_, held = a.view.held["api"]
+	a.mu.Unlock()
+	if held {
+		t.Error("the port is still held after the moved route came")
+	}
+}

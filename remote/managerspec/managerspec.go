@@ -47,6 +47,10 @@ const (
 	// manager's pods share their intercepts (claims).
 	PodNamespaceEnv = "POD_NAMESPACE"
 
+	// ClaimLabel marks the manager's claims, Leases in its namespace (one per intercept a
+	// manager pod serves; see remote/cluster/manager's Claims); its value hashes the port.
+	ClaimLabel = "tp.dev/intercept-claim"
+
 	// Name is the manager's Deployment, Service and service account; Selector selects its
 	// pods.
 	Name     = "tp-manager"

@@ -413,7 +413,7 @@ func rolloutTime(t *testing.T, cs kubernetes.Interface, ns, name string) time.Du
 // agentProc finds, on this node, the agent process of a pod whose name starts with prefix.
 func agentProc(t *testing.T, ns, prefix string) int {
 	t.Helper()
-	pid := procWhere(func(cmd string, env []string) bool {
+	pid := kit.ProcWhere(func(cmd string, env []string) bool {
 		return cmd == "/tp-agent\x00" && slices.Contains(env, "POD_NAMESPACE="+ns) &&
 			slices.ContainsFunc(env, func(v string) bool { return strings.HasPrefix(v, "POD_NAME="+prefix) })
 	})
@@ -421,24 +421,6 @@ func agentProc(t *testing.T, ns, prefix string) int {
 		t.Fatalf("no agent process of %s/%s* on this node", ns, prefix)
 	}
 	return pid
-}
-
-// procWhere is the first process on this node whose command line (NUL-separated) and
-// environment match, or 0.
-func procWhere(match func(cmd string, env []string) bool) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if match(string(cmd), strings.Split(string(env), "\x00")) {
-			return pid
-		}
-	}
-	return 0
 }
 
 func procStatus(t *testing.T, pid int, field string) int64 {

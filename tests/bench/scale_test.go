@@ -14,15 +14,19 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/tpdev/tp/deploy"
 	"github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/remote/cluster/manager"
 	"github.com/tpdev/tp/remote/laptop/portforward"
 	"github.com/tpdev/tp/remote/laptop/session"
 	"github.com/tpdev/tp/tests/cluster"
@@ -86,29 +90,18 @@ func TestBenchScale(t *testing.T) {
 	}
 
 	// The manager's pod goes while 100 sessions work: every intercept is asserted again.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var loadFails atomic.Int64
-	for _, s := range sessions {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Second):
-				}
-				if _, err := s.flow(); err != nil {
-					loadFails.Add(1)
-				}
-			}
-		})
-	}
+	stop, loadFails, loadFlows, firstFail := steadyLoad(sessions)
 	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
 	if err != nil || len(pods.Items) == 0 {
 		t.Fatalf("manager pods: %v", err)
 	}
 	deleted := time.Now()
 	zero := int64(0)
+	// A crash: killed before its pod is deleted (a stopping manager hands its clients over
+	// first; the rolling restart below measures that).
+	if err := syscall.Kill(mgr, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range pods.Items {
 		if err := cs.CoreV1().Pods(p.Namespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 			t.Fatal(err)
@@ -124,12 +117,121 @@ func TestBenchScale(t *testing.T) {
 			break
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if reasserted == 0 {
 		t.Errorf("the %d intercepts were not all held again within 3 minutes of the manager pod's deletion", len(sessions))
 	}
-	reportScale(t, rows, reasserted, loadFails.Load())
+	deletedFails := loadFails.Load()
+
+	// A rolling restart of two replicas under the same load: each pod drains as it goes,
+	// its sessions move to another pod, and nothing fails.
+	l.MustTP(t, 3*time.Minute, "install", "--replicas", "2")
+	t.Cleanup(func() { l.MustTP(t, 3*time.Minute, "install", "--replicas", "1") })
+	waitManagers(t, 2)
+	reconnects := make([]int, len(sessions))
+	for i, s := range sessions {
+		reconnects[i] = s.sess.Status().Reconnects
+	}
+	stop, loadFails, loadFlows, firstFail = steadyLoad(sessions)
+	before := time.Now()
+	restart := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"tp.dev/bench-restarted-at":%q}}}}}`, before.Format(time.RFC3339Nano))
+	if _, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Patch(context.Background(), deploy.ManagerName, types.StrategicMergePatchType, []byte(restart), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolled := waitManagers(t, 2)
+	time.Sleep(3 * time.Second)
+	stop()
+	roll := rollFigures{took: rolled.Sub(before), flows: loadFlows.Load(), fails: loadFails.Load(), first: firstFail.Load()}
+	for i, s := range sessions {
+		if st := s.sess.Status(); st.State != session.Connected {
+			roll.lost++
+		} else if st.Reconnects > reconnects[i] {
+			roll.reconnected++
+		}
+	}
+	roll.claims = claimsHeld(t, cs)
+	reportScale(t, rows, reasserted, deletedFails, roll)
+	if roll.fails > 0 || roll.claims != len(sessions) {
+		t.Errorf("rolling restart: %d of %d flows failed (first: %v), %d of %d intercepts claimed afterwards", roll.fails, roll.flows, roll.first, roll.claims, len(sessions))
+	}
+}
+
+// rollFigures are what a rolling restart of the manager cost the sessions.
+type rollFigures struct {
+	took                      time.Duration
+	flows, fails              int64
+	first                     any
+	lost, reconnected, claims int
+}
+
+// steadyLoad has every session open a flow each second until stop is called, counting the
+// flows and the failures.
+func steadyLoad(sessions []*scaleSession) (stop func(), fails, flows *atomic.Int64, first *atomic.Value) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	fails, flows, first = new(atomic.Int64), new(atomic.Int64), new(atomic.Value)
+	for _, s := range sessions {
+		wg.Go(func() {
+			for {
+				select {
+				case <-quit:
+					return
+				case <-time.After(time.Second):
+				}
+				flows.Add(1)
+				if _, err := s.flow(); err != nil {
+					fails.Add(1)
+					first.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	return func() { close(quit); wg.Wait() }, fails, flows, first
+}
+
+// waitManagers waits until the manager runs n ready pods of its newest revision and no
+// other, and returns when.
+func waitManagers(t *testing.T, n int32) time.Time {
+	t.Helper()
+	cs := kit.Clientset(t)
+	kit.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d manager pods of the newest revision, alone", n), func() error {
+		dep, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Get(context.Background(), deploy.ManagerName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st := dep.Status
+		if st.ObservedGeneration < dep.Generation || st.UpdatedReplicas != n || st.ReadyReplicas != n || st.Replicas != n {
+			return fmt.Errorf("deployment status %+v", st)
+		}
+		pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
+		if err != nil || len(pods.Items) != int(n) {
+			return fmt.Errorf("manager pods: %v %v", len(pods.Items), err)
+		}
+		return nil
+	})
+	return time.Now()
+}
+
+// claimsHeld counts the intercept claims that name a manager pod that exists.
+func claimsHeld(t *testing.T, cs kubernetes.Interface) int {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := cs.CoordinationV1().Leases(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: manager.ClaimLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range list.Items {
+		for _, p := range pods.Items {
+			if strings.Contains(l.Annotations["tp.dev/claim"], `"pod":"`+p.Name+`"`) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 type scaleRow struct {
@@ -317,9 +419,7 @@ func onNewManager(sessions []*scaleSession, old string) bool {
 // managerProc finds the manager's process on this node.
 func managerProc(t *testing.T) int {
 	t.Helper()
-	pid := procWhere(func(cmd string, env []string) bool {
-		return strings.HasPrefix(cmd, "/tp-cluster\x00") && slices.Contains(env, "POD_NAMESPACE="+deploy.DefaultNamespace)
-	})
+	pid := kit.ManagerProcess()
 	if pid == 0 {
 		t.Fatal("no manager process on this node")
 	}
@@ -340,7 +440,7 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
-func reportScale(t *testing.T, rows []scaleRow, reasserted time.Duration, reassertFails int64) {
+func reportScale(t *testing.T, rows []scaleRow, reasserted time.Duration, reassertFails int64, roll rollFigures) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nscale: N sessions on one manager, each with its lanes and a held personal intercept, a new flow and a new name every 500 ms each\n")
 	fmt.Fprintf(&b, "%5s %12s %14s %14s %14s %16s %16s %10s\n", "N", "manager RSS", "RSS/session", "idle/session", "CPU/session", "new flow p50/p99", "lookup p50/p99", "failures")
@@ -355,8 +455,10 @@ func reportScale(t *testing.T, rows []scaleRow, reasserted time.Duration, reasse
 			fmt.Fprintf(&b, "      first failure: %s\n", r.firstFailure)
 		}
 	}
-	fmt.Fprintf(&b, "manager pod deleted under the load of %d sessions: every intercept held again after %s; %d flows failed meanwhile\n",
+	fmt.Fprintf(&b, "manager killed (pod deleted) under the load of %d sessions: every intercept held again after %s; %d flows failed meanwhile\n",
 		rows[len(rows)-1].n, reasserted.Round(100*time.Millisecond), reassertFails)
+	fmt.Fprintf(&b, "rolling restart of 2 manager replicas under that load: rolled out in %s; %d of %d new flows failed; sessions lost %d, reconnected %d (the rest moved); %d intercepts claimed on the new pods\n",
+		roll.took.Round(100*time.Millisecond), roll.fails, roll.flows, roll.lost, roll.reconnected, roll.claims)
 	t.Log(b.String())
 	if out := os.Getenv("TP_BENCH_OUT"); out != "" {
 		f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,7 +135,14 @@ func TestResilience(t *testing.T) {
 
 	t.Run("ManagerPodDeleted", func(t *testing.T) {
 		took := recovers(t, 10*time.Second, func(t *testing.T) {
+			// A crash, not a stop: a manager told to stop hands its clients over first
+			// (TestManagerRollout), so the process is killed before its pod is deleted.
 			pod := managerPod(t, cs)
+			if pid := kit.ManagerProcess(); pid == 0 {
+				t.Fatal("no manager process on this node")
+			} else if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
 			if err := cs.CoreV1().Pods(deploy.DefaultNamespace).Delete(context.Background(), pod, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {
 				t.Fatal(err)
 			}

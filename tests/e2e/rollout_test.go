@@ -34,7 +34,7 @@ func TestManagerRollout(t *testing.T) {
 	w := deployWorkload(t, cs, ns, "web-app")
 	l := kit.NewLaptop(t)
 	l.MustTP(t, 3*time.Minute, "install", "--replicas", "2")
-	t.Cleanup(func() { l.MustTP(t, 3*time.Minute, "install") }) // one replica, as the other tests expect
+	t.Cleanup(func() { l.MustTP(t, 3*time.Minute, "install", "--replicas", "1") }) // as the other tests expect
 	waitRolledOut(t, cs, 2)
 	l.MustTP(t, time.Minute, "connect", "--namespace", ns)
 	local := laptopServerOn(t, l, "laptop")
@@ -85,8 +85,9 @@ func TestManagerRollout(t *testing.T) {
 		t.Errorf("too few flows (%d) or requests (%d) during the rollout to tell", total, h.total)
 	}
 	st := sessionStatus(t, l)
-	if st.State != "connected" || st.Reconnects != before.Reconnects {
-		t.Errorf("tp status after the rollout: %s, %d reconnections (before %d): a planned move is no loss", st.State, st.Reconnects, before.Reconnects)
+	if st.State != "connected" || st.Reconnects != before.Reconnects || st.Moves <= before.Moves {
+		t.Errorf("tp status after the rollout: %s, %d reconnections (before %d), %d moves (before %d): a planned move is no loss, and is counted",
+			st.State, st.Reconnects, before.Reconnects, st.Moves, before.Moves)
 	}
 	if !strings.Contains(l.DaemonLog(t), "manager pod is stopping; moving to another") {
 		t.Errorf("the daemon's log does not tell the move")

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
 
@@ -39,6 +42,45 @@ type Claims struct {
 	// Pods are the manager's pods.
 	Pods *ManagerPods
 	Log  *slog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*claimLock
+}
+
+// claimLock serializes the Takes and Releases of one claim on this pod; gen counts Takes,
+// so that a Release decided before a Take (a leave, then the same intercept again) does not
+// remove what that Take wrote.
+type claimLock struct {
+	sync.Mutex
+	gen atomic.Uint64
+}
+
+func (cl *Claims) lock(name string) *claimLock {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.locks == nil {
+		cl.locks = map[string]*claimLock{}
+	}
+	l := cl.locks[name]
+	if l == nil {
+		l = &claimLock{}
+		cl.locks[name] = l
+	}
+	return l
+}
+
+// Gen is the claim's generation now, for Release; it does not wait for a Take under way.
+func (cl *Claims) Gen(key interceptKey, grant string) uint64 {
+	return cl.lock(claimName(key, grant)).gen.Load()
+}
+
+// labelValue makes a pod's name a label's value (at most 63 characters, ending in a letter
+// or digit).
+func labelValue(s string) string {
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.TrimRight(s, "-.")
 }
 
 // ManagerPods is what a manager pod knows of its peers: which exist, and the agent API
@@ -53,7 +95,7 @@ type ManagerPods struct {
 	at    time.Time
 	err   error
 	names map[string]bool
-	addrs []string
+	addrs map[string]string // by pod name
 }
 
 // read lists the pods if what it has is older than maxAge.
@@ -63,19 +105,22 @@ func (m *ManagerPods) read(ctx context.Context, maxAge time.Duration) error {
 	if !m.at.IsZero() && time.Since(m.at) <= maxAge {
 		return m.err
 	}
+	// The lock is held through the call: one list serves every caller waiting for it. A
+	// deadline of its own keeps an API server that hangs from holding them all.
+	ctx, cancel := context.WithTimeout(ctx, podsWait)
+	defer cancel()
 	list, err := m.CS.CoreV1().Pods(m.Namespace).List(ctx, metav1.ListOptions{LabelSelector: m.Selector})
 	m.at, m.err = time.Now(), err
 	if err != nil {
 		return fmt.Errorf("listing the manager's pods: %w", err)
 	}
-	m.names, m.addrs = map[string]bool{}, nil
+	m.names, m.addrs = map[string]bool{}, map[string]string{}
 	for _, p := range list.Items {
 		m.names[p.Name] = true
 		if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(&p) {
-			m.addrs = append(m.addrs, net.JoinHostPort(p.Status.PodIP, m.Port))
+			m.addrs[p.Name] = net.JoinHostPort(p.Status.PodIP, m.Port)
 		}
 	}
-	slices.Sort(m.addrs)
 	return nil
 }
 
@@ -98,15 +143,22 @@ func (m *ManagerPods) Exists(ctx context.Context, name string) (bool, error) {
 	return m.names[name], nil
 }
 
-// Ready is the agent API addresses of the ready manager pods, as last read (read again if
-// older than podsFresh); none when they cannot be read.
-func (m *ManagerPods) Ready(ctx context.Context) []string {
-	if m == nil || m.read(ctx, podsFresh) != nil {
+// Ready is the agent API addresses of the ready manager pods but without, as read at most
+// maxAge ago; none when they cannot be read.
+func (m *ManagerPods) Ready(ctx context.Context, maxAge time.Duration, without string) []string {
+	if m == nil || m.read(ctx, maxAge) != nil {
 		return nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.addrs
+	var out []string
+	for name, addr := range m.addrs {
+		if name != without {
+			out = append(out, addr)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -120,11 +172,15 @@ func podReady(p *corev1.Pod) bool {
 
 const (
 	// ClaimLabel marks a claim; its value is a hash of the intercepted port.
-	ClaimLabel = "tp.dev/intercept-claim"
+	ClaimLabel = managerspec.ClaimLabel
 	// claimAnnotation holds the claim (JSON).
 	claimAnnotation = "tp.dev/claim"
-	// podsFresh is how long a list of the manager's pods is trusted.
+	// claimPodLabel is the pod that wrote the claim, for its sweep.
+	claimPodLabel = "tp.dev/claim-pod"
+	// podsFresh is how long a list of the manager's pods is trusted; podsWait bounds
+	// reading it.
 	podsFresh = 2 * time.Second
+	podsWait  = 5 * time.Second
 )
 
 // claim is what a Lease says of one intercept.
@@ -136,6 +192,10 @@ type claim struct {
 	Since   time.Time     `json:"since"`
 	Wiretap bool          `json:"wiretap,omitempty"`
 	Filter  *route.Filter `json:"filter,omitempty"` // nil: every connection
+	// Key is the intercepted port (namespace, kind, workload, port) and Grant the grant's
+	// name: what the pod that wrote the claim finds its intercept by.
+	Key   []string `json:"key,omitempty"`
+	Grant string   `json:"grant,omitempty"`
 }
 
 func (c claim) same(o claim) bool {
@@ -171,8 +231,12 @@ func claimName(key interceptKey, grant string) string {
 // the port's other live claims (the caller checks them for conflicts). With an error, the
 // caller cannot know the others: it refuses the intercept.
 func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c claim) ([]*intercept, error) {
-	c.Pod = cl.Pod
+	c.Pod, c.Key, c.Grant = cl.Pod, []string{key.namespace, key.kind, key.workload, key.port}, grant
 	name := claimName(key, grant)
+	lk := cl.lock(name)
+	lk.Lock()
+	defer lk.Unlock()
+	lk.gen.Add(1)
 	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
 	sel := metav1.ListOptions{LabelSelector: ClaimLabel + "=" + portHash(key)}
 	for attempt := 0; ; attempt++ {
@@ -190,7 +254,7 @@ func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c cl
 			return cl.others(ctx, key, name, list.Items)
 		}
 		err = cl.write(ctx, mine, name, key, c)
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (mine != nil && apierrors.IsNotFound(err)) {
 			if attempt < 3 {
 				continue // another pod wrote it meanwhile: read again
 			}
@@ -215,7 +279,7 @@ func (cl *Claims) write(ctx context.Context, mine *coordinationv1.Lease, name st
 	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
 	if mine == nil {
 		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cl.Namespace,
-			Labels:      map[string]string{ClaimLabel: portHash(key)},
+			Labels:      map[string]string{ClaimLabel: portHash(key), claimPodLabel: labelValue(c.Pod)},
 			Annotations: map[string]string{claimAnnotation: string(b)}}}, metav1.CreateOptions{})
 		return err
 	}
@@ -224,6 +288,10 @@ func (cl *Claims) write(ctx context.Context, mine *coordinationv1.Lease, name st
 		mine.Annotations = map[string]string{}
 	}
 	mine.Annotations[claimAnnotation] = string(b)
+	if mine.Labels == nil {
+		mine.Labels = map[string]string{}
+	}
+	mine.Labels[claimPodLabel] = labelValue(c.Pod)
 	_, err = leases.Update(ctx, mine, metav1.UpdateOptions{})
 	return err
 }
@@ -271,8 +339,15 @@ func (cl *Claims) remove(ctx context.Context, l *coordinationv1.Lease) {
 }
 
 // Release removes the claim of the intercept of key that grant allows, unless another pod
-// serves it now (the client moved there).
-func (cl *Claims) Release(ctx context.Context, key interceptKey, grant string) {
+// serves it now (the client moved there), a Take came after gen, or held says this pod
+// holds the intercept again.
+func (cl *Claims) Release(ctx context.Context, key interceptKey, grant string, gen uint64, held func() bool) {
+	lk := cl.lock(claimName(key, grant))
+	lk.Lock()
+	defer lk.Unlock()
+	if lk.gen.Load() != gen || held() {
+		return
+	}
 	l, err := cl.CS.CoordinationV1().Leases(cl.Namespace).Get(ctx, claimName(key, grant), metav1.GetOptions{})
 	if err != nil {
 		if !apierrors.IsNotFound(err) && cl.Log != nil {
@@ -317,9 +392,17 @@ func (r *Registry) releaseLocked(key interceptKey, grant string) {
 		return
 	}
 	cl := r.claims
+	gen := cl.Gen(key, grant)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), claimWait)
 		defer cancel()
-		cl.Release(ctx, key, grant)
+		cl.Release(ctx, key, grant, gen, func() bool { return r.holds(key, grant) })
 	}()
+}
+
+// holds reports whether an intercept of this pod has key and grant.
+func (r *Registry) holds(key interceptKey, grant string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.byKey[key], func(it *intercept) bool { return it.grant == grant })
 }

@@ -135,3 +135,26 @@ func TestAClaimMovesWithItsClientAndDiesWithItsPod(t *testing.T) {
 		t.Errorf("claims after m-2 died %+v", got)
 	}
 }
+
+// A client whose stream broke asserts its intercept on a new stream before the manager saw
+// the old one end: the grant's secret shows it is the same client, which takes it over.
+func TestANewSessionWithTheSameGrantTakesTheInterceptOver(t *testing.T) {
+	cs := fake.NewClientset(managerPod("m-1"))
+	r := onPod(cs, "m-1")
+	old, fresh, other := newClient(r), newClient(r), newClient(r)
+	mustIntercept(t, r, old, asking("all", "alice", nil))
+	mustIntercept(t, r, fresh, asking("all", "alice", nil))
+	if r.findLocked(old, "all") != nil || r.findLocked(fresh, "all") == nil {
+		t.Error("the new session did not take the intercept over")
+	}
+	forged := asking("all", "alice", nil)
+	forged.GetCreate().Secret = "forged"
+	if msg := mustRefuse(t, r, other, forged); !strings.Contains(msg, "no grant") {
+		t.Errorf("another session without the secret: %q", msg)
+	}
+	// The claim outlives the old session's removal: the new one holds it.
+	time.Sleep(50 * time.Millisecond)
+	if got := claimsOf(t, cs); len(got) != 1 {
+		t.Errorf("claims after the takeover %+v", got)
+	}
+}

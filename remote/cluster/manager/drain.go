@@ -39,30 +39,46 @@ func (r *Registry) Drain(ctx context.Context, pod string, settle time.Duration) 
 	r.log.Info("draining: agents told; clients move next", "pod", pod)
 
 	deadline := time.Now().Add(settle)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		r.mu.Lock()
-		n := len(r.pending)
-		r.mu.Unlock()
-		if n == 0 {
-			break
-		}
+	for time.Now().Before(deadline) && ctx.Err() == nil && r.waiting() > 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 
 	r.mu.Lock()
-	var told []chan struct{}
+	var told []*clientSession
 	for c := range r.clients {
-		told = append(told, r.moveLocked(c))
+		r.moveLocked(c)
+		told = append(told, c)
 	}
 	r.mu.Unlock()
-	for _, ch := range told {
+	// Each client's stream sends Moving, or ends on its own; one that does neither in time
+	// (a stuck stream) must not hold the others on this pod.
+	wait := time.NewTimer(settle)
+	defer wait.Stop()
+	for _, c := range told {
 		select {
-		case <-ch:
+		case <-c.moved:
+		case <-c.done:
+		case <-wait.C:
+			r.log.Warn("draining: clients slow to hear Moving are left behind")
+			return
 		case <-ctx.Done():
 			return
 		}
 	}
 	r.log.Info("draining: clients told to move", "clients", len(told))
+}
+
+// waiting counts the connections announced to clients and not taken yet.
+func (r *Registry) waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.pending {
+		if !p.taken {
+			n++
+		}
+	}
+	return n
 }
 
 // moveLocked queues Moving for c, once; c.moved closes when it was sent, and the client's

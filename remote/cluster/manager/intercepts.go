@@ -120,6 +120,7 @@ type agentConn struct {
 type pendingFlow struct {
 	it       *intercept         // the intercept it was announced for
 	accepted chan tunnel.Stream // the client's Accept stream
+	taken    bool               // the client took it (or turned it down): no longer waiting
 	rejected chan string
 	done     chan struct{} // closed when the relay ends, releasing the Accept handler
 }
@@ -243,7 +244,7 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 	if k, ok := m.GetKind().(*tunnelpb.InterceptClientMsg_Create); ok {
 		actx, cancel := context.WithTimeout(ctx, authorizeWait)
 		holder, authErr = r.authorize(actx, k.Create)
-		if authErr == nil {
+		if authErr == nil && !r.Draining() {
 			remote, authErr = r.claim(actx, c, k.Create, holder)
 		}
 		cancel()
@@ -253,6 +254,13 @@ func (r *Registry) handleClient(ctx context.Context, c *clientSession, m *tunnel
 	c.lastRenew = time.Now()
 	switch k := m.GetKind().(type) {
 	case *tunnelpb.InterceptClientMsg_Create:
+		if r.draining != "" {
+			// Its client moves to another pod, which decides; a claim written here now
+			// could take the one the moved client wrote there.
+			r.sendLocked(c, &tunnelpb.InterceptServerMsg{Kind: &tunnelpb.InterceptServerMsg_Result{Result: &tunnelpb.InterceptResult{
+				Name: k.Create.GetName(), Error: "this manager pod is stopping: asserting the intercept on another"}}})
+			return
+		}
 		res := r.createLocked(c, k.Create, holder, authErr, remote)
 		if res.Error != "" && r.findLocked(c, k.Create.GetName()) == nil {
 			r.releaseLocked(interceptKeyOf(k.Create), k.Create.GetGrant())
@@ -549,13 +557,16 @@ func (a agentAPI) Watch(hello *tunnelpb.AgentHello, stream tunnelpb.Agents_Watch
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		st, draining, cl := r.agentStateLocked(ag), r.draining != "", r.claims
+		st, draining, cl := r.agentStateLocked(ag), r.draining, r.claims
 		r.mu.Unlock()
 		var managers []string
-		if cl != nil {
-			managers = cl.Pods.Ready(stream.Context())
+		if cl != nil && draining != "" {
+			// Where its clients go: read now, without this pod.
+			managers = cl.Pods.Ready(stream.Context(), podsFresh/8, draining)
+		} else if cl != nil {
+			managers = cl.Pods.Ready(stream.Context(), podsFresh, "")
 		}
-		if draining {
+		if draining != "" {
 			// Its last word: the agent holds this pod's ports for the other pods, which it
 			// learns here.
 			_ = stream.Send(&tunnelpb.AgentState{Draining: true, Managers: managers})
@@ -639,6 +650,9 @@ func (a agentAPI) Flow(stream tunnelpb.Agents_FlowServer) error {
 	var client tunnel.Stream
 	select {
 	case client = <-p.accepted:
+		r.mu.Lock()
+		p.taken = true
+		r.mu.Unlock()
 	case why := <-p.rejected:
 		return tunnel.Answer(stream, remote.Errorf(remote.Refused, "the intercepting client refused the connection: %s", why), "")
 	case <-time.After(acceptWait):

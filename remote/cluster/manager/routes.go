@@ -30,6 +30,9 @@ func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest
 	res := &tunnelpb.InterceptResult{Name: req.GetName(), Holder: holder}
 	key := interceptKeyOf(req)
 	filter := route.FromProto(req.GetHttp())
+	if authErr == nil {
+		r.takeOverLocked(c, req, key)
+	}
 	if res.Error = r.refusalLocked(c, req, key, filter, holder, authErr, remote); res.Error != "" {
 		return res
 	}
@@ -49,6 +52,23 @@ func (r *Registry) createLocked(c *clientSession, req *tunnelpb.InterceptRequest
 
 func interceptKeyOf(req *tunnelpb.InterceptRequest) interceptKey {
 	return interceptKey{req.GetNamespace(), strings.ToLower(req.GetKind()), req.GetWorkload(), req.GetPort()}
+}
+
+// takeOverLocked ends the intercept of the same name another session of this pod holds with
+// the grant req presents: the grant's secret proves the same client, which asserts its intercept on a new
+// stream before the manager has noticed that its old one broke (a cut port-forward keeps
+// the pod's end open until keepalive says otherwise).
+func (r *Registry) takeOverLocked(c *clientSession, req *tunnelpb.InterceptRequest, key interceptKey) {
+	if req.GetGrant() == "" {
+		return
+	}
+	hash := grant.Hash(req.GetSecret())
+	for _, it := range slices.Clone(r.byKey[key]) {
+		if it.client != c && it.name == req.GetName() && it.grant == req.GetGrant() && it.grantHash == hash {
+			r.removeLocked(it)
+			r.log.Info("intercept taken over by its client's new session", "name", it.name, "client", c.who)
+		}
+	}
 }
 
 // refusalLocked is why the intercept req names cannot be made ("" when it can).

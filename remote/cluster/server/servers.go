@@ -135,10 +135,12 @@ const (
 // The probes say not ready from the start, so nothing new is sent here.
 func (s *servers) drain(registry *manager.Registry, pod string) {
 	s.log.Info("stopping: handing clients and agents to the other manager pods", "pod", pod)
+	told, cancelTell := context.WithTimeout(context.Background(), 3*drainSettle)
+	registry.Drain(told, pod, drainSettle)
+	cancelTell()
+	// New calls go elsewhere (GOAWAY); the streams open here go on until they end.
 	ctx, cancel := context.WithTimeout(context.Background(), drainFlows)
 	defer cancel()
-	registry.Drain(ctx, pod, drainSettle)
-	// New calls go elsewhere (GOAWAY); the streams open here go on until they end.
 	done := make(chan struct{})
 	go func() {
 		s.client.GracefulStop()

@@ -134,6 +134,9 @@ func printStatus(w io.Writer, info control.Info, now time.Time) {
 // one.
 func printReconnects(w io.Writer, st session.Status, now time.Time) {
 	fmt.Fprintf(w, "  reconnects:  %d", st.Reconnects)
+	if st.Moves > 0 {
+		fmt.Fprintf(w, " (and %d planned moves to another manager pod)", st.Moves)
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, " (last error %s ago: %s)", now.Sub(st.LastErrorAt).Round(time.Second), st.LastError)
 	}

@@ -95,6 +95,7 @@ type Session struct {
 	// movingUntil: the manager pod said it is stopping (Moving); until then a channel that
 	// reconnects is the planned move to another pod, not a loss.
 	movingUntil time.Time
+	movingFrom  string // the pod that said it stops: not chosen again during the move
 	moves       int
 	moveNote    chan struct{} // noteMoving's word to awaitMoveNotice
 
@@ -202,8 +203,14 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("finding tp's traffic manager in namespace %q: %w", ns, err)
 	}
 	var ready []corev1.Pod
+	s.mu.Lock()
+	leaving := ""
+	if time.Now().Before(s.movingUntil) {
+		leaving = s.movingFrom
+	}
+	s.mu.Unlock()
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || p.Name == leaving {
 			continue
 		}
 		for _, c := range p.Status.Conditions {
@@ -344,6 +351,9 @@ func (s *Session) watchState() {
 func (s *Session) waitChange(st connectivity.State) bool {
 	s.mu.Lock()
 	until := s.movingUntil
+	if !until.IsZero() && !time.Now().Before(until) {
+		s.movingUntil, until = time.Time{}, time.Time{} // the move's time is up: a loss now
+	}
 	s.mu.Unlock()
 	if until.IsZero() {
 		return s.ctl.cc.WaitForStateChange(s.ctx, st)
@@ -393,7 +403,7 @@ func (s *Session) noteMoving(pod string) {
 	if time.Now().Before(s.movingUntil) {
 		return
 	}
-	s.movingUntil = time.Now().Add(moveWait)
+	s.movingUntil, s.movingFrom = time.Now().Add(moveWait), pod
 	s.moves++
 	select {
 	case s.moveNote <- struct{}{}:
@@ -613,24 +623,27 @@ func (s *Session) State() State {
 
 // Status is a session's state and counters.
 type Status struct {
-	State          State        `json:"state"`
-	ManagerVersion string       `json:"managerVersion"`
-	ManagerPod     string       `json:"managerPod"`
-	ClusterDomain  string       `json:"clusterDomain"`
-	ServiceCIDRs   []string     `json:"serviceCIDRs"`
-	PodCIDRs       []string     `json:"podCIDRs"`
-	AllowedCIDRs   []string     `json:"allowedCIDRs,omitempty"` // what the admin let the manager dial beyond the cluster's ranges
-	Since          time.Time    `json:"since"`                  // when State began
-	Reconnects     int          `json:"reconnects"`
-	LastError      string       `json:"lastError,omitempty"` // the latest problem, also after recovery
-	LastErrorAt    time.Time    `json:"lastErrorAt,omitzero"`
-	History        []Transition `json:"history,omitempty"` // the latest state changes, oldest first
-	Lanes          []LaneStatus `json:"lanes,omitempty"`   // lane 0 first: names, intercepts, state
-	OpenFlows      int64        `json:"openFlows"`
-	TotalFlows     int64        `json:"totalFlows"`
-	FailedFlows    int64        `json:"failedFlows"`
-	BytesIn        int64        `json:"bytesIn"`  // from the cluster
-	BytesOut       int64        `json:"bytesOut"` // to the cluster
+	State          State     `json:"state"`
+	ManagerVersion string    `json:"managerVersion"`
+	ManagerPod     string    `json:"managerPod"`
+	ClusterDomain  string    `json:"clusterDomain"`
+	ServiceCIDRs   []string  `json:"serviceCIDRs"`
+	PodCIDRs       []string  `json:"podCIDRs"`
+	AllowedCIDRs   []string  `json:"allowedCIDRs,omitempty"` // what the admin let the manager dial beyond the cluster's ranges
+	Since          time.Time `json:"since"`                  // when State began
+	Reconnects     int       `json:"reconnects"`
+	// Moves counts the planned moves to another manager pod (a pod that stopped and said
+	// so): no loss, no reconnection.
+	Moves       int          `json:"moves,omitempty"`
+	LastError   string       `json:"lastError,omitempty"` // the latest problem, also after recovery
+	LastErrorAt time.Time    `json:"lastErrorAt,omitzero"`
+	History     []Transition `json:"history,omitempty"` // the latest state changes, oldest first
+	Lanes       []LaneStatus `json:"lanes,omitempty"`   // lane 0 first: names, intercepts, state
+	OpenFlows   int64        `json:"openFlows"`
+	TotalFlows  int64        `json:"totalFlows"`
+	FailedFlows int64        `json:"failedFlows"`
+	BytesIn     int64        `json:"bytesIn"`  // from the cluster
+	BytesOut    int64        `json:"bytesOut"` // to the cluster
 	// Intercepts are those this session holds, each with the problem the manager last
 	// reported for it.
 	Intercepts []InterceptSpec `json:"intercepts,omitempty"`
@@ -668,7 +681,7 @@ func (s *Session) Status() Status {
 	return Status{
 		State: s.state, Since: s.since, ManagerVersion: info.GetVersion(), ManagerPod: s.pod, ClusterDomain: info.GetClusterDomain(),
 		ServiceCIDRs: info.GetServiceCidrs(), PodCIDRs: info.GetPodCidrs(), AllowedCIDRs: info.GetAllowedCidrs(),
-		Reconnects: s.reconnects, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
+		Reconnects: s.reconnects, Moves: s.moves, LastError: s.lastErr, LastErrorAt: s.lastErrAt,
 		History: slices.Clone(s.history), Lanes: s.laneStatus(),
 		OpenFlows: s.open.Load(), TotalFlows: s.total.Load(), FailedFlows: s.failed.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Intercepts: held,
