@@ -487,13 +487,21 @@ func (a *Agent) handle(ctx context.Context, c net.Conn, p Port) {
 		return
 	}
 	if a.isIntercepted(p.Name) {
-		if t, err := a.handOver(ctx, c, p, ""); err == nil {
+		t, err := a.handOver(ctx, c, p, "")
+		if err != nil && a.isHeld(p.Name) {
+			// Its manager pod began to drain as the connection came: it waits for the pod
+			// the intercept moves to, as the connections after it do.
+			a.awaitMove(ctx, p.Name)
+			if a.isIntercepted(p.Name) {
+				t, err = a.handOver(ctx, c, p, "")
+			}
+		}
+		if err == nil {
 			a.handed.Add(1)
 			_, _, _ = remote.Splice(c, t)
 			return
-		} else {
-			a.cfg.Log.Info("agent: intercepted connection goes to the app", "port", p.Name, "why", err)
 		}
+		a.cfg.Log.Info("agent: intercepted connection goes to the app", "port", p.Name, "why", err)
 	}
 	app, err := a.dialApp(ctx, p)
 	if err != nil {

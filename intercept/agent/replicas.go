@@ -168,6 +168,14 @@ func (a *Agent) rebuildLocked() {
 	}
 }
 
+// isHeld reports whether port waits for a draining manager pod's clients to move.
+func (a *Agent) isHeld(port string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, ok := a.view.held[port]
+	return ok && time.Now().Before(h.until)
+}
+
 // awaitMove holds a new connection to port while the port's manager pod is moving its
 // clients to another pod, until another pod's routes have the port, or moveHold passed.
 func (a *Agent) awaitMove(ctx context.Context, port string) {

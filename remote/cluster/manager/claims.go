@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/intercept/route"
+	"github.com/tpdev/tp/remote"
 	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -52,7 +53,8 @@ type Claims struct {
 // remove what that Take wrote.
 type claimLock struct {
 	sync.Mutex
-	gen atomic.Uint64
+	gen   atomic.Uint64
+	taken time.Time // the last Take (under the lock)
 }
 
 func (cl *Claims) lock(name string) *claimLock {
@@ -237,6 +239,7 @@ func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c cl
 	lk.Lock()
 	defer lk.Unlock()
 	lk.gen.Add(1)
+	lk.taken = time.Now()
 	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
 	sel := metav1.ListOptions{LabelSelector: ClaimLabel + "=" + portHash(key)}
 	for attempt := 0; ; attempt++ {
@@ -398,6 +401,48 @@ func (r *Registry) releaseLocked(key interceptKey, grant string) {
 		defer cancel()
 		cl.Release(ctx, key, grant, gen, func() bool { return r.holds(key, grant) })
 	}()
+}
+
+// claimSweep is how often a manager pod removes its claims that no intercept of its own
+// has (a Release that failed, a restart of its container); a claim taken since the last
+// sweep is left for the next.
+const claimSweep = 30 * time.Second
+
+// SweepClaims removes, every claimSweep until ctx ends, this pod's stale claims.
+func (r *Registry) SweepClaims(ctx context.Context) {
+	remote.Every(ctx, claimSweep, func(time.Time) bool {
+		r.sweepClaims(ctx)
+		return true
+	})
+}
+
+func (r *Registry) sweepClaims(ctx context.Context) {
+	r.mu.Lock()
+	cl, draining := r.claims, r.draining != ""
+	r.mu.Unlock()
+	if cl == nil || draining {
+		return
+	}
+	list, err := cl.CS.CoordinationV1().Leases(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: claimPodLabel + "=" + labelValue(cl.Pod)})
+	if err != nil {
+		r.log.Warn("cannot list this pod's intercept claims", "err", err)
+		return
+	}
+	for i := range list.Items {
+		l := &list.Items[i]
+		c, ok := readClaim(l)
+		if !ok || c.Pod != cl.Pod || len(c.Key) != 4 {
+			continue
+		}
+		key := interceptKey{c.Key[0], c.Key[1], c.Key[2], c.Key[3]}
+		lk := cl.lock(l.Name)
+		lk.Lock()
+		if time.Since(lk.taken) >= claimSweep && !r.holds(key, c.Grant) {
+			r.log.Info("removing a stale intercept claim", "claim", l.Name, "intercept", c.Name)
+			cl.remove(ctx, l)
+		}
+		lk.Unlock()
+	}
 }
 
 // holds reports whether an intercept of this pod has key and grant.

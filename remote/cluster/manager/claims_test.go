@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,32 @@ func TestANewSessionWithTheSameGrantTakesTheInterceptOver(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if got := claimsOf(t, cs); len(got) != 1 {
 		t.Errorf("claims after the takeover %+v", got)
+	}
+}
+
+// A claim this pod wrote and no longer backs (a Release that failed, a restarted container)
+// is swept; one it backs is kept, and so is one taken since the last sweep.
+func TestTheSweepRemovesThisPodsStaleClaims(t *testing.T) {
+	cs := fake.NewClientset(managerPod("m-1"))
+	r := onPod(cs, "m-1")
+	alice, bob := newClient(r), newClient(r)
+	mustIntercept(t, r, alice, asking("a", "alice", header("x-dev", "a")))
+	mustIntercept(t, r, bob, asking("b", "bob", header("x-dev", "b")))
+	// Bob's intercept is forgotten without its Release, as by a restart.
+	key := interceptKey{webAgent.Namespace, "deployment", webAgent.Workload, "http"}
+	r.mu.Lock()
+	r.byKey[key] = slices.DeleteFunc(r.byKey[key], func(it *intercept) bool { return it.name == "b" })
+	r.mu.Unlock()
+
+	r.sweepClaims(context.Background())
+	if got := claimsOf(t, cs); len(got) != 2 {
+		t.Fatalf("claims taken just now were swept: %+v", got)
+	}
+	for _, l := range r.claims.locks {
+		l.taken = time.Now().Add(-claimSweep)
+	}
+	r.sweepClaims(context.Background())
+	if got := claimsOf(t, cs); len(got) != 1 || got["alice@laptop/a"].Pod != "m-1" {
+		t.Errorf("claims after the sweep %+v", got)
 	}
 }

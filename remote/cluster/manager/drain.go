@@ -29,14 +29,31 @@ func (r *Registry) Drain(ctx context.Context, pod string, settle time.Duration) 
 		return
 	}
 	r.draining = pod
+	var agents []*agentConn
 	for a := range r.agents {
 		select {
 		case a.notify <- struct{}{}:
 		default:
 		}
+		agents = append(agents, a)
 	}
 	r.mu.Unlock()
-	r.log.Info("draining: agents told; clients move next", "pod", pod)
+	// Every agent has its word before anything here stops: one that has not would hand a
+	// connection to this pod as it goes.
+	told := time.NewTimer(settle)
+	defer told.Stop()
+agents:
+	for _, a := range agents {
+		select {
+		case <-a.gone:
+		case <-told.C:
+			r.log.Warn("draining: agents slow to hear it are left behind")
+			break agents
+		case <-ctx.Done():
+			return
+		}
+	}
+	r.log.Info("draining: agents told; clients move next", "pod", pod, "agents", len(agents))
 
 	deadline := time.Now().Add(settle)
 	for time.Now().Before(deadline) && ctx.Err() == nil && r.waiting() > 0 {
@@ -44,17 +61,17 @@ func (r *Registry) Drain(ctx context.Context, pod string, settle time.Duration) 
 	}
 
 	r.mu.Lock()
-	var told []*clientSession
+	var moving []*clientSession
 	for c := range r.clients {
 		r.moveLocked(c)
-		told = append(told, c)
+		moving = append(moving, c)
 	}
 	r.mu.Unlock()
 	// Each client's stream sends Moving, or ends on its own; one that does neither in time
 	// (a stuck stream) must not hold the others on this pod.
 	wait := time.NewTimer(settle)
 	defer wait.Stop()
-	for _, c := range told {
+	for _, c := range moving {
 		select {
 		case <-c.moved:
 		case <-c.done:
@@ -65,7 +82,7 @@ func (r *Registry) Drain(ctx context.Context, pod string, settle time.Duration) 
 			return
 		}
 	}
-	r.log.Info("draining: clients told to move", "clients", len(told))
+	r.log.Info("draining: clients told to move", "clients", len(moving))
 }
 
 // waiting counts the connections announced to clients and not taken yet.

@@ -99,6 +99,7 @@ func Run(ctx context.Context, cfg Config) error {
 		registry.SetClaims(&manager.Claims{CS: cs, Namespace: cfg.Namespace, Pod: podName, Pods: pods, Log: log})
 	}
 	go registry.Expire(ctx)
+	go registry.SweepClaims(ctx)
 	go registry.Drift(ctx, driftCS) // tells holders when the cluster no longer sends them the traffic
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {

@@ -321,11 +321,7 @@ func (s *Session) watchState() {
 				break // the planned move: new flows wait for the new pod rather than fail
 			}
 			if s.state == Connected {
-				s.reconnects++
-				// Until a dial says more, the loss itself is the problem to report.
-				s.noteErrorLocked("lost the connection to manager pod " + s.pod)
-				s.setStateLocked(Reconnecting)
-				s.cfg.Log.Warn("tunnel lost; reconnecting", "pod", s.pod)
+				s.lostLocked()
 			}
 		}
 		s.mu.Unlock()
@@ -371,9 +367,12 @@ const moveNotice = 300 * time.Millisecond
 // awaitMoveNotice gives a connected session's channel that just left Ready moveNotice to
 // tell a planned move (Moving) from a loss, or to be back; it returns the channel's state
 // then. A session reconnecting or moving already does not wait.
+//
+// A loss is a loss even when the channel is back by then (a cut port-forward comes back in
+// a tenth of a second): it is counted and shown in the history, reconnecting then connected.
 func (s *Session) awaitMoveNotice(st connectivity.State) connectivity.State {
 	s.mu.Lock()
-	wait := s.state == Connected && !time.Now().Before(s.movingUntil)
+	wait := s.state == Connected && !s.movingLocked()
 	s.mu.Unlock()
 	if !wait {
 		return st
@@ -383,12 +382,37 @@ func (s *Session) awaitMoveNotice(st connectivity.State) connectivity.State {
 	}
 	t := time.NewTimer(moveNotice)
 	defer t.Stop()
-	select {
-	case <-s.moveNote:
-	case <-t.C:
-	case <-s.ctx.Done():
+	for moving := false; !moving; {
+		select {
+		case <-s.moveNote:
+			// A word left from an earlier move that came before its channel broke says
+			// nothing about this break.
+			s.mu.Lock()
+			moving = s.movingLocked()
+			s.mu.Unlock()
+			continue
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		break
 	}
+	s.mu.Lock()
+	if !s.movingLocked() && s.state == Connected {
+		s.lostLocked()
+	}
+	s.mu.Unlock()
 	return s.ctl.cc.GetState()
+}
+
+func (s *Session) movingLocked() bool { return time.Now().Before(s.movingUntil) }
+
+// lostLocked records the loss of the control channel.
+func (s *Session) lostLocked() {
+	s.reconnects++
+	// Until a dial says more, the loss itself is the problem to report.
+	s.noteErrorLocked("lost the connection to manager pod " + s.pod)
+	s.setStateLocked(Reconnecting)
+	s.cfg.Log.Warn("tunnel lost; reconnecting", "pod", s.pod)
 }
 
 // moveWait bounds a move to another manager pod: past it, a channel that is not back is a
