@@ -273,16 +273,16 @@ func (a *Agent) watch(ctx context.Context, r *replica) {
 		}
 		a.mu.Lock()
 		draining := r.draining
-		r.managers = nil // what it said holds while it speaks
+		r.managers, r.connected = nil, false // what it said holds while it speaks
 		a.mu.Unlock()
-		if draining {
-			// Its clients move to another pod: find it now, not at the next lookup.
-			select {
-			case a.kick <- struct{}{}:
-			default:
-			}
-		} else {
+		if !draining {
 			a.cfg.Log.Warn("agent: lost a manager pod", "manager", r.addr, "err", err)
+		}
+		// Its clients move to another pod (or come back to a new one): find it now, not at
+		// the next lookup.
+		select {
+		case a.kick <- struct{}{}:
+		default:
 		}
 		select {
 		case <-ctx.Done():

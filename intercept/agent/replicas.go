@@ -36,6 +36,8 @@ type replica struct {
 	draining    bool
 	// managers are the manager pods this one said are ready.
 	managers []string
+	// connected: its Watch is up (it said something on it, and it has not ended).
+	connected bool
 	// missing is when the lookup last stopped finding the pod (zero while it finds it).
 	missing time.Time
 	// open counts the intercepted connections handed to the pod and not ended: a pod gone
@@ -205,7 +207,7 @@ func (a *Agent) awaitMove(ctx context.Context, port string) {
 func (a *Agent) take(r *replica, st *tunnelpb.AgentState, intercepted map[string]bool, routes map[string]route.Table, taps map[string]portTaps) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r.managers = st.GetManagers()
+	r.managers, r.connected = st.GetManagers(), true
 	for _, m := range r.managers {
 		if a.replicas[m] == nil {
 			select { // a manager pod the agent does not know yet: connect now
@@ -258,15 +260,19 @@ func (a *Agent) discover(ctx context.Context) {
 	for {
 		addrs, _ := a.cfg.Pods(ctx)
 		a.mu.Lock()
+		live := false
 		for _, r := range a.replicas {
 			// Only a pod that speaks now: a gone pod's last list may name itself.
-			if !r.draining && r.missing.IsZero() && time.Since(r.heard) < a.cfg.Stale {
+			if r.connected && !r.draining {
 				addrs = append(addrs, r.managers...)
+				live = live || r.addr != a.cfg.Manager
 			}
 		}
 		a.mu.Unlock()
-		if len(addrs) == 0 {
-			addrs = []string{a.cfg.Manager}
+		if !live {
+			// No manager pod to speak with (a crash, a lookup that lags behind the new pod):
+			// the Service reaches whichever is ready first.
+			addrs = append(addrs, a.cfg.Manager)
 		}
 		a.place(ctx, addrs)
 		select {
