@@ -274,6 +274,7 @@ func (a *Agent) watch(ctx context.Context, r *replica) {
 		a.mu.Lock()
 		draining := r.draining
 		r.managers, r.connected = nil, false // what it said holds while it speaks
+		a.rebuildLocked()
 		a.mu.Unlock()
 		if !draining {
 			a.cfg.Log.Warn("agent: lost a manager pod", "manager", r.addr, "err", err)

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -117,7 +118,10 @@ type view struct {
 const moveHold = 5 * time.Second
 
 // rebuildLocked merges the replicas' states into a new view; replicas in address order, so
-// that every agent of a workload merges them alike.
+// that every agent of a workload merges them alike. The pods the agent speaks with come
+// first: what a pod it lost said (kept until Stale, for a blip) counts only for the ports
+// no connected pod has anything on (a crashed pod's intercepts, asserted again on the new
+// pod, go there at once).
 func (a *Agent) rebuildLocked() {
 	old := a.view
 	v := &view{intercepted: map[string]*replica{}, routes: map[string]route.Table{}, taps: map[string]portTaps{},
@@ -130,10 +134,27 @@ func (a *Agent) rebuildLocked() {
 			}
 		}
 	}
-	for _, addr := range slices.Sorted(maps.Keys(a.replicas)) {
-		r := a.replicas[addr]
+	order := slices.SortedFunc(maps.Values(a.replicas), func(x, y *replica) int {
+		if x.connected != y.connected {
+			if x.connected {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(x.addr, y.addr)
+	})
+	fromConnected := map[string]bool{} // ports a connected pod has something on
+	for _, r := range order {
 		if r.draining {
 			continue
+		}
+		if !r.connected && slices.ContainsFunc(r.ports(), func(p string) bool { return fromConnected[p] }) {
+			continue
+		}
+		if r.connected {
+			for _, p := range r.ports() {
+				fromConnected[p] = true
+			}
 		}
 		for p := range r.intercepted {
 			if v.intercepted[p] == nil {

@@ -129,3 +129,22 @@ func TestAHeldSharedPortWaitsForTheMovedRoute(t *testing.T) {
 		t.Error("the port is still held after the moved route came")
 	}
 }
+
+// A manager pod that crashed keeps its word until Stale (a blip must not drop an intercept),
+// but once another pod speaks for the same port, that pod takes the connections.
+func TestALostPodYieldsToOneThatSpeaks(t *testing.T) {
+	a, rs := newTestAgent("10.0.0.1:8082", "10.0.0.9:8082")
+	dead, fresh := rs[0], rs[1]
+	a.take(dead, &tunnelpb.AgentState{}, map[string]bool{"http": true, "admin": true}, nil, nil)
+	a.mu.Lock()
+	dead.connected = false
+	a.rebuildLocked()
+	a.mu.Unlock()
+	if a.view.intercepted["http"] != dead {
+		t.Fatal("a lost pod's intercept was dropped at once")
+	}
+	a.take(fresh, &tunnelpb.AgentState{}, map[string]bool{"http": true}, nil, nil)
+	if a.view.intercepted["http"] != fresh {
+		t.Errorf("the port goes to %v, want the pod that speaks", a.view.intercepted["http"].addr)
+	}
+}

@@ -150,6 +150,9 @@ func TestResilience(t *testing.T) {
 		t.Logf("figure: manager pod deleted -> new flows in %s", took.Round(100*time.Millisecond))
 		took = intercepted(20*time.Second, "after the manager's restart")
 		t.Logf("figure: the held intercept was re-asserted %s after flows worked again", took.Round(100*time.Millisecond))
+		if took > 5*time.Second {
+			t.Errorf("the held intercept took %s to reach the laptop again after flows worked, want within 5s", took.Round(100*time.Millisecond))
+		}
 	})
 
 	t.Run("PortForwardCut", func(t *testing.T) {
