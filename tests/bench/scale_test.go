@@ -20,7 +20,6 @@ import (
 
 	"github.com/miekg/dns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -127,18 +126,15 @@ func TestBenchScale(t *testing.T) {
 	// its sessions move to another pod, and nothing fails.
 	l.MustTP(t, 3*time.Minute, "install", "--replicas", "2")
 	t.Cleanup(func() { l.MustTP(t, 3*time.Minute, "install", "--replicas", "1") })
-	waitManagers(t, 2)
+	kit.WaitManagerPods(t, cs, 2)
 	reconnects := make([]int, len(sessions))
 	for i, s := range sessions {
 		reconnects[i] = s.sess.Status().Reconnects
 	}
 	stop, loadFails, loadFlows, firstFail = steadyLoad(sessions)
 	before := time.Now()
-	restart := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"tp.dev/bench-restarted-at":%q}}}}}`, before.Format(time.RFC3339Nano))
-	if _, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Patch(context.Background(), deploy.ManagerName, types.StrategicMergePatchType, []byte(restart), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rolled := waitManagers(t, 2)
+	kit.RestartManager(t, cs)
+	rolled := kit.WaitManagerPods(t, cs, 2)
 	time.Sleep(3 * time.Second)
 	stop()
 	roll := rollFigures{took: rolled.Sub(before), flows: loadFlows.Load(), fails: loadFails.Load(), first: firstFail.Load()}
@@ -187,29 +183,6 @@ func steadyLoad(sessions []*scaleSession) (stop func(), fails, flows *atomic.Int
 		})
 	}
 	return func() { close(quit); wg.Wait() }, fails, flows, first
-}
-
-// waitManagers waits until the manager runs n ready pods of its newest revision and no
-// other, and returns when.
-func waitManagers(t *testing.T, n int32) time.Time {
-	t.Helper()
-	cs := kit.Clientset(t)
-	kit.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d manager pods of the newest revision, alone", n), func() error {
-		dep, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Get(context.Background(), deploy.ManagerName, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		st := dep.Status
-		if st.ObservedGeneration < dep.Generation || st.UpdatedReplicas != n || st.ReadyReplicas != n || st.Replicas != n {
-			return fmt.Errorf("deployment status %+v", st)
-		}
-		pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
-		if err != nil || len(pods.Items) != int(n) {
-			return fmt.Errorf("manager pods: %v %v", len(pods.Items), err)
-		}
-		return nil
-	})
-	return time.Now()
 }
 
 // claimsHeld counts the intercept claims that name a manager pod that exists.

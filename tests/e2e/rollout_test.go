@@ -14,7 +14,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tpdev/tp/deploy"
@@ -35,7 +34,7 @@ func TestManagerRollout(t *testing.T) {
 	l := kit.NewLaptop(t)
 	l.MustTP(t, 3*time.Minute, "install", "--replicas", "2")
 	t.Cleanup(func() { l.MustTP(t, 3*time.Minute, "install", "--replicas", "1") }) // as the other tests expect
-	waitRolledOut(t, cs, 2)
+	kit.WaitManagerPods(t, cs, 2)
 	l.MustTP(t, time.Minute, "connect", "--namespace", ns)
 	local := laptopServerOn(t, l, "laptop")
 	l.MustTP(t, 3*time.Minute, "intercept", "web-app", "--namespace", ns, "--port", local+":80")
@@ -63,8 +62,8 @@ func TestManagerRollout(t *testing.T) {
 	p := startProber(t, l, "web-app:"+strconv.Itoa(TCPEchoPort))
 	h := startHammer(w.ClusterIP)
 	start := time.Now()
-	restartManager(t, cs)
-	waitRolledOut(t, cs, 2)
+	kit.RestartManager(t, cs)
+	kit.WaitManagerPods(t, cs, 2)
 	rolled := time.Since(start)
 	time.Sleep(3 * time.Second) // and a little after
 	p.stop()
@@ -166,39 +165,6 @@ func startHammer(ip string) *hammer {
 func (h *hammer) stop() {
 	close(h.quit)
 	h.done.Wait()
-}
-
-// restartManager starts a rollout of the manager's Deployment, as kubectl rollout restart.
-func restartManager(t *testing.T, cs kubernetes.Interface) {
-	t.Helper()
-	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"tp.dev/e2e-restarted-at":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
-	if _, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Patch(context.Background(), deploy.ManagerName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitRolledOut waits until the manager runs n ready pods of its newest revision and no
-// other pod (a stopping one included).
-func waitRolledOut(t *testing.T, cs kubernetes.Interface, n int32) {
-	t.Helper()
-	waitFor(t, 3*time.Minute, fmt.Sprintf("%d manager pods of the newest revision, alone", n), func() error {
-		dep, err := cs.AppsV1().Deployments(deploy.DefaultNamespace).Get(context.Background(), deploy.ManagerName, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		s := dep.Status
-		if s.ObservedGeneration < dep.Generation || s.UpdatedReplicas != n || s.ReadyReplicas != n || s.Replicas != n {
-			return fmt.Errorf("deployment status %+v", s)
-		}
-		pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
-		if err != nil {
-			return err
-		}
-		if len(pods.Items) != int(n) {
-			return fmt.Errorf("manager pods: %s", podStates(pods.Items))
-		}
-		return nil
-	})
 }
 
 func managerPods(t *testing.T, cs kubernetes.Interface) []string {

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,6 +47,9 @@ type Claims struct {
 
 	mu    sync.Mutex
 	locks map[string]*claimLock
+	// moveGrace is how long a gone pod's claim is left to its client to move; default
+	// claimSweep.
+	moveGrace time.Duration
 }
 
 // claimLock serializes the Takes and Releases of one claim on this pod; gen counts Takes,
@@ -74,6 +78,17 @@ func (cl *Claims) lock(name string) *claimLock {
 // Gen is the claim's generation now, for Release; it does not wait for a Take under way.
 func (cl *Claims) Gen(key interceptKey, grant string) uint64 {
 	return cl.lock(claimName(key, grant)).gen.Load()
+}
+
+// claimWritten is when claim l was last written (its creation, or its last update).
+func claimWritten(l *coordinationv1.Lease) time.Time {
+	at := l.CreationTimestamp.Time
+	for _, f := range l.ManagedFields {
+		if f.Time != nil && f.Time.After(at) {
+			at = f.Time.Time
+		}
+	}
+	return at
 }
 
 // labelValue makes a pod's name a label's value (at most 63 characters, ending in a letter
@@ -243,6 +258,9 @@ func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c cl
 	leases := cl.CS.CoordinationV1().Leases(cl.Namespace)
 	sel := metav1.ListOptions{LabelSelector: ClaimLabel + "=" + portHash(key)}
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(rand.IntN(50*attempt)) * time.Millisecond) // a storm of moves spreads out
+		}
 		list, err := leases.List(ctx, sel)
 		if err != nil {
 			return nil, fmt.Errorf("reading the intercepts of port %s of %s/%s on the other manager pods: %w", key.port, key.namespace, key.workload, err)
@@ -258,7 +276,7 @@ func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c cl
 		}
 		err = cl.write(ctx, mine, name, key, c)
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (mine != nil && apierrors.IsNotFound(err)) {
-			if attempt < 3 {
+			if attempt < 6 {
 				continue // another pod wrote it meanwhile: read again
 			}
 		}
@@ -307,7 +325,9 @@ func readClaim(l *coordinationv1.Lease) (claim, bool) {
 	return c, true
 }
 
-// others are the live claims of items but name's; the claims of pods gone are removed.
+// others are the live claims of items but name's. The claims of pods gone are left alone:
+// their clients move them to the pods they come back to (all at once, after a crash; a
+// removal here would race each of those moves), and the sweep removes the rest later.
 func (cl *Claims) others(ctx context.Context, key interceptKey, name string, items []coordinationv1.Lease) ([]*intercept, error) {
 	var out []*intercept
 	for i := range items {
@@ -324,7 +344,6 @@ func (cl *Claims) others(ctx context.Context, key interceptKey, name string, ite
 			return nil, err
 		}
 		if !ok || !alive {
-			cl.remove(ctx, l)
 			continue
 		}
 		out = append(out, c.asIntercept(key))
@@ -423,15 +442,21 @@ func (r *Registry) sweepClaims(ctx context.Context) {
 	if cl == nil || draining {
 		return
 	}
-	list, err := cl.CS.CoordinationV1().Leases(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: claimPodLabel + "=" + labelValue(cl.Pod)})
+	list, err := cl.CS.CoordinationV1().Leases(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ClaimLabel})
 	if err != nil {
-		r.log.Warn("cannot list this pod's intercept claims", "err", err)
+		r.log.Warn("cannot list the intercept claims", "err", err)
 		return
 	}
 	for i := range list.Items {
 		l := &list.Items[i]
 		c, ok := readClaim(l)
 		if !ok || c.Pod != cl.Pod || len(c.Key) != 4 {
+			// Another pod's: removed once that pod is gone and its clients had time to
+			// move the claim (they assert their intercepts again at once).
+			if alive, err := cl.Pods.Exists(ctx, c.Pod); err == nil && !alive && time.Since(claimWritten(l)) > cmp.Or(cl.moveGrace, claimSweep) {
+				r.log.Info("removing the intercept claim of a manager pod gone", "claim", l.Name, "pod", c.Pod)
+				cl.remove(ctx, l)
+			}
 			continue
 		}
 		key := interceptKey{c.Key[0], c.Key[1], c.Key[2], c.Key[3]}

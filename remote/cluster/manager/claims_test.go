@@ -124,16 +124,21 @@ func TestAClaimMovesWithItsClientAndDiesWithItsPod(t *testing.T) {
 		t.Fatalf("claims after the move %+v", got)
 	}
 
-	// m-2 dies without a word: its claims stop counting (and are removed) once its pod is
-	// gone.
+	// m-2 dies without a word: its claims stop counting once its pod is gone, and the
+	// sweep of a live pod removes them later (not at once: their clients move them).
 	if err := cs.CoreV1().Pods("tp-system").Delete(context.Background(), "m-2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r3 := onPod(cs, "m-3")
 	bob := newClient(r3)
 	mustIntercept(t, r3, bob, asking("all", "bob", nil))
-	if got := claimsOf(t, cs); len(got) != 1 || got["bob@laptop/all"].Pod != "m-3" {
+	if got := claimsOf(t, cs); len(got) != 2 || got["bob@laptop/all"].Pod != "m-3" {
 		t.Errorf("claims after m-2 died %+v", got)
+	}
+	r3.claims.moveGrace = time.Nanosecond // as if its client had had its time
+	r3.sweepClaims(context.Background())
+	if got := claimsOf(t, cs); len(got) != 1 || got["bob@laptop/all"].Pod != "m-3" {
+		t.Errorf("claims after the sweep %+v", got)
 	}
 }
 
