@@ -2,13 +2,13 @@ package manager
 
 import (
 	"cmp"
-	"math/rand/v2"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
