@@ -655,19 +655,14 @@ func sessionStatus(t *testing.T, l *kit.Laptop) session.Status {
 	return st
 }
 
+// managerPod is a ready manager pod that is not stopping.
 func managerPod(t *testing.T, cs kubernetes.Interface) string {
 	t.Helper()
-	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
-	if err != nil {
-		t.Fatal(err)
+	pods := managerPods(t, cs)
+	if len(pods) == 0 {
+		t.Fatal("no ready manager pod")
 	}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && podIsReady(&p) {
-			return p.Name
-		}
-	}
-	t.Fatalf("no ready manager pod: %s", podStates(pods.Items))
-	return ""
+	return pods[0]
 }
 
 // hostGet is a GET from the node (as another pod would, through kube-proxy).

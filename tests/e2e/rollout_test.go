@@ -167,6 +167,7 @@ func (h *hammer) stop() {
 	h.done.Wait()
 }
 
+// managerPods are the ready manager pods that are not stopping.
 func managerPods(t *testing.T, cs kubernetes.Interface) []string {
 	t.Helper()
 	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
