@@ -273,7 +273,10 @@ func (a *Agent) watch(ctx context.Context, r *replica) {
 		}
 		a.mu.Lock()
 		draining := r.draining
-		r.managers, r.connected = nil, false // what it said holds while it speaks
+		if !draining {
+			r.managers = nil // what it said holds while it speaks (and, draining, after)
+		}
+		r.connected = false
 		a.rebuildLocked()
 		a.mu.Unlock()
 		if !draining {

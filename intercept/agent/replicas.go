@@ -144,30 +144,36 @@ func (a *Agent) rebuildLocked() {
 		return strings.Compare(x.addr, y.addr)
 	})
 	fromConnected := map[string]bool{} // ports a connected pod has something on
+	byPod := a.podReplicaLocked()
 	for _, r := range order {
-		if r.draining {
-			continue
+		if r.draining || (r.addr == a.cfg.Manager && byPod) {
+			continue // the Service reaches a pod the agent has by its address already
 		}
-		if !r.connected && slices.ContainsFunc(r.ports(), func(p string) bool { return fromConnected[p] }) {
-			continue
-		}
+		// A lost pod's word, only for the ports no pod it speaks with has a say on.
+		skip := func(p string) bool { return !r.connected && fromConnected[p] }
 		if r.connected {
 			for _, p := range r.ports() {
 				fromConnected[p] = true
 			}
 		}
 		for p := range r.intercepted {
-			if v.intercepted[p] == nil {
+			if v.intercepted[p] == nil && !skip(p) {
 				v.intercepted[p] = r
 			}
 		}
 		for p, t := range r.routes {
+			if skip(p) {
+				continue
+			}
 			v.routes[p] = append(v.routes[p], t...)
 			for _, rt := range t {
 				v.owner[rt.ID] = r
 			}
 		}
 		for p, pt := range r.taps {
+			if skip(p) {
+				continue
+			}
 			m := v.taps[p]
 			m.whole = append(m.whole, pt.whole...)
 			m.filtered = append(m.filtered, pt.filtered...)
@@ -189,6 +195,16 @@ func (a *Agent) rebuildLocked() {
 	if old != nil {
 		close(old.changed)
 	}
+}
+
+// podReplicaLocked reports whether the agent speaks with a manager pod by its address.
+func (a *Agent) podReplicaLocked() bool {
+	for _, r := range a.replicas {
+		if r.connected && !r.draining && r.addr != a.cfg.Manager {
+			return true
+		}
+	}
+	return false
 }
 
 // isHeld reports whether port waits for a draining manager pod's clients to move.
@@ -283,11 +299,12 @@ func (a *Agent) discover(ctx context.Context) {
 		a.mu.Lock()
 		live := false
 		for _, r := range a.replicas {
-			// Only a pod that speaks now: a gone pod's last list may name itself.
-			if r.connected && !r.draining {
+			// Only a pod that speaks now (a gone pod's last list may name itself), or one
+			// that drains: its last list names where its clients go.
+			if r.connected || r.draining {
 				addrs = append(addrs, r.managers...)
-				live = live || r.addr != a.cfg.Manager
 			}
+			live = live || r.connected && !r.draining && r.addr != a.cfg.Manager
 		}
 		a.mu.Unlock()
 		if !live {
@@ -315,10 +332,16 @@ func (a *Agent) place(ctx context.Context, addrs []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
+	byPod := a.podReplicaLocked()
 	for addr, r := range a.replicas {
 		switch {
-		case want[addr]:
+		case want[addr] || r.connected && !r.draining && addr != a.cfg.Manager:
+			// A pod the agent speaks with stays, found or not (a readiness blip).
 			r.missing = time.Time{}
+		case addr == a.cfg.Manager && byPod && r.open.Load() == 0:
+			r.cancel()
+			_ = r.cc.Close()
+			delete(a.replicas, addr)
 		case r.missing.IsZero() && ctx.Err() == nil:
 			r.missing = now
 		case ctx.Err() != nil || now.Sub(r.missing) >= replicaLinger && r.open.Load() == 0 || now.Sub(r.missing) >= replicaLingerMost:

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tpdev/tp/intercept/route"
 	"github.com/tpdev/tp/remote"
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -110,7 +111,6 @@ type ManagerPods struct {
 
 	mu    sync.Mutex
 	at    time.Time
-	err   error
 	names map[string]bool
 	addrs map[string]string // by pod name
 }
@@ -120,17 +120,17 @@ func (m *ManagerPods) read(ctx context.Context, maxAge time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.at.IsZero() && time.Since(m.at) <= maxAge {
-		return m.err
+		return nil
 	}
 	// The lock is held through the call: one list serves every caller waiting for it. A
 	// deadline of its own keeps an API server that hangs from holding them all.
 	ctx, cancel := context.WithTimeout(ctx, podsWait)
 	defer cancel()
 	list, err := m.CS.CoreV1().Pods(m.Namespace).List(ctx, metav1.ListOptions{LabelSelector: m.Selector})
-	m.at, m.err = time.Now(), err
 	if err != nil {
-		return fmt.Errorf("listing the manager's pods: %w", err)
+		return fmt.Errorf("listing the manager's pods: %w", err) // not kept: the next caller asks again
 	}
+	m.at = time.Now()
 	m.names, m.addrs = map[string]bool{}, map[string]string{}
 	for _, p := range list.Items {
 		m.names[p.Name] = true
@@ -213,6 +213,8 @@ type claim struct {
 	// name: what the pod that wrote the claim finds its intercept by.
 	Key   []string `json:"key,omitempty"`
 	Grant string   `json:"grant,omitempty"`
+	// Hash is the grant's secret's hash: the client that holds the intercept.
+	Hash string `json:"hash,omitempty"`
 }
 
 func (c claim) same(o claim) bool {
@@ -271,8 +273,21 @@ func (cl *Claims) Take(ctx context.Context, key interceptKey, grant string, c cl
 				mine = &list.Items[i]
 			}
 		}
-		if old, ok := readClaim(mine); ok && old.same(c) {
+		old, ok := readClaim(mine)
+		if ok && old.same(c) {
 			return cl.others(ctx, key, name, list.Items)
+		}
+		if ok && old.Pod != cl.Pod && old.Hash != "" && old.Hash != c.Hash {
+			// The same intercept name, another client's secret, served by another pod:
+			// that client's, while its pod lives.
+			alive, err := cl.Pods.Exists(ctx, old.Pod)
+			if err != nil {
+				return nil, err
+			}
+			if alive {
+				return nil, fmt.Errorf("intercept %q in namespace %q is held by %s (since %s), through another manager pod: pick another name (tp intercept --name)",
+					c.Name, key.namespace, old.asIntercept(key).describeHolder(), old.Since.UTC().Format(time.RFC3339))
+			}
 		}
 		err = cl.write(ctx, mine, name, key, c)
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (mine != nil && apierrors.IsNotFound(err)) {
@@ -404,7 +419,41 @@ func (r *Registry) claim(ctx context.Context, c *clientSession, req *tunnelpb.In
 		return nil, nil
 	}
 	return cl.Take(ctx, interceptKeyOf(req), req.GetGrant(), claim{Name: req.GetName(), Holder: holder, Client: who, Since: time.Now(),
-		Wiretap: req.GetWiretap(), Filter: route.FromProto(req.GetHttp())})
+		Wiretap: req.GetWiretap(), Filter: route.FromProto(req.GetHttp()), Hash: grant.Hash(req.GetSecret())})
+}
+
+// elsewhere are the intercepts the other manager pods serve whose grants wanted names, with
+// the hash it gives: List tells about them too, so that a client sees the team's intercepts
+// (tp list) and never takes over a grant in use (grantLive), whichever pod it is on.
+func (r *Registry) elsewhere(ctx context.Context, wanted func(ns, grant, hash string) bool) []*tunnelpb.InterceptInfo {
+	r.mu.Lock()
+	cl := r.claims
+	r.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	list, err := cl.CS.CoordinationV1().Leases(cl.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ClaimLabel})
+	if err != nil {
+		r.log.Warn("cannot list the other manager pods' intercepts", "err", err)
+		return nil
+	}
+	var out []*tunnelpb.InterceptInfo
+	for i := range list.Items {
+		c, ok := readClaim(&list.Items[i])
+		if !ok || c.Pod == cl.Pod || len(c.Key) != 4 || !wanted(c.Key[0], c.Grant, c.Hash) {
+			continue
+		}
+		if alive, err := cl.Pods.Exists(ctx, c.Pod); err != nil || !alive {
+			continue
+		}
+		info := &tunnelpb.InterceptInfo{Name: c.Name, Namespace: c.Key[0], Kind: c.Key[1], Workload: c.Key[2], Port: c.Key[3],
+			Client: c.Client, SinceUnix: c.Since.Unix(), Holder: c.Holder, Grant: c.Grant, Wiretap: c.Wiretap}
+		if c.Filter != nil {
+			info.Http = c.Filter.Proto()
+		}
+		out = append(out, info)
+	}
+	return out
 }
 
 // releaseLocked lets go of the claim of the intercept of key that grant allows, in the

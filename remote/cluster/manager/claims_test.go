@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/tpdev/tp/remote/grant"
 	"github.com/tpdev/tp/remote/managerspec"
 	"github.com/tpdev/tp/remote/tunnel/tunnelpb"
 )
@@ -191,3 +192,31 @@ func TestTheSweepRemovesThisPodsStaleClaims(t *testing.T) {
 		t.Errorf("claims after the sweep %+v", got)
 	}
 }
+
+// What another pod serves, List tells too (a client on this pod must not take over a grant in
+// use there, and tp list shows the team's intercepts); the same intercept name with another
+// client's secret is refused while that client's pod lives.
+func TestTheOtherPodsInterceptsAreListedAndTheirNamesKept(t *testing.T) {
+	cs := fake.NewClientset(managerPod("m-1"), managerPod("m-2"))
+	r1, r2 := onPod(cs, "m-1"), onPod(cs, "m-2")
+	mustIntercept(t, r1, newClient(r1), asking("all", "alice", nil))
+	m := asking("all", "alice", nil)
+	req := m.GetCreate()
+	resp, err := r2.ClientAPI().List(context.Background(), &tunnelpb.ListRequest{Grants: []*tunnelpb.GrantRef{{Namespace: req.Namespace, Name: req.Grant, SecretSha256: grant.Hash(req.Secret)}}})
+	if err != nil || len(resp.GetIntercepts()) != 1 || resp.GetIntercepts()[0].GetName() != "all" || resp.GetIntercepts()[0].GetHolder() != "tp-alice-all" {
+		t.Fatalf("List on the other pod: %v %v", resp, err)
+	}
+	// Bob's grant of the same name (he wrote the Lease over): the grant passes, the claim not.
+	r2.auth = anyGrant{}
+	other := newClient(r2)
+	taken := asking("all", "alice", nil)
+	taken.GetCreate().Secret = "bobs"
+	if msg := mustRefuse(t, r2, other, taken); !strings.Contains(msg, "through another manager pod") {
+		t.Errorf("another client's intercept of the same name on another pod: %q", msg)
+	}
+}
+
+// anyGrant passes every grant, naming it as its holder.
+type anyGrant struct{}
+
+func (anyGrant) Authorize(_ context.Context, name string, _ grant.Request) (string, error) { return name, nil }

@@ -405,7 +405,7 @@ const maxListGrants = 4096
 // List tells about the intercepts whose grants the caller names, each with the secret hash
 // its Lease carries: a caller learns about an intercept only if it could read the grant
 // with its own Kubernetes rights, which the manager cannot see on a port-forwarded call.
-func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb.ListResponse, error) {
+func (c clientAPI) List(ctx context.Context, req *tunnelpb.ListRequest) (*tunnelpb.ListResponse, error) {
 	if n := len(req.GetGrants()); n > maxListGrants {
 		return nil, status.Errorf(codes.InvalidArgument, "list: %d grants named; at most %d", n, maxListGrants)
 	}
@@ -415,9 +415,12 @@ func (c clientAPI) List(_ context.Context, req *tunnelpb.ListRequest) (*tunnelpb
 		asked[ref{g.GetNamespace(), g.GetName()}] = g.GetSecretSha256()
 	}
 	r := c.r
+	resp := &tunnelpb.ListResponse{Intercepts: r.elsewhere(ctx, func(ns, grant, hash string) bool {
+		want, ok := asked[ref{ns, grant}]
+		return ok && strings.EqualFold(want, hash)
+	})}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	resp := &tunnelpb.ListResponse{}
 	for k, its := range r.byKey {
 		for _, it := range its {
 			if hash, ok := asked[ref{k.namespace, it.grant}]; !ok || !strings.EqualFold(hash, it.grantHash) {
