@@ -219,4 +219,6 @@ func TestTheOtherPodsInterceptsAreListedAndTheirNamesKept(t *testing.T) {
 // anyGrant passes every grant, naming it as its holder.
 type anyGrant struct{}
 
-func (anyGrant) Authorize(_ context.Context, name string, _ grant.Request) (string, error) { return name, nil }
+func (anyGrant) Authorize(_ context.Context, name string, _ grant.Request) (string, error) {
+	return name, nil
+}
