@@ -297,6 +297,9 @@ func (a *Agent) discover(ctx context.Context) {
 	for {
 		addrs, _ := a.cfg.Pods(ctx)
 		a.mu.Lock()
+		// The lookup names only pods the agent knows and cannot reach (a crash, a lookup
+		// that lags behind the new pod), or none.
+		known := !slices.ContainsFunc(addrs, func(addr string) bool { r := a.replicas[addr]; return r == nil || r.connected })
 		live := false
 		for _, r := range a.replicas {
 			// Only a pod that speaks now (a gone pod's last list may name itself), or one
@@ -307,9 +310,9 @@ func (a *Agent) discover(ctx context.Context) {
 			live = live || r.connected && !r.draining && r.addr != a.cfg.Manager
 		}
 		a.mu.Unlock()
-		if !live {
-			// No manager pod to speak with (a crash, a lookup that lags behind the new pod):
-			// the Service reaches whichever is ready first.
+		if !live && known {
+			// No manager pod to speak with, and none new to try: the Service reaches
+			// whichever is ready first.
 			addrs = append(addrs, a.cfg.Manager)
 		}
 		a.place(ctx, addrs)

@@ -361,14 +361,16 @@ func (r *Registry) notifyLocked(key interceptKey) {
 	}
 }
 
+// agentsLocked counts the pods whose agents serve key; an agent may reach this manager pod
+// by two ways for a moment (the Service and the pod's address).
 func (r *Registry) agentsLocked(key interceptKey) int {
-	n := 0
+	pods := map[string]bool{}
 	for a := range r.agents {
 		if a.matches(key) && a.ports[key.port] {
-			n++
+			pods[a.id.UID] = true
 		}
 	}
-	return n
+	return len(pods)
 }
 
 func (a *agentConn) matches(key interceptKey) bool {
