@@ -70,8 +70,8 @@ func TestAgentFlood(t *testing.T) {
 		eventually(t, time.Now(), 10*time.Second, "left before the flood", w, "/back", "pod=")
 	}
 
+	managerPod := managerPodName(t, cs) // the one left after the install's rollout
 	mgr := managerAddr(t, cs)
-	managerPod := managerPodName(t, cs)
 	restartsBefore := restartCount(t, cs, deploy.DefaultNamespace, managerPod)
 	scheme, before := verifierStats(t, mgr)
 	t.Logf("manager stats before the flood (%s): %s", scheme, before.line)
@@ -231,8 +231,10 @@ func verifierStats(t *testing.T, addr string) (string, stats) {
 	return "", stats{}
 }
 
+// managerPodName is the manager's one pod, once the pod it replaced (draining) is gone.
 func managerPodName(t *testing.T, cs kubernetes.Interface) string {
 	t.Helper()
+	kit.WaitManagerPods(t, cs, 1)
 	pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("manager pods: %v %d", err, len(pods.Items))

@@ -187,6 +187,7 @@ func TestHostileInput(t *testing.T) {
 	})
 
 	t.Run("ManagerPorts", func(t *testing.T) {
+		kit.WaitManagerPods(t, cs, 1) // the pod it replaced may still be draining
 		pods, err := cs.CoreV1().Pods(deploy.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: deploy.ManagerLabelSelector})
 		if err != nil || len(pods.Items) != 1 {
 			t.Fatalf("manager pods: %v %d", err, len(pods.Items))
