@@ -76,8 +76,8 @@ func (cl *Claims) lock(name string) *claimLock {
 	return l
 }
 
-// Gen is the claim's generation now, for Release; it does not wait for a Take under way.
-func (cl *Claims) Gen(key interceptKey, grant string) uint64 {
+// gen is the claim's generation now, for Release; it does not wait for a Take under way.
+func (cl *Claims) gen(key interceptKey, grant string) uint64 {
 	return cl.lock(claimName(key, grant)).gen.Load()
 }
 
@@ -463,7 +463,7 @@ func (r *Registry) releaseLocked(key interceptKey, grant string) {
 		return
 	}
 	cl := r.claims
-	gen := cl.Gen(key, grant)
+	gen := cl.gen(key, grant)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), claimWait)
 		defer cancel()

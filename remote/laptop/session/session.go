@@ -205,7 +205,7 @@ func (s *Session) findManager(ctx context.Context) (string, error) {
 	var ready []corev1.Pod
 	s.mu.Lock()
 	leaving := ""
-	if time.Now().Before(s.movingUntil) {
+	if s.movingLocked() {
 		leaving = s.movingFrom
 	}
 	s.mu.Unlock()
@@ -317,10 +317,8 @@ func (s *Session) watchState() {
 		case connectivity.Shutdown:
 			s.setStateLocked(Closed)
 		default:
-			if s.state == Connected && time.Now().Before(s.movingUntil) {
-				break // the planned move: new flows wait for the new pod rather than fail
-			}
-			if s.state == Connected {
+			// During a planned move, new flows wait for the new pod rather than fail.
+			if s.state == Connected && !s.movingLocked() {
 				s.lostLocked()
 			}
 		}
@@ -424,7 +422,7 @@ const moveWait = 15 * time.Second
 func (s *Session) noteMoving(pod string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if time.Now().Before(s.movingUntil) {
+	if s.movingLocked() {
 		return
 	}
 	s.movingUntil, s.movingFrom = time.Now().Add(moveWait), pod
